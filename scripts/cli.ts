@@ -1,0 +1,76 @@
+/**
+ * `failover`: the one command line. Each original tool is a subcommand (`failover failc list`),
+ * and each is also a `deno task` (`deno task failc list`). Every tool module exports
+ * `main(args): Promise<number>` returning its exit code.
+ *
+ * @module
+ */
+
+/** A tool: where its module is and what it does (for `failover --help`). */
+export interface ToolEntry {
+  /** Module path relative to this file. */
+  module: string;
+  /** One line for the help text. */
+  summary: string;
+}
+
+/** Every tool of the command line, by subcommand name. */
+export const TOOLS: Record<string, ToolEntry> = {
+  faild: {
+    module: "../daemon/faild.ts",
+    summary: "the state daemon: holds service states for peers",
+  },
+  failc: { module: "./failc.ts", summary: "get, set, list and delete services on a faild" },
+  failstat: { module: "./failstat.ts", summary: "dump the state of one or several faild" },
+  failsh: { module: "../shell/failsh.ts", summary: "the failover shell: runs a sandboxed script" },
+  failmon: {
+    module: "./failmon.ts",
+    summary: "live monitor of failsh (terminal, web, line, once)",
+  },
+  faildebug: { module: "./faildebug.ts", summary: "list and set log levels of a running daemon" },
+  hc: { module: "../daemon/hc/hc.ts", summary: "the health checker" },
+  hcmon: { module: "./hcmon.ts", summary: "web view and JSON of many hc instances" },
+  demo: { module: "./demo.ts", summary: "live failover demo on loopback (no root needed)" },
+  repl: { module: "./repl.ts", summary: "a REPL with the client preloaded" },
+};
+
+/** The text of `failover --help`. */
+export function usage(): string {
+  const width = Math.max(...Object.keys(TOOLS).map((n) => n.length));
+  const lines = Object.entries(TOOLS).map(([name, t]) => `  ${name.padEnd(width)}  ${t.summary}`);
+  return [
+    "Usage: failover <tool> [options]   (or: deno task <tool> [options])",
+    "",
+    "High availability for ordinary Linux servers. Tools:",
+    ...lines,
+    "",
+    "Run `failover <tool> --help` for a tool's options.",
+  ].join("\n");
+}
+
+/**
+ * Runs a tool by name.
+ *
+ * @param args The command line: the tool's name, then its arguments.
+ * @returns The exit code.
+ */
+export async function main(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    console.log(usage());
+    return name === undefined ? 64 : 0;
+  }
+  const tool = TOOLS[name];
+  if (!tool) {
+    console.error(`Unknown tool "${name}": expected one of ${Object.keys(TOOLS).join(", ")}`);
+    return 64;
+  }
+  const mod = await import(new URL(tool.module, import.meta.url).href) as {
+    main(args: string[]): Promise<number>;
+  };
+  return await mod.main(rest);
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

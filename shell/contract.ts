@@ -1,0 +1,169 @@
+/**
+ * The contract between failsh's parts: what a script declares (sent by the sandboxed child to the
+ * supervisor), how the supervisor asks the child to run a handler, and what the scheduler needs
+ * from the sandbox. The scheduler (`shell/scheduler.ts`) only sees {@linkcode Sandbox}; the
+ * sandbox (`shell/sandbox.ts`) implements it around a child `deno run --no-prompt`.
+ *
+ * @module
+ */
+import type { ServiceRecord, ServiceState } from "../lib/types.ts";
+
+/** A handler's kind. */
+export type HandlerKind = "start" | "stop" | "reclaim";
+
+/** A host as the script declares it (no secrets: `key` names a key in the operator's policy). */
+export interface HostDecl {
+  /** Host name, unique in the script. */
+  name: string;
+  /** Address of its faild (IP literal or DNS name). */
+  address: string;
+  /** faild's port (default 7100). */
+  port: number;
+  /** `http` or `https`. */
+  protocol: "http" | "https";
+  /** Name of the key in the policy's `keys` used to sign polls to this host. */
+  key: string | null;
+}
+
+/** A service as the script declares it. All times in ms. */
+export interface ServiceDecl {
+  /** Service name, unique in the script. */
+  name: string;
+  /** Master hosts, highest priority first. */
+  masters: string[];
+  /** Slave (backup) hosts, highest priority first. */
+  slaves: string[];
+  /** Poll interval of the peers. */
+  intervalMs: number;
+  /** Consecutive failed polls before a peer counts as FAIL. */
+  fall: number;
+  /** Consecutive good polls before a FAIL peer counts as reachable again. */
+  rise: number;
+  /** Whether a returning master takes the service back (RECOVER handshake) or stays standby. */
+  preempt: boolean;
+  /** After start-up, how long to wait (collecting polls) before any takeover. */
+  graceMs: number;
+  /** Time limit of each handler kind. */
+  timeouts: Record<HandlerKind, number>;
+  /** Which handlers the script defines (an undefined reclaim falls back to start). */
+  handlers: HandlerKind[];
+}
+
+/** Everything a script declared, as sent to the supervisor once the module has loaded. */
+export interface ScriptDecl {
+  /** Declared hosts. */
+  hosts: HostDecl[];
+  /** Declared services. */
+  services: ServiceDecl[];
+  /** Number of traps registered (they receive every {@linkcode TrapEvent}). */
+  traps: number;
+}
+
+/** What a handler is told when it is invoked. */
+export interface HandlerInvocation {
+  /** The service. */
+  service: string;
+  /** Which handler. */
+  kind: HandlerKind;
+  /** This host's name. */
+  self: string;
+  /** Why the scheduler invoked it (the decision's reason). */
+  reason: string;
+  /** The peers' last known services, by host name (unreachable hosts are absent). */
+  peers: Record<string, ServiceRecord[]>;
+}
+
+/** An event delivered to the script's traps. */
+export interface TrapEvent {
+  /** `service` when a service's state changed on any host; `host` when a host's reachability changed. */
+  type: "service" | "host";
+  /** The host concerned. */
+  host: string;
+  /** The service, for `service` events. */
+  service: string | null;
+  /** New state (`FAIL` for an unreachable host). */
+  state: ServiceState;
+  /** Previous state, or `null` if unknown. */
+  previous: ServiceState | null;
+  /** When (ms since epoch). */
+  at: number;
+}
+
+/** The sandbox as the scheduler uses it. */
+export interface Sandbox {
+  /** What the script declared (available once {@linkcode Sandbox.start} resolved). */
+  readonly decl: ScriptDecl;
+  /** Starts the child and waits for its declaration. Rejects with a clear error on failure. */
+  start(): Promise<ScriptDecl>;
+  /**
+   * Runs a handler in the child, enforcing `timeoutMs`. On timeout the child is killed (and
+   * restarted for the next call) and the promise rejects with a `TimeoutError`-named Error.
+   */
+  invoke(call: HandlerInvocation, timeoutMs: number): Promise<ServiceState>;
+  /** Delivers an event to the script's traps (fire and forget). */
+  trap(event: TrapEvent): void;
+  /** Stops the child; held addresses are not touched. */
+  close(): Promise<void>;
+}
+
+/** One address range a policy lets failsh take over. */
+export interface AddressRule {
+  /** CIDR the address must lie in, e.g. `198.18.0.0/24` or `2001:db8::/64`. */
+  prefix: string;
+  /** Devices the address may be put on, e.g. `["eth0"]`. */
+  devices: string[];
+}
+
+/** One program a policy lets a script run. */
+export interface ProgramRule {
+  /** Name the script uses in `ctx.run([name, ...args])`. */
+  name: string;
+  /** Absolute path of the executable that is actually run. */
+  path: string;
+  /**
+   * One regular expression per argument position (anchored, full match). A call with more
+   * arguments than patterns is refused unless `rest` is set.
+   */
+  args: string[];
+  /** Pattern every argument beyond `args` must match, or absent to refuse extra arguments. */
+  rest?: string;
+  /** Time limit in ms (default 10000); the program and its children are killed after it. */
+  timeoutMs: number;
+}
+
+/**
+ * The operator's policy and failsh configuration (`policy.json`). Everything the script may do
+ * beyond computing is listed here; the script itself never sees secrets.
+ */
+export interface Policy {
+  /** This host's name (must be one of the script's hosts). */
+  host: string;
+  /** The local faild failsh reports to: URL and the key (name in `keys`) to sign with. */
+  faild: { url: string; key: string | null };
+  /** Secrets by name; each read from a file (mode 0600 expected), never from the script. */
+  keys: Record<string, { file: string }>;
+  /** Addresses and prefixes that may be taken over. */
+  addresses: AddressRule[];
+  /** How addresses are put in place: `linux` (ip + arping/ndisc6) or `simulated` (no root; demo). */
+  netDriver: "linux" | "simulated";
+  /** Gratuitous ARP: packets in the burst after takeover, and refresh period (0 = none). */
+  arp: { count: number; refreshMs: number };
+  /** Programs the script may run. */
+  programs: ProgramRule[];
+  /** Hosts:ports the script itself may connect to (besides asking failsh to poll). */
+  net: string[];
+  /** Files or directories the script may read. */
+  read: string[];
+  /** What failsh does with held addresses on SIGTERM. */
+  onExit: "release" | "keep";
+  /** Monitor port listen address (`127.0.0.1:1848`), or null to disable. */
+  monitor: string | null;
+  /** Debug port listen address, or null to disable; requests must be signed with `debugKey`. */
+  debug: string | null;
+  /** Key (name in `keys`) faildebug must sign with. */
+  debugKey: string | null;
+  /** Audit log file (JSON lines) of every privileged request, allowed or refused. */
+  audit: string;
+  /** Where SIGUSR1 writes the state dump (file or FIFO). */
+  dumpFile: string;
+}
