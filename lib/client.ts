@@ -1,0 +1,763 @@
+/**
+ * The typed client of faild, the failover state daemon. failc, failstat, failsh, failmon and the
+ * tests all talk to faild through {@linkcode FaildClient}; `docs/protocol.md` describes the wire
+ * protocol it speaks.
+ *
+ * With a key (the community of the faild's community file) every request is signed and every
+ * answer must carry a valid server signature; without a key requests go unsigned, which faild
+ * allows only for reads the operator opened with a `-` community.
+ *
+ * @example Reading every service of a faild
+ * ```ts ignore
+ * import { FaildClient } from "./client.ts";
+ * const client = new FaildClient("http://127.0.0.1:7100", { key: "s3cret" });
+ * try {
+ *   for (const s of (await client.list()).services) console.log(s.name, s.state);
+ * } finally {
+ *   client.close();
+ * }
+ * ```
+ *
+ * @module
+ */
+import { RESPONSE_SIGNATURE_HEADER, signRequest, verifyResponse } from "./sign.ts";
+import {
+  type ChangeEvent,
+  type Health,
+  isServiceState,
+  isValidName,
+  LOG_LEVELS,
+  type LogLevel,
+  MAX_DETAIL_LENGTH,
+  type ServiceList,
+  type ServiceRecord,
+  type ServiceState,
+} from "./types.ts";
+
+/** Default timeout of one request, in ms. */
+export const DEFAULT_TIMEOUT_MS = 5_000;
+
+/** Largest answer body the client reads, in bytes (1000 services with long details fit). */
+export const MAX_RESPONSE_BYTES = 8 * 1024 * 1024;
+
+/** Largest single server-sent event the client buffers, in bytes. */
+export const MAX_EVENT_BYTES = 64 * 1024;
+
+/** An event stream that sends nothing (not even a keep-alive) for this long is dead, in ms. */
+export const EVENT_IDLE_TIMEOUT_MS = 45_000;
+
+/**
+ * Statuses faild may send before it could verify a request's signature, so their answers may be
+ * unsigned. Every other answer to a signed request must carry a valid signature.
+ */
+const MAY_BE_UNSIGNED = new Set([400, 401, 413, 415, 429, 503]);
+
+/**
+ * faild answered with an error status (4xx or 5xx) other than an authentication refusal.
+ *
+ * @example
+ * ```ts
+ * import { FaildError } from "./client.ts";
+ * const e = new FaildError("Service not found: web", 404);
+ * console.log(e.status); // 404
+ * ```
+ */
+export class FaildError extends Error {
+  /** The HTTP status faild answered with. */
+  readonly status: number;
+
+  /**
+   * Creates the error.
+   *
+   * @param message What went wrong (usually faild's own sentence).
+   * @param status The HTTP status.
+   */
+  constructor(message: string, status: number) {
+    super(message);
+    this.name = "FaildError";
+    this.status = status;
+  }
+}
+
+/**
+ * faild refused the request's credentials (401 or 403), or its answer to a signed request was
+ * unsigned or badly signed (so it cannot be trusted).
+ *
+ * @example
+ * ```ts
+ * import { AuthError, FaildError } from "./client.ts";
+ * const e = new AuthError("Request refused: read-only community cannot write", 403);
+ * console.log(e instanceof FaildError, e.status); // true 403
+ * ```
+ */
+export class AuthError extends FaildError {
+  /**
+   * Creates the error.
+   *
+   * @param message What was refused.
+   * @param status The HTTP status of the answer.
+   */
+  constructor(message: string, status: number) {
+    super(message, status);
+    this.name = "AuthError";
+  }
+}
+
+/**
+ * faild could not be reached: connection refused, reset, name not resolved, TLS failure or
+ * timeout. failsh counts such a host as `FAIL` for all its services.
+ *
+ * @example
+ * ```ts
+ * import { PeerUnreachableError } from "./client.ts";
+ * const e = new PeerUnreachableError("http://127.0.0.1:7100", "connection refused");
+ * console.log(e.message);
+ * ```
+ */
+export class PeerUnreachableError extends Error {
+  /** The faild URL that could not be reached. */
+  readonly url: string;
+
+  /**
+   * Creates the error.
+   *
+   * @param url The faild URL.
+   * @param detail Why it could not be reached.
+   * @param options The underlying error, if any.
+   */
+  constructor(url: string, detail: string, options?: { cause?: unknown }) {
+    super(`Cannot reach faild at ${url}: ${detail}`, options);
+    this.name = "PeerUnreachableError";
+    this.url = url;
+  }
+}
+
+/** Options of {@linkcode FaildClient}. */
+export interface FaildClientOptions {
+  /** The community (shared secret). Without it requests go unsigned. */
+  key?: string;
+  /** Timeout of each request in ms (default {@linkcode DEFAULT_TIMEOUT_MS}). */
+  timeoutMs?: number;
+  /** Extra PEM CA certificates to trust for `https://` faild URLs. */
+  caCerts?: string[];
+}
+
+/** Options of {@linkcode FaildClient.set}. */
+export interface SetOptions {
+  /** Free text stored with the state (at most {@linkcode MAX_DETAIL_LENGTH} characters). */
+  detail?: string;
+  /** Aborts the request. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@linkcode FaildClient.events}. */
+export interface EventsOptions {
+  /** Ends the stream (the iteration then finishes without error). */
+  signal?: AbortSignal;
+}
+
+/** The answer of the debug-levels endpoints. */
+export interface LogLevels {
+  /** Level by facility; `*` is the default of facilities not listed. */
+  levels: Record<string, LogLevel>;
+}
+
+/** Options of {@linkcode resolveKey}. */
+export interface ResolveKeyOptions {
+  /** A key given on the command line; wins over everything else. */
+  key?: string;
+  /** A file holding the key (first line, surrounding whitespace removed). */
+  keyFile?: string;
+  /** Name of the environment variable to read (default `FAILOVER_KEY`). */
+  env?: string;
+}
+
+/**
+ * Finds the key a CLI should sign with: the `--key` flag, else the `--key-file` file, else the
+ * environment variable (`FAILOVER_KEY` by default; reading it needs `--allow-env`).
+ *
+ * @param options Flag value, key file and environment variable name.
+ * @returns The key, or `undefined` when none was given (requests then go unsigned).
+ * @throws {TypeError} When the key file cannot be read, is empty or is larger than 4 KiB.
+ *
+ * @example
+ * ```ts
+ * import { resolveKey } from "./client.ts";
+ * console.log(resolveKey({ key: "s3cret" })); // "s3cret"
+ * ```
+ */
+export function resolveKey(options: ResolveKeyOptions): string | undefined {
+  if (options.key !== undefined) {
+    if (options.key === "") throw new TypeError("Invalid key: the --key value is empty");
+    return options.key;
+  }
+  if (options.keyFile !== undefined) {
+    let text: string;
+    try {
+      const info = Deno.statSync(options.keyFile);
+      if (info.size > 4096) {
+        throw new TypeError(`Invalid key file ${options.keyFile}: larger than 4 KiB`);
+      }
+      text = Deno.readTextFileSync(options.keyFile);
+    } catch (error) {
+      if (error instanceof TypeError) throw error;
+      throw new TypeError(
+        `Cannot read key file ${options.keyFile}: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+    const key = (text.split("\n")[0] ?? "").trim();
+    if (key === "") throw new TypeError(`Invalid key file ${options.keyFile}: first line is empty`);
+    return key;
+  }
+  const name = options.env ?? "FAILOVER_KEY";
+  let value: string | undefined;
+  try {
+    value = Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+  return value === undefined || value === "" ? undefined : value;
+}
+
+function checkName(name: string): void {
+  if (!isValidName(name)) {
+    throw new RangeError(
+      `Invalid service name "${name}": expected 1 to 64 letters, digits, ".", "_" or "-", ` +
+        "starting with a letter or digit",
+    );
+  }
+}
+
+function checkRecord(value: unknown, where: string): ServiceRecord {
+  const r = value as Partial<ServiceRecord> | null;
+  if (
+    typeof r !== "object" || r === null || typeof r.name !== "string" ||
+    !isServiceState(r.state) || typeof r.lastChange !== "number" ||
+    typeof r.changes !== "number" || typeof r.detail !== "string" || typeof r.setBy !== "string"
+  ) {
+    throw new FaildError(`Invalid answer from faild: ${where} is not a service record`, 502);
+  }
+  return r as ServiceRecord;
+}
+
+function checkList(value: unknown): ServiceList {
+  const l = value as Partial<ServiceList> | null;
+  if (
+    typeof l !== "object" || l === null || typeof l.host !== "string" ||
+    typeof l.bootId !== "string" || typeof l.now !== "number" || !Array.isArray(l.services)
+  ) {
+    throw new FaildError("Invalid answer from faild: not a service list", 502);
+  }
+  l.services.forEach((s, i) => checkRecord(s, `services[${i}]`));
+  return l as ServiceList;
+}
+
+async function readBounded(body: ReadableStream<Uint8Array> | null, limit: number) {
+  if (body === null) return new Uint8Array(0);
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = body.getReader();
+  try {
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > limit) {
+        throw new FaildError(`Invalid answer from faild: body is larger than ${limit} bytes`, 502);
+      }
+      chunks.push(value);
+    }
+  } finally {
+    reader.releaseLock();
+    if (size > limit) await body.cancel().catch(() => {});
+  }
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.byteLength;
+  }
+  return out;
+}
+
+/** What {@linkcode FaildClient} gets back from one exchange. */
+interface Answer {
+  status: number;
+  body: Uint8Array;
+}
+
+/**
+ * A client of one faild. Connections are kept alive and reused between calls (one connection pool
+ * per client); call {@linkcode FaildClient.close} when done.
+ *
+ * Errors: {@linkcode PeerUnreachableError} when faild cannot be reached or times out,
+ * {@linkcode AuthError} when it refuses the credentials or its answer is not properly signed,
+ * {@linkcode FaildError} (with `.status`, e.g. 404) for other refusals, `RangeError` for a bad
+ * service name, state or detail caught before sending.
+ *
+ * @example
+ * ```ts ignore
+ * import { FaildClient } from "./client.ts";
+ * const client = new FaildClient("http://127.0.0.1:7100", { key: "s3cret" });
+ * await client.set("web", "UP", { detail: "started by hand" });
+ * console.log((await client.get("web")).changes);
+ * client.close();
+ * ```
+ */
+export class FaildClient {
+  #base: URL;
+  #key: string | undefined;
+  #timeoutMs: number;
+  #http: Deno.HttpClient;
+  #closed = false;
+  #streams = new Set<AbortController>();
+
+  /**
+   * Creates a client. Nothing is sent until the first call.
+   *
+   * @param url The faild's base URL, e.g. `http://127.0.0.1:7100` (a path is not allowed).
+   * @param options Key, request timeout and extra CA certificates.
+   * @throws {TypeError} When the URL is not an `http:` or `https:` URL without a path.
+   */
+  constructor(url: string, options: FaildClientOptions = {}) {
+    let base: URL;
+    try {
+      base = new URL(url);
+    } catch {
+      throw new TypeError(`Invalid faild URL "${url}": expected e.g. http://127.0.0.1:7100`);
+    }
+    if (base.protocol !== "http:" && base.protocol !== "https:") {
+      throw new TypeError(`Invalid faild URL "${url}": scheme must be http or https`);
+    }
+    if (base.pathname !== "/" || base.search !== "" || base.hash !== "") {
+      throw new TypeError(`Invalid faild URL "${url}": expected no path, e.g. http://host:7100`);
+    }
+    if (options.key === "") throw new TypeError("Invalid key: the key is empty");
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+      throw new RangeError(`Invalid timeout ${timeoutMs}: expected a positive number of ms`);
+    }
+    this.#base = base;
+    this.#key = options.key;
+    this.#timeoutMs = timeoutMs;
+    this.#http = Deno.createHttpClient({
+      ...(options.caCerts ? { caCerts: options.caCerts } : {}),
+      poolIdleTimeout: 60_000,
+      http2: false,
+    });
+  }
+
+  /** The faild's base URL, without a trailing slash. */
+  get url(): string {
+    return this.#base.origin;
+  }
+
+  /** Whether requests are signed. */
+  get signed(): boolean {
+    return this.#key !== undefined;
+  }
+
+  /**
+   * Asks faild whether it is alive (no right needed).
+   *
+   * @param options An abort signal.
+   * @returns Host name, boot id, version, uptime and number of services.
+   */
+  async health(options: { signal?: AbortSignal } = {}): Promise<Health> {
+    const h = this.#json(await this.#request("GET", "/v1/health", options)) as Partial<Health>;
+    if (typeof h !== "object" || h === null || typeof h.bootId !== "string") {
+      throw new FaildError("Invalid answer from faild: not a health record", 502);
+    }
+    return h as Health;
+  }
+
+  /**
+   * Lists the services the caller may read.
+   *
+   * @param options An abort signal.
+   * @returns Host, boot id, faild's clock and the services sorted by name.
+   */
+  async list(options: { signal?: AbortSignal } = {}): Promise<ServiceList> {
+    return checkList(this.#json(await this.#request("GET", "/v1/services", options)));
+  }
+
+  /**
+   * Reads one service.
+   *
+   * @param name The service name.
+   * @param options An abort signal.
+   * @returns The record.
+   * @throws {FaildError} With status 404 when faild holds no such service.
+   */
+  async get(name: string, options: { signal?: AbortSignal } = {}): Promise<ServiceRecord> {
+    checkName(name);
+    const answer = await this.#request("GET", `/v1/services/${name}`, options);
+    return checkRecord(this.#json(answer), "the answer");
+  }
+
+  /**
+   * Creates or updates a service. Its change counter and last-change time move only when the
+   * state differs from the stored one.
+   *
+   * @param name The service name.
+   * @param state The new state.
+   * @param options Detail text and an abort signal.
+   * @returns The record after the change.
+   */
+  async set(name: string, state: ServiceState, options: SetOptions = {}): Promise<ServiceRecord> {
+    checkName(name);
+    if (!isServiceState(state)) {
+      throw new RangeError(`Invalid state "${state}": expected UP, RECOVER or FAIL`);
+    }
+    if (options.detail !== undefined && options.detail.length > MAX_DETAIL_LENGTH) {
+      throw new RangeError(
+        `Invalid detail: ${options.detail.length} characters, at most ${MAX_DETAIL_LENGTH}`,
+      );
+    }
+    const body = JSON.stringify(
+      options.detail === undefined ? { state } : { state, detail: options.detail },
+    );
+    const answer = await this.#request("PUT", `/v1/services/${name}`, {
+      body,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    return checkRecord(this.#json(answer), "the answer");
+  }
+
+  /**
+   * Removes a service.
+   *
+   * @param name The service name.
+   * @param options An abort signal.
+   * @returns The record as it was.
+   * @throws {FaildError} With status 404 when faild holds no such service.
+   */
+  async delete(name: string, options: { signal?: AbortSignal } = {}): Promise<ServiceRecord> {
+    checkName(name);
+    const answer = await this.#request("DELETE", `/v1/services/${name}`, options);
+    return checkRecord(this.#json(answer), "the answer");
+  }
+
+  /**
+   * Reads faild's Prometheus metrics (only services the caller may read appear).
+   *
+   * @param options An abort signal.
+   * @returns The Prometheus text exposition.
+   */
+  async metrics(options: { signal?: AbortSignal } = {}): Promise<string> {
+    const answer = await this.#request("GET", "/metrics", options);
+    return new TextDecoder().decode(answer.body);
+  }
+
+  /**
+   * Reads the log level of every facility (needs a read right on `*`).
+   *
+   * @param options An abort signal.
+   * @returns Level by facility, `*` being the default.
+   */
+  async logLevels(options: { signal?: AbortSignal } = {}): Promise<LogLevels> {
+    return this.#levels(this.#json(await this.#request("GET", "/v1/debug/levels", options)));
+  }
+
+  /**
+   * Changes the log level of a facility while faild runs (needs a read-write right on `*`).
+   *
+   * @param facility A facility name such as `http`, `auth`, `state`, or `*` for the default.
+   * @param level The new level.
+   * @param options An abort signal.
+   * @returns The levels after the change.
+   */
+  async setLogLevel(
+    facility: string,
+    level: LogLevel,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<LogLevels> {
+    if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+      throw new RangeError(
+        `Invalid log level "${level}": expected one of ${LOG_LEVELS.join(", ")}`,
+      );
+    }
+    const answer = await this.#request("PUT", "/v1/debug/levels", {
+      body: JSON.stringify({ facility, level }),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    return this.#levels(this.#json(answer));
+  }
+
+  /**
+   * Follows faild's stream of changes (server-sent events) of the services the caller may read.
+   * The iteration ends when `signal` aborts or the client is closed; it throws
+   * {@linkcode PeerUnreachableError} when the stream breaks or stays silent for
+   * {@linkcode EVENT_IDLE_TIMEOUT_MS}, and {@linkcode AuthError} on a badly signed event.
+   *
+   * @param options An abort signal that ends the stream.
+   * @returns An async iterable of change events, in `seq` order.
+   */
+  async *events(options: EventsOptions = {}): AsyncGenerator<ChangeEvent, void, undefined> {
+    const controller = new AbortController();
+    const onAbort = () => controller.abort();
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    if (options.signal?.aborted) return;
+    this.#streams.add(controller);
+    let idle: ReturnType<typeof setTimeout> | undefined;
+    let idleFired = false;
+    const arm = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => {
+        idleFired = true;
+        controller.abort();
+      }, EVENT_IDLE_TIMEOUT_MS);
+    };
+    try {
+      idle = setTimeout(() => {
+        idleFired = true;
+        controller.abort();
+      }, this.#timeoutMs);
+      let sent: { response: Response; nonce: string | undefined };
+      try {
+        sent = await this.#send("GET", "/v1/events", "", controller.signal, {
+          accept: "text/event-stream",
+        });
+      } catch (error) {
+        if (idleFired) {
+          throw new PeerUnreachableError(this.url, `no answer within ${this.#timeoutMs} ms`);
+        }
+        if (options.signal?.aborted || this.#closed) return;
+        throw error;
+      }
+      const { response, nonce } = sent;
+      if (response.status !== 200) {
+        const body = await readBounded(response.body, MAX_RESPONSE_BYTES);
+        this.#check({ status: response.status, body }, nonce, response);
+        throw new FaildError(`Unexpected answer from faild: status ${response.status}`, 502);
+      }
+      if (this.#key !== undefined && nonce !== undefined) {
+        const sig = response.headers.get(RESPONSE_SIGNATURE_HEADER);
+        if (!verifyResponse(this.#key, sig, { nonce, status: 200, body: "" })) {
+          await response.body?.cancel().catch(() => {});
+          throw new AuthError(
+            "Untrusted answer from faild: event stream is not signed with the key",
+            200,
+          );
+        }
+      }
+      if (response.body === null) return;
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      let event = "message";
+      let data: string[] = [];
+      let dataSize = 0;
+      let sig: string | null = null;
+      let lastSeq = 0;
+      arm();
+      try {
+        while (true) {
+          let chunk: ReadableStreamReadResult<string>;
+          try {
+            chunk = await reader.read();
+          } catch (error) {
+            if (options.signal?.aborted || this.#closed) return;
+            if (idleFired) {
+              throw new PeerUnreachableError(
+                this.url,
+                `event stream silent for ${EVENT_IDLE_TIMEOUT_MS} ms`,
+              );
+            }
+            throw new PeerUnreachableError(this.url, `event stream broke: ${error}`, {
+              cause: error,
+            });
+          }
+          if (chunk.done) {
+            if (options.signal?.aborted || this.#closed) return;
+            throw new PeerUnreachableError(this.url, "event stream closed by faild");
+          }
+          arm();
+          buffer += chunk.value;
+          let nl: number;
+          while ((nl = buffer.indexOf("\n")) >= 0) {
+            let line = buffer.slice(0, nl);
+            buffer = buffer.slice(nl + 1);
+            if (line.endsWith("\r")) line = line.slice(0, -1);
+            if (line === "") {
+              if (data.length > 0 && event === "change") {
+                const text = data.join("\n");
+                if (this.#key !== undefined && nonce !== undefined) {
+                  if (!verifyResponse(this.#key, sig, { nonce, status: 200, body: text })) {
+                    throw new AuthError(
+                      "Untrusted answer from faild: event is not signed with the key",
+                      200,
+                    );
+                  }
+                }
+                const ev = JSON.parse(text) as ChangeEvent;
+                if (typeof ev.seq !== "number" || ev.seq <= lastSeq) {
+                  throw new AuthError(
+                    `Untrusted answer from faild: event seq ${ev.seq} after ${lastSeq}`,
+                    200,
+                  );
+                }
+                lastSeq = ev.seq;
+                checkRecord(ev.service, "the event's service");
+                yield ev;
+              }
+              event = "message";
+              data = [];
+              dataSize = 0;
+              sig = null;
+              continue;
+            }
+            if (line.startsWith(":")) continue;
+            const colon = line.indexOf(":");
+            const field = colon < 0 ? line : line.slice(0, colon);
+            let value = colon < 0 ? "" : line.slice(colon + 1);
+            if (value.startsWith(" ")) value = value.slice(1);
+            if (field === "event") event = value;
+            else if (field === "data") {
+              dataSize += value.length;
+              data.push(value);
+            } else if (field === "sig") sig = value;
+          }
+          if (buffer.length + dataSize > MAX_EVENT_BYTES) {
+            throw new FaildError(
+              `Invalid answer from faild: event larger than ${MAX_EVENT_BYTES} bytes`,
+              502,
+            );
+          }
+        }
+      } finally {
+        await reader.cancel().catch(() => {});
+        reader.releaseLock();
+      }
+    } finally {
+      clearTimeout(idle);
+      options.signal?.removeEventListener("abort", onAbort);
+      this.#streams.delete(controller);
+      controller.abort();
+    }
+  }
+
+  /** Ends every event stream and closes the connection pool. The client cannot be used after. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const c of this.#streams) c.abort();
+    this.#streams.clear();
+    this.#http.close();
+  }
+
+  #levels(value: unknown): LogLevels {
+    const v = value as Partial<LogLevels> | null;
+    if (typeof v !== "object" || v === null || typeof v.levels !== "object" || v.levels === null) {
+      throw new FaildError("Invalid answer from faild: not a log level list", 502);
+    }
+    return v as LogLevels;
+  }
+
+  #json(answer: Answer): unknown {
+    try {
+      return JSON.parse(new TextDecoder().decode(answer.body));
+    } catch {
+      throw new FaildError("Invalid answer from faild: body is not JSON", 502);
+    }
+  }
+
+  async #send(
+    method: string,
+    path: string,
+    body: string,
+    signal: AbortSignal,
+    extraHeaders: Record<string, string> = {},
+  ): Promise<{ response: Response; nonce: string | undefined }> {
+    if (this.#closed) throw new TypeError("Cannot send request: the client is closed");
+    const headers: Record<string, string> = { ...extraHeaders };
+    let nonce: string | undefined;
+    if (this.#key !== undefined) {
+      const signed = signRequest(this.#key, { method, path, body });
+      headers["authorization"] = signed.header;
+      nonce = signed.nonce;
+    }
+    if (body !== "") headers["content-type"] = "application/json";
+    try {
+      const response = await fetch(new URL(path, this.#base), {
+        method,
+        headers,
+        ...(body !== "" ? { body } : {}),
+        signal,
+        client: this.#http,
+      });
+      return { response, nonce };
+    } catch (error) {
+      throw this.#mapFetchError(error, signal);
+    }
+  }
+
+  #mapFetchError(error: unknown, signal: AbortSignal): unknown {
+    if (error instanceof FaildError) return error;
+    const e = error as Error;
+    if (e?.name === "TimeoutError") {
+      return new PeerUnreachableError(this.url, `no answer within ${this.#timeoutMs} ms`, {
+        cause: error,
+      });
+    }
+    if (e?.name === "AbortError" || signal.aborted) {
+      const reason = signal.reason as Error | undefined;
+      if (reason?.name === "TimeoutError") {
+        return new PeerUnreachableError(this.url, `no answer within ${this.#timeoutMs} ms`, {
+          cause: error,
+        });
+      }
+      return error;
+    }
+    const detail = (e?.message ?? String(error)).split("\n")[0]!;
+    return new PeerUnreachableError(this.url, detail, { cause: error });
+  }
+
+  async #request(
+    method: string,
+    path: string,
+    options: { body?: string; signal?: AbortSignal },
+  ): Promise<Answer> {
+    const timeout = AbortSignal.timeout(this.#timeoutMs);
+    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+    const { response, nonce } = await this.#send(method, path, options.body ?? "", signal);
+    let body: Uint8Array;
+    try {
+      body = await readBounded(response.body, MAX_RESPONSE_BYTES);
+    } catch (error) {
+      throw this.#mapFetchError(error, signal);
+    }
+    const answer = { status: response.status, body };
+    this.#check(answer, nonce, response);
+    return answer;
+  }
+
+  /** Verifies the answer's signature and turns error statuses into errors. */
+  #check(answer: Answer, nonce: string | undefined, response: Response): void {
+    const { status, body } = answer;
+    let message = `faild answered ${status}`;
+    if (status >= 400) {
+      try {
+        const parsed = JSON.parse(new TextDecoder().decode(body)) as { error?: unknown };
+        if (typeof parsed.error === "string") message = parsed.error;
+      } catch {
+        // Keep the generic message.
+      }
+    }
+    if (this.#key !== undefined && nonce !== undefined) {
+      const sig = response.headers.get(RESPONSE_SIGNATURE_HEADER);
+      const valid = verifyResponse(this.#key, sig, { nonce, status, body });
+      if (!valid && (sig !== null || !MAY_BE_UNSIGNED.has(status))) {
+        throw new AuthError(
+          sig === null
+            ? `Untrusted answer from faild: status ${status} is not signed`
+            : `Untrusted answer from faild: status ${status} has a bad signature`,
+          status,
+        );
+      }
+    }
+    if (status === 401 || status === 403) throw new AuthError(message, status);
+    if (status >= 400) throw new FaildError(message, status);
+  }
+}
