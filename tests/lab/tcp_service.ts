@@ -1,0 +1,79 @@
+/**
+ * The lab's "service behind the VIP": a TCP server that answers every connection with its name and
+ * a newline, then closes. Run inside a host's namespace:
+ *
+ * ```sh
+ * ip netns exec NS deno run --allow-net tests/lab/tcp_service.ts --port 8080 --name h1
+ * ```
+ *
+ * It binds 0.0.0.0, so it answers on the VIP whenever the VIP is on this host. It stops on SIGTERM,
+ * on stdin EOF, or after `--max-life` ms.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+
+/**
+ * Runs the server until stopped.
+ *
+ * @param args Command-line arguments.
+ * @returns Exit code.
+ */
+export async function main(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      port: { type: "string" },
+      name: { type: "string" },
+      host: { type: "string", default: "0.0.0.0" },
+      "max-life": { type: "string", default: "1800000" },
+    },
+  });
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    console.error(`Invalid --port: ${values.port}: expected 1 to 65535`);
+    return 2;
+  }
+  if (!values.name) {
+    console.error("Missing --name: the name to answer with");
+    return 2;
+  }
+  const answer = new TextEncoder().encode(values.name + "\n");
+  const listener = Deno.listen({ hostname: values.host, port });
+  console.log(`listening ${values.host}:${port} as ${values.name}`);
+  const stop = () => {
+    try {
+      listener.close();
+    } catch {
+      // Closed already.
+    }
+  };
+  Deno.addSignalListener("SIGTERM", stop);
+  const life = setTimeout(stop, Number(values["max-life"]));
+  (async () => {
+    // Stdin EOF (the lab closed our pipe or died) also stops us.
+    try {
+      for await (const _ of Deno.stdin.readable) { /* ignore input */ }
+    } catch {
+      // No stdin.
+    }
+    stop();
+  })();
+  try {
+    for await (const conn of listener) {
+      conn.write(answer).catch(() => {}).finally(() => {
+        try {
+          conn.close();
+        } catch {
+          // Closed by the peer.
+        }
+      });
+    }
+  } catch {
+    // Listener closed.
+  }
+  clearTimeout(life);
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
