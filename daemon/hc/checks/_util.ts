@@ -1,0 +1,283 @@
+/**
+ * Value parsers and I/O helpers shared by hc's check kinds.
+ *
+ * @module
+ */
+
+/**
+ * Parses a duration such as `500ms`, `2s`, `1.5s`, `3m` or `1h` into milliseconds.
+ *
+ * @param text The duration text.
+ * @returns Milliseconds (an integer, at least 1).
+ * @throws {RangeError} When the text is not a duration with a unit.
+ *
+ * @example
+ * ```ts
+ * import { parseDuration } from "./_util.ts";
+ * console.log(parseDuration("1.5s")); // 1500
+ * ```
+ */
+export function parseDuration(text: string): number {
+  const m = /^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$/.exec(text);
+  if (!m) {
+    throw new RangeError(`"${text}" is not a duration: use a number and ms, s, m or h, e.g. 500ms`);
+  }
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "ms" | "s" | "m" | "h"];
+  const ms = Math.round(Number(m[1]) * unit);
+  if (ms < 1 || ms > 86_400_000) {
+    throw new RangeError(`"${text}" is out of range: a duration is from 1ms to 24h`);
+  }
+  return ms;
+}
+
+/**
+ * Parses a whole number within bounds.
+ *
+ * @param text The number text.
+ * @param options Smallest and largest accepted values.
+ * @returns The number.
+ * @throws {RangeError} When it is not a whole number in range.
+ *
+ * @example
+ * ```ts
+ * import { parseInteger } from "./_util.ts";
+ * console.log(parseInteger("3", { min: 1, max: 100 })); // 3
+ * ```
+ */
+export function parseInteger(text: string, options: { min: number; max: number }): number {
+  if (!/^[0-9]{1,9}$/.test(text)) {
+    throw new RangeError(
+      `"${text}" is not a whole number: use ${options.min} to ${options.max}`,
+    );
+  }
+  const n = Number(text);
+  if (n < options.min || n > options.max) {
+    throw new RangeError(`${n} is out of range: use ${options.min} to ${options.max}`);
+  }
+  return n;
+}
+
+/**
+ * Parses `/pattern/flags` into a regular expression.
+ *
+ * @param text The regex text, slashes included.
+ * @returns The regular expression.
+ * @throws {SyntaxError} When it lacks slashes or does not compile.
+ *
+ * @example
+ * ```ts
+ * import { parseRegex } from "./_util.ts";
+ * console.log(parseRegex("/ok/i").test("OK")); // true
+ * ```
+ */
+export function parseRegex(text: string): RegExp {
+  const m = /^\/(.*)\/([imsu]*)$/s.exec(text);
+  if (!m) throw new SyntaxError(`"${text}" is not a regex: write it as /pattern/ or /pattern/i`);
+  try {
+    return new RegExp(m[1] ?? "", m[2]);
+  } catch (e) {
+    throw new SyntaxError(`"${text}" does not compile: ${(e as Error).message}`);
+  }
+}
+
+/** A host and port. */
+export interface HostPort {
+  /** Host name or IP literal (without brackets). */
+  host: string;
+  /** Port, 1 to 65535. */
+  port: number;
+}
+
+/**
+ * Parses `host:port`, `[v6]:port`, or a bare host when a default port is given.
+ *
+ * @param text The address text.
+ * @param defaultPort The port when none is written, or `null` to require one.
+ * @returns Host and port.
+ * @throws {RangeError} When malformed.
+ *
+ * @example
+ * ```ts
+ * import { parseHostPort } from "./_util.ts";
+ * console.log(parseHostPort("127.0.0.1:5353", 53)); // { host: "127.0.0.1", port: 5353 }
+ * ```
+ */
+export function parseHostPort(text: string, defaultPort: number | null): HostPort {
+  let host = text;
+  let portText: string | null = null;
+  const v6 = /^\[([0-9A-Fa-f:.]+)\](?::([0-9]+))?$/.exec(text);
+  if (v6) {
+    host = v6[1] ?? "";
+    portText = v6[2] ?? null;
+  } else if ((text.match(/:/g) ?? []).length === 1) {
+    const i = text.indexOf(":");
+    host = text.slice(0, i);
+    portText = text.slice(i + 1);
+  }
+  if (!/^[A-Za-z0-9._:-]{1,253}$/.test(host)) {
+    throw new RangeError(`"${text}" is not host:port: the host must be a name or an IP address`);
+  }
+  if (portText === null) {
+    if (defaultPort === null) {
+      throw new RangeError(`"${text}" is not host:port: the port is missing`);
+    }
+    return { host, port: defaultPort };
+  }
+  if (!/^[0-9]{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
+    throw new RangeError(`"${text}" is not host:port: the port must be 1 to 65535`);
+  }
+  return { host, port: Number(portText) };
+}
+
+/**
+ * Parses a host name or IP address (for `ping`, `tcp`, `smtp`).
+ *
+ * @param text The host.
+ * @returns The host.
+ * @throws {RangeError} When it contains anything else (spaces, options such as `-f`).
+ *
+ * @example
+ * ```ts
+ * import { parseHost } from "./_util.ts";
+ * console.log(parseHost("198.18.0.1"));
+ * ```
+ */
+export function parseHost(text: string): string {
+  if (!/^[A-Za-z0-9_][A-Za-z0-9._:-]{0,252}$/.test(text)) {
+    throw new RangeError(`"${text}" is not a host: use a host name or an IP address`);
+  }
+  return text;
+}
+
+/**
+ * Parses a port number.
+ *
+ * @param text The port text.
+ * @returns The port, 1 to 65535.
+ * @throws {RangeError} When out of range.
+ *
+ * @example
+ * ```ts
+ * import { parsePort } from "./_util.ts";
+ * console.log(parsePort("25"));
+ * ```
+ */
+export function parsePort(text: string): number {
+  return parseInteger(text, { min: 1, max: 65535 });
+}
+
+/**
+ * Reads at most `limit` bytes of a stream, then cancels it.
+ *
+ * @param stream The stream (a response body or a child's stdout), or `null`.
+ * @param limit Most bytes kept.
+ * @returns The bytes read and whether more were dropped.
+ *
+ * @example
+ * ```ts
+ * import { readBounded } from "./_util.ts";
+ * const r = await readBounded(new Response("hello").body, 3);
+ * console.log(new TextDecoder().decode(r.bytes), r.truncated); // "hel" true
+ * ```
+ */
+export async function readBounded(
+  stream: ReadableStream<Uint8Array> | null,
+  limit: number,
+): Promise<{ bytes: Uint8Array; truncated: boolean }> {
+  if (stream === null) return { bytes: new Uint8Array(), truncated: false };
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  let truncated = false;
+  try {
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const room = limit - size;
+      if (value.length > room) {
+        chunks.push(value.subarray(0, room));
+        size += room;
+        truncated = true;
+        break;
+      }
+      chunks.push(value);
+      size += value.length;
+    }
+  } finally {
+    if (truncated) await reader.cancel().catch(() => {});
+    reader.releaseLock();
+  }
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.length;
+  }
+  return { bytes, truncated };
+}
+
+/**
+ * Rejects when a signal aborts: race it against an operation that cannot be cancelled itself.
+ *
+ * @param signal The signal.
+ * @returns A promise that only ever rejects, and a function to stop listening.
+ *
+ * @example
+ * ```ts
+ * import { abortPromise } from "./_util.ts";
+ * const { promise, dispose } = abortPromise(new AbortController().signal);
+ * promise.catch(() => {});
+ * dispose();
+ * ```
+ */
+export function abortPromise(
+  signal: AbortSignal,
+): { promise: Promise<never>; dispose: () => void } {
+  let onAbort = (): void => {};
+  const promise = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason ?? new Error("Aborted"));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+  promise.catch(() => {});
+  return { promise, dispose: () => signal.removeEventListener("abort", onAbort) };
+}
+
+/**
+ * A short text for an error: its message, with the error kind when useful.
+ *
+ * @param error Anything thrown.
+ * @returns One line.
+ *
+ * @example
+ * ```ts
+ * import { errorText } from "./_util.ts";
+ * console.log(errorText(new Error("boom"))); // "boom"
+ * ```
+ */
+export function errorText(error: unknown): string {
+  if (error instanceof DOMException && error.name === "TimeoutError") return "timed out";
+  if (error instanceof Error) {
+    if (error.name === "TimeoutError") return "timed out";
+    return error.message.split("\n")[0] ?? error.name;
+  }
+  return String(error);
+}
+
+/**
+ * Resolves a possibly relative path against a directory.
+ *
+ * @param base The directory.
+ * @param path The path.
+ * @returns An absolute path when `base` is absolute.
+ *
+ * @example
+ * ```ts
+ * import { resolvePath } from "./_util.ts";
+ * console.log(resolvePath("/etc/hc", "ca.pem")); // "/etc/hc/ca.pem"
+ * ```
+ */
+export function resolvePath(base: string, path: string): string {
+  if (path.startsWith("/")) return path;
+  return `${base.replace(/\/+$/, "")}/${path}`;
+}

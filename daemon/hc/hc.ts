@@ -1,0 +1,226 @@
+/**
+ * `hc`: the health checker. Reads an Hcfile, runs its checks (dependencies first) with rise/fall
+ * thresholds, runs the actions bound to state changes (set a service in faild, run a repair
+ * program, POST a webhook) and serves its status over HTTP.
+ *
+ * ```text
+ * hc [options] HCFILE
+ *   --check            validate HCFILE and exit: 0 ok, 1 warnings, 2 errors
+ *   --once             run every check once (dependencies first), print, exit 0 if all UP else 1
+ *   --json             with --once or --check: print JSON
+ *   --listen H:P       serve the status API (overrides the Hcfile's "listen")
+ *   --name NAME        this instance's name (default: the Hcfile's "name", else the host name)
+ *   --log-level LEVEL  error, warn, info (default), debug, trace
+ * ```
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import Table from "cli-table3";
+import { logger } from "../../lib/log.ts";
+import { LOG_LEVELS } from "../../lib/types.ts";
+import { type HcSnapshot, HealthChecker } from "./checker.ts";
+import { type Diagnostic, formatDiagnostic, loadHcfile } from "./hcfile.ts";
+import { serveStatus } from "./server.ts";
+import { errorText, parseHostPort } from "./checks/_util.ts";
+import { CHECK_KINDS, CHECKS } from "./checks/mod.ts";
+
+/** The text of `hc --help`. */
+export const USAGE = `Usage: hc [options] HCFILE
+
+Runs the health checks of HCFILE (see docs/hc.md for the grammar).
+
+Options:
+  --check            validate HCFILE and exit: 0 ok, 1 warnings only, 2 errors
+  --once             run every check once, dependencies first; exit 0 if all UP, else 1
+  --json             with --check or --once: print JSON
+  --listen HOST:PORT serve the status API (default: the Hcfile's "listen" line, else none)
+  --name NAME        this instance's name (default: the Hcfile's "name", else the host name)
+  --log-level LEVEL  ${LOG_LEVELS.join(", ")} (default info)
+  -h, --help         this text
+
+Check kinds:
+${CHECK_KINDS.map((k) => `  ${k.padEnd(8)} ${CHECKS[k].summary}`).join("\n")}`;
+
+/**
+ * Severity exit code of a list of diagnostics: 0 none, 1 warnings only, 2 errors.
+ *
+ * @param diagnostics The diagnostics.
+ * @returns The exit code.
+ *
+ * @example
+ * ```ts
+ * import { severityCode } from "./hc.ts";
+ * console.log(severityCode([])); // 0
+ * ```
+ */
+export function severityCode(diagnostics: readonly Diagnostic[]): number {
+  if (diagnostics.some((d) => d.severity === "error")) return 2;
+  return diagnostics.length > 0 ? 1 : 0;
+}
+
+/**
+ * A table of checks for a terminal.
+ *
+ * @param s A snapshot.
+ * @returns The table text.
+ */
+export function renderTable(s: HcSnapshot): string {
+  const table = new Table({
+    head: ["check", "state", "root cause", "kind", "target", "latency", "detail"],
+    style: { head: [], border: [] },
+  });
+  for (const c of s.checks) {
+    table.push([
+      c.name,
+      c.state,
+      c.rootCause ?? "",
+      c.kind,
+      c.target.slice(0, 40),
+      c.latencyMs === null ? "" : `${Math.round(c.latencyMs)} ms`,
+      (c.lastResult?.detail ?? "").slice(0, 60),
+    ]);
+  }
+  return table.toString();
+}
+
+function waitForSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+    const handlers = signals.map((sig) => {
+      const h = (): void => {
+        signals.forEach((s, i) => Deno.removeSignalListener(s, handlers[i]!));
+        resolve(sig);
+      };
+      Deno.addSignalListener(sig, h);
+      return h;
+    });
+  });
+}
+
+/**
+ * Runs the hc command line.
+ *
+ * @param args Command-line arguments.
+ * @returns The exit code.
+ *
+ * @example
+ * ```ts ignore
+ * import { main } from "./hc.ts";
+ * Deno.exit(await main(["--check", "samples/hc/Hcfile"]));
+ * ```
+ */
+export async function main(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        check: { type: "boolean" },
+        once: { type: "boolean" },
+        json: { type: "boolean" },
+        listen: { type: "string" },
+        name: { type: "string" },
+        "log-level": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (e) {
+    console.error(`hc: ${errorText(e)}\n\n${USAGE}`);
+    return 64;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (positionals.length !== 1) {
+    console.error(`hc: expected exactly one HCFILE, got ${positionals.length}\n\n${USAGE}`);
+    return 64;
+  }
+  if (values["log-level"] !== undefined) {
+    try {
+      logger.setLevel("*", values["log-level"]);
+    } catch (e) {
+      console.error(`hc: ${errorText(e)}`);
+      return 64;
+    }
+  }
+  const file = positionals[0]!;
+  const { config, diagnostics } = await loadHcfile(file);
+  const code = severityCode(diagnostics);
+  if (values.check) {
+    const errors = diagnostics.filter((d) => d.severity === "error").length;
+    if (values.json) {
+      console.log(
+        JSON.stringify({ file, checks: config.checks.length, errors, diagnostics }, null, 2),
+      );
+    } else {
+      for (const d of diagnostics) console.log(formatDiagnostic(d));
+      console.log(
+        `${file}: ${config.checks.length} checks, ${errors} errors, ${
+          diagnostics.length - errors
+        } warnings`,
+      );
+    }
+    return code;
+  }
+  for (const d of diagnostics) console.error(formatDiagnostic(d));
+  if (code === 2) {
+    console.error(`hc: ${file} has errors: fix them (hc --check ${file}) before starting`);
+    return 2;
+  }
+  const options = values.name !== undefined ? { name: values.name } : {};
+  const hc = new HealthChecker(config, options);
+  if (values.once) {
+    let snapshot: HcSnapshot;
+    try {
+      snapshot = await hc.runOnce();
+    } catch (e) {
+      console.error(`hc: ${errorText(e)}`);
+      await hc.stop();
+      return 2;
+    }
+    await hc.stop();
+    console.log(values.json ? JSON.stringify(snapshot, null, 2) : renderTable(snapshot));
+    return snapshot.checks.every((c) => c.state === "UP") ? 0 : 1;
+  }
+  const listen = values.listen ?? config.listen;
+  let addr: { host: string; port: number } | null = null;
+  if (listen !== null) {
+    try {
+      addr = listen.endsWith(":0")
+        ? { host: listen.slice(0, -2).replace(/^\[|\]$/g, ""), port: 0 }
+        : parseHostPort(listen, null);
+    } catch (e) {
+      console.error(`hc: --listen ${listen}: ${errorText(e)}`);
+      return 64;
+    }
+  }
+  try {
+    hc.start();
+  } catch (e) {
+    console.error(`hc: cannot start: ${errorText(e)}`);
+    await hc.stop();
+    return 2;
+  }
+  let server = null;
+  if (addr) {
+    try {
+      server = serveStatus(hc, { hostname: addr.host, port: addr.port });
+      logger.info("hc", "status API listening", { url: server.url });
+    } catch (e) {
+      console.error(`hc: cannot listen on ${listen}: ${errorText(e)}`);
+      await hc.stop();
+      return 2;
+    }
+  }
+  const sig = await waitForSignal();
+  logger.info("hc", "stopping", { signal: sig });
+  await server?.shutdown();
+  await hc.stop();
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
