@@ -1,0 +1,479 @@
+/**
+ * faild, the failover state daemon: holds the state of any number of services and serves it to
+ * peers and local tools over HTTP (see `docs/protocol.md`). It takes no action itself, so it runs
+ * as an ordinary user.
+ *
+ * Run it with `deno run --allow-net --allow-read --allow-write --allow-sys=hostname
+ * daemon/faild.ts -c community -s state`, or use {@linkcode startFaild} to run it in-process.
+ *
+ * @module
+ */
+import { Command, CommanderError, Option } from "@commander-js/extra-typings";
+import denoConfig from "../deno.json" with { type: "json" };
+import { Logger, logger as processLogger } from "../lib/log.ts";
+import { DEFAULT_MAX_SKEW_MS } from "../lib/sign.ts";
+import { type CommunityRules, loadCommunityFile, parseCommunity } from "./community.ts";
+import { Metrics } from "./metrics.ts";
+import { CompactNonceCache, DEFAULT_NONCE_SLOTS } from "./nonce.ts";
+import { loadStateFile, serializeState, StateWriter, writeFileAtomic } from "./persist.ts";
+import {
+  DEFAULT_BODY_TIMEOUT_MS,
+  DEFAULT_MAX_BODY_BYTES,
+  DEFAULT_MAX_STREAMS,
+  FaildServer,
+  KEEPALIVE_MS,
+} from "./server.ts";
+import { DEFAULT_MAX_SERVICES, ServiceStore } from "./store.ts";
+
+/** faild's version (the package version). */
+export const VERSION: string = denoConfig.version;
+
+/** Default listen address. */
+export const DEFAULT_LISTEN = "0.0.0.0:7100";
+
+/** Options of {@linkcode startFaild}. */
+export interface FaildOptions {
+  /** `HOST:PORT` to listen on (default {@linkcode DEFAULT_LISTEN}; port 0 picks a free port). */
+  listen?: string;
+  /** Community file path. Re-read by {@linkcode FaildHandle.reload} and on SIGHUP. */
+  communityFile?: string;
+  /** Community rules as text, instead of a file (tests, demos). */
+  community?: string;
+  /** State file path; without it the state lives in memory only. */
+  stateFile?: string;
+  /** Pid file path, written at start and removed at close. */
+  pidFile?: string;
+  /** Host name served to peers (default the system's host name). */
+  name?: string;
+  /** Most services held (default {@linkcode DEFAULT_MAX_SERVICES}). */
+  maxServices?: number;
+  /** Most concurrent event streams (default {@linkcode DEFAULT_MAX_STREAMS}). */
+  maxStreams?: number;
+  /** Largest request body in bytes (default {@linkcode DEFAULT_MAX_BODY_BYTES}). */
+  maxBodyBytes?: number;
+  /** Time a client has to send a request body, in ms (default 5000). */
+  bodyTimeoutMs?: number;
+  /** Accepted clock difference of signed requests, in ms (default 30000). */
+  maxSkewMs?: number;
+  /** Slots of the replay cache, a power of two (default 2^20, holds 786432 nonces). */
+  nonceSlots?: number;
+  /** Interval of event stream keep-alive comments, in ms (default 15000). */
+  keepaliveMs?: number;
+  /** TLS certificate chain file (PEM); with `keyFile` faild speaks HTTPS. */
+  certFile?: string;
+  /** TLS private key file (PEM). */
+  keyFile?: string;
+  /** The logger (default the process logger of `lib/log.ts`). */
+  logger?: Logger;
+  /** Reload the community file on SIGHUP (default `false`; the CLI sets it). */
+  handleSignals?: boolean;
+}
+
+/** A running faild. */
+export interface FaildHandle {
+  /** The bound address. */
+  addr: Deno.NetAddr;
+  /** The base URL clients use, e.g. `http://127.0.0.1:7100`. */
+  url: string;
+  /** This run's random id. */
+  bootId: string;
+  /** The store (for in-process callers such as the demo). */
+  store: ServiceStore;
+  /** Re-reads the community file; a broken file keeps the old rules and rejects. */
+  reload(): Promise<void>;
+  /** Stops serving, ends event streams, writes the state and removes the pid file. */
+  close(): Promise<void>;
+}
+
+/**
+ * Parses `HOST:PORT` (IPv6 as `[::1]:PORT`).
+ *
+ * @param text The address.
+ * @returns Host name and port.
+ * @throws {TypeError} When malformed.
+ *
+ * @example
+ * ```ts
+ * import { parseListen } from "./faild.ts";
+ * console.log(parseListen("127.0.0.1:0")); // { hostname: "127.0.0.1", port: 0 }
+ * ```
+ */
+export function parseListen(text: string): { hostname: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    throw new TypeError(
+      `Invalid listen address "${text}": expected HOST:PORT, e.g. 127.0.0.1:7100 or [::1]:7100`,
+    );
+  }
+  const hostname = m[1] ?? (m[2] === "" ? "0.0.0.0" : m[2]!);
+  return { hostname, port };
+}
+
+function systemHostName(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "localhost";
+  }
+}
+
+async function processAlive(pid: number): Promise<boolean> {
+  try {
+    const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`);
+    return cmdline.includes("faild");
+  } catch {
+    return false;
+  }
+}
+
+async function writePidFile(path: string, log: Logger): Promise<void> {
+  try {
+    const old = Number((await Deno.readTextFile(path)).trim());
+    if (Number.isSafeInteger(old) && old > 0 && old !== Deno.pid && await processAlive(old)) {
+      throw new Error(
+        `Cannot write pid file ${path}: faild is already running with pid ${old} ` +
+          "(remove the file if that is wrong)",
+      );
+    }
+    log.warn("daemon", "replacing a stale pid file", { file: path, pid: old });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) {
+      if ((error as Error).message.startsWith("Cannot write pid file")) throw error;
+    }
+  }
+  try {
+    await writeFileAtomic(path, `${Deno.pid}\n`, { mode: 0o644 });
+  } catch (error) {
+    throw new Error(`Cannot write pid file ${path}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/**
+ * Starts a faild in this process.
+ *
+ * @param options Where to listen, the community, the state file and limits.
+ * @returns A handle with the bound address and `close()`.
+ * @throws {SyntaxError} On a malformed community or state file; `Error` when a file cannot be
+ * read or written or the address cannot be bound.
+ *
+ * @example
+ * ```ts ignore
+ * import { startFaild } from "./faild.ts";
+ * const faild = await startFaild({ listen: "127.0.0.1:0", community: "* s3cret-community RW\n" });
+ * console.log(faild.url);
+ * await faild.close();
+ * ```
+ */
+export async function startFaild(options: FaildOptions = {}): Promise<FaildHandle> {
+  const log = options.logger ?? processLogger;
+  const { hostname, port } = parseListen(options.listen ?? DEFAULT_LISTEN);
+  const host = options.name ?? systemHostName();
+  const bootId = crypto.randomUUID();
+  const startedAt = Date.now();
+
+  const loadRules = async (): Promise<CommunityRules> => {
+    if (options.communityFile !== undefined) return await loadCommunityFile(options.communityFile);
+    if (options.community !== undefined) return parseCommunity(options.community);
+    return parseCommunity("");
+  };
+  let rules = await loadRules();
+  for (const w of rules.warnings) log.warn("auth", w);
+  if (rules.rules.length === 0) {
+    log.warn("auth", "no community rules: only /v1/health and /metrics answer");
+  }
+
+  const store = new ServiceStore({ maxServices: options.maxServices ?? DEFAULT_MAX_SERVICES });
+  let writer: StateWriter | null = null;
+  if (options.stateFile !== undefined) {
+    const state = await loadStateFile(options.stateFile);
+    if (state !== null) {
+      if (state.services.length > store.maxServices) {
+        throw new RangeError(
+          `Cannot restore state file ${options.stateFile}: it holds ${state.services.length} ` +
+            `services, more than --max-services ${store.maxServices}`,
+        );
+      }
+      store.load(state.services);
+      log.info("state", "state restored", {
+        file: options.stateFile,
+        services: state.services.length,
+        savedAt: new Date(state.savedAt).toISOString(),
+      });
+    }
+    writer = new StateWriter(options.stateFile, () => serializeState(host, store.list()));
+    await writer.save();
+  }
+  if (options.pidFile !== undefined) await writePidFile(options.pidFile, log);
+
+  let tls: { cert: string; key: string } | undefined;
+  if ((options.certFile === undefined) !== (options.keyFile === undefined)) {
+    throw new TypeError("Invalid TLS options: --cert and --key must be given together");
+  }
+  if (options.certFile !== undefined && options.keyFile !== undefined) {
+    try {
+      tls = {
+        cert: await Deno.readTextFile(options.certFile),
+        key: await Deno.readTextFile(options.keyFile),
+      };
+    } catch (error) {
+      throw new Error(`Cannot read TLS files: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  const api = new FaildServer({
+    store,
+    rules: () => rules,
+    nonces: new CompactNonceCache({
+      maxSkewMs: options.maxSkewMs ?? DEFAULT_MAX_SKEW_MS,
+      slots: options.nonceSlots ?? DEFAULT_NONCE_SLOTS,
+    }),
+    metrics: new Metrics(),
+    log,
+    writer,
+    host,
+    bootId,
+    version: VERSION,
+    startedAt,
+    maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+    bodyTimeoutMs: options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
+    maxStreams: options.maxStreams ?? DEFAULT_MAX_STREAMS,
+    keepaliveMs: options.keepaliveMs ?? KEEPALIVE_MS,
+  });
+
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname,
+      port,
+      ...(tls ?? {}),
+      onListen() {},
+      onError(error) {
+        log.error("http", "handler failed", { error: String(error) });
+        return new Response(JSON.stringify({ error: "Internal error: see the faild log" }), {
+          status: 500,
+          headers: { "content-type": "application/json" },
+        });
+      },
+    }, (req, info) => api.handle(req, info));
+  } catch (error) {
+    api.close();
+    if (options.pidFile !== undefined) await Deno.remove(options.pidFile).catch(() => {});
+    throw new Error(
+      `Cannot listen on ${options.listen ?? DEFAULT_LISTEN}: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+  const addr = server.addr;
+  const shownHost = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  const url = `${tls ? "https" : "http"}://${shownHost}:${addr.port}`;
+
+  const reload = async (): Promise<void> => {
+    try {
+      const next = await loadRules();
+      rules = next;
+      for (const w of next.warnings) log.warn("auth", w);
+      log.info("auth", "community file reloaded", { rules: next.rules.length });
+    } catch (error) {
+      log.error("auth", "community file not reloaded, keeping the old rules", {
+        error: (error as Error).message,
+      });
+      throw error;
+    }
+  };
+  const onHup = () => {
+    reload().catch(() => {});
+  };
+  if (options.handleSignals) Deno.addSignalListener("SIGHUP", onHup);
+
+  log.info("daemon", "faild started", {
+    url,
+    host,
+    bootId,
+    version: VERSION,
+    services: store.size,
+    stateFile: options.stateFile,
+    pid: Deno.pid,
+  });
+
+  let closing: Promise<void> | null = null;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      if (options.handleSignals) Deno.removeSignalListener("SIGHUP", onHup);
+      api.close();
+      await server.shutdown();
+      if (writer !== null) {
+        await writer.flush();
+        await writer.save().catch((error) => {
+          log.error("state", "cannot save state at shutdown", { error: (error as Error).message });
+        });
+      }
+      if (options.pidFile !== undefined) await Deno.remove(options.pidFile).catch(() => {});
+      log.info("daemon", "faild stopped", { bootId });
+    })();
+    return closing;
+  };
+
+  return { addr, url, bootId, store, reload, close };
+}
+
+function intOption(name: string, min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
+      throw new TypeError(`Invalid ${name} "${value}": expected an integer from ${min} to ${max}`);
+    }
+    return n;
+  };
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/**
+ * Builds faild's command line parser.
+ *
+ * @returns The commander program (call `parse` on it).
+ *
+ * @example
+ * ```ts
+ * import { faildCommand } from "./faild.ts";
+ * console.log(faildCommand().name()); // faild
+ * ```
+ */
+export function faildCommand() {
+  return new Command()
+    .name("faild")
+    .description(
+      "The failover state daemon: holds the state of services for peers and local tools.\n" +
+        "It always runs in the foreground (for systemd); it needs no root.",
+    )
+    .version(VERSION, "-V, --version")
+    .option("-c, --community <file>", "community file: lines `service-or-glob community RO|RW`")
+    .option("-s, --state <file>", "state file, written atomically and restored at start")
+    .option("-r, --pid <file>", "pid file, removed at exit")
+    .option("--listen <host:port>", "address to listen on (port 0: any free port)", DEFAULT_LISTEN)
+    .option("--name <name>", "host name served to peers (default: the system host name)")
+    .option(
+      "--max-services <n>",
+      `most services held (default ${DEFAULT_MAX_SERVICES})`,
+      intOption("--max-services", 1, 1_000_000),
+    )
+    .option(
+      "--max-streams <n>",
+      `most concurrent event streams (default ${DEFAULT_MAX_STREAMS})`,
+      intOption("--max-streams", 1, 100_000),
+    )
+    .option(
+      "--max-skew <seconds>",
+      "accepted clock difference of signed requests (default 30)",
+      intOption("--max-skew", 1, 3600),
+    )
+    .option("--cert <file>", "TLS certificate chain (PEM); with --key serve HTTPS")
+    .option("--key <file>", "TLS private key (PEM)")
+    .option(
+      "--log-level <facility=level>",
+      "log level, e.g. debug, http=debug, auth=trace (repeatable; facilities: daemon, http, " +
+        "auth, state, events)",
+      collect,
+      [] as string[],
+    )
+    .option("--ready-file <file>", "write the URL faild listens on to this file once ready")
+    .addOption(
+      new Option(
+        "-F, --foreground",
+        "accepted for compatibility: faild always stays in the foreground",
+      ),
+    )
+    .addHelpText(
+      "after",
+      `
+Signals: SIGTERM/SIGINT stop gracefully (finish requests, write the state, remove the pid file);
+SIGHUP re-reads the community file (a broken file keeps the old rules and logs the error).
+Exit codes: 0 stopped normally, 1 could not start (bad file, address in use), 2 usage error.
+Permissions: --allow-net --allow-read --allow-write (state and pid files) --allow-sys=hostname.
+Once listening, faild prints "faild listening on URL" on stdout.`,
+    );
+}
+
+/**
+ * Runs faild until SIGTERM or SIGINT.
+ *
+ * @param args Command line arguments.
+ * @returns The exit code.
+ *
+ * @example
+ * ```ts ignore
+ * import { main } from "./faild.ts";
+ * Deno.exit(await main(["--listen", "127.0.0.1:7100", "-c", "community"]));
+ * ```
+ */
+export async function main(args: string[]): Promise<number> {
+  const program = faildCommand().exitOverride();
+  let opts: ReturnType<typeof program.opts>;
+  try {
+    program.parse(args, { from: "user" });
+    opts = program.opts();
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      return error.code === "commander.helpDisplayed" || error.code === "commander.version" ? 0 : 2;
+    }
+    console.error(`faild: ${(error as Error).message}`);
+    return 2;
+  }
+  const log = processLogger;
+  try {
+    for (const spec of opts.logLevel) {
+      const eq = spec.indexOf("=");
+      if (eq < 0) log.setLevel("*", spec);
+      else log.setLevel(spec.slice(0, eq), spec.slice(eq + 1));
+    }
+  } catch (error) {
+    console.error(`faild: ${(error as Error).message}`);
+    return 2;
+  }
+  log.configure({ fields: { daemon: "faild" } });
+
+  let faild: FaildHandle;
+  try {
+    faild = await startFaild({
+      listen: opts.listen,
+      handleSignals: true,
+      ...(opts.community !== undefined ? { communityFile: opts.community } : {}),
+      ...(opts.state !== undefined ? { stateFile: opts.state } : {}),
+      ...(opts.pid !== undefined ? { pidFile: opts.pid } : {}),
+      ...(opts.name !== undefined ? { name: opts.name } : {}),
+      ...(opts.maxServices !== undefined ? { maxServices: opts.maxServices } : {}),
+      ...(opts.maxStreams !== undefined ? { maxStreams: opts.maxStreams } : {}),
+      ...(opts.maxSkew !== undefined ? { maxSkewMs: opts.maxSkew * 1000 } : {}),
+      ...(opts.cert !== undefined ? { certFile: opts.cert } : {}),
+      ...(opts.key !== undefined ? { keyFile: opts.key } : {}),
+    });
+  } catch (error) {
+    log.error("daemon", "faild cannot start", { error: (error as Error).message });
+    console.error(`faild: ${(error as Error).message}`);
+    return 1;
+  }
+  console.log(`faild listening on ${faild.url}`);
+  if (opts.readyFile !== undefined) {
+    try {
+      await writeFileAtomic(opts.readyFile, faild.url + "\n", { mode: 0o644 });
+    } catch (error) {
+      log.error("daemon", "cannot write the ready file", { error: (error as Error).message });
+    }
+  }
+  const stopped = Promise.withResolvers<string>();
+  const onTerm = () => stopped.resolve("SIGTERM");
+  const onInt = () => stopped.resolve("SIGINT");
+  Deno.addSignalListener("SIGTERM", onTerm);
+  Deno.addSignalListener("SIGINT", onInt);
+  const signal = await stopped.promise;
+  log.info("daemon", "stopping", { signal });
+  Deno.removeSignalListener("SIGTERM", onTerm);
+  Deno.removeSignalListener("SIGINT", onInt);
+  await faild.close();
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,747 @@
+/**
+ * faild's HTTP/1.1 JSON API (see `docs/protocol.md`): routing, request signature checks, access
+ * control, bounded body reading, signed answers, and the server-sent event streams.
+ *
+ * @module
+ */
+import type { Logger } from "../lib/log.ts";
+import {
+  bodyDigest,
+  parseAuthorization,
+  RESPONSE_SIGNATURE_HEADER,
+  type SignatureParts,
+  signResponse,
+  verifyRequest,
+} from "../lib/sign.ts";
+import {
+  type ChangeEvent,
+  type Health,
+  isServiceState,
+  isValidName,
+  LOG_LEVELS,
+  MAX_DETAIL_LENGTH,
+  type ServiceList,
+  type ServiceRecord,
+} from "../lib/types.ts";
+import { accessFor, type CommunityRules, hasRulesFor, type Right } from "./community.ts";
+import type { AuthFailureReason, Metrics } from "./metrics.ts";
+import type { CompactNonceCache } from "./nonce.ts";
+import type { StateWriter } from "./persist.ts";
+import { type ServiceStore, TooManyServicesError } from "./store.ts";
+
+/** Default largest request body, in bytes. */
+export const DEFAULT_MAX_BODY_BYTES = 4096;
+/** Default time a client has to send its request body, in ms. */
+export const DEFAULT_BODY_TIMEOUT_MS = 5_000;
+/** Default most concurrent event streams. */
+export const DEFAULT_MAX_STREAMS = 64;
+/** Interval of the `: keepalive` comment on event streams, in ms. */
+export const KEEPALIVE_MS = 15_000;
+/** Events queued for a stream whose client does not read before it is dropped. */
+export const MAX_QUEUED_EVENTS = 1024;
+
+const EMPTY_DIGEST = bodyDigest("");
+const FACILITY_PATTERN = /^(\*|[a-z][a-z0-9_.-]{0,31})$/;
+const encoder = new TextEncoder();
+
+/** Everything the API needs from the daemon. */
+export interface ServerContext {
+  /** The services. */
+  store: ServiceStore;
+  /** The community rules in force (changes on SIGHUP). */
+  rules: () => CommunityRules;
+  /** The replay cache. */
+  nonces: CompactNonceCache;
+  /** The counters. */
+  metrics: Metrics;
+  /** The logger (its levels are what faildebug reads and sets). */
+  log: Logger;
+  /** Writes the state file, or `null` without one. */
+  writer: StateWriter | null;
+  /** This faild's name. */
+  host: string;
+  /** Random id of this run. */
+  bootId: string;
+  /** Software version. */
+  version: string;
+  /** Start time, ms since the epoch. */
+  startedAt: number;
+  /** Largest request body in bytes. */
+  maxBodyBytes: number;
+  /** Time allowed to receive a body, in ms. */
+  bodyTimeoutMs: number;
+  /** Most concurrent event streams. */
+  maxStreams: number;
+  /** Interval of stream keep-alive comments, in ms. */
+  keepaliveMs: number;
+}
+
+/** The verified caller of a request. */
+interface Caller {
+  /** Key id, or `null` for unsigned. */
+  keyId: string | null;
+  /** The community, to sign the answer. */
+  community: string | null;
+  /** The request's nonce, to sign the answer. */
+  nonce: string | null;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+interface Stream {
+  controller: ReadableStreamDefaultController<Uint8Array>;
+  caller: Caller;
+  closed: boolean;
+}
+
+/** Route templates, for metrics and method checks. */
+const ROUTES: Record<string, string[]> = {
+  "/v1/health": ["GET"],
+  "/v1/services": ["GET"],
+  "/v1/services/:name": ["GET", "PUT", "DELETE"],
+  "/v1/events": ["GET"],
+  "/metrics": ["GET"],
+  "/v1/debug/levels": ["GET", "PUT"],
+};
+
+function routeOf(pathname: string): { route: string; name?: string } {
+  if (pathname.startsWith("/v1/services/")) {
+    return { route: "/v1/services/:name", name: pathname.slice("/v1/services/".length) };
+  }
+  return { route: pathname in ROUTES ? pathname : "other" };
+}
+
+/** Reads a request body up to a size and within a deadline. */
+async function readBody(req: Request, limit: number, timeoutMs: number): Promise<Uint8Array> {
+  if (req.body === null) return new Uint8Array(0);
+  const declared = req.headers.get("content-length");
+  if (declared !== null && Number(declared) > limit) {
+    await req.body.cancel().catch(() => {});
+    throw new HttpError(413, `Request body too large: ${declared} bytes, at most ${limit}`);
+  }
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), timeoutMs);
+  });
+  try {
+    while (true) {
+      const next = await Promise.race([reader.read(), deadline]);
+      if (next === "timeout") {
+        throw new HttpError(408, `Request body too slow: not received within ${timeoutMs} ms`);
+      }
+      if (next.done) break;
+      size += next.value.byteLength;
+      if (size > limit) {
+        throw new HttpError(413, `Request body too large: more than ${limit} bytes`);
+      }
+      chunks.push(next.value);
+    }
+  } catch (error) {
+    await reader.cancel().catch(() => {});
+    if (error instanceof HttpError) throw error;
+    throw new HttpError(400, `Cannot read request body: ${(error as Error).message}`);
+  } finally {
+    clearTimeout(timer);
+  }
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.byteLength;
+  }
+  return out;
+}
+
+/** Logs at most `perSecond` lines a second, then counts what it dropped. */
+class RateLimitedLog {
+  #window = 0;
+  #count = 0;
+  #dropped = 0;
+  constructor(readonly perSecond: number) {}
+  allow(now: number): { ok: boolean; dropped: number } {
+    const w = Math.floor(now / 1000);
+    if (w !== this.#window) {
+      const dropped = this.#dropped;
+      this.#window = w;
+      this.#count = 0;
+      this.#dropped = 0;
+      this.#count++;
+      return { ok: true, dropped };
+    }
+    if (++this.#count <= this.perSecond) return { ok: true, dropped: 0 };
+    this.#dropped++;
+    return { ok: false, dropped: 0 };
+  }
+}
+
+/**
+ * The request handler of faild and its event streams.
+ *
+ * @example
+ * ```ts ignore
+ * import { FaildServer } from "./server.ts";
+ * const api = new FaildServer(context);
+ * const server = Deno.serve({ port: 0 }, (req, info) => api.handle(req, info));
+ * ```
+ */
+export class FaildServer {
+  #ctx: ServerContext;
+  #streams = new Set<Stream>();
+  #keepalive: ReturnType<typeof setInterval> | undefined;
+  #unsubscribe: () => void;
+  #authLog = new RateLimitedLog(20);
+  #listCache = new Map<string, { version: number; rules: CommunityRules; list: ServiceRecord[] }>();
+  #closed = false;
+
+  /**
+   * Creates the handler and subscribes to store changes.
+   *
+   * @param ctx The daemon's parts.
+   */
+  constructor(ctx: ServerContext) {
+    this.#ctx = ctx;
+    this.#unsubscribe = ctx.store.onChange((ev) => this.#broadcast(ev));
+  }
+
+  /** Open event streams. */
+  get streams(): number {
+    return this.#streams.size;
+  }
+
+  /** Ends every event stream and stops listening to the store. */
+  close(): void {
+    this.#closed = true;
+    this.#unsubscribe();
+    for (const s of [...this.#streams]) this.#endStream(s);
+    clearInterval(this.#keepalive);
+    this.#keepalive = undefined;
+  }
+
+  /**
+   * Answers one request.
+   *
+   * @param req The request.
+   * @param info Connection info (remote address, for logs).
+   * @returns The response.
+   */
+  async handle(req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> {
+    const started = performance.now();
+    const url = new URL(req.url);
+    const { route, name } = routeOf(url.pathname);
+    let caller: Caller = { keyId: null, community: null, nonce: null };
+    let bytesIn = 0;
+    let response: Response;
+    let bytesOut = 0;
+    try {
+      const body = await readBody(req, this.#ctx.maxBodyBytes, this.#ctx.bodyTimeoutMs);
+      bytesIn = body.byteLength;
+      caller = this.#authenticate(req, url.pathname + url.search, body, info);
+      const methods = ROUTES[route];
+      if (methods === undefined) {
+        throw new HttpError(404, `Unknown path: ${url.pathname} is not part of the faild API`);
+      }
+      if (!methods.includes(req.method)) {
+        throw new HttpError(
+          405,
+          `Method not allowed: ${req.method} ${route} (allowed: ${methods.join(", ")})`,
+          { allow: methods.join(", ") },
+        );
+      }
+      if (req.method === "PUT") {
+        const type = (req.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
+        if (type !== "application/json") {
+          throw new HttpError(
+            415,
+            `Unsupported content type: expected application/json, got ${type || "none"}`,
+          );
+        }
+      }
+      if (route === "/v1/events") return this.#events(caller);
+      const result = await this.#dispatch(req.method, route, name, body, caller);
+      const text = typeof result.body === "string" ? result.body : JSON.stringify(result.body);
+      bytesOut = encoder.encode(text).byteLength;
+      response = this.#respond(result.status, text, caller, result.contentType, result.headers);
+    } catch (error) {
+      let status = 500;
+      let message = `Internal error: ${(error as Error).message}`;
+      let headers: Record<string, string> = {};
+      if (error instanceof HttpError) {
+        status = error.status;
+        message = error.message;
+        headers = error.headers;
+      } else {
+        this.#ctx.log.error("http", "request failed", {
+          method: req.method,
+          path: url.pathname,
+          error: String(error),
+        });
+      }
+      const text = JSON.stringify({ error: message });
+      bytesOut = text.length;
+      response = this.#respond(status, text, caller, "application/json", headers);
+    }
+    this.#ctx.metrics.request(route, response.status, bytesIn, bytesOut);
+    if (this.#ctx.log.enabled("http", "debug")) {
+      this.#ctx.log.debug("http", "request", {
+        method: req.method,
+        path: url.pathname,
+        status: response.status,
+        ms: Math.round((performance.now() - started) * 1000) / 1000,
+        key: caller.keyId,
+        remote: info?.remoteAddr && "hostname" in info.remoteAddr
+          ? info.remoteAddr.hostname
+          : undefined,
+      });
+    }
+    return response;
+  }
+
+  #respond(
+    status: number,
+    text: string,
+    caller: Caller,
+    contentType = "application/json",
+    extra: Record<string, string> = {},
+  ): Response {
+    const headers: Record<string, string> = { "content-type": contentType, ...extra };
+    if (caller.community !== null && caller.nonce !== null) {
+      headers[RESPONSE_SIGNATURE_HEADER] = signResponse(caller.community, {
+        nonce: caller.nonce,
+        status,
+        body: text,
+      });
+    }
+    return new Response(text, { status, headers });
+  }
+
+  #authFail(
+    status: number,
+    reason: AuthFailureReason,
+    message: string,
+    info?: Deno.ServeHandlerInfo,
+    headers: Record<string, string> = {},
+  ): HttpError {
+    this.#ctx.metrics.authFailure(reason);
+    const gate = this.#authLog.allow(Date.now());
+    if (gate.ok) {
+      const remote = info?.remoteAddr && "hostname" in info.remoteAddr
+        ? info.remoteAddr.hostname
+        : undefined;
+      this.#ctx.log.warn("auth", "request refused", {
+        reason,
+        detail: message,
+        remote,
+        ...(gate.dropped > 0 ? { suppressed: gate.dropped } : {}),
+      });
+    }
+    return new HttpError(status, message, headers);
+  }
+
+  #authenticate(
+    req: Request,
+    path: string,
+    body: Uint8Array,
+    info?: Deno.ServeHandlerInfo,
+  ): Caller {
+    const header = req.headers.get("authorization");
+    if (header === null) return { keyId: null, community: null, nonce: null };
+    let parts: SignatureParts;
+    try {
+      parts = parseAuthorization(header);
+    } catch (error) {
+      throw this.#authFail(401, "malformed", (error as Error).message, info);
+    }
+    const community = this.#ctx.rules().keys.get(parts.keyId);
+    if (community === undefined) {
+      throw this.#authFail(
+        401,
+        "unknown_key",
+        `Unknown key: key id ${parts.keyId} matches no community of this faild`,
+        info,
+      );
+    }
+    const digest = body.byteLength === 0 ? EMPTY_DIGEST : bodyDigest(body);
+    if (!verifyRequest(community, parts, { method: req.method, path, digest })) {
+      throw this.#authFail(
+        401,
+        "bad_signature",
+        `Bad signature: the request does not match its signature for key id ${parts.keyId}`,
+        info,
+      );
+    }
+    const now = Date.now();
+    switch (this.#ctx.nonces.check(parts.nonce, parts.ts, now)) {
+      case "ok":
+        break;
+      case "stale":
+        throw this.#authFail(
+          401,
+          "stale",
+          `Stale request: its timestamp is ${
+            Math.round((parts.ts - now) / 1000)
+          } s from faild's clock, beyond the allowed skew (check the clocks)`,
+          info,
+        );
+      case "replayed":
+        throw this.#authFail(401, "replayed", "Replayed request: its nonce was already used", info);
+      case "full":
+        throw this.#authFail(
+          503,
+          "nonce_cache_full",
+          "Too many signed requests: the replay cache is full, retry in a second",
+          info,
+          { "retry-after": "1" },
+        );
+    }
+    return { keyId: parts.keyId, community, nonce: parts.nonce };
+  }
+
+  /** Checks that the caller has at least `need` on a service; throws 401/403 otherwise. */
+  #require(caller: Caller, service: string, need: Right, what: string): void {
+    const right = accessFor(this.#ctx.rules(), service, caller.keyId);
+    if (right === "RW" || (right === "RO" && need === "RO")) return;
+    if (caller.keyId === null) {
+      throw this.#authFail(
+        401,
+        "unsigned",
+        `Unsigned request: ${what} needs a signed request (no "-" rule of the community file ` +
+          `gives unsigned ${need === "RO" ? "read" : "write"} access to ${service})`,
+      );
+    }
+    if (right === "RO") {
+      throw this.#authFail(
+        403,
+        "forbidden",
+        `Read-only access: key id ${caller.keyId} may read but not write ${service}`,
+      );
+    }
+    throw this.#authFail(
+      403,
+      "forbidden",
+      `Access denied: no rule of the community file gives key id ${caller.keyId} ` +
+        `${need === "RO" ? "read" : "write"} access to ${service}`,
+    );
+  }
+
+  /** The services a caller may read (cached per store version and rules). */
+  #readable(caller: Caller): ServiceRecord[] {
+    const rules = this.#ctx.rules();
+    const key = caller.keyId ?? "-";
+    const version = this.#ctx.store.version;
+    const hit = this.#listCache.get(key);
+    if (hit && hit.version === version && hit.rules === rules) return hit.list;
+    const list = this.#ctx.store.list().filter((s) =>
+      accessFor(rules, s.name, caller.keyId) !== null
+    ) as ServiceRecord[];
+    if (this.#listCache.size > 1024) this.#listCache.clear();
+    this.#listCache.set(key, { version, rules, list });
+    return list;
+  }
+
+  #requireAnyRead(caller: Caller, what: string): void {
+    if (caller.keyId === null && !hasRulesFor(this.#ctx.rules(), null)) {
+      throw this.#authFail(
+        401,
+        "unsigned",
+        `Unsigned request: ${what} needs a signed request (the community file has no "-" rule)`,
+      );
+    }
+  }
+
+  async #dispatch(
+    method: string,
+    route: string,
+    name: string | undefined,
+    body: Uint8Array,
+    caller: Caller,
+  ): Promise<
+    {
+      status: number;
+      body: unknown;
+      contentType?: string;
+      headers?: Record<string, string>;
+    }
+  > {
+    const ctx = this.#ctx;
+    switch (route) {
+      case "/v1/health": {
+        const health: Health = {
+          ok: true,
+          host: ctx.host,
+          bootId: ctx.bootId,
+          version: ctx.version,
+          uptimeMs: Date.now() - ctx.startedAt,
+          services: ctx.store.size,
+        };
+        return { status: 200, body: health };
+      }
+      case "/v1/services": {
+        this.#requireAnyRead(caller, "GET /v1/services");
+        const list: ServiceList = {
+          host: ctx.host,
+          bootId: ctx.bootId,
+          now: Date.now(),
+          services: this.#readable(caller),
+        };
+        return { status: 200, body: list };
+      }
+      case "/v1/services/:name":
+        return await this.#service(method, name ?? "", body, caller);
+      case "/metrics": {
+        const text = ctx.metrics.render({
+          services: this.#readable(caller),
+          serviceCount: ctx.store.size,
+          uptimeSeconds: (Date.now() - ctx.startedAt) / 1000,
+          eventStreams: this.#streams.size,
+          nonces: ctx.nonces.size,
+          stateWrites: ctx.writer?.writes ?? 0,
+          stateWriteErrors: ctx.writer?.errors ?? 0,
+        });
+        return { status: 200, body: text, contentType: "text/plain; version=0.0.4" };
+      }
+      case "/v1/debug/levels": {
+        if (method === "GET") {
+          this.#require(caller, "*", "RO", "GET /v1/debug/levels");
+          return { status: 200, body: { levels: ctx.log.levels() } };
+        }
+        this.#require(caller, "*", "RW", "PUT /v1/debug/levels");
+        const v = this.#parseJson(body) as Record<string, unknown>;
+        for (const k of Object.keys(v)) {
+          if (k !== "facility" && k !== "level") {
+            throw new HttpError(
+              400,
+              `Invalid body: unknown field "${k}" (expected facility, level)`,
+            );
+          }
+        }
+        if (typeof v.facility !== "string" || !FACILITY_PATTERN.test(v.facility)) {
+          throw new HttpError(
+            400,
+            `Invalid facility: ${JSON.stringify(v.facility)} must be "*" or a lowercase name`,
+          );
+        }
+        if (typeof v.level !== "string" || !(LOG_LEVELS as readonly string[]).includes(v.level)) {
+          throw new HttpError(
+            400,
+            `Invalid level: ${JSON.stringify(v.level)} is not one of ${LOG_LEVELS.join(", ")}`,
+          );
+        }
+        ctx.log.setLevel(v.facility, v.level);
+        ctx.log.info("daemon", "log level changed", {
+          target: v.facility,
+          newLevel: v.level,
+          by: caller.keyId ?? "anonymous",
+        });
+        return { status: 200, body: { levels: ctx.log.levels() } };
+      }
+    }
+    throw new HttpError(404, `Unknown path: ${route}`);
+  }
+
+  #parseJson(body: Uint8Array): unknown {
+    let value: unknown;
+    try {
+      value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
+    } catch (error) {
+      throw new HttpError(400, `Malformed JSON: ${(error as Error).message}`);
+    }
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      throw new HttpError(400, "Invalid body: expected a JSON object");
+    }
+    return value;
+  }
+
+  async #service(method: string, name: string, body: Uint8Array, caller: Caller) {
+    const ctx = this.#ctx;
+    if (!isValidName(name)) {
+      throw new HttpError(
+        400,
+        `Invalid service name: ${JSON.stringify(name.slice(0, 80))} must be 1 to 64 letters, ` +
+          `digits, ".", "_" or "-", starting with a letter or digit`,
+      );
+    }
+    if (method === "GET") {
+      this.#require(caller, name, "RO", `GET /v1/services/${name}`);
+      const record = ctx.store.get(name);
+      if (record === undefined) throw new HttpError(404, `Service not found: ${name}`);
+      return { status: 200, body: record };
+    }
+    this.#require(caller, name, "RW", `${method} /v1/services/${name}`);
+    if (method === "DELETE") {
+      const old = ctx.store.delete(name);
+      if (old === undefined) throw new HttpError(404, `Service not found: ${name}`);
+      ctx.log.info("state", "service deleted", { service: name, by: caller.keyId ?? "anonymous" });
+      await this.#persist();
+      return { status: 200, body: old };
+    }
+    const v = this.#parseJson(body) as Record<string, unknown>;
+    for (const k of Object.keys(v)) {
+      if (k !== "state" && k !== "detail") {
+        throw new HttpError(400, `Invalid body: unknown field "${k}" (expected state, detail)`);
+      }
+    }
+    if (!isServiceState(v.state)) {
+      throw new HttpError(
+        400,
+        `Unknown state: ${JSON.stringify(v.state)} is not UP, RECOVER or FAIL`,
+      );
+    }
+    if (v.detail !== undefined && typeof v.detail !== "string") {
+      throw new HttpError(400, "Invalid detail: must be a string");
+    }
+    if (typeof v.detail === "string" && v.detail.length > MAX_DETAIL_LENGTH) {
+      throw new HttpError(
+        400,
+        `Invalid detail: ${v.detail.length} characters, at most ${MAX_DETAIL_LENGTH}`,
+      );
+    }
+    let result;
+    try {
+      result = ctx.store.set(name, v.state, {
+        setBy: caller.keyId ?? "anonymous",
+        ...(typeof v.detail === "string" ? { detail: v.detail } : {}),
+      });
+    } catch (error) {
+      if (error instanceof TooManyServicesError) throw new HttpError(429, error.message);
+      throw error;
+    }
+    if (result.stateChanged) {
+      ctx.log.info("state", result.created ? "service created" : "state changed", {
+        service: name,
+        state: result.record.state,
+        changes: result.record.changes,
+        by: result.record.setBy,
+      });
+    }
+    if (result.modified) await this.#persist();
+    return { status: result.created ? 201 : 200, body: result.record };
+  }
+
+  async #persist(): Promise<void> {
+    if (this.#ctx.writer === null) return;
+    try {
+      await this.#ctx.writer.save();
+    } catch (error) {
+      this.#ctx.log.error("state", "cannot save state", { error: (error as Error).message });
+      throw new HttpError(500, `${(error as Error).message} (the change is held in memory)`);
+    }
+  }
+
+  #events(caller: Caller): Response {
+    this.#requireAnyRead(caller, "GET /v1/events");
+    if (this.#closed) throw new HttpError(503, "Shutting down: faild is stopping");
+    if (this.#streams.size >= this.#ctx.maxStreams) {
+      throw new HttpError(
+        503,
+        `Too many event streams: ${this.#streams.size} open, the most --max-streams allows`,
+        { "retry-after": "5" },
+      );
+    }
+    let stream!: Stream;
+    const body = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        stream = { controller, caller, closed: false };
+        this.#streams.add(stream);
+        controller.enqueue(
+          encoder.encode(`: faild ${this.#ctx.host} boot ${this.#ctx.bootId}\n\n`),
+        );
+      },
+      cancel: () => {
+        stream.closed = true;
+        this.#streams.delete(stream);
+        this.#stopKeepaliveIfIdle();
+      },
+    }, new CountQueuingStrategy({ highWaterMark: MAX_QUEUED_EVENTS }));
+    if (this.#keepalive === undefined) {
+      this.#keepalive = setInterval(() => this.#sendKeepalive(), this.#ctx.keepaliveMs);
+    }
+    const headers: Record<string, string> = {
+      "content-type": "text/event-stream",
+      "cache-control": "no-store",
+    };
+    if (caller.community !== null && caller.nonce !== null) {
+      headers[RESPONSE_SIGNATURE_HEADER] = signResponse(caller.community, {
+        nonce: caller.nonce,
+        status: 200,
+        body: "",
+      });
+    }
+    this.#ctx.metrics.request("/v1/events", 200, 0, 0);
+    return new Response(body, { status: 200, headers });
+  }
+
+  #enqueue(s: Stream, text: string): boolean {
+    if (s.closed) return false;
+    try {
+      s.controller.enqueue(encoder.encode(text));
+    } catch {
+      this.#endStream(s);
+      return false;
+    }
+    if ((s.controller.desiredSize ?? 0) <= 0) {
+      this.#ctx.log.warn("events", "dropping a stream whose client does not read", {
+        key: s.caller.keyId,
+      });
+      this.#endStream(s);
+      return false;
+    }
+    return true;
+  }
+
+  #broadcast(ev: ChangeEvent): void {
+    if (this.#streams.size === 0) return;
+    const data = JSON.stringify(ev);
+    const rules = this.#ctx.rules();
+    for (const s of [...this.#streams]) {
+      if (accessFor(rules, ev.service.name, s.caller.keyId) === null) continue;
+      let text = `event: change\nid: ${ev.seq}\ndata: ${data}\n`;
+      if (s.caller.community !== null && s.caller.nonce !== null) {
+        const sig = signResponse(s.caller.community, {
+          nonce: s.caller.nonce,
+          status: 200,
+          body: data,
+        });
+        text += `sig: ${sig}\n`;
+      }
+      text += "\n";
+      if (this.#enqueue(s, text)) this.#ctx.metrics.streamed(text.length);
+    }
+  }
+
+  #sendKeepalive(): void {
+    for (const s of [...this.#streams]) this.#enqueue(s, ": keepalive\n\n");
+    this.#stopKeepaliveIfIdle();
+  }
+
+  #endStream(s: Stream): void {
+    if (!s.closed) {
+      s.closed = true;
+      try {
+        s.controller.close();
+      } catch {
+        // Already closed or errored.
+      }
+    }
+    this.#streams.delete(s);
+    this.#stopKeepaliveIfIdle();
+  }
+
+  #stopKeepaliveIfIdle(): void {
+    if (this.#streams.size === 0 && this.#keepalive !== undefined) {
+      clearInterval(this.#keepalive);
+      this.#keepalive = undefined;
+    }
+  }
+}
