@@ -1,0 +1,272 @@
+/**
+ * The typed API of a failover script.
+ *
+ * A script declares its hosts (where their faild listens), its services (masters, slaves,
+ * poll interval, hysteresis, and the start / stop / reclaim handlers that return the new state)
+ * and traps. failsh polls the peers, decides, and runs the handlers; inside a handler the
+ * context polls a peer, takes over or releases an address, runs a program or logs — each
+ * privileged request checked by the supervisor against the operator's policy.
+ *
+ * The script always runs in a sandboxed child (`deno run --no-prompt` with no run, write, env,
+ * FFI or sys permission, and network only where the policy allows). Run it with
+ * `deno task failsh script.ts --policy policy.json`, or directly with
+ * `deno run -A script.ts --policy policy.json`: the script then starts failsh's supervisor
+ * around itself, which runs the script again, sandboxed.
+ *
+ * Declare everything at the top level of the script, before any `await`: the declarations are
+ * sent to the supervisor once the module has finished loading.
+ *
+ * @example A master / slave pair with a floating address
+ * ```ts
+ * import { host, service } from "./mod.ts";
+ *
+ * host("alpha", { address: "198.18.0.1", key: "cluster" });
+ * host("beta", { address: "198.18.0.2", key: "cluster" });
+ *
+ * service("web", {
+ *   masters: ["alpha"],
+ *   slaves: ["beta"],
+ *   interval: "500ms",
+ *   fall: 3,
+ *   async start(ctx) {
+ *     await ctx.takeover("198.18.0.100/24", { device: "eth0" });
+ *     const r = await ctx.run(["systemctl", "start", "nginx"], { timeoutMs: 5000 });
+ *     return r.code === 0 ? "UP" : "FAIL";
+ *   },
+ *   async stop(ctx) {
+ *     await ctx.run(["systemctl", "stop", "nginx"]);
+ *     await ctx.release("198.18.0.100/24", { device: "eth0" });
+ *     return "FAIL";
+ *   },
+ * });
+ * ```
+ *
+ * @module
+ */
+import type { HostDecl, ScriptDecl, ServiceDecl } from "./shell/contract.ts";
+import {
+  CHILD_FLAG,
+  type HostOptions,
+  ScriptRegistry,
+  serveChild,
+  type ServiceOptions,
+  type TrapHandler,
+} from "./shell/runtime.ts";
+
+export { PolicyDeniedError, ScriptError, TimeoutError } from "./shell/errors.ts";
+export type {
+  Duration,
+  Handler,
+  HandlerContext,
+  HandlerResult,
+  HostOptions,
+  PollResult,
+  ReleaseOptions,
+  RunOptions,
+  RunResult,
+  ServiceOptions,
+  TakeoverOptions,
+  TrapContext,
+  TrapHandler,
+} from "./shell/runtime.ts";
+export type {
+  HandlerKind,
+  HostDecl,
+  ScriptDecl,
+  ServiceDecl,
+  TrapEvent,
+} from "./shell/contract.ts";
+export type { ServiceRecord, ServiceState } from "./lib/types.ts";
+
+const registry = new ScriptRegistry();
+let scheduled = false;
+let declarer: string | null = null;
+
+/** The module that called a declaration function (the first stack frame outside this file). */
+function callerModule(): string | null {
+  const stack = new Error().stack ?? "";
+  const here = import.meta.url;
+  for (const m of stack.matchAll(/((?:file|https?):\/\/[^\s)]+?):\d+:\d+/g)) {
+    const url = m[1] as string;
+    if (url !== here && !url.endsWith("/shell/runtime.ts")) return url;
+  }
+  return null;
+}
+
+function isChild(): boolean {
+  return Deno.args.includes(CHILD_FLAG);
+}
+
+/** A test or doc-test module: never start failsh from it. */
+function isTestModule(url: string): boolean {
+  return /(_test|\.test)\.[jt]sx?$/.test(url) || /#\d+-\d+\.[jt]sx?$/.test(url) ||
+    url.includes("$deno$");
+}
+
+/** Whether this process should act once the script has loaded (not in tests). */
+function shouldFinish(): boolean {
+  if (isChild()) return true;
+  try {
+    return !isTestModule(Deno.mainModule);
+  } catch {
+    return false;
+  }
+}
+
+function noteDeclaration(): void {
+  if (declarer === null) declarer = callerModule();
+  if (!scheduled && shouldFinish()) {
+    scheduled = true;
+    setTimeout(finish, 0);
+  }
+}
+
+function fileOf(url: string): string {
+  return decodeURIComponent(new URL(url).pathname);
+}
+
+async function finish(): Promise<void> {
+  if (isChild()) {
+    await serveChild(registry);
+    // The supervisor closed the channel: nothing more to do.
+    Deno.exit(0);
+  }
+  let main: string;
+  try {
+    main = Deno.mainModule;
+  } catch {
+    return;
+  }
+  if (declarer !== main || isTestModule(main) || !main.startsWith("file:")) return;
+  // Run directly: start the supervisor around this script.
+  const problems = registry.validate();
+  if (problems.length > 0) {
+    console.error(`Invalid failover script ${fileOf(main)}:\n  - ${problems.join("\n  - ")}`);
+    Deno.exit(1);
+  }
+  const script = fileOf(main);
+  const args = [...Deno.args];
+  let policyPath = script.replace(/[^/]*$/, "policy.json");
+  const i = args.findIndex((a) => a === "--policy" || a.startsWith("--policy="));
+  if (i >= 0) {
+    const a = args[i] as string;
+    policyPath = a.includes("=") ? a.slice(a.indexOf("=") + 1) : args[i + 1] ?? "";
+    if (policyPath === "") {
+      console.error("Missing value of --policy: give the policy file, e.g. --policy policy.json");
+      Deno.exit(64);
+    }
+  }
+  const failsh = new URL("./shell/failsh.ts", import.meta.url).href;
+  const { runFailsh } = await import(failsh) as {
+    runFailsh(options: { script: string; policyPath: string }): Promise<number | void>;
+  };
+  const code = await runFailsh({ script, policyPath });
+  Deno.exit(typeof code === "number" ? code : 0);
+}
+
+/**
+ * Declares a host: a machine running faild that takes part in services.
+ *
+ * @param name Unique host name (letters, digits, `.`, `_`, `-`; it must match the host's name
+ *   in the policy of the failsh running there).
+ * @param options Address and port of its faild, protocol, and the name of the policy key used
+ *   to sign polls (the secret stays in the operator's key file).
+ * @returns The declaration.
+ * @throws {TypeError} When the name, address, port or protocol is invalid, or the name is taken.
+ *
+ * @example
+ * ```ts
+ * import { host } from "./mod.ts";
+ * host("gamma", { address: "198.18.0.3", port: 7100, key: "cluster" });
+ * ```
+ */
+export function host(name: string, options: HostOptions): HostDecl {
+  noteDeclaration();
+  return registry.host(name, options);
+}
+
+/**
+ * Declares a service and its handlers. Each handler returns the service's new local state
+ * (`UP`, `RECOVER` or `FAIL`); handlers of one service never run at the same time.
+ *
+ * @param name Unique service name.
+ * @param options Masters and slaves (host names, highest priority first), poll `interval`,
+ *   `fall` / `rise` hysteresis, `preempt`, start-up `grace`, handler `timeouts`, and the
+ *   `start`, `stop` and optional `reclaim` handlers.
+ * @returns The declaration sent to failsh.
+ * @throws {TypeError} Or {@linkcode RangeError} when an option is invalid (the message names it).
+ *
+ * @example
+ * ```ts
+ * import { service } from "./mod.ts";
+ * service("db", {
+ *   masters: ["alpha"],
+ *   slaves: ["beta"],
+ *   interval: "1s",
+ *   preempt: false,
+ *   timeouts: { start: "20s", stop: "10s" },
+ *   start: (ctx) => {
+ *     ctx.log(`starting db: ${ctx.reason}`);
+ *     return "UP";
+ *   },
+ *   stop: () => "FAIL",
+ * });
+ * ```
+ */
+export function service(name: string, options: ServiceOptions): ServiceDecl {
+  noteDeclaration();
+  return registry.service(name, options);
+}
+
+/**
+ * Registers a trap: a function called for every state change of a service on any host and
+ * every change of a host's reachability. Traps run in order, in the sandbox, and may log, poll
+ * and run programs.
+ *
+ * @param fn The trap.
+ * @returns The number of traps registered so far.
+ * @throws {TypeError} When `fn` is not a function.
+ *
+ * @example
+ * ```ts
+ * import { trap } from "./mod.ts";
+ * trap((event, ctx) => {
+ *   if (event.type === "host" && event.state === "FAIL") ctx.log(`lost ${event.host}`);
+ * });
+ * ```
+ */
+export function trap(fn: TrapHandler): number {
+  noteDeclaration();
+  return registry.trap(fn);
+}
+
+/**
+ * What this script has declared so far (for tools and tests that import a script).
+ *
+ * @returns Hosts, services and the number of traps.
+ *
+ * @example
+ * ```ts
+ * import { declarations } from "./mod.ts";
+ * console.log(declarations().services.length);
+ * ```
+ */
+export function declarations(): ScriptDecl {
+  return registry.decl();
+}
+
+/**
+ * Checks the declarations as a whole: every host named by a service is declared, and there is at
+ * least one service.
+ *
+ * @returns One message per problem (empty when valid).
+ *
+ * @example
+ * ```ts
+ * import { validate } from "./mod.ts";
+ * for (const problem of validate()) console.error(problem);
+ * ```
+ */
+export function validate(): string[] {
+  return registry.validate();
+}

@@ -1,0 +1,576 @@
+/**
+ * Privileged actions of failsh's supervisor: running a program with a fixed argv, a time limit
+ * and bounded output (its whole process group killed on timeout), and the network drivers that
+ * put addresses in place.
+ *
+ * - `linux`: `ip addr add ADDR/LEN dev DEV` then, for IPv4, a burst of gratuitous ARP with
+ *   `arping -U -c N -I DEV ADDR` (iputils) and an optional periodic refresh; for IPv6,
+ *   `ip -6 addr add … nodad` with the device's `ndisc_notify` switched on so that the kernel
+ *   sends an unsolicited neighbour advertisement. Release is `ip addr del`.
+ * - `simulated`: records holdings in memory (and optionally a JSON file) and changes nothing on
+ *   the system; for the no-root demo and for tests.
+ *
+ * Every command run is written to the audit log with its outcome.
+ *
+ * @module
+ */
+import type { HeldAddress } from "../lib/types.ts";
+import type { Cidr } from "./policy.ts";
+import type { AuditLog } from "./audit.ts";
+
+/** Largest captured stdout or stderr of a program, in bytes (the rest is dropped). */
+export const DEFAULT_MAX_OUTPUT = 64 * 1024;
+
+/** Time limit of one `ip` command, in ms. */
+export const IP_TIMEOUT_MS = 5_000;
+
+/** The outcome of {@linkcode runFixed}. */
+export interface RunOutcome {
+  /** Exit code (128 + signal number when killed by a signal, -1 if it could not start). */
+  code: number;
+  /** The signal that ended it, if any. */
+  signal: string | null;
+  /** Captured stdout (UTF-8, at most `maxOutput` bytes). */
+  stdout: string;
+  /** Captured stderr (UTF-8, at most `maxOutput` bytes). */
+  stderr: string;
+  /** Whether output was cut at `maxOutput`. */
+  truncated: boolean;
+  /** Whether it was killed at its time limit. */
+  timedOut: boolean;
+  /** Whether it was killed because `signal` aborted. */
+  aborted: boolean;
+  /** Wall time in ms. */
+  durationMs: number;
+}
+
+/** Options of {@linkcode runFixed}. */
+export interface RunFixedOptions {
+  /** Time limit in ms; the process group is killed (SIGKILL) after it. */
+  timeoutMs: number;
+  /** Largest captured stdout and stderr, each, in bytes (default 64 KiB). */
+  maxOutput?: number;
+  /** Aborting kills the process group too. */
+  signal?: AbortSignal;
+  /** Environment (the supervisor's is never passed); default `PATH` and `LANG=C` only. */
+  env?: Record<string, string>;
+  /** Working directory (default `/`). */
+  cwd?: string;
+}
+
+const SETSID_CANDIDATES = ["/usr/bin/setsid", "/bin/setsid"];
+
+function firstExisting(candidates: string[]): string | null {
+  for (const c of candidates) {
+    try {
+      if (Deno.statSync(c).isFile) return c;
+    } catch {
+      // try the next one
+    }
+  }
+  return null;
+}
+
+let setsidPath: string | null | undefined;
+
+async function readBounded(
+  stream: ReadableStream<Uint8Array>,
+  max: number,
+): Promise<{ bytes: Uint8Array; truncated: boolean; reader: ReadableStreamDefaultReader }> {
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  let truncated = false;
+  const result = { bytes: new Uint8Array(), truncated: false, reader };
+  try {
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      if (size < max) {
+        const take = value.subarray(0, max - size);
+        chunks.push(take);
+        size += take.length;
+        if (take.length < value.length) truncated = true;
+      } else {
+        truncated = true;
+      }
+    }
+  } catch {
+    // cancelled or broken pipe: keep what we have
+  }
+  const bytes = new Uint8Array(size);
+  let off = 0;
+  for (const c of chunks) {
+    bytes.set(c, off);
+    off += c.length;
+  }
+  result.bytes = bytes;
+  result.truncated = truncated;
+  return result;
+}
+
+/**
+ * Runs an executable with a fixed argument list (no shell), a clean environment, stdin closed,
+ * bounded output and a time limit. The program runs in its own session (`setsid`), so on timeout
+ * or abort the whole process group is killed, not just the program.
+ *
+ * @param path Absolute path of the executable.
+ * @param args Its arguments.
+ * @param options Time limit, output bound, abort signal, environment, working directory.
+ * @returns The outcome; a program that cannot be started gives `code` -1 and the reason in
+ *   `stderr` rather than throwing.
+ *
+ * @example
+ * ```ts
+ * import { runFixed } from "./netops.ts";
+ * const r = await runFixed("/bin/echo", ["hello"], { timeoutMs: 5000 });
+ * console.log(r.code, r.stdout); // 0 "hello\n"
+ * ```
+ */
+export async function runFixed(
+  path: string,
+  args: readonly string[],
+  options: RunFixedOptions,
+): Promise<RunOutcome> {
+  const started = performance.now();
+  const max = options.maxOutput ?? DEFAULT_MAX_OUTPUT;
+  if (setsidPath === undefined) setsidPath = firstExisting(SETSID_CANDIDATES);
+  const argv = setsidPath ? [setsidPath, path, ...args] : [path, ...args];
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(argv[0] as string, {
+      args: argv.slice(1),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      clearEnv: true,
+      env: options.env ?? { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C" },
+      cwd: options.cwd ?? "/",
+    }).spawn();
+  } catch (e) {
+    return {
+      code: -1,
+      signal: null,
+      stdout: "",
+      stderr: `Cannot start ${path}: ${(e as Error).message}`,
+      truncated: false,
+      timedOut: false,
+      aborted: false,
+      durationMs: performance.now() - started,
+    };
+  }
+  const pid = child.pid;
+  let timedOut = false;
+  let aborted = false;
+  let exited = false;
+  const killGroup = () => {
+    if (exited) return;
+    if (setsidPath) {
+      try {
+        Deno.kill(-pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  };
+  const timer = setTimeout(() => {
+    timedOut = true;
+    killGroup();
+  }, Math.max(1, options.timeoutMs));
+  const onAbort = () => {
+    aborted = true;
+    killGroup();
+  };
+  if (options.signal?.aborted) onAbort();
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+
+  const out = readBounded(child.stdout, max);
+  const err = readBounded(child.stderr, max);
+  const status = await child.status;
+  exited = true;
+  clearTimeout(timer);
+  options.signal?.removeEventListener("abort", onAbort);
+  // A background grandchild may keep the pipes open: wait a little, then stop reading.
+  let drainTimer: ReturnType<typeof setTimeout> | undefined;
+  const drained = Promise.all([out, err]);
+  const late = await Promise.race([
+    drained.then(() => false),
+    new Promise<boolean>((resolve) => {
+      drainTimer = setTimeout(() => resolve(true), 300);
+    }),
+  ]);
+  clearTimeout(drainTimer);
+  if (late) {
+    // Cancel the pending reads; what was read so far is kept.
+    await Promise.allSettled([child.stdout.cancel(), child.stderr.cancel()]);
+  }
+  const [o, e] = await drained;
+  const dec = new TextDecoder();
+  return {
+    code: status.code,
+    signal: status.signal ?? null,
+    stdout: dec.decode(o.bytes),
+    stderr: dec.decode(e.bytes),
+    truncated: o.truncated || e.truncated,
+    timedOut,
+    aborted,
+    durationMs: Math.round(performance.now() - started),
+  };
+}
+
+function describe(r: RunOutcome): string {
+  if (r.timedOut) return `killed after its time limit (${r.durationMs} ms)`;
+  if (r.aborted) return `killed on abort after ${r.durationMs} ms`;
+  if (r.code === -1) return r.stderr;
+  const err = r.stderr.trim().split("\n").slice(-2).join(" / ").slice(0, 300);
+  return `exit code ${r.code} in ${r.durationMs} ms${err ? `: ${err}` : ""}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network drivers
+// ---------------------------------------------------------------------------------------------
+
+/** Options of a takeover. */
+export interface DriverTakeoverOptions {
+  /** Gratuitous ARP packets sent right after (IPv4; 0 = none). */
+  arpCount: number;
+  /** Period of a one-packet ARP refresh while held, in ms (0 = none). */
+  refreshMs: number;
+  /** The service that takes the address (recorded in {@linkcode HeldAddress}). */
+  service: string | null;
+}
+
+/** Puts addresses in place and takes them away; remembers what it holds. */
+export interface NetDriver {
+  /** `linux` or `simulated`. */
+  readonly kind: "linux" | "simulated";
+  /**
+   * Adds the address to the device and announces it. Idempotent: taking an address already
+   * present succeeds (and announces again).
+   */
+  takeover(address: Cidr, device: string, options: DriverTakeoverOptions): Promise<void>;
+  /** Removes the address (an address already absent is not an error). */
+  release(address: Cidr, device: string): Promise<void>;
+  /** What is held now. */
+  held(): HeldAddress[];
+  /** Releases every held address; returns the ones that failed, with the error. */
+  releaseAll(): Promise<{ address: string; device: string; error: string }[]>;
+  /** Stops refresh timers and waits for announcements in flight. Held addresses stay. */
+  close(): Promise<void>;
+}
+
+/** Options shared by the drivers. */
+export interface NetDriverOptions {
+  /** Where commands are recorded. */
+  audit?: AuditLog;
+  /** Linux: run every command inside this network namespace (`ip netns exec NAME …`). */
+  netns?: string;
+  /** Linux: path of `ip` (default: the first of /usr/sbin/ip, /sbin/ip, /usr/bin/ip, /bin/ip). */
+  ipPath?: string;
+  /** Linux: path of `arping` (default: /usr/bin/arping, /usr/sbin/arping…). */
+  arpingPath?: string;
+  /** Simulated: file where holdings are written (JSON, atomically) after every change. */
+  stateFile?: string;
+  /** Told about background failures (an arping that failed…). */
+  onError?: (message: string) => void;
+}
+
+function keyOf(address: Cidr, device: string): string {
+  return `${address.text}|${device}`;
+}
+
+/**
+ * The `linux` driver: `ip` and `arping` with fixed argument lists. Needs root (or
+ * CAP_NET_ADMIN and CAP_NET_RAW).
+ *
+ * @example
+ * ```ts ignore
+ * import { LinuxNetDriver } from "./netops.ts";
+ * import { parseCidr } from "./policy.ts";
+ * const net = new LinuxNetDriver();
+ * await net.takeover(parseCidr("198.18.0.100/24")!, "eth0", { arpCount: 3, refreshMs: 0, service: "web" });
+ * console.log(net.held());
+ * await net.close();
+ * ```
+ */
+export class LinuxNetDriver implements NetDriver {
+  /** Always `linux`. */
+  readonly kind = "linux" as const;
+  #held = new Map<
+    string,
+    HeldAddress & { cidr: Cidr; refresh: ReturnType<typeof setInterval> | null }
+  >();
+  #inflight = new Set<Promise<unknown>>();
+  #refreshing = new Set<string>();
+  #ip: string;
+  #arping: string | null;
+  #netns: string | null;
+  #audit: AuditLog | null;
+  #onError: (message: string) => void;
+  #closed = false;
+
+  /**
+   * Creates the driver.
+   *
+   * @param options Audit log, network namespace, tool paths, error callback.
+   */
+  constructor(options: NetDriverOptions = {}) {
+    this.#ip = options.ipPath ??
+      firstExisting(["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]) ?? "/usr/sbin/ip";
+    this.#arping = options.arpingPath ??
+      firstExisting(["/usr/bin/arping", "/usr/sbin/arping", "/bin/arping", "/sbin/arping"]);
+    this.#netns = options.netns ?? null;
+    this.#audit = options.audit ?? null;
+    this.#onError = options.onError ?? ((m) => console.error(m));
+  }
+
+  async #exec(
+    argv: string[],
+    timeoutMs: number,
+    service: string | null,
+    op: string,
+  ): Promise<RunOutcome> {
+    const full = this.#netns === null ? argv : [this.#ip, "netns", "exec", this.#netns, ...argv];
+    const r = await runFixed(full[0] as string, full.slice(1), { timeoutMs });
+    this.#audit?.write(
+      service,
+      { op, argv: full },
+      r.code === 0 ? "done" : "failed",
+      describe(r),
+    );
+    return r;
+  }
+
+  /** Adds the address with `ip addr add` and announces it (see the module doc). */
+  async takeover(address: Cidr, device: string, options: DriverTakeoverOptions): Promise<void> {
+    const v6 = address.family === 6;
+    if (v6) {
+      // Make the kernel send an unsolicited neighbour advertisement for the new address.
+      const sysctl = firstExisting(["/usr/sbin/sysctl", "/sbin/sysctl", "/usr/bin/sysctl"]);
+      if (sysctl !== null) {
+        await this.#exec(
+          [sysctl, "-q", "-w", `net.ipv6.conf.${device}.ndisc_notify=1`],
+          IP_TIMEOUT_MS,
+          options.service,
+          "ndisc-notify",
+        );
+      }
+    }
+    const argv = v6
+      ? [this.#ip, "-6", "addr", "add", address.text, "dev", device, "nodad"]
+      : [this.#ip, "addr", "add", address.text, "dev", device];
+    const r = await this.#exec(argv, IP_TIMEOUT_MS, options.service, "ip-addr-add");
+    if (r.code !== 0 && !/File exists/i.test(r.stderr)) {
+      throw new Error(`Cannot take over ${address.text} on ${device}: ${describe(r)}`);
+    }
+    const key = keyOf(address, device);
+    const previous = this.#held.get(key);
+    if (previous?.refresh != null) clearInterval(previous.refresh);
+    const entry = {
+      address: address.text,
+      device,
+      since: previous?.since ?? Date.now(),
+      service: options.service,
+      cidr: address,
+      refresh: null as ReturnType<typeof setInterval> | null,
+    };
+    this.#held.set(key, entry);
+    if (!v6 && options.arpCount > 0) {
+      this.#announce(address, device, options.arpCount, options.service);
+    }
+    if (!v6 && options.refreshMs > 0 && !this.#closed) {
+      entry.refresh = setInterval(() => {
+        if (this.#refreshing.has(key)) return;
+        this.#refreshing.add(key);
+        const p = this.#announce(address, device, 1, options.service);
+        p.finally(() => this.#refreshing.delete(key));
+      }, options.refreshMs);
+    }
+  }
+
+  #announce(address: Cidr, device: string, count: number, service: string | null): Promise<void> {
+    if (this.#arping === null) {
+      this.#onError(`Cannot send gratuitous ARP for ${address.ip}: arping is not installed`);
+      return Promise.resolve();
+    }
+    const argv = [this.#arping, "-U", "-c", String(count), "-I", device, address.ip];
+    // arping sends one packet a second; allow the burst plus a margin.
+    const p = this.#exec(argv, count * 1000 + 3000, service, "arping").then((r) => {
+      if (r.code !== 0) {
+        this.#onError(`Gratuitous ARP for ${address.ip} on ${device} failed: ${describe(r)}`);
+      }
+    });
+    this.#inflight.add(p);
+    p.finally(() => this.#inflight.delete(p));
+    return p;
+  }
+
+  /** Removes the address with `ip addr del`. */
+  async release(address: Cidr, device: string): Promise<void> {
+    const key = keyOf(address, device);
+    const entry = this.#held.get(key);
+    if (entry?.refresh != null) clearInterval(entry.refresh);
+    const argv = [this.#ip, ...(address.family === 6 ? ["-6"] : []), "addr", "del", address.text];
+    argv.push("dev", device);
+    const r = await this.#exec(argv, IP_TIMEOUT_MS, entry?.service ?? null, "ip-addr-del");
+    if (r.code !== 0 && !/Cannot assign requested address|not exist|No such/i.test(r.stderr)) {
+      throw new Error(`Cannot release ${address.text} on ${device}: ${describe(r)}`);
+    }
+    this.#held.delete(key);
+  }
+
+  /** What is held now. */
+  held(): HeldAddress[] {
+    return [...this.#held.values()].map(({ address, device, since, service }) => ({
+      address,
+      device,
+      since,
+      service,
+    }));
+  }
+
+  /** Releases everything held. */
+  async releaseAll(): Promise<{ address: string; device: string; error: string }[]> {
+    const failed: { address: string; device: string; error: string }[] = [];
+    for (const h of [...this.#held.values()]) {
+      try {
+        await this.release(h.cidr, h.device);
+      } catch (e) {
+        failed.push({ address: h.address, device: h.device, error: (e as Error).message });
+      }
+    }
+    return failed;
+  }
+
+  /** Stops the refresh timers and waits for ARP bursts in flight. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const h of this.#held.values()) {
+      if (h.refresh !== null) clearInterval(h.refresh);
+      h.refresh = null;
+    }
+    await Promise.allSettled([...this.#inflight]);
+  }
+}
+
+/**
+ * The `simulated` driver: holdings in memory (and in `stateFile` if given), no system change.
+ *
+ * @example
+ * ```ts
+ * import { SimulatedNetDriver } from "./netops.ts";
+ * import { parseCidr } from "./policy.ts";
+ * const net = new SimulatedNetDriver();
+ * await net.takeover(parseCidr("127.0.0.100/8")!, "lo", { arpCount: 3, refreshMs: 0, service: "web" });
+ * console.log(net.held().map((h) => h.address)); // ["127.0.0.100/8"]
+ * await net.close();
+ * ```
+ */
+export class SimulatedNetDriver implements NetDriver {
+  /** Always `simulated`. */
+  readonly kind = "simulated" as const;
+  #held = new Map<string, HeldAddress & { cidr: Cidr }>();
+  #audit: AuditLog | null;
+  #stateFile: string | null;
+
+  /**
+   * Creates the driver.
+   *
+   * @param options Audit log and state file.
+   */
+  constructor(options: NetDriverOptions = {}) {
+    this.#audit = options.audit ?? null;
+    this.#stateFile = options.stateFile ?? null;
+  }
+
+  /** Records the address as held. */
+  async takeover(address: Cidr, device: string, options: DriverTakeoverOptions): Promise<void> {
+    const key = keyOf(address, device);
+    const previous = this.#held.get(key);
+    this.#held.set(key, {
+      address: address.text,
+      device,
+      since: previous?.since ?? Date.now(),
+      service: options.service,
+      cidr: address,
+    });
+    this.#audit?.write(
+      options.service,
+      { op: "sim-addr-add", address: address.text, device, arpCount: options.arpCount },
+      "done",
+      "simulated: address recorded, no system change",
+    );
+    await this.#save();
+  }
+
+  /** Forgets the address. */
+  async release(address: Cidr, device: string): Promise<void> {
+    const key = keyOf(address, device);
+    const entry = this.#held.get(key);
+    this.#held.delete(key);
+    this.#audit?.write(
+      entry?.service ?? null,
+      { op: "sim-addr-del", address: address.text, device },
+      "done",
+      "simulated: address forgotten, no system change",
+    );
+    await this.#save();
+  }
+
+  /** What is held now. */
+  held(): HeldAddress[] {
+    return [...this.#held.values()].map(({ address, device, since, service }) => ({
+      address,
+      device,
+      since,
+      service,
+    }));
+  }
+
+  /** Forgets everything held. */
+  async releaseAll(): Promise<{ address: string; device: string; error: string }[]> {
+    for (const h of [...this.#held.values()]) await this.release(h.cidr, h.device);
+    return [];
+  }
+
+  /** Nothing to stop. */
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  async #save(): Promise<void> {
+    if (this.#stateFile === null) return;
+    const tmp = `${this.#stateFile}.tmp-${Deno.pid}`;
+    await Deno.writeTextFile(
+      tmp,
+      JSON.stringify({ updated: Date.now(), addresses: this.held() }, null, 2) + "\n",
+    );
+    await Deno.rename(tmp, this.#stateFile);
+  }
+}
+
+/**
+ * Creates the driver a policy asks for.
+ *
+ * @param kind `linux` or `simulated` (the policy's `netDriver`).
+ * @param options Audit log, namespace, tool paths, state file.
+ * @returns The driver.
+ *
+ * @example
+ * ```ts
+ * import { createNetDriver } from "./netops.ts";
+ * const net = createNetDriver("simulated");
+ * console.log(net.kind); // "simulated"
+ * ```
+ */
+export function createNetDriver(
+  kind: "linux" | "simulated",
+  options: NetDriverOptions = {},
+): NetDriver {
+  return kind === "linux" ? new LinuxNetDriver(options) : new SimulatedNetDriver(options);
+}

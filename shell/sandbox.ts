@@ -1,0 +1,941 @@
+/**
+ * The supervisor side of failsh's sandbox: runs the operator's failover script in a child
+ * `deno run --no-prompt` with no run, write, env, FFI or sys permission, reading only the
+ * policy's `read` paths and connecting only to the policy's `net` hosts; answers the script's
+ * privileged requests after checking them against the policy; and writes every request, allowed
+ * or refused, to the audit log. See `docs/sandbox.md`.
+ *
+ * ```
+ * scheduler ──invoke(call, timeoutMs)──▶ Sandbox ──stdin: invoke──▶ child (script + mod.ts)
+ *                                          ▲  │                        │
+ *                 policy check, audit,     │  └──stdin: reply──────────┤
+ *                 ip / arping / program ◀──┴─────stdout: req───────────┘
+ * ```
+ *
+ * A handler that does not answer in time gets its child killed (a `while (true) {}` loop
+ * cannot be interrupted any other way) and the next call starts a fresh child, which must
+ * declare exactly what the first one did. By default each service has its own child, so a
+ * runaway handler of one service never stalls the handlers of another.
+ *
+ * @module
+ */
+import type {
+  HandlerInvocation,
+  HostDecl,
+  Policy,
+  Sandbox,
+  ScriptDecl,
+  TrapEvent,
+} from "./contract.ts";
+import type { HeldAddress, ServiceState } from "../lib/types.ts";
+import { isServiceState, MAX_DETAIL_LENGTH } from "../lib/types.ts";
+import { logger } from "../lib/log.ts";
+import { FaildClient } from "../lib/client.ts";
+import { AuditLog } from "./audit.ts";
+import { fromWireError, PolicyDeniedError, ScriptError, TimeoutError } from "./errors.ts";
+import { createNetDriver, type NetDriver, runFixed } from "./netops.ts";
+import { checkRelease, checkRun, checkTakeover, readKey } from "./policy.ts";
+import {
+  CHILD_FLAG,
+  type ChildMessage,
+  MAX_RPC_LINE,
+  type PollResult,
+  readLines,
+  type RequestOp,
+  RPC_MAGIC,
+  type RunResult,
+  type SupervisorMessage,
+} from "./runtime.ts";
+
+/** Longest line of script output logged, in characters (longer lines are cut). */
+export const MAX_OUTPUT_LINE = 4096;
+
+/** Most script output lines logged per second per child (the rest are counted and dropped). */
+export const MAX_OUTPUT_LINES_PER_SECOND = 100;
+
+/** Most bytes queued towards a child that does not read (traps are dropped beyond). */
+const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
+
+const REQUEST_OPS: RequestOp[] = ["poll", "takeover", "release", "run", "setState"];
+
+/** Options of {@linkcode createSandbox}. */
+export interface SandboxOptions {
+  /**
+   * The network driver. Pass one to keep held addresses across sandboxes (a SIGHUP reload);
+   * by default the sandbox creates the policy's driver and closes it (without releasing) in
+   * `close()`.
+   */
+  net?: NetDriver;
+  /** The audit log (default: a new one on `policy.audit`). */
+  audit?: AuditLog;
+  /**
+   * Polls a declared host for `ctx.poll()` (the scheduler's poller). Default: the sandbox polls
+   * the host's faild itself with `FaildClient`, signing with the policy key the host names.
+   */
+  poll?: (host: HostDecl, options: { signal: AbortSignal }) => Promise<PollResult>;
+  /**
+   * Sets a service's state on the local faild for `ctx.setState()`. Default: the sandbox sets it
+   * with `FaildClient` on `policy.faild`.
+   */
+  setState?: (service: string, state: ServiceState, detail: string) => Promise<void>;
+  /** Told each line the script prints (default: logged at `info` in facility `script`). */
+  onOutput?: (line: string, info: { stream: "stdout" | "stderr"; child: string }) => void;
+  /** Told each `ctx.log()` message (default: logged at `info` in facility `script`). */
+  onLog?: (message: string, info: { service: string | null }) => void;
+  /** One child per service (default `true`); `false` runs every handler in one child. */
+  perService?: boolean;
+  /** Start the service children in `start()` rather than at their first handler (default true). */
+  prespawn?: boolean;
+  /** Time the script has to load and declare itself, ms (default 20000). */
+  startTimeoutMs?: number;
+  /** Time the traps have to handle one event, ms (default 30000). */
+  trapTimeoutMs?: number;
+  /** V8 heap limit of each child, MiB (default 256). */
+  memoryMb?: number;
+  /** The deno executable (default `Deno.execPath()`). */
+  denoPath?: string;
+}
+
+/** Per-kind request counters. */
+export interface RequestCounters {
+  /** Allowed and carried out. */
+  allowed: number;
+  /** Refused by the policy. */
+  refused: number;
+  /** Allowed but failed (the command failed, the peer was down…). */
+  failed: number;
+}
+
+/** What the sandbox counted since it was created (for metrics). */
+export interface SandboxCounters {
+  /** Privileged requests by kind. */
+  requests: Record<RequestOp, RequestCounters>;
+  /** Handler invocations: returned a state, threw (or the child died), timed out. */
+  handlers: { ok: number; errors: number; timeouts: number };
+  /** Trap events: delivered, traps that threw, timed out, dropped (child not reading). */
+  traps: { delivered: number; errors: number; timeouts: number; dropped: number };
+  /** Children started and children that ended (killed or exited). */
+  children: { started: number; ended: number };
+  /** Script output lines logged and dropped (rate or length bound). */
+  output: { lines: number; dropped: number };
+}
+
+/** The sandbox as failsh uses it: the scheduler's {@linkcode Sandbox} plus what the daemon needs. */
+export interface FailshSandbox extends Sandbox {
+  /** The policy in force. */
+  readonly policy: Policy;
+  /** The network driver (holds the addresses). */
+  readonly net: NetDriver;
+  /** The audit log. */
+  readonly audit: AuditLog;
+  /** The addresses held now. */
+  heldAddresses(): HeldAddress[];
+  /** Counters for metrics. */
+  counters(): SandboxCounters;
+  /** The exact command line of a child (for `--check` output and the docs). */
+  childCommand(): string[];
+}
+
+/**
+ * The command line of a sandboxed child: `deno run --no-prompt` with only the policy's read and
+ * net permissions, every other permission denied, no config file, lock file, remote or npm
+ * import (so the child never downloads anything), and a V8 heap limit.
+ *
+ * @param scriptPath The script (absolute path).
+ * @param policy The policy (`read`, `net`).
+ * @param options The deno executable and heap limit.
+ * @returns The argv, starting with the deno executable.
+ *
+ * @example
+ * ```ts
+ * import { childCommand } from "./sandbox.ts";
+ * import { parsePolicy } from "./policy.ts";
+ * const policy = parsePolicy('{"host":"a","net":["127.0.0.1:80"]}', "/etc/failover/policy.json");
+ * const argv = childCommand("/etc/failover/failover.ts", policy, { denoPath: "deno" });
+ * console.log(argv.includes("--allow-net=127.0.0.1:80"), argv.some((a) => a.startsWith("--allow-run"))); // true false
+ * ```
+ */
+export function childCommand(
+  scriptPath: string,
+  policy: Policy,
+  options: { denoPath?: string; memoryMb?: number } = {},
+): string[] {
+  const argv = [
+    options.denoPath ?? Deno.execPath(),
+    "run",
+    "--no-prompt",
+    "--no-config",
+    "--no-lock",
+    "--no-remote",
+    "--no-npm",
+    "--cached-only",
+    `--v8-flags=--max-old-space-size=${options.memoryMb ?? 256}`,
+  ];
+  // An empty --allow-read= would allow everything: only pass the flags with a list.
+  if (policy.read.length > 0) argv.push(`--allow-read=${policy.read.join(",")}`);
+  else argv.push("--deny-read");
+  if (policy.net.length > 0) argv.push(`--allow-net=${policy.net.join(",")}`);
+  else argv.push("--deny-net");
+  argv.push(
+    "--deny-write",
+    "--deny-env",
+    "--deny-run",
+    "--deny-ffi",
+    "--deny-sys",
+    "--deny-import",
+    scriptPath,
+    CHILD_FLAG,
+  );
+  return argv;
+}
+
+function childEnv(): Record<string, string> {
+  const env: Record<string, string> = { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" };
+  for (const name of ["DENO_DIR", "HOME", "XDG_CACHE_HOME", "TZ"]) {
+    try {
+      const v = Deno.env.get(name);
+      if (v !== undefined) env[name] = v;
+    } catch {
+      // no env permission: deno uses its defaults
+    }
+  }
+  return env;
+}
+
+interface Invocation {
+  id: number;
+  call: HandlerInvocation;
+  resolve(state: ServiceState): void;
+  reject(error: Error): void;
+  timer: ReturnType<typeof setTimeout>;
+  /** Aborted when the invocation ends badly: kills the programs it runs. */
+  abort: AbortController;
+}
+
+/** What a child needs from its sandbox. */
+interface Host {
+  readonly argv: string[];
+  readonly startTimeoutMs: number;
+  readonly trapTimeoutMs: number;
+  readonly counters: SandboxCounters;
+  output(line: string, stream: "stdout" | "stderr", child: string): void;
+  request(child: ScriptChild, msg: Extract<ChildMessage, { t: "req" }>): void;
+  log(msg: Extract<ChildMessage, { t: "log" }>, service: string | null): void;
+}
+
+/** One sandboxed child process running the script. */
+class ScriptChild {
+  readonly label: string;
+  #host: Host;
+  #process: Deno.ChildProcess | null = null;
+  #writer: WritableStreamDefaultWriter<Uint8Array> | null = null;
+  #queued = 0;
+  #chain: Promise<void> = Promise.resolve();
+  #state: "new" | "starting" | "ready" | "dead" = "new";
+  #declared: Promise<ScriptDecl> | null = null;
+  #onDecl: ((d: ScriptDecl) => void) | null = null;
+  #onFatal: ((e: Error) => void) | null = null;
+  #invocations = new Map<number, Invocation>();
+  #traps = new Map<number, ReturnType<typeof setTimeout>>();
+  #nextId = 1;
+  #readers: Promise<unknown>[] = [];
+  #exited: Promise<Deno.CommandStatus> | null = null;
+  #deathReason: string | null = null;
+  #outputWindow = { start: 0, count: 0, dropped: 0 };
+
+  constructor(label: string, host: Host) {
+    this.label = label;
+    this.#host = host;
+  }
+
+  get alive(): boolean {
+    return this.#state === "starting" || this.#state === "ready";
+  }
+
+  /** The invocation a request belongs to, if it is one of this child's running handlers. */
+  invocation(id: number | null): Invocation | undefined {
+    return id === null ? undefined : this.#invocations.get(id);
+  }
+
+  start(): Promise<ScriptDecl> {
+    if (this.#declared) return this.#declared;
+    this.#state = "starting";
+    this.#declared = new Promise<ScriptDecl>((resolve, reject) => {
+      this.#onDecl = resolve;
+      this.#onFatal = reject;
+    });
+    // Avoid an unhandled rejection when nobody awaits a failed restart.
+    this.#declared.catch(() => {});
+    const [cmd, ...args] = this.#host.argv;
+    try {
+      this.#process = new Deno.Command(cmd as string, {
+        args,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+        clearEnv: true,
+        env: childEnv(),
+      }).spawn();
+    } catch (e) {
+      this.#state = "dead";
+      this.#onFatal?.(new ScriptError(`Cannot start the script: ${(e as Error).message}`));
+      return this.#declared;
+    }
+    this.#host.counters.children.started++;
+    this.#writer = this.#process.stdin.getWriter();
+    this.#readers.push(
+      this.#readStdout(this.#process.stdout),
+      this.#readStderr(this.#process.stderr),
+    );
+    this.#exited = this.#process.status.then((status) => {
+      this.#onExit(status);
+      return status;
+    });
+    const timer = setTimeout(() => {
+      if (this.#state === "starting") {
+        this.kill(
+          `the script did not declare its services within ${this.#host.startTimeoutMs} ms`,
+        );
+      }
+    }, this.#host.startTimeoutMs);
+    this.#declared.finally(() => clearTimeout(timer)).catch(() => {});
+    return this.#declared;
+  }
+
+  async #readStdout(stream: ReadableStream<Uint8Array>): Promise<void> {
+    for await (
+      const line of readLines(stream, MAX_RPC_LINE, (n) => {
+        this.#host.output(`[line of ${n} characters dropped]`, "stdout", this.label);
+      })
+    ) {
+      const at = line.indexOf(RPC_MAGIC);
+      if (at < 0) {
+        this.#output(line, "stdout");
+        continue;
+      }
+      if (at > 0) this.#output(line.slice(0, at), "stdout");
+      let msg: ChildMessage;
+      try {
+        msg = JSON.parse(line.slice(at + RPC_MAGIC.length));
+      } catch {
+        this.#output(line.slice(at + RPC_MAGIC.length), "stdout");
+        continue;
+      }
+      this.#handle(msg);
+    }
+  }
+
+  async #readStderr(stream: ReadableStream<Uint8Array>): Promise<void> {
+    for await (const line of readLines(stream, 64 * 1024)) this.#output(line, "stderr");
+  }
+
+  #output(line: string, stream: "stdout" | "stderr"): void {
+    const now = Date.now();
+    const w = this.#outputWindow;
+    if (now - w.start >= 1000) {
+      if (w.dropped > 0) {
+        this.#host.output(`[${w.dropped} lines of script output dropped]`, stream, this.label);
+      }
+      w.start = now;
+      w.count = 0;
+      w.dropped = 0;
+    }
+    if (++w.count > MAX_OUTPUT_LINES_PER_SECOND) {
+      w.dropped++;
+      this.#host.counters.output.dropped++;
+      return;
+    }
+    this.#host.counters.output.lines++;
+    this.#host.output(
+      line.length > MAX_OUTPUT_LINE ? line.slice(0, MAX_OUTPUT_LINE) + "…" : line,
+      stream,
+      this.label,
+    );
+  }
+
+  #handle(msg: ChildMessage): void {
+    switch (msg.t) {
+      case "decl":
+        if (this.#state === "starting") {
+          this.#state = "ready";
+          this.#onDecl?.(msg.decl);
+        }
+        return;
+      case "fatal":
+        this.#onFatal?.(
+          new ScriptError(`Invalid failover script:\n  - ${msg.problems.join("\n  - ")}`),
+        );
+        this.kill("the script's declarations are invalid");
+        return;
+      case "result":
+      case "error": {
+        const inv = this.#invocations.get(msg.id);
+        if (!inv) return;
+        this.#invocations.delete(msg.id);
+        clearTimeout(inv.timer);
+        if (msg.t === "result") {
+          if (!isServiceState(msg.state)) {
+            this.#host.counters.handlers.errors++;
+            inv.reject(new ScriptError(`Handler returned an invalid state`));
+            return;
+          }
+          this.#host.counters.handlers.ok++;
+          inv.resolve(msg.state);
+        } else {
+          this.#host.counters.handlers.errors++;
+          inv.abort.abort();
+          inv.reject(fromWireError(msg.error));
+        }
+        return;
+      }
+      case "req":
+        this.#host.request(this, msg);
+        return;
+      case "log":
+        this.#host.log(msg, this.invocation(msg.inv)?.call.service ?? null);
+        return;
+      case "trapdone": {
+        const timer = this.#traps.get(msg.id);
+        if (timer === undefined) return;
+        clearTimeout(timer);
+        this.#traps.delete(msg.id);
+        if (Array.isArray(msg.errors) && msg.errors.length > 0) {
+          this.#host.counters.traps.errors += msg.errors.length;
+          for (const e of msg.errors) {
+            logger.warn("sandbox", "trap failed", { error: `${e.name}: ${e.message}` });
+          }
+        }
+        return;
+      }
+    }
+  }
+
+  send(msg: SupervisorMessage, droppable = false): boolean {
+    if (!this.alive || this.#writer === null) return false;
+    const data = new TextEncoder().encode(JSON.stringify(msg) + "\n");
+    if (droppable && this.#queued + data.length > MAX_QUEUED_BYTES) return false;
+    this.#queued += data.length;
+    const writer = this.#writer;
+    this.#chain = this.#chain.then(() => writer.write(data)).catch(() => {}).finally(() => {
+      this.#queued -= data.length;
+    });
+    return true;
+  }
+
+  invoke(call: HandlerInvocation, timeoutMs: number): Promise<ServiceState> {
+    return new Promise<ServiceState>((resolve, reject) => {
+      const id = this.#nextId++;
+      const timer = setTimeout(() => {
+        if (!this.#invocations.has(id)) return;
+        this.#invocations.delete(id);
+        this.#host.counters.handlers.timeouts++;
+        inv.abort.abort();
+        const message =
+          `Handler ${call.kind} of ${call.service} timed out after ${timeoutMs} ms: the script was killed and will be restarted`;
+        reject(new TimeoutError(message));
+        this.kill(`handler ${call.kind} of ${call.service} timed out after ${timeoutMs} ms`);
+      }, Math.max(1, timeoutMs));
+      const inv: Invocation = { id, call, resolve, reject, timer, abort: new AbortController() };
+      this.#invocations.set(id, inv);
+      if (!this.send({ t: "invoke", id, call, timeoutMs })) {
+        this.#invocations.delete(id);
+        clearTimeout(timer);
+        reject(
+          new ScriptError(
+            `Cannot run handler ${call.kind} of ${call.service}: the script is not running`,
+          ),
+        );
+      }
+    });
+  }
+
+  trap(event: TrapEvent): boolean {
+    const id = this.#nextId++;
+    if (!this.send({ t: "trap", id, event }, true)) return false;
+    this.#traps.set(
+      id,
+      setTimeout(() => {
+        this.#traps.delete(id);
+        this.#host.counters.traps.timeouts++;
+        this.kill(`a trap did not return within ${this.#host.trapTimeoutMs} ms`);
+      }, this.#host.trapTimeoutMs),
+    );
+    return true;
+  }
+
+  /** Kills the child now; pending handlers reject with a {@linkcode ScriptError}. */
+  kill(reason: string): void {
+    if (this.#deathReason === null) this.#deathReason = reason;
+    if (this.#process && this.#state !== "dead") {
+      logger.warn("sandbox", "killing the script's child", { child: this.label, reason });
+      try {
+        this.#process.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    this.#fail(reason);
+  }
+
+  #fail(reason: string): void {
+    const wasStarting = this.#state === "starting";
+    this.#state = "dead";
+    if (wasStarting) this.#onFatal?.(new ScriptError(`The script failed to start: ${reason}`));
+    for (const inv of this.#invocations.values()) {
+      clearTimeout(inv.timer);
+      inv.abort.abort();
+      this.#host.counters.handlers.errors++;
+      inv.reject(
+        new ScriptError(
+          `Handler ${inv.call.kind} of ${inv.call.service} was interrupted: ${reason}`,
+        ),
+      );
+    }
+    this.#invocations.clear();
+    for (const t of this.#traps.values()) clearTimeout(t);
+    this.#traps.clear();
+  }
+
+  #onExit(status: Deno.CommandStatus): void {
+    this.#host.counters.children.ended++;
+    const how = status.signal ? `signal ${status.signal}` : `code ${status.code}`;
+    this.#fail(this.#deathReason ?? `the script exited with ${how}`);
+  }
+
+  /** Closes stdin (the child exits by itself), then kills it if it lingers; waits for the end. */
+  async close(graceMs = 500): Promise<void> {
+    if (this.#process === null) return;
+    if (this.#state !== "dead") {
+      this.#deathReason ??= "the sandbox was closed";
+      try {
+        await this.#writer?.close();
+      } catch {
+        // broken pipe
+      }
+      const exited = await Promise.race([
+        this.#exited?.then(() => true),
+        new Promise<boolean>((r) => {
+          const t = setTimeout(() => r(false), graceMs);
+          this.#exited?.finally(() => clearTimeout(t));
+        }),
+      ]);
+      if (!exited) this.kill("the sandbox was closed");
+    } else {
+      try {
+        await this.#writer?.close();
+      } catch {
+        // broken pipe
+      }
+    }
+    await this.#exited;
+    await Promise.allSettled(this.#readers);
+  }
+}
+
+function emptyCounters(): SandboxCounters {
+  const requests = {} as Record<RequestOp, RequestCounters>;
+  for (const op of REQUEST_OPS) requests[op] = { allowed: 0, refused: 0, failed: 0 };
+  return {
+    requests,
+    handlers: { ok: 0, errors: 0, timeouts: 0 },
+    traps: { delivered: 0, errors: 0, timeouts: 0, dropped: 0 },
+    children: { started: 0, ended: 0 },
+    output: { lines: 0, dropped: 0 },
+  };
+}
+
+class SandboxImpl implements Host {
+  readonly policy: Policy;
+  readonly net: NetDriver;
+  readonly audit: AuditLog;
+  readonly argv: string[];
+  readonly startTimeoutMs: number;
+  readonly trapTimeoutMs: number;
+  readonly counters_: SandboxCounters = emptyCounters();
+  #script: string;
+  #options: SandboxOptions;
+  #ownNet: boolean;
+  #ownAudit: boolean;
+  #decl: ScriptDecl | null = null;
+  #declJson = "";
+  #main: ScriptChild | null = null;
+  #children = new Map<string, ScriptChild>();
+  #closed = false;
+  #secrets = new Map<string, string | null>();
+  #faild: FaildClient | null = null;
+
+  constructor(script: string, policy: Policy, options: SandboxOptions) {
+    this.#script = script;
+    this.policy = policy;
+    this.#options = options;
+    this.#ownAudit = options.audit === undefined;
+    this.audit = options.audit ?? new AuditLog({ script, path: policy.audit });
+    this.#ownNet = options.net === undefined;
+    this.net = options.net ?? createNetDriver(policy.netDriver, { audit: this.audit });
+    const cmd: { denoPath?: string; memoryMb?: number } = {};
+    if (options.denoPath !== undefined) cmd.denoPath = options.denoPath;
+    if (options.memoryMb !== undefined) cmd.memoryMb = options.memoryMb;
+    this.argv = childCommand(script, policy, cmd);
+    this.startTimeoutMs = options.startTimeoutMs ?? 20_000;
+    this.trapTimeoutMs = options.trapTimeoutMs ?? 30_000;
+  }
+
+  get counters(): SandboxCounters {
+    return this.counters_;
+  }
+
+  get decl(): ScriptDecl {
+    if (this.#decl === null) {
+      throw new Error("Cannot read the script's declaration: the sandbox is not started");
+    }
+    return this.#decl;
+  }
+
+  childCommand(): string[] {
+    return [...this.argv];
+  }
+
+  heldAddresses(): HeldAddress[] {
+    return this.net.held();
+  }
+
+  // `counters()` as a method for the FailshSandbox interface; the Host side uses the getter.
+  countersSnapshot(): SandboxCounters {
+    return structuredClone(this.counters_);
+  }
+
+  async start(): Promise<ScriptDecl> {
+    if (this.#closed) throw new Error("Cannot start the sandbox: it is closed");
+    if (this.#decl !== null) return this.#decl;
+    const main = new ScriptChild("main", this);
+    this.#main = main;
+    const decl = await main.start();
+    this.#decl = decl;
+    this.#declJson = JSON.stringify(decl);
+    if ((this.#options.perService ?? true) && (this.#options.prespawn ?? true)) {
+      const mine = decl.services.filter((s) =>
+        s.masters.includes(this.policy.host) || s.slaves.includes(this.policy.host)
+      );
+      await Promise.all(mine.map((s) => this.#childFor(s.name)));
+    }
+    return decl;
+  }
+
+  async #childFor(service: string): Promise<ScriptChild> {
+    const key = (this.#options.perService ?? true) ? `service:${service}` : "main";
+    let child = key === "main" ? this.#main : this.#children.get(key);
+    if (child && child.alive) {
+      await child.start();
+      return child;
+    }
+    if (child) await child.close(0);
+    child = new ScriptChild(key === "main" ? "main" : service, this);
+    if (key === "main") this.#main = child;
+    else this.#children.set(key, child);
+    const decl = await child.start();
+    if (JSON.stringify(decl) !== this.#declJson) {
+      child.kill("its declaration changed");
+      throw new ScriptError(
+        "The script's declaration changed since failsh started: reload failsh (SIGHUP) to apply it",
+      );
+    }
+    return child;
+  }
+
+  async invoke(call: HandlerInvocation, timeoutMs: number): Promise<ServiceState> {
+    if (this.#closed) throw new ScriptError("Cannot run a handler: the sandbox is closed");
+    const decl = this.decl;
+    if (!decl.services.some((s) => s.name === call.service)) {
+      throw new TypeError(
+        `Cannot run a handler of ${call.service}: the script declares no such service`,
+      );
+    }
+    const child = await this.#childFor(call.service);
+    return await child.invoke(call, timeoutMs);
+  }
+
+  trap(event: TrapEvent): void {
+    if (this.#closed || this.#decl === null || this.#decl.traps === 0) return;
+    const deliver = (child: ScriptChild) => {
+      if (child.trap(event)) this.counters_.traps.delivered++;
+      else this.counters_.traps.dropped++;
+    };
+    const main = this.#main;
+    if (main && main.alive) {
+      deliver(main);
+      return;
+    }
+    // Restart the main child, then deliver.
+    const fresh = new ScriptChild("main", this);
+    this.#main = fresh;
+    fresh.start().then((decl) => {
+      if (JSON.stringify(decl) !== this.#declJson) {
+        fresh.kill("its declaration changed");
+        return;
+      }
+      deliver(fresh);
+    }).catch((e) => {
+      this.counters_.traps.dropped++;
+      logger.warn("sandbox", "cannot restart the script for a trap", { error: String(e) });
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const children = [this.#main, ...this.#children.values()].filter((c) => c !== null);
+    await Promise.all(children.map((c) => c.close()));
+    if (this.#ownNet) await this.net.close();
+    if (this.#ownAudit) this.audit.close();
+    this.#faild?.close();
+  }
+
+  // ---- Host (what children call) -------------------------------------------------------------
+
+  output(line: string, stream: "stdout" | "stderr", child: string): void {
+    if (this.#options.onOutput) this.#options.onOutput(line, { stream, child });
+    else logger.info("script", line, { stream, child });
+  }
+
+  log(msg: Extract<ChildMessage, { t: "log" }>, service: string | null): void {
+    const text = String(msg.msg).slice(0, 4096);
+    if (this.#options.onLog) this.#options.onLog(text, { service });
+    else logger.info("script", text, { service });
+  }
+
+  request(child: ScriptChild, msg: Extract<ChildMessage, { t: "req" }>): void {
+    const inv = child.invocation(msg.inv);
+    const service = inv?.call.service ?? null;
+    const op = msg.op;
+    const args = typeof msg.args === "object" && msg.args !== null ? msg.args : {};
+    const counters = REQUEST_OPS.includes(op) ? this.counters_.requests[op] : null;
+    const reply = (value: unknown) => child.send({ t: "reply", id: msg.id, ok: true, value });
+    const fail = (e: unknown) => {
+      const error = e instanceof Error ? e : new Error(String(e));
+      child.send({
+        t: "reply",
+        id: msg.id,
+        ok: false,
+        error: { name: error.name, message: error.message.slice(0, 2000) },
+      });
+    };
+    const request = { op, ...args };
+    const refuse = (e: PolicyDeniedError) => {
+      if (counters) counters.refused++;
+      this.audit.write(service, request, "refused", e.message);
+      fail(e);
+    };
+    this.#perform(op, args, service, inv?.abort.signal ?? null).then(
+      ({ value, audit }) => {
+        if (counters) counters.allowed++;
+        if (audit) this.audit.write(service, request, "done", audit);
+        reply(value);
+      },
+      (e) => {
+        if (e instanceof PolicyDeniedError) return refuse(e);
+        if (counters) counters.failed++;
+        if (op !== "poll") {
+          this.audit.write(service, request, "failed", e instanceof Error ? e.message : String(e));
+        }
+        fail(e);
+      },
+    );
+  }
+
+  async #perform(
+    op: RequestOp,
+    args: Record<string, unknown>,
+    service: string | null,
+    signal: AbortSignal | null,
+  ): Promise<{ value: unknown; audit: string | null }> {
+    switch (op) {
+      case "takeover": {
+        const allowed = checkTakeover(this.policy, args.address as string, args.device as string);
+        const arpCount = args.arpCount ?? this.policy.arp.count;
+        const refreshMs = args.refreshMs ?? this.policy.arp.refreshMs;
+        if (!Number.isInteger(arpCount) || (arpCount as number) < 0 || (arpCount as number) > 100) {
+          throw new PolicyDeniedError(
+            `Cannot take over ${allowed.cidr.text}: arpCount must be an integer from 0 to 100`,
+          );
+        }
+        const r = refreshMs as number;
+        if (!Number.isInteger(r) || (r !== 0 && (r < 1000 || r > 3_600_000))) {
+          throw new PolicyDeniedError(
+            `Cannot take over ${allowed.cidr.text}: refreshMs must be 0 or from 1000 to 3600000`,
+          );
+        }
+        this.audit.write(service, { op, ...args }, "allowed", `within ${allowed.rule.prefix}`);
+        await this.net.takeover(allowed.cidr, allowed.device, {
+          arpCount: arpCount as number,
+          refreshMs: r,
+          service,
+        });
+        return { value: null, audit: `${allowed.cidr.text} is on ${allowed.device}` };
+      }
+      case "release": {
+        const allowed = checkRelease(this.policy, args.address as string, args.device as string);
+        this.audit.write(service, { op, ...args }, "allowed", `within ${allowed.rule.prefix}`);
+        await this.net.release(allowed.cidr, allowed.device);
+        return { value: null, audit: `${allowed.cidr.text} is off ${allowed.device}` };
+      }
+      case "run": {
+        const timeout = args.timeoutMs === undefined ? {} : { timeoutMs: args.timeoutMs as number };
+        const allowed = checkRun(this.policy, args.argv as string[], timeout);
+        this.audit.write(service, { op, ...args }, "allowed", `program ${allowed.path}`);
+        const r = await runFixed(allowed.path, allowed.args, {
+          timeoutMs: allowed.timeoutMs,
+          ...(signal ? { signal } : {}),
+        });
+        const value: RunResult = {
+          code: r.code,
+          stdout: r.stdout,
+          stderr: r.stderr,
+          truncated: r.truncated,
+          timedOut: r.timedOut,
+          durationMs: r.durationMs,
+        };
+        if (r.code === -1) throw new Error(r.stderr);
+        const how = r.timedOut
+          ? `killed with its process group after ${allowed.timeoutMs} ms`
+          : `exit code ${r.code} in ${r.durationMs} ms`;
+        return { value, audit: how };
+      }
+      case "poll": {
+        const name = args.host as string;
+        const host = this.decl.hosts.find((h) => h.name === name);
+        if (!host) {
+          throw new PolicyDeniedError(
+            `Cannot poll ${String(name).slice(0, 64)}: the script declares no such host`,
+          );
+        }
+        const ac = new AbortController();
+        const t = setTimeout(() => ac.abort(), 10_000);
+        try {
+          const value = this.#options.poll
+            ? await this.#options.poll(host, { signal: ac.signal })
+            : await this.#poll(host, ac.signal);
+          return { value, audit: null };
+        } finally {
+          clearTimeout(t);
+        }
+      }
+      case "setState": {
+        if (service === null) {
+          throw new PolicyDeniedError(
+            "Cannot set state outside a handler: only a running handler may set its service's state",
+          );
+        }
+        const state = args.state;
+        const detail = String(args.detail ?? "").slice(0, MAX_DETAIL_LENGTH);
+        if (!isServiceState(state)) {
+          throw new TypeError(
+            `Cannot set state of ${service}: ${JSON.stringify(state)} is not UP, RECOVER or FAIL`,
+          );
+        }
+        if (this.#options.setState) await this.#options.setState(service, state, detail);
+        else await this.#faildClient().then((c) => c.set(service, state, { detail }));
+        return { value: null, audit: `${service} is ${state}` };
+      }
+      default:
+        throw new TypeError(`Unknown request ${JSON.stringify(op)}`);
+    }
+  }
+
+  async #secret(name: string | null): Promise<string | null> {
+    if (name === null) return null;
+    if (!(name in this.policy.keys)) {
+      throw new PolicyDeniedError(`Cannot use key ${name}: it is not in the policy's keys`);
+    }
+    if (!this.#secrets.has(name)) this.#secrets.set(name, await readKey(this.policy, name));
+    return this.#secrets.get(name) ?? null;
+  }
+
+  async #faildClient(): Promise<FaildClient> {
+    if (this.#faild === null) {
+      const key = await this.#secret(this.policy.faild.key);
+      this.#faild = new FaildClient(this.policy.faild.url, key === null ? {} : { key });
+    }
+    return this.#faild;
+  }
+
+  async #poll(host: HostDecl, signal: AbortSignal): Promise<PollResult> {
+    const key = await this.#secret(host.key);
+    const addr = host.address.includes(":") ? `[${host.address}]` : host.address;
+    const client = new FaildClient(
+      `${host.protocol}://${addr}:${host.port}`,
+      key === null ? {} : { key },
+    );
+    const started = performance.now();
+    try {
+      const list = await client.list({ signal });
+      return {
+        host: host.name,
+        reachable: true,
+        services: list.services,
+        latencyMs: Math.round((performance.now() - started) * 10) / 10,
+        error: null,
+      };
+    } catch (e) {
+      return {
+        host: host.name,
+        reachable: false,
+        services: [],
+        latencyMs: null,
+        error: e instanceof Error ? e.message : String(e),
+      };
+    } finally {
+      client.close();
+    }
+  }
+}
+
+/**
+ * Creates the sandbox around a failover script. Nothing runs until `start()`.
+ *
+ * @param scriptPath The script (absolute path; it imports `mod.ts`).
+ * @param policy The operator's policy (see `loadPolicy`).
+ * @param options Network driver, audit log, poll and setState callbacks, limits.
+ * @returns The sandbox.
+ *
+ * @example
+ * ```ts ignore
+ * import { createSandbox } from "./sandbox.ts";
+ * import { loadPolicy } from "./policy.ts";
+ * const policy = await loadPolicy("/etc/failover/policy.json");
+ * const sandbox = createSandbox("/etc/failover/failover.ts", policy);
+ * const decl = await sandbox.start();
+ * const state = await sandbox.invoke(
+ *   { service: decl.services[0]!.name, kind: "start", self: policy.host, reason: "test", peers: {} },
+ *   5000,
+ * );
+ * await sandbox.close();
+ * ```
+ */
+export function createSandbox(
+  scriptPath: string,
+  policy: Policy,
+  options: SandboxOptions = {},
+): FailshSandbox {
+  const impl = new SandboxImpl(scriptPath, policy, options);
+  return {
+    get decl() {
+      return impl.decl;
+    },
+    get policy() {
+      return impl.policy;
+    },
+    get net() {
+      return impl.net;
+    },
+    get audit() {
+      return impl.audit;
+    },
+    start: () => impl.start(),
+    invoke: (call, timeoutMs) => impl.invoke(call, timeoutMs),
+    trap: (event) => impl.trap(event),
+    close: () => impl.close(),
+    heldAddresses: () => impl.heldAddresses(),
+    counters: () => impl.countersSnapshot(),
+    childCommand: () => impl.childCommand(),
+  };
+}
