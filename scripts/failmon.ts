@@ -49,7 +49,7 @@ Modes (-m, --mode):
       default mode, a "Content-Type: text/html" header comes first, and the URL may be given in
       FAILMON_URL
   1   waits for one update (the snapshot sent at connect), prints it as text and exits (default
-      when not on a terminal)
+      when not on a terminal, unless --json is given)
 
 Options:
   --url URL          failsh monitor port (default: $FAILMON_URL or ${DEFAULT_URL}); a bare
@@ -283,7 +283,7 @@ export async function main(args: string[]): Promise<number> {
     return usageError((error as Error).message);
   }
   const mode = values.mode ??
-    (cgi ? "h" : Deno.stdin.isTerminal() && Deno.stdout.isTerminal() ? "c" : "1");
+    (cgi ? "h" : values.json || (Deno.stdin.isTerminal() && Deno.stdout.isTerminal()) ? "c" : "1");
   if (!["c", "l", "h", "1"].includes(mode)) {
     return usageError(`Invalid mode "${mode}": expected c (terminal), l (line), h (HTML) or 1`);
   }
