@@ -80,7 +80,7 @@ class Lines {
   }
 }
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
@@ -133,7 +133,7 @@ Deno.test("failmon -m 1 --json prints the snapshot exactly as served", async () 
 });
 
 Deno.test("failmon -m 1 on a closed port says so and exits 69", async () => {
-  const port = await freePort();
+  const port = freePort();
   const r = await run(["-m", "1", "--url", `127.0.0.1:${port}`]);
   assert.equal(r.code, 69);
   assert.match(
@@ -160,7 +160,7 @@ Deno.test("failmon -m h writes HTML; as a CGI it adds the header", async (t) => 
       );
     });
     await t.step("CGI with the monitor down: a 502 page", async () => {
-      const port = await freePort();
+      const port = freePort();
       const r = await run([], {
         env: { GATEWAY_INTERFACE: "CGI/1.1", FAILMON_URL: `http://127.0.0.1:${port}` },
       });
