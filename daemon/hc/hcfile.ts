@@ -302,6 +302,8 @@ export function parseHcfile(
   const byName = new Map<string, RawTarget>();
   let defaults: CheckDefaults = { ...BUILTIN_DEFAULTS };
   let current: RawTarget | null = null;
+  // After a rejected target line, its indented body is skipped rather than reported again.
+  let skipping = false;
   const allowLines = new Map<string, number>();
 
   const lines = text.split("\n");
@@ -321,6 +323,7 @@ export function parseHcfile(
     const first = words[0] ?? "";
     if (!indented) {
       current = null;
+      skipping = false;
       if (!(DIRECTIVES as readonly string[]).includes(first) && raw.includes(":")) {
         // target: deps   (also accept "target : deps")
         const colon = raw.indexOf(":");
@@ -331,6 +334,7 @@ export function parseHcfile(
             n,
             `"${name}" is not a check name: use letters, digits, . _ -, 1 to 64, starting with a letter or digit`,
           );
+          skipping = true;
           continue;
         }
         if (byName.has(name)) {
@@ -340,6 +344,7 @@ export function parseHcfile(
               byName.get(name)!.line
             }: names must be unique`,
           );
+          skipping = true;
           continue;
         }
         const seen = new Set<string>();
@@ -350,6 +355,7 @@ export function parseHcfile(
         }
         if (targets.length >= MAX_CHECKS) {
           error(n, `too many checks: at most ${MAX_CHECKS}`);
+          skipping = true;
           continue;
         }
         current = {
@@ -426,6 +432,7 @@ export function parseHcfile(
       continue;
     }
     // Indented: the check line or an action of the current target.
+    if (skipping) continue;
     if (!current) {
       error(n, 'indented line outside a target: put it under a "name:" line, or unindent it');
       continue;
