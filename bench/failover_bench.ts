@@ -1,0 +1,510 @@
+/**
+ * Failover against keepalived, in the same network-namespace lab with the same faults.
+ *
+ * ```sh
+ * deno run -A bench/failover_bench.ts [--cuts N] [--intervals 1000,50] [--systems keepalived,failover]
+ *   [--false-intervals 50,20] [--stress-seconds 30] [--json] [--out FILE] [--docs]
+ * ```
+ *
+ * 1. Outage: for each interval (keepalived's `advert_int`, failover's poll interval) and each
+ *    system, the master's switch port is set down `--cuts` times while a client in its own
+ *    namespace connects to the VIP every 10 ms; the client-visible outage of each cut is measured
+ *    (last answer before the cut to the first answer after which the service stays up). Median,
+ *    worst, and the ratio failover / keepalived.
+ * 2. False failover: for each of `--false-intervals`, each system runs healthy while both CPU cores
+ *    are saturated by `stress-ng --cpu N --timeout S`; every VIP move or second holder (seen by
+ *    `ip monitor address` in each host) is a takeover that should not have happened.
+ *
+ * Prints a table (or JSON with `--json`), writes the JSON to `--out` (default
+ * `bench/failover_results.json`), and with `--docs` replaces the results block of the
+ * `## Failover vs keepalived` section of docs/performance.md. Needs root, `ip netns`, keepalived
+ * and stress-ng.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { Lab, labUnavailable } from "../tests/lab/netns.ts";
+import { run } from "../tests/lab/exec.ts";
+import { startKeepalived } from "../tests/lab/keepalived.ts";
+import { startFailover } from "../tests/lab/failover.ts";
+import type { Probe } from "../tests/lab/probe.ts";
+
+const PORT = 8080;
+
+/** A failover system running in a lab. */
+interface Running {
+  stop(): Promise<void>;
+}
+
+/** A system under test. */
+interface System {
+  name: "keepalived" | "failover";
+  /** Starts it with the VIP on h1; `label` describes the interval mapping. */
+  start(lab: Lab, intervalMs: number): Promise<Running>;
+  /** How the interval maps to the system's configuration. */
+  describe(intervalMs: number): string;
+}
+
+/** failover's miss count: keepalived's down timer is 3 × advert_int + skew, so 3 misses. */
+const FALL = 3;
+
+const SYSTEMS: Record<string, System> = {
+  keepalived: {
+    name: "keepalived",
+    start: (lab, ms) => startKeepalived(lab, { advertIntSec: ms / 1000 }),
+    describe: (ms) => `VRRPv3 advert_int ${ms / 1000} s, priorities 254/253, preempt`,
+  },
+  failover: {
+    name: "failover",
+    start: (lab, ms) => startFailover(lab, { intervalMs: ms, fall: FALL, preempt: true }),
+    describe: (ms) => `poll interval ${ms} ms, fall ${FALL}, rise 2, preempt`,
+  },
+};
+
+/** One cut's measurement. */
+interface CutResult {
+  outageMs: number | null;
+  sinceFaultMs: number | null;
+  servedBy: string | null;
+  failures: number;
+}
+
+/** Summary of a series of cuts. */
+interface OutageSeries {
+  system: string;
+  intervalMs: number;
+  config: string;
+  cuts: CutResult[];
+  medianMs: number | null;
+  worstMs: number | null;
+  meanMs: number | null;
+  failedCuts: number;
+  error: string | null;
+}
+
+/** Result of a false-failover run. */
+interface FalseRun {
+  system: string;
+  intervalMs: number;
+  config: string;
+  stressSeconds: number;
+  falseTakeovers: number;
+  secondHolderEvents: number;
+  clientFailures: number;
+  clientAttempts: number;
+  error: string | null;
+}
+
+function median(values: number[]): number | null {
+  if (values.length === 0) return null;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] ?? null : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+async function waitH1(lab: Lab, probe: Probe, timeoutMs: number): Promise<boolean> {
+  const holders = await lab.waitHolders((h) => h.length === 1 && h[0] === "h1", timeoutMs);
+  if (!holders) return false;
+  return await probe.waitServedBy("h1", timeoutMs, 10);
+}
+
+async function measureOutages(
+  system: System,
+  intervalMs: number,
+  cuts: number,
+  log: (s: string) => void,
+): Promise<OutageSeries> {
+  const series: OutageSeries = {
+    system: system.name,
+    intervalMs,
+    config: system.describe(intervalMs),
+    cuts: [],
+    medianMs: null,
+    worstMs: null,
+    meanMs: null,
+    failedCuts: 0,
+    error: null,
+  };
+  const lab = await Lab.create({ hosts: 2 });
+  try {
+    await lab.startServices(PORT);
+    const running = await system.start(lab, intervalMs);
+    const probe = lab.startProbe(PORT);
+    try {
+      if (!await waitH1(lab, probe, 30_000)) throw new Error("h1 never served the VIP");
+      const bound = 20 * intervalMs + 15_000;
+      for (let i = 0; i < cuts; i++) {
+        await sleep(Math.random() * intervalMs); // Random phase against the system's timers.
+        const cutAt = Date.now();
+        await lab.linkDown("h1");
+        const served = await probe.waitServedBy("h2", bound, 10);
+        const r = await probe.settledOutage(cutAt);
+        const cut: CutResult = {
+          outageMs: served ? r.outageMs : null,
+          sinceFaultMs: served ? r.sinceFaultMs : null,
+          servedBy: r.servedBy,
+          failures: r.failures,
+        };
+        series.cuts.push(cut);
+        log(`  ${system.name} ${intervalMs} ms cut ${i + 1}/${cuts}: outage ${cut.outageMs} ms`);
+        await lab.linkUp("h1");
+        if (!await waitH1(lab, probe, bound + 30_000)) {
+          throw new Error(`h1 did not take the VIP back after cut ${i + 1}`);
+        }
+        await sleep(Math.max(1000, 3 * intervalMs));
+      }
+    } finally {
+      await probe.stop();
+      await running.stop();
+    }
+  } catch (e) {
+    series.error = (e as Error).message + "\n" + lab.diagnostics(15);
+  } finally {
+    await lab.teardown();
+  }
+  const ok = series.cuts.map((c) => c.outageMs).filter((v): v is number => v !== null);
+  series.failedCuts = series.cuts.length - ok.length;
+  series.medianMs = median(ok);
+  series.worstMs = ok.length ? Math.max(...ok) : null;
+  series.meanMs = ok.length ? Math.round(ok.reduce((a, b) => a + b, 0) / ok.length) : null;
+  return series;
+}
+
+/** Counts VIP additions per host from `ip monitor address` output. */
+function watchAddresses(
+  lab: Lab,
+  vip: string,
+): { counts: Map<string, number>; stop(): Promise<void> } {
+  const counts = new Map<string, number>();
+  const procs = lab.hosts.map((h) =>
+    lab.spawn(h, ["ip", "monitor", "address"], {
+      label: `${h}-monitor`,
+      onStdoutLine: (line) => {
+        if (!line.startsWith("Deleted") && line.includes(` ${vip}/`)) {
+          counts.set(h, (counts.get(h) ?? 0) + 1);
+        }
+      },
+    })
+  );
+  return {
+    counts,
+    async stop() {
+      await Promise.all(procs.map((p) => p.stop({ graceMs: 1000 })));
+    },
+  };
+}
+
+async function falseFailover(
+  system: System,
+  intervalMs: number,
+  stressSeconds: number,
+  log: (s: string) => void,
+): Promise<FalseRun> {
+  const result: FalseRun = {
+    system: system.name,
+    intervalMs,
+    config: system.describe(intervalMs),
+    stressSeconds,
+    falseTakeovers: 0,
+    secondHolderEvents: 0,
+    clientFailures: 0,
+    clientAttempts: 0,
+    error: null,
+  };
+  const lab = await Lab.create({ hosts: 2 });
+  try {
+    await lab.startServices(PORT);
+    const running = await system.start(lab, intervalMs);
+    const probe = lab.startProbe(PORT);
+    try {
+      if (!await waitH1(lab, probe, 30_000)) throw new Error("h1 never served the VIP");
+      await sleep(Math.max(1000, 5 * intervalMs));
+      const watch = await Promise.resolve(watchAddresses(lab, lab.vip));
+      await sleep(300); // Let the monitors subscribe.
+      const from = Date.now();
+      let polls = 0;
+      let bad = false;
+      const cores = navigator.hardwareConcurrency || 2;
+      const stress = run([
+        "stress-ng",
+        "--cpu",
+        String(cores),
+        "--timeout",
+        `${stressSeconds}s`,
+        "-q",
+      ], {
+        timeoutMs: (stressSeconds + 30) * 1000,
+        check: false,
+      });
+      // Sample the holders too: a second holder shows as two hosts at once.
+      let done = false;
+      stress.finally(() => done = true);
+      while (!done) {
+        const h = await lab.holders();
+        polls++;
+        const wrong = !(h.length === 1 && h[0] === "h1");
+        if (wrong && !bad && h.length > 1) result.secondHolderEvents++;
+        bad = wrong;
+        await sleep(50);
+      }
+      await stress;
+      await sleep(Math.max(1000, 5 * intervalMs)); // Late decisions made under load count too.
+      await watch.stop();
+      const until = Date.now();
+      for (const [h, n] of watch.counts) if (h !== "h1") result.falseTakeovers += n;
+      const attempts = probe.between(from, until - probe.attemptTimeoutMs);
+      result.clientAttempts = attempts.length;
+      result.clientFailures = attempts.filter((a) => !a.ok).length;
+      log(
+        `  ${system.name} ${intervalMs} ms under stress: ${result.falseTakeovers} false takeovers ` +
+          `(${polls} holder samples, ${result.clientFailures}/${result.clientAttempts} client failures)`,
+      );
+    } finally {
+      await probe.stop();
+      await running.stop();
+    }
+  } catch (e) {
+    result.error = (e as Error).message + "\n" + lab.diagnostics(15);
+  } finally {
+    await lab.teardown();
+  }
+  return result;
+}
+
+async function machine(): Promise<Record<string, string>> {
+  const sh = async (argv: string[]) =>
+    (await run(argv, { check: false, timeoutMs: 5000 }).catch(() => ({ stdout: "?" }))).stdout
+      .trim();
+  const mem = (await Deno.readTextFile("/proc/meminfo").catch(() => "")).match(
+    /MemTotal:\s+(\d+)/,
+  );
+  const ka = await run(["keepalived", "--version"], { check: false, timeoutMs: 5000 })
+    .catch(() => ({ stderr: "?", stdout: "" }));
+  return {
+    nproc: await sh(["nproc"]),
+    memory: mem ? `${Math.round(Number(mem[1]) / 1024 / 1024)} GiB` : "?",
+    kernel: await sh(["uname", "-r"]),
+    deno: Deno.version.deno,
+    keepalived: (ka.stderr + ka.stdout).split("\n")[0]?.trim() ?? "?",
+    cpu: ((await Deno.readTextFile("/proc/cpuinfo").catch(() => "")).match(
+      /model name\s*:\s*(.+)/,
+    )?.[1] ?? "?").trim(),
+    load: (await Deno.readTextFile("/proc/loadavg").catch(() => "?")).split(" ").slice(0, 3)
+      .join(" "),
+  };
+}
+
+function fmt(v: number | null): string {
+  return v === null ? "n/a" : `${Math.round(v)}`;
+}
+
+/** Renders the markdown results block. */
+function markdown(report: Report): string {
+  const lines: string[] = [];
+  lines.push(`Measured ${report.date} with:`, "", "```sh", report.command, "```", "");
+  const m = report.machine;
+  lines.push(
+    `Machine: ${m.nproc} cores (${m.cpu}), ${m.memory}, kernel ${m.kernel}, Deno ${m.deno}, ` +
+      `${m.keepalived}; load average at start ${m.load}. The machine was shared with other ` +
+      "engineers' work while measuring, so expect noise.",
+    "",
+    "Client-visible outage when the master's switch port goes down (" +
+      `${report.cuts} cuts each; ms):`,
+    "",
+    "| interval | system | config | median | worst | mean | failed cuts | ratio (median) |",
+    "|---|---|---|---|---|---|---|---|",
+  );
+  for (const s of report.outages) {
+    const ka = report.outages.find((x) =>
+      x.system === "keepalived" && x.intervalMs === s.intervalMs
+    );
+    const ratio = s.system === "failover" && ka?.medianMs && s.medianMs !== null
+      ? (s.medianMs / ka.medianMs).toFixed(2)
+      : "";
+    lines.push(
+      `| ${s.intervalMs} ms | ${s.system} | ${s.config} | ${fmt(s.medianMs)} | ${
+        fmt(s.worstMs)
+      } | ` +
+        `${fmt(s.meanMs)} | ${s.failedCuts}${s.error ? " (error)" : ""} | ${ratio} |`,
+    );
+  }
+  if (report.falseRuns.length) {
+    lines.push(
+      "",
+      `False failover: healthy pair, both cores saturated by \`stress-ng --cpu N --timeout S\`:`,
+      "",
+      "| interval | system | stress | false takeovers | second-holder samples | client failures |",
+      "|---|---|---|---|---|---|",
+    );
+    for (const f of report.falseRuns) {
+      lines.push(
+        `| ${f.intervalMs} ms | ${f.system} | ${f.stressSeconds} s | ${f.falseTakeovers}` +
+          `${
+            f.error ? " (error)" : ""
+          } | ${f.secondHolderEvents} | ${f.clientFailures}/${f.clientAttempts} |`,
+      );
+    }
+  }
+  const errors = [...report.outages, ...report.falseRuns].filter((x) => x.error);
+  for (const e of errors) {
+    lines.push("", `Error in ${e.system} at ${e.intervalMs} ms: ${e.error?.split("\n")[0]}`);
+  }
+  return lines.join("\n");
+}
+
+/** The JSON written by the benchmark. */
+interface Report {
+  date: string;
+  command: string;
+  machine: Record<string, string>;
+  cuts: number;
+  outages: OutageSeries[];
+  ratios: { intervalMs: number; ratio: number | null }[];
+  falseRuns: FalseRun[];
+}
+
+const BEGIN = "<!-- failover-bench:begin -->";
+const END = "<!-- failover-bench:end -->";
+
+async function updateDocs(path: string, block: string): Promise<void> {
+  let text = await Deno.readTextFile(path).catch(() => "# Performance\n");
+  const section = "## Failover vs keepalived";
+  const body = `${BEGIN}\n${block}\n${END}`;
+  if (text.includes(BEGIN) && text.includes(END)) {
+    text = text.slice(0, text.indexOf(BEGIN)) + body + text.slice(text.indexOf(END) + END.length);
+  } else if (text.includes(section)) {
+    text = text.replace(section, `${section}\n\n${body}\n`);
+  } else {
+    text = text.trimEnd() + `\n\n${section}\n\n${body}\n`;
+  }
+  const tmp = `${path}.tmp-${Deno.pid}`;
+  await Deno.writeTextFile(tmp, text);
+  await Deno.rename(tmp, path);
+}
+
+function parseList(text: string, what: string): number[] {
+  const out = text.split(",").filter((s) => s.trim()).map((s) => Number(s.trim()));
+  if (out.some((n) => !Number.isFinite(n) || n < 10 || n > 10_000)) {
+    throw new RangeError(`Invalid ${what}: ${text}: expected comma-separated ms from 10 to 10000`);
+  }
+  return out;
+}
+
+/**
+ * Runs the benchmark.
+ *
+ * @param args Command-line arguments.
+ * @returns Exit code: 0 done, 1 errors during the run, 2 bad usage or lab unavailable.
+ */
+export async function main(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        cuts: { type: "string", default: "10" },
+        intervals: { type: "string", default: "1000,50" },
+        systems: { type: "string", default: "keepalived,failover" },
+        "false-intervals": { type: "string", default: "50,20" },
+        "stress-seconds": { type: "string", default: "30" },
+        json: { type: "boolean", default: false },
+        out: { type: "string", default: "bench/failover_results.json" },
+        docs: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }));
+  } catch (e) {
+    console.error(`Invalid arguments: ${(e as Error).message}`);
+    return 2;
+  }
+  if (values.help) {
+    console.log(
+      "Usage: deno run -A bench/failover_bench.ts [--cuts N] [--intervals 1000,50]\n" +
+        "  [--systems keepalived,failover] [--false-intervals 50,20] [--stress-seconds 30]\n" +
+        "  [--json] [--out FILE] [--docs]",
+    );
+    return 0;
+  }
+  const cuts = Number(values.cuts);
+  const stressSeconds = Number(values["stress-seconds"]);
+  let intervals: number[];
+  let falseIntervals: number[];
+  try {
+    if (!Number.isInteger(cuts) || cuts < 1 || cuts > 200) {
+      throw new RangeError(`Invalid --cuts: ${values.cuts}: expected 1 to 200`);
+    }
+    if (!Number.isInteger(stressSeconds) || stressSeconds < 0 || stressSeconds > 300) {
+      throw new RangeError(
+        `Invalid --stress-seconds: ${values["stress-seconds"]}: expected 0 to 300`,
+      );
+    }
+    intervals = parseList(values.intervals, "--intervals");
+    falseIntervals = values["false-intervals"] === "" || stressSeconds === 0
+      ? []
+      : parseList(values["false-intervals"], "--false-intervals");
+  } catch (e) {
+    console.error((e as Error).message);
+    return 2;
+  }
+  const systems: System[] = [];
+  for (const name of values.systems.split(",").map((s) => s.trim()).filter((s) => s)) {
+    const s = SYSTEMS[name];
+    if (!s) {
+      console.error(`Invalid --systems: ${name}: expected keepalived, failover`);
+      return 2;
+    }
+    systems.push(s);
+  }
+  const why = await labUnavailable();
+  if (why) {
+    console.error(`Cannot run the failover benchmark: ${why}`);
+    return 2;
+  }
+  const log = (s: string) => console.error(s);
+  const report: Report = {
+    date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+    command: `deno run -A bench/failover_bench.ts ${args.join(" ")}`.trim(),
+    machine: await machine(),
+    cuts,
+    outages: [],
+    ratios: [],
+    falseRuns: [],
+  };
+  const started = Date.now();
+  for (const ms of intervals) {
+    for (const s of systems) {
+      log(`outage: ${s.name} at ${ms} ms (${s.describe(ms)})`);
+      report.outages.push(await measureOutages(s, ms, cuts, log));
+    }
+    const ka = report.outages.find((x) => x.system === "keepalived" && x.intervalMs === ms);
+    const fo = report.outages.find((x) => x.system === "failover" && x.intervalMs === ms);
+    report.ratios.push({
+      intervalMs: ms,
+      ratio: ka?.medianMs && fo?.medianMs != null ? fo.medianMs / ka.medianMs : null,
+    });
+  }
+  for (const ms of falseIntervals) {
+    for (const s of systems) {
+      log(`false failover: ${s.name} at ${ms} ms, ${stressSeconds} s of stress`);
+      report.falseRuns.push(await falseFailover(s, ms, stressSeconds, log));
+    }
+  }
+  log(`done in ${Math.round((Date.now() - started) / 1000)} s`);
+  const json = JSON.stringify(report, null, 2);
+  if (values.out) {
+    const tmp = `${values.out}.tmp-${Deno.pid}`;
+    await Deno.writeTextFile(tmp, json + "\n");
+    await Deno.rename(tmp, values.out);
+  }
+  const md = markdown(report);
+  if (values.docs) await updateDocs("docs/performance.md", md);
+  console.log(values.json ? json : md);
+  const errors = [...report.outages, ...report.falseRuns].some((x) => x.error);
+  return errors ? 1 : 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
