@@ -1,0 +1,197 @@
+/**
+ * A handler that hangs, or loops forever, is killed at its time limit and reported, and the
+ * other services' handlers keep running (their child is not affected; a killed child is
+ * restarted for the next call).
+ */
+import {
+  deepEqual as assertEquals,
+  match as assertMatch,
+  ok as assert,
+  rejects,
+} from "node:assert/strict";
+import { call, makeHarness } from "./_sandbox_util.ts";
+import { ScriptError, TimeoutError } from "../shell/errors.ts";
+
+const SCRIPT = `
+import { host, service } from "MOD";
+host("alpha", { address: "127.0.0.1" });
+let calls = 0;
+service("hang", {
+  masters: ["alpha"], interval: "1s",
+  start: (ctx) => new Promise(() => { ctx.log("hanging"); }),
+  stop: () => "FAIL",
+});
+service("spin", {
+  masters: ["alpha"], interval: "1s",
+  start(ctx) { ctx.log("spinning"); while (true) { /* never yields */ } },
+  stop: () => { calls++; return calls === 1 ? "FAIL" : "RECOVER"; },
+});
+service("web", {
+  masters: ["alpha"], interval: "1s",
+  start: () => "UP",
+  stop: () => "FAIL",
+  reclaim: async (ctx) => {
+    await new Promise((r) => setTimeout(r, 50));
+    return ctx.signal.aborted ? "FAIL" : "UP";
+  },
+});
+`;
+
+Deno.test("a handler that hangs or loops forever is killed and the other services go on", async (t) => {
+  const h = await makeHarness(SCRIPT, {});
+  try {
+    await h.sandbox.start();
+
+    await t.step("a handler awaiting a promise that never settles times out", async () => {
+      const started = performance.now();
+      await rejects(h.sandbox.invoke(call("hang"), 300), (e: Error) => {
+        assert(e instanceof TimeoutError, `a TimeoutError, got ${e.name}`);
+        assertMatch(e.message, /^Handler start of hang timed out after 300 ms/);
+        return true;
+      });
+      assert(performance.now() - started < 10_000, "rejected near its time limit");
+    });
+
+    await t.step("a handler looping forever (event loop blocked) is killed", async () => {
+      const concurrent = h.sandbox.invoke(call("web"), 5000);
+      await rejects(h.sandbox.invoke(call("spin"), 300), (e: Error) => {
+        assert(e instanceof TimeoutError);
+        assertMatch(e.message, /^Handler start of spin timed out after 300 ms/);
+        return true;
+      });
+      // web's handler ran in its own child, untouched by the loop.
+      assertEquals(await concurrent, "UP");
+    });
+
+    await t.step("the next call restarts the killed child transparently", async () => {
+      assertEquals(await h.sandbox.invoke(call("spin", "stop"), 5000), "FAIL");
+      assertEquals(await h.sandbox.invoke(call("hang", "stop"), 5000), "FAIL");
+      // A fresh child: module state starts over (calls was reset by the restart).
+      assertEquals(await h.sandbox.invoke(call("spin", "stop"), 5000), "RECOVER");
+    });
+
+    await t.step("a second service's handler still runs afterwards", async () => {
+      assertEquals(await h.sandbox.invoke(call("web", "reclaim"), 5000), "UP");
+      assertEquals(await h.sandbox.invoke(call("web", "stop"), 5000), "FAIL");
+    });
+
+    await t.step("timeouts are counted for metrics", () => {
+      const c = h.sandbox.counters();
+      assertEquals(c.handlers.timeouts, 2);
+      assert(c.children.started >= 6, `children restarted (${c.children.started} started)`);
+    });
+
+    await t.step("the hung handlers did start (they were killed, not refused)", () => {
+      const messages = h.logs.map((l) => l.message);
+      assert(messages.includes("hanging") && messages.includes("spinning"), messages.join(","));
+    });
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("with one shared child, a looping handler interrupts the others, which report it", async () => {
+  const h = await makeHarness(SCRIPT, {}, { perService: false });
+  try {
+    await h.sandbox.start();
+    const other = h.sandbox.invoke(call("hang"), 10_000);
+    await rejects(h.sandbox.invoke(call("spin"), 300), TimeoutError);
+    await rejects(other, (e: Error) => {
+      assert(e instanceof ScriptError);
+      assertMatch(
+        e.message,
+        /Handler start of hang was interrupted: handler start of spin timed out/,
+      );
+      return true;
+    });
+    assertEquals(await h.sandbox.invoke(call("web"), 5000), "UP");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("a restarted script must declare exactly what it declared at start", async () => {
+  const conf = await Deno.makeTempDir({ prefix: "failsh_conf_" });
+  const script = `
+import { host, service } from "MOD";
+const interval = await Deno.readTextFile(${JSON.stringify(`${conf}/interval`)});
+host("alpha", { address: "127.0.0.1" });
+service("web", { masters: ["alpha"], interval: Number(interval), timeouts: 200,
+  start: () => new Promise(() => {}), stop: () => "FAIL" });
+`;
+  await Deno.writeTextFile(`${conf}/interval`, "1000");
+  const h = await makeHarness(script, { read: [conf] });
+  try {
+    assertEquals((await h.sandbox.start()).services[0]?.intervalMs, 1000);
+    await rejects(h.sandbox.invoke(call("web"), 200), TimeoutError);
+    await Deno.writeTextFile(`${conf}/interval`, "2000");
+    await rejects(h.sandbox.invoke(call("web", "stop"), 5000), (e: Error) => {
+      assert(e instanceof ScriptError);
+      assertMatch(e.message, /declaration changed since failsh started/);
+      return true;
+    });
+  } finally {
+    await h.close();
+    await Deno.remove(conf, { recursive: true });
+  }
+});
+
+Deno.test("a script with invalid declarations fails to start with every problem named", async () => {
+  const h = await makeHarness(
+    `
+import { host, service } from "MOD";
+host("alpha", { address: "127.0.0.1" });
+service("web", { masters: ["alpha", "gamma"], slaves: ["delta"], interval: "1s", start: () => "UP", stop: () => "FAIL" });
+`,
+    {},
+  );
+  try {
+    await rejects(h.sandbox.start(), (e: Error) => {
+      assert(e instanceof ScriptError);
+      assertMatch(e.message, /masters names host "gamma", which is not declared/);
+      assertMatch(e.message, /slaves names host "delta", which is not declared/);
+      return true;
+    });
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("a script that throws while loading fails to start with its error", async () => {
+  const h = await makeHarness(
+    `
+import { host, service } from "MOD";
+host("alpha", { address: "127.0.0.1" });
+service("web", { masters: ["alpha"], interval: "often", start: () => "UP", stop: () => "FAIL" });
+`,
+    {},
+  );
+  try {
+    await rejects(h.sandbox.start(), (e: Error) => {
+      assert(e instanceof ScriptError, e.name);
+      assertMatch(e.message, /exited with code 1/);
+      return true;
+    });
+    assert(
+      h.output.some((l) =>
+        l.includes(`Invalid interval of service web: "often" is not a duration`)
+      ),
+      `the script's error is in its output: ${h.output.join("\n")}`,
+    );
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("a script that never finishes loading is killed at the start time limit", async () => {
+  const h = await makeHarness(
+    `import { host } from "MOD"; host("alpha", { address: "127.0.0.1" }); while (true) {}`,
+    {},
+    { startTimeoutMs: 1500 },
+  );
+  try {
+    await rejects(h.sandbox.start(), /did not declare its services within 1500 ms/);
+  } finally {
+    await h.close();
+  }
+});
