@@ -341,11 +341,11 @@ const SCRIPT = String.raw`
     var fails = 0;
     sources.forEach(function (src) {
       if (src.status !== "connected") fails++;
-      if (src.snapshot) src.snapshot.services.forEach(function (v) {
-        if (v.state === "FAIL") fails++;
+      if (src.snapshot) src.snapshot.hosts.forEach(function (h) {
+        if (!h.reachable) fails++;
       });
     });
-    document.title = (fails > 0 ? "(" + fails + ") " : "") + (multi ? "failmon: " +
+    document.title = (fails > 0 ? "(" + fails + " down) " : "") + (multi ? "failmon: " +
       sources.length + " hosts" : "failmon: " + (sources[0] && sources[0].snapshot
         ? sources[0].snapshot.host : ""));
     document.body.setAttribute("data-updates",
