@@ -438,7 +438,21 @@ export class HealthChecker {
       e.failedRuns++;
       e.failures++;
       e.successes = 0;
-      if (e.ownState !== "FAIL" && e.failures >= e.spec.fall) e.ownState = "FAIL";
+      if (e.ownState !== "FAIL" && e.failures >= e.spec.fall) {
+        // Before blaming this check, let any dependency run in flight finish: when a dependency
+        // is failing too (even below its own fall threshold), the verdict waits for it, so the
+        // dependency ends up as the root cause instead of this check being FAIL first.
+        await Promise.all(e.spec.deps.map((d) => this.#entries.get(d)!.inflight));
+        if (this.#stop.signal.aborted) return;
+        const suspect = this.#failingDependency(e, new Set());
+        if (suspect === null) e.ownState = "FAIL";
+        else {
+          this.#log.debug("hc", "FAIL deferred: a dependency is failing", {
+            check: e.spec.name,
+            dependency: suspect,
+          });
+        }
+      }
     }
     this.#log.debug("hc", "probe", {
       check: e.spec.name,
@@ -448,6 +462,19 @@ export class HealthChecker {
     });
     const after = effectiveState(e.ownState, this.#depViews(e));
     this.#setReported(e, after.state, after.rootCause);
+  }
+
+  /** The first dependency (transitively) with failures in a row, or `null`. */
+  #failingDependency(e: Entry, seen: Set<string>): string | null {
+    for (const name of e.spec.deps) {
+      if (seen.has(name)) continue;
+      seen.add(name);
+      const d = this.#entries.get(name)!;
+      if (d.failures > 0 || d.state === "FAIL" || d.state === "BLOCKED") return name;
+      const deeper = this.#failingDependency(d, seen);
+      if (deeper !== null) return deeper;
+    }
+    return null;
   }
 
   #setReported(e: Entry, state: CheckState, rootCause: string | null): void {
