@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { failoverSnapshot, sampleSnapshot, startFakeFailsh } from "./fake_failsh.ts";
-import { DOCS_DIR, launchBrowser, NO_BROWSER, WRITE_SCREENSHOTS } from "./web_browser.ts";
+import { launchBrowser, NO_BROWSER } from "./web_browser.ts";
 
 Deno.test({
   name: "web page: renders failsh's state and follows a failover while open" + NO_BROWSER,
@@ -59,9 +59,6 @@ Deno.test({
         assert.match(await page.locator("table.events").innerText(), /took 198\.18\.0\.100\/24/);
         const stale = page.locator("table.matrix tr[data-service=web] td[data-host=beta] .state");
         assert.match((await stale.getAttribute("class")) ?? "", /stale/);
-        if (WRITE_SCREENSHOTS) {
-          await page.screenshot({ path: DOCS_DIR + "failmon-web.png", fullPage: true });
-        }
       });
 
       await t.step("a lost connection is shown, then the page reconnects", async () => {
