@@ -259,7 +259,11 @@ export function errorText(error: unknown): string {
   if (error instanceof DOMException && error.name === "TimeoutError") return "timed out";
   if (error instanceof Error) {
     if (error.name === "TimeoutError") return "timed out";
-    return error.message.split("\n")[0] ?? error.name;
+    const first = error.message.split("\n")[0] || error.name;
+    const cause = error.cause instanceof Error ? error.cause.message.split("\n")[0] : "";
+    if (!cause || first.includes(cause)) return first;
+    const short = cause.replace(/^error sending request for url \([^)]*\): /, "");
+    return first === "fetch failed" ? short : `${first}: ${short}`;
   }
   return String(error);
 }
