@@ -287,7 +287,8 @@ export const PAGE_HTML = `<!doctype html>
   .err { color: #b42318; font-weight: 600; margin: .2rem 0 .5rem; }
   table { border-collapse: collapse; width: 100%; font-size: .9rem; }
   th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #eceff2; vertical-align: top; }
-  th { color: #5b6472; font-weight: 600; }
+  th { color: #5b6472; font-weight: 600; white-space: nowrap; }
+  td.since { white-space: nowrap; }
   .stale td { opacity: .45; }
   .state { display: inline-block; min-width: 5.5em; text-align: center; border-radius: 3px; padding: .05rem .4rem; font-weight: 700; font-size: .8rem; color: #fff; }
   .UP { background: #1a7f37; } .FAIL { background: #b42318; } .BLOCKED { background: #b54708; }
@@ -315,6 +316,11 @@ function ago(ms, now) {
   const s = Math.max(0, Math.round((now - ms) / 1000));
   return s < 120 ? s + "s ago" : s < 7200 ? Math.round(s / 60) + "m ago" : Math.round(s / 3600) + "h ago";
 }
+function detailOf(c) {
+  const last = (c.lastResult && c.lastResult.detail) || "";
+  if (c.state !== "BLOCKED") return last;
+  return "not probed while " + c.rootCause + " fails" + (last ? "; last probe: " + last : "");
+}
 function badge(state) { return el("span", { class: "state " + state, "data-state": state }, state); }
 function render(st) {
   $("count").textContent = st.summary.instances;
@@ -326,7 +332,7 @@ function render(st) {
     el("span", { "data-total": "UNREACHABLE" }, s.unreachable + " hc unreachable"));
   const sections = st.instances.map((i) => {
     const sec = el("section", { class: i.reachable ? "reachable" : "unreachable", "data-instance": i.url });
-    sec.append(el("h2", {}, i.reachable ? badge("UP") : badge("UNREACHABLE"), i.name || "(unknown)", el("span", { class: "url" }, i.url)));
+    sec.append(el("h2", {}, i.reachable ? el("span", { class: "state UP", "data-reach": "online" }, "ONLINE") : badge("UNREACHABLE"), i.name || "(unknown)", el("span", { class: "url" }, i.url)));
     if (!i.reachable) {
       sec.append(el("div", { class: "err", "data-error": "" }, "Unreachable: " + i.error + (i.lastSeen ? " (last answer " + ago(i.lastSeen, st.now) + "; checks below are stale)" : " (never answered)")));
     }
@@ -337,7 +343,7 @@ function render(st) {
         const tr = el("tr", { "data-check": c.name, "data-state": i.reachable ? c.state : "STALE", class: i.reachable ? "" : "stale" });
         tr.append(el("td", {}, c.name), el("td", {}, badge(c.state)), el("td", { "data-root": "" }, c.rootCause || ""),
           el("td", {}, c.kind), el("td", {}, c.target), el("td", {}, c.latencyMs === null ? "" : Math.round(c.latencyMs) + " ms"),
-          el("td", {}, ago(c.lastChange, st.now)), el("td", { class: "detail" }, (c.lastResult && c.lastResult.detail) || ""));
+          el("td", { class: "since" }, ago(c.lastChange, st.now)), el("td", { class: "detail" }, detailOf(c)));
         tb.append(tr);
       }
       sec.append(el("table", {}, el("thead", {}, el("tr", {}, ...["check", "state", "root cause", "kind", "target", "latency", "since", "detail"].map((h) => el("th", {}, h)))), tb));
