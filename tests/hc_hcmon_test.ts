@@ -73,7 +73,7 @@ function startHc(name: string, text: string): Instance {
   };
 }
 
-async function deadUrl(): Promise<string> {
+function deadUrl(): string {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
@@ -100,7 +100,7 @@ async function fixture(): Promise<
       `web: dns\n\thttp url=${web.url}/health body=/ok/\n`,
   );
   const b = startHc("mail1", defaults + `relay:\n\ttcp host=127.0.0.1 port=${web.port}\n`);
-  const dead = await deadUrl();
+  const dead = deadUrl();
   await waitFor(
     "all UP",
     () => a.hc.snapshot().summary.UP === 3 && b.hc.snapshot().summary.UP === 1,
