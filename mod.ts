@@ -187,7 +187,8 @@ export function host(name: string, options: HostOptions): HostDecl {
 
 /**
  * Declares a service and its handlers. Each handler returns the service's new local state
- * (`UP`, `RECOVER` or `FAIL`); handlers of one service never run at the same time.
+ * (`UP`, `RECOVER` or `FAIL`): write them as `async` functions. Handlers of one service never
+ * run at the same time.
  *
  * @param name Unique service name.
  * @param options Masters and slaves (host names, highest priority first), poll `interval`,
@@ -205,11 +206,11 @@ export function host(name: string, options: HostOptions): HostDecl {
  *   interval: "1s",
  *   preempt: false,
  *   timeouts: { start: "20s", stop: "10s" },
- *   start: (ctx) => {
+ *   start: async (ctx) => {
  *     ctx.log(`starting db: ${ctx.reason}`);
  *     return "UP";
  *   },
- *   stop: () => "FAIL",
+ *   stop: async () => "FAIL",
  * });
  * ```
  */

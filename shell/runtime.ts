@@ -66,10 +66,14 @@ export interface HostOptions {
   key?: string | null;
 }
 
-/** What a handler returns: the service's new local state. */
-export type HandlerResult = ServiceState | Promise<ServiceState>;
+/**
+ * What a handler returns: a promise of the service's new local state. Handlers are `async`
+ * functions (TypeScript keeps `return "UP"` a {@linkcode ServiceState} only when the declared
+ * result is a plain promise; a plain function returning a state works at run time too).
+ */
+export type HandlerResult = Promise<ServiceState>;
 
-/** A start, stop or reclaim handler. */
+/** A start, stop or reclaim handler: an `async` function returning the new state. */
 export type Handler = (ctx: HandlerContext) => HandlerResult;
 
 /** Options of `service()`. */
@@ -296,7 +300,7 @@ interface ServiceEntry {
  * r.host("beta", { address: "127.0.0.2" });
  * r.service("web", {
  *   masters: ["alpha"], slaves: ["beta"], interval: "1s",
- *   start: () => "UP", stop: () => "FAIL",
+ *   start: async () => "UP", stop: async () => "FAIL",
  * });
  * console.log(r.validate()); // []
  * console.log(r.decl().services[0]!.intervalMs); // 1000
@@ -678,7 +682,7 @@ function stdio(): ChildIo {
  * import { ScriptRegistry, serveChild } from "./runtime.ts";
  * const r = new ScriptRegistry();
  * r.host("a", { address: "127.0.0.1" });
- * r.service("web", { masters: ["a"], interval: 1000, start: () => "UP", stop: () => "FAIL" });
+ * r.service("web", { masters: ["a"], interval: 1000, start: async () => "UP", stop: async () => "FAIL" });
  * const sent: string[] = [];
  * await serveChild(r, { write: (l) => sent.push(l), lines: (async function* () {})() });
  * console.log(JSON.parse(sent[0]!).t); // "decl"

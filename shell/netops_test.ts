@@ -1,0 +1,96 @@
+import { deepEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert/strict";
+import { runFixed, SimulatedNetDriver } from "./netops.ts";
+import { parseCidr } from "./policy.ts";
+import { AuditLog } from "./audit.ts";
+
+function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // Field 3 is the state; a zombie (Z) is dead, merely not reaped.
+    return !/^\d+ \(.*\) Z/.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("runFixed() runs an argv without a shell and captures its output", async () => {
+  const r = await runFixed("/bin/echo", ["$HOME", "a b", ";", "id"], { timeoutMs: 5000 });
+  assertEquals([r.code, r.stdout, r.timedOut, r.truncated], [0, "$HOME a b ; id\n", false, false]);
+});
+
+Deno.test("runFixed() gives the program a clean environment", async () => {
+  Deno.env.set("FAILSH_TEST_SECRET", "hunter2");
+  try {
+    const r = await runFixed("/usr/bin/env", [], { timeoutMs: 5000 });
+    assert(!r.stdout.includes("hunter2"));
+    assertMatch(r.stdout, /^PATH=/m);
+  } finally {
+    Deno.env.delete("FAILSH_TEST_SECRET");
+  }
+});
+
+Deno.test("runFixed() bounds the captured output", async () => {
+  const r = await runFixed("/bin/sh", ["-c", "head -c 200000 /dev/zero | tr '\\0' x"], {
+    timeoutMs: 5000,
+    maxOutput: 1000,
+  });
+  assertEquals([r.code, r.stdout.length, r.truncated], [0, 1000, true]);
+});
+
+Deno.test("runFixed() kills the program and its children at the time limit", async () => {
+  const r = await runFixed("/bin/sh", ["-c", "sleep 30 & echo $!; wait"], { timeoutMs: 300 });
+  assert(r.timedOut);
+  assertEquals(r.signal, "SIGKILL");
+  const grandchild = Number(r.stdout.trim());
+  assert(grandchild > 0, `the grandchild's pid was printed: ${JSON.stringify(r.stdout)}`);
+  assert(!alive(grandchild), "the background sleep was killed too");
+});
+
+Deno.test("runFixed() kills on abort", async () => {
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(), 100);
+  const r = await runFixed("/bin/sleep", ["30"], { timeoutMs: 30_000, signal: ac.signal });
+  assert(r.aborted && !r.timedOut);
+});
+
+Deno.test("runFixed() reports a program that cannot start", async () => {
+  const r = await runFixed("/nonexistent/prog", [], { timeoutMs: 1000 });
+  assert(r.code !== 0);
+});
+
+Deno.test("the simulated driver records holdings and writes them atomically", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const lines: string[] = [];
+    const audit = new AuditLog({ script: "/s.ts", sink: (l) => lines.push(l) });
+    const net = new SimulatedNetDriver({ audit, stateFile: `${dir}/held.json` });
+    const a = parseCidr("127.0.0.100/8")!;
+    await net.takeover(a, "lo", { arpCount: 3, refreshMs: 0, service: "web" });
+    await net.takeover(a, "lo", { arpCount: 3, refreshMs: 0, service: "web" });
+    await net.takeover(parseCidr("2001:db8::5/64")!, "lo", {
+      arpCount: 0,
+      refreshMs: 0,
+      service: null,
+    });
+    assertEquals(net.held().map((h) => [h.address, h.device, h.service]), [
+      ["127.0.0.100/8", "lo", "web"],
+      ["2001:db8::5/64", "lo", null],
+    ]);
+    const file = JSON.parse(await Deno.readTextFile(`${dir}/held.json`));
+    assertEquals(file.addresses.length, 2);
+    await net.release(a, "lo");
+    assertEquals(await net.releaseAll(), []);
+    assertEquals(net.held(), []);
+    assertEquals(JSON.parse(await Deno.readTextFile(`${dir}/held.json`)).addresses, []);
+    assertEquals(lines.map((l) => JSON.parse(l).request.op), [
+      "sim-addr-add",
+      "sim-addr-add",
+      "sim-addr-add",
+      "sim-addr-del",
+      "sim-addr-del",
+    ]);
+    await net.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
