@@ -92,6 +92,8 @@ interface FalseRun {
   secondHolderEvents: number;
   clientFailures: number;
   clientAttempts: number;
+  /** VIP address events seen by `ip monitor address` (at most 100). */
+  events: string[];
   error: string | null;
 }
 
@@ -155,7 +157,7 @@ async function measureOutages(
         if (!await waitH1(lab, probe, bound + 30_000)) {
           throw new Error(`h1 did not take the VIP back after cut ${i + 1}`);
         }
-        await sleep(Math.max(1000, 3 * intervalMs));
+        await sleep(Math.max(500, 2 * intervalMs));
       }
     } finally {
       await probe.stop();
@@ -178,20 +180,23 @@ async function measureOutages(
 function watchAddresses(
   lab: Lab,
   vip: string,
-): { counts: Map<string, number>; stop(): Promise<void> } {
+): { counts: Map<string, number>; events: string[]; stop(): Promise<void> } {
   const counts = new Map<string, number>();
+  const events: string[] = [];
   const procs = lab.hosts.map((h) =>
     lab.spawn(h, ["ip", "monitor", "address"], {
       label: `${h}-monitor`,
       onStdoutLine: (line) => {
-        if (!line.startsWith("Deleted") && line.includes(` ${vip}/`)) {
-          counts.set(h, (counts.get(h) ?? 0) + 1);
+        if (line.includes(` ${vip}/`)) {
+          if (events.length < 100) events.push(`${new Date().toISOString()} ${h}: ${line.trim()}`);
+          if (!line.startsWith("Deleted")) counts.set(h, (counts.get(h) ?? 0) + 1);
         }
       },
     })
   );
   return {
     counts,
+    events,
     async stop() {
       await Promise.all(procs.map((p) => p.stop({ graceMs: 1000 })));
     },
@@ -213,6 +218,7 @@ async function falseFailover(
     secondHolderEvents: 0,
     clientFailures: 0,
     clientAttempts: 0,
+    events: [],
     error: null,
   };
   const lab = await Lab.create({ hosts: 2 });
@@ -256,6 +262,7 @@ async function falseFailover(
       await watch.stop();
       const until = Date.now();
       for (const [h, n] of watch.counts) if (h !== "h1") result.falseTakeovers += n;
+      result.events = watch.events;
       const attempts = probe.between(from, until - probe.attemptTimeoutMs);
       result.clientAttempts = attempts.length;
       result.clientFailures = attempts.filter((a) => !a.ok).length;
