@@ -258,6 +258,8 @@ export class HealthChecker {
   #started = false;
   #startedAt = Date.now();
   #listeners = new Set<(event: HcChangeEvent) => void>();
+  /** `hc --once`: one probe decides, whatever rise and fall say. */
+  #once = false;
 
   /**
    * Prepares the engine; nothing runs before {@linkcode HealthChecker.start}.
@@ -308,12 +310,13 @@ export class HealthChecker {
   }
 
   /**
-   * Runs every check once, dependencies first, without timers or actions' schedule changes;
-   * used by `hc --once`. Actions still run for changes.
+   * Runs every check once, dependencies first, without timers; one probe decides each state
+   * (rise and fall are not applied). Used by `hc --once`. Actions still run for changes.
    *
    * @returns The snapshot after the runs.
    */
   async runOnce(): Promise<HcSnapshot> {
+    this.#once = true;
     this.#actions.prepare(this.#config.checks.flatMap((c) => c.actions));
     for (const e of this.#entries.values()) {
       e.instance ??= CHECKS[e.spec.kind].create(e.spec.values, e.spec.argv, {
@@ -433,12 +436,14 @@ export class HealthChecker {
     if (result.ok) {
       e.successes++;
       e.failures = 0;
-      if (e.ownState !== "UP" && e.successes >= e.spec.rise) e.ownState = "UP";
+      if (e.ownState !== "UP" && e.successes >= (this.#once ? 1 : e.spec.rise)) {
+        e.ownState = "UP";
+      }
     } else {
       e.failedRuns++;
       e.failures++;
       e.successes = 0;
-      if (e.ownState !== "FAIL" && e.failures >= e.spec.fall) {
+      if (e.ownState !== "FAIL" && e.failures >= (this.#once ? 1 : e.spec.fall)) {
         // Before blaming this check, let any dependency run in flight finish: when a dependency
         // is failing too (even below its own fall threshold), the verdict waits for it, so the
         // dependency ends up as the root cause instead of this check being FAIL first.
