@@ -1,0 +1,942 @@
+/**
+ * failsh's scheduler: polls every host of the script, applies rise/fall hysteresis, asks
+ * {@linkcode decide} what to do for each local service, runs the handlers through the
+ * {@linkcode Sandbox} (one at a time per service, each with its time limit), reports every local
+ * state change to the local faild, feeds the script's traps, and keeps the data of the monitor's
+ * {@linkcode FailshSnapshot}.
+ *
+ * Data flows one way: polls -> hysteresis -> decide() -> handler -> local state -> faild.
+ * Clock, timers, poller and reporter are injected, so tests and `failsh simulate` run it in fake
+ * time.
+ *
+ * @module
+ */
+import type {
+  HandlerKind,
+  HostDecl,
+  Sandbox,
+  ScriptDecl,
+  ServiceDecl,
+  TrapEvent,
+} from "./contract.ts";
+import type {
+  DecisionView,
+  EventRecord,
+  FailshSnapshot,
+  HandlerRunView,
+  HeldAddress,
+  HostView,
+  ServiceRecord,
+  ServiceState,
+  ServiceView,
+} from "../lib/types.ts";
+import { decide, type Decision, type DecisionInput, type PeerInput, roleOf } from "./decide.ts";
+import { type Logger, logger as defaultLogger } from "../lib/log.ts";
+
+/** Clock and timers (real ones by default; tests inject fake time). */
+export interface Timers {
+  /** Current time in ms since the epoch. */
+  now(): number;
+  /** Calls `fn` after `ms`. */
+  setTimeout(fn: () => void, ms: number): number;
+  /** Cancels a timer. */
+  clearTimeout(id: number): void;
+}
+
+/** The real clock and timers. */
+export const realTimers: Timers = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms) as unknown as number,
+  clearTimeout: (id) => clearTimeout(id),
+};
+
+/** What a successful poll of a host returns. */
+export interface PollResult {
+  /** The faild's boot id (a new one resets change-counter comparisons). */
+  bootId: string;
+  /** Every service the host reported. */
+  services: ServiceRecord[];
+}
+
+/**
+ * Polls one host's faild. Rejects when the host cannot be reached or answers badly; `timeoutMs`
+ * is the longest the poll may take.
+ */
+export type Poller = (host: HostDecl, options: { timeoutMs: number }) => Promise<PollResult>;
+
+/** Reports a local service's state to the local faild. Rejects on failure (retried each tick). */
+export type Reporter = (service: string, state: ServiceState, detail: string) => Promise<void>;
+
+/** Options of {@linkcode Scheduler}. */
+export interface SchedulerOptions {
+  /** This host's name (one of the script's hosts). */
+  self: string;
+  /** The sandbox running the script (its `decl` must be loaded). */
+  sandbox: Sandbox;
+  /** Polls a host's faild. */
+  poller: Poller;
+  /** Reports local states to the local faild. */
+  reporter: Reporter;
+  /** Clock and timers (default real). */
+  timers?: Timers;
+  /** Logger (default the process logger). */
+  logger?: Logger;
+  /** Addresses held right now (from the net driver), for the snapshot. */
+  addresses?: () => HeldAddress[];
+  /** URL shown for each host in the snapshot (default `protocol://address:port`). */
+  urlOf?: (host: HostDecl) => string;
+  /** Longest race deferral, in intervals of the service (default 3). */
+  deferIntervals?: number;
+  /** Arbiter verdict per service (default: no arbiter). */
+  arbiter?: (service: string) => "grant" | "deny" | undefined;
+  /** Called with every decision that changes something and every handler run (for simulate). */
+  onDecision?: (entry: DecisionLogEntry) => void;
+}
+
+/** A decision with the inputs that caused it (what `failsh simulate` prints). */
+export interface DecisionLogEntry {
+  /** When (ms since epoch). */
+  at: number;
+  /** Service. */
+  service: string;
+  /** The decision. */
+  decision: Decision;
+  /** The inputs given to decide(). */
+  input: DecisionInput;
+}
+
+/** Counters and histograms for `/metrics`. */
+export interface SchedulerStats {
+  /** Local state transitions by `service` and target state. */
+  transitions: Map<string, number>;
+  /** Poll latency observations (ms) by host, with bucket counts. */
+  pollLatency: Map<string, Histogram>;
+  /** Poll failures by host. */
+  pollFailures: Map<string, number>;
+  /** Handler durations by `service/kind`. */
+  handlerDurations: Map<string, Histogram>;
+  /** Handler timeouts by `service/kind`. */
+  handlerTimeouts: Map<string, number>;
+  /** Handler errors (thrown) by `service/kind`. */
+  handlerErrors: Map<string, number>;
+  /** Addresses taken over (seen appearing in the held list). */
+  takeovers: number;
+  /** Addresses released (seen disappearing from the held list). */
+  releases: number;
+  /** Decisions by action. */
+  decisions: Map<string, number>;
+}
+
+/** A fixed-bucket histogram. */
+export class Histogram {
+  /** Upper bounds of the buckets (ms). */
+  readonly bounds: readonly number[];
+  /** Count per bucket (cumulative counts are computed when printing). */
+  readonly counts: number[];
+  /** Sum of observations. */
+  sum = 0;
+  /** Number of observations. */
+  count = 0;
+
+  /** Creates an empty histogram with the given bucket bounds. */
+  constructor(bounds: readonly number[]) {
+    this.bounds = bounds;
+    this.counts = bounds.map(() => 0);
+  }
+
+  /** Records one observation. */
+  observe(value: number): void {
+    this.sum += value;
+    this.count++;
+    const i = this.bounds.findIndex((b) => value <= b);
+    if (i >= 0) this.counts[i]!++;
+  }
+}
+
+/** Bucket bounds of the poll latency histogram, in ms. */
+export const POLL_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000];
+/** Bucket bounds of the handler duration histogram, in ms. */
+export const HANDLER_BUCKETS = [10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000];
+
+const MAX_EVENTS = 200;
+
+/** After a failed start or reclaim, the shortest wait before the next attempt, in ms. */
+export const RETRY_HOLDOFF_MS = 1000;
+
+interface HostRuntime {
+  decl: HostDecl;
+  url: string;
+  self: boolean;
+  intervalMs: number;
+  timer: number | null;
+  inFlight: boolean;
+  /** Ticks counted as misses while the current poll is still in flight. */
+  inFlightMisses: number;
+  misses: number;
+  goods: number;
+  lastConnect: number | null;
+  lastCall: number | null;
+  latencyMs: number | null;
+  lastError: string | null;
+  services: ServiceRecord[];
+  bootId: string | null;
+  flapped: Set<string>;
+  /** Reachable as the snapshot shows it (null until known). */
+  reachable: boolean | null;
+}
+
+interface ServiceRuntime {
+  decl: ServiceDecl;
+  role: "master" | "slave";
+  state: ServiceState;
+  lastChange: number;
+  reported: ServiceState | null;
+  reportDetail: string;
+  reporting: Promise<void> | null;
+  /** Per host: reachable after this service's hysteresis (null until known). */
+  reach: Map<string, boolean | null>;
+  lastDecision: DecisionView | null;
+  lastRule: string | null;
+  lastHandler: HandlerRunView | null;
+  handlerRunning: boolean;
+  queue: Promise<void>;
+  deferStart: number | null;
+  /** No start or reclaim before this time (set after a failed one). */
+  holdUntil: number;
+  timer: number | null;
+}
+
+/**
+ * Runs the failover algorithm for every service of a script that names this host.
+ *
+ * @example Building one (a real failsh passes a real sandbox, poller and reporter)
+ * ```ts ignore
+ * import { Scheduler } from "./scheduler.ts";
+ * const scheduler = new Scheduler({ self: "beta", sandbox, poller, reporter });
+ * scheduler.start();
+ * console.log(scheduler.snapshot().services.map((s) => s.state));
+ * await scheduler.stop();
+ * ```
+ */
+export class Scheduler {
+  #opts: SchedulerOptions;
+  #timers: Timers;
+  #log: Logger;
+  #sandbox: Sandbox;
+  #decl: ScriptDecl;
+  #hosts = new Map<string, HostRuntime>();
+  #services = new Map<string, ServiceRuntime>();
+  #events: EventRecord[] = [];
+  #listeners = new Set<() => void>();
+  #startedAt: number;
+  #running = false;
+  #held = new Set<string>();
+  /** Counters for `/metrics`. */
+  readonly stats: SchedulerStats = {
+    transitions: new Map(),
+    pollLatency: new Map(),
+    pollFailures: new Map(),
+    handlerDurations: new Map(),
+    handlerTimeouts: new Map(),
+    handlerErrors: new Map(),
+    takeovers: 0,
+    releases: 0,
+    decisions: new Map(),
+  };
+
+  /**
+   * Creates a scheduler for the script the sandbox loaded.
+   *
+   * @param options Self, sandbox, poller, reporter, timers and hooks.
+   * @throws {TypeError} When this host is not one of the script's hosts.
+   */
+  constructor(options: SchedulerOptions) {
+    this.#opts = options;
+    this.#timers = options.timers ?? realTimers;
+    this.#log = options.logger ?? defaultLogger;
+    this.#sandbox = options.sandbox;
+    this.#decl = options.sandbox.decl;
+    this.#startedAt = this.#timers.now();
+    this.#build(this.#decl);
+  }
+
+  /** The script declaration in force. */
+  get decl(): ScriptDecl {
+    return this.#decl;
+  }
+
+  /** When the scheduler was created (ms since epoch). */
+  get startedAt(): number {
+    return this.#startedAt;
+  }
+
+  /** Starts polling and deciding. Local services are first registered as FAIL in faild. */
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    for (const svc of this.#services.values()) {
+      this.#event("info", svc.decl.name, null, `${svc.decl.name}: this host is ${svc.role}`);
+      void this.#report(svc);
+    }
+    for (const host of this.#hosts.values()) this.#scheduleHost(host, 0);
+    for (const svc of this.#services.values()) this.#scheduleService(svc);
+  }
+
+  /**
+   * Stops polling and deciding, then waits for running handlers to end.
+   *
+   * @param options `release: true` runs the stop handler of every service that is UP (in
+   * order, with its time limit) and reports it FAIL, so peers take over at once.
+   */
+  async stop(options: { release?: boolean } = {}): Promise<void> {
+    this.#running = false;
+    for (const host of this.#hosts.values()) this.#clear(host);
+    for (const svc of this.#services.values()) this.#clear(svc);
+    await Promise.all([...this.#services.values()].map((s) => s.queue));
+    if (options.release) {
+      for (const svc of this.#services.values()) {
+        if (svc.state === "FAIL") continue;
+        const reason = "failsh is shutting down and the policy says release";
+        if (svc.state === "UP") await this.#runHandler(svc, "stop", reason);
+        this.#setState(svc, "FAIL", reason);
+        await this.#report(svc);
+      }
+    }
+  }
+
+  /**
+   * Replaces the sandbox (SIGHUP): waits for running handlers, keeps the state of services
+   * that still exist, adds new ones as FAIL, forgets removed ones (their addresses stay).
+   *
+   * @param sandbox A started sandbox with the new declaration.
+   */
+  async reload(sandbox: Sandbox): Promise<void> {
+    await Promise.all([...this.#services.values()].map((s) => s.queue));
+    const old = new Map(this.#services);
+    const wasRunning = this.#running;
+    for (const host of this.#hosts.values()) this.#clear(host);
+    for (const svc of this.#services.values()) this.#clear(svc);
+    this.#sandbox = sandbox;
+    this.#decl = sandbox.decl;
+    this.#hosts.clear();
+    this.#services.clear();
+    this.#build(this.#decl);
+    for (const svc of this.#services.values()) {
+      const before = old.get(svc.decl.name);
+      if (before) {
+        svc.state = before.state;
+        svc.lastChange = before.lastChange;
+        svc.lastDecision = before.lastDecision;
+        svc.lastHandler = before.lastHandler;
+        svc.reported = before.reported;
+      }
+    }
+    for (const name of old.keys()) {
+      if (!this.#services.has(name)) {
+        this.#event("info", name, null, `${name} is no longer in the script; its addresses stay`);
+      }
+    }
+    this.#event("info", null, null, "script and policy reloaded");
+    if (wasRunning) {
+      for (const svc of this.#services.values()) void this.#report(svc);
+      for (const host of this.#hosts.values()) this.#scheduleHost(host, 0);
+      for (const svc of this.#services.values()) this.#scheduleService(svc);
+    }
+    this.#changed();
+  }
+
+  /**
+   * Registers a listener called (synchronously) after every change of the snapshot data.
+   *
+   * @returns A function that removes the listener.
+   */
+  onChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Adds a line to the recent-events ring (e.g. from the supervisor). */
+  note(kind: EventRecord["kind"], message: string, service: string | null = null): void {
+    this.#event(kind, service, null, message);
+  }
+
+  /** The data of the monitor's snapshot. */
+  snapshot(): FailshSnapshot {
+    const hosts: HostView[] = [...this.#hosts.values()].map((h) => ({
+      name: h.decl.name,
+      url: h.url,
+      self: h.self,
+      reachable: h.reachable === true,
+      misses: h.misses,
+      lastConnect: h.lastConnect,
+      lastCall: h.lastCall,
+      latencyMs: h.latencyMs,
+      lastError: h.lastError,
+      services: h.services,
+    }));
+    const services: ServiceView[] = [...this.#services.values()].map((s) => ({
+      name: s.decl.name,
+      state: s.state,
+      role: s.role,
+      masters: [...s.decl.masters],
+      slaves: [...s.decl.slaves],
+      intervalMs: s.decl.intervalMs,
+      lastChange: s.lastChange,
+      lastDecision: s.lastDecision,
+      lastHandler: s.lastHandler,
+    }));
+    return {
+      host: this.#opts.self,
+      startedAt: this.#startedAt,
+      now: this.#timers.now(),
+      hosts,
+      services,
+      addresses: this.#addresses(),
+      events: [...this.#events],
+    };
+  }
+
+  /** Local state of a service, or `undefined` if this host takes no part in it. */
+  state(service: string): ServiceState | undefined {
+    return this.#services.get(service)?.state;
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  #build(decl: ScriptDecl): void {
+    const self = decl.hosts.find((h) => h.name === this.#opts.self);
+    if (!self) {
+      throw new TypeError(
+        `Cannot schedule: this host "${this.#opts.self}" is not among the script's hosts (${
+          decl.hosts.map((h) => h.name).join(", ") || "none"
+        })`,
+      );
+    }
+    const mine = decl.services.filter((s) => roleOf(s, this.#opts.self) !== null);
+    const now = this.#timers.now();
+    const urlOf = this.#opts.urlOf ??
+      ((h: HostDecl) =>
+        `${h.protocol}://${h.address.includes(":") ? `[${h.address}]` : h.address}:${h.port}`);
+    for (const h of decl.hosts) {
+      const services = mine.filter((s) =>
+        h.name === this.#opts.self || s.masters.includes(h.name) || s.slaves.includes(h.name)
+      );
+      if (services.length === 0) continue;
+      this.#hosts.set(h.name, {
+        decl: h,
+        url: urlOf(h),
+        self: h.name === this.#opts.self,
+        intervalMs: Math.min(...services.map((s) => s.intervalMs)),
+        timer: null,
+        inFlight: false,
+        inFlightMisses: 0,
+        misses: 0,
+        goods: 0,
+        lastConnect: null,
+        lastCall: null,
+        latencyMs: null,
+        lastError: null,
+        services: [],
+        bootId: null,
+        flapped: new Set(),
+        reachable: null,
+      });
+    }
+    for (const s of mine) {
+      const reach = new Map<string, boolean | null>();
+      for (const h of [this.#opts.self, ...s.masters, ...s.slaves]) {
+        if (this.#hosts.has(h)) reach.set(h, null);
+      }
+      this.#services.set(s.name, {
+        decl: s,
+        role: roleOf(s, this.#opts.self)!,
+        state: "FAIL",
+        lastChange: now,
+        reported: null,
+        reportDetail: "registered by failsh",
+        reporting: null,
+        reach,
+        lastDecision: null,
+        lastRule: null,
+        lastHandler: null,
+        handlerRunning: false,
+        queue: Promise.resolve(),
+        deferStart: null,
+        holdUntil: 0,
+        timer: null,
+      });
+    }
+  }
+
+  #clear(x: { timer: number | null }): void {
+    if (x.timer !== null) this.#timers.clearTimeout(x.timer);
+    x.timer = null;
+  }
+
+  #scheduleHost(host: HostRuntime, delay: number): void {
+    if (!this.#running) return;
+    host.timer = this.#timers.setTimeout(() => {
+      host.timer = null;
+      this.#pollHost(host);
+      this.#scheduleHost(host, host.intervalMs);
+    }, delay);
+  }
+
+  #scheduleService(svc: ServiceRuntime): void {
+    if (!this.#running) return;
+    svc.timer = this.#timers.setTimeout(() => {
+      svc.timer = null;
+      if (svc.reported !== svc.state) void this.#report(svc);
+      this.#evaluate(svc);
+      this.#trackAddresses();
+      this.#scheduleService(svc);
+    }, svc.decl.intervalMs);
+  }
+
+  #pollHost(host: HostRuntime): void {
+    const now = this.#timers.now();
+    if (host.inFlight) {
+      // No answer within an interval counts as a miss; the late answer may still reset it.
+      host.inFlightMisses++;
+      this.#pollFailed(host, `no answer within ${host.intervalMs * host.inFlightMisses} ms`);
+      return;
+    }
+    host.inFlight = true;
+    host.inFlightMisses = 0;
+    host.lastCall = now;
+    const fall = Math.max(...this.#servicesOf(host).map((s) => s.decl.fall), 1);
+    const timeoutMs = Math.max(1000, host.intervalMs * (fall + 1));
+    let result: Promise<PollResult>;
+    try {
+      result = this.#opts.poller(host.decl, { timeoutMs });
+    } catch (error) {
+      result = Promise.reject(error);
+    }
+    result.then(
+      (r) => {
+        host.inFlight = false;
+        if (!this.#running || this.#hosts.get(host.decl.name) !== host) return;
+        this.#pollSucceeded(host, r, this.#timers.now() - now);
+      },
+      (error: unknown) => {
+        host.inFlight = false;
+        const counted = host.inFlightMisses;
+        host.inFlightMisses = 0;
+        if (!this.#running || this.#hosts.get(host.decl.name) !== host) return;
+        if (counted > 0) return; // already counted as missed while waiting
+        this.#pollFailed(host, error instanceof Error ? error.message : String(error));
+      },
+    );
+  }
+
+  #servicesOf(host: HostRuntime): ServiceRuntime[] {
+    return [...this.#services.values()].filter((s) => s.reach.has(host.decl.name));
+  }
+
+  #pollSucceeded(host: HostRuntime, r: PollResult, latencyMs: number): void {
+    const now = this.#timers.now();
+    host.misses = 0;
+    host.goods++;
+    host.lastConnect = now;
+    host.latencyMs = latencyMs;
+    host.lastError = null;
+    let h = this.stats.pollLatency.get(host.decl.name);
+    if (!h) this.stats.pollLatency.set(host.decl.name, h = new Histogram(POLL_BUCKETS));
+    h.observe(latencyMs);
+
+    // Flap detection and trap events for visible changes of the host's services.
+    const sameBoot = host.bootId === r.bootId;
+    const before = new Map(host.services.map((s) => [s.name, s]));
+    host.flapped.clear();
+    for (const rec of r.services) {
+      const prev = before.get(rec.name);
+      if (sameBoot && prev) {
+        const visible = prev.state === rec.state ? 0 : 1;
+        if (rec.changes - prev.changes > visible) {
+          host.flapped.add(rec.name);
+          if (!host.self) {
+            this.#event(
+              "peer",
+              rec.name,
+              host.decl.name,
+              `${host.decl.name}: ${rec.name} changed ${
+                rec.changes - prev.changes
+              } times between polls (now ${rec.state})`,
+            );
+          }
+        }
+      }
+      if (!host.self && prev?.state !== rec.state) {
+        if (prev) {
+          this.#event(
+            "peer",
+            rec.name,
+            host.decl.name,
+            `${host.decl.name}: ${rec.name} is ${rec.state} (was ${prev.state})`,
+          );
+        }
+        this.#sandbox.trap({
+          type: "service",
+          host: host.decl.name,
+          service: rec.name,
+          state: rec.state,
+          previous: prev?.state ?? null,
+          at: now,
+        });
+      }
+    }
+    host.bootId = r.bootId;
+    host.services = r.services;
+
+    for (const svc of this.#servicesOf(host)) {
+      const k = svc.reach.get(host.decl.name);
+      const rise = scaled(svc.decl.rise, svc.decl.intervalMs, host.intervalMs);
+      if (k === null || (k === false && host.goods >= rise)) {
+        svc.reach.set(host.decl.name, true);
+      }
+    }
+    this.#updateHostReach(host);
+    for (const svc of this.#servicesOf(host)) this.#evaluate(svc);
+    this.#changed();
+  }
+
+  #pollFailed(host: HostRuntime, message: string): void {
+    host.goods = 0;
+    host.misses++;
+    host.lastError = message;
+    this.stats.pollFailures.set(
+      host.decl.name,
+      (this.stats.pollFailures.get(host.decl.name) ?? 0) + 1,
+    );
+    for (const svc of this.#servicesOf(host)) {
+      const k = svc.reach.get(host.decl.name);
+      const fall = scaled(svc.decl.fall, svc.decl.intervalMs, host.intervalMs);
+      if (k !== false && host.misses >= fall) svc.reach.set(host.decl.name, false);
+    }
+    this.#updateHostReach(host);
+    for (const svc of this.#servicesOf(host)) this.#evaluate(svc);
+    this.#changed();
+  }
+
+  #updateHostReach(host: HostRuntime): void {
+    const views = this.#servicesOf(host).map((s) => s.reach.get(host.decl.name));
+    let next: boolean | null;
+    if (views.some((v) => v === false)) next = false;
+    else if (views.length > 0 && views.every((v) => v === true)) next = true;
+    else next = host.reachable;
+    if (next === host.reachable || next === null) return;
+    const previous = host.reachable;
+    host.reachable = next;
+    const now = this.#timers.now();
+    this.#event(
+      "peer",
+      null,
+      host.decl.name,
+      next
+        ? `${host.decl.name} is reachable${previous === false ? " again" : ""}`
+        : `${host.decl.name} is unreachable after ${host.misses} missed polls: ${
+          host.lastError ?? "no answer"
+        }`,
+    );
+    if (host.self || previous === null && next) return;
+    this.#sandbox.trap({
+      type: "host",
+      host: host.decl.name,
+      service: null,
+      state: next ? "UP" : "FAIL",
+      previous: previous === null ? null : previous ? "UP" : "FAIL",
+      at: now,
+    });
+  }
+
+  #input(svc: ServiceRuntime): DecisionInput {
+    const now = this.#timers.now();
+    const self = this.#opts.self;
+    const peers: PeerInput[] = [];
+    let known = true;
+    for (const [name, reach] of svc.reach) {
+      if (reach === null) known = false;
+      if (name === self) continue;
+      const host = this.#hosts.get(name)!;
+      const rec = host.services.find((r) => r.name === svc.decl.name);
+      peers.push({
+        name,
+        reachable: reach === true,
+        state: rec?.state ?? null,
+        flapped: host.flapped.has(svc.decl.name),
+      });
+    }
+    const graceOver = known && now - this.#startedAt >= svc.decl.graceMs;
+    const verdict = this.#opts.arbiter?.(svc.decl.name);
+    return {
+      service: {
+        name: svc.decl.name,
+        masters: svc.decl.masters,
+        slaves: svc.decl.slaves,
+        preempt: svc.decl.preempt,
+      },
+      self,
+      local: svc.state,
+      peers,
+      graceOver,
+      handlerRunning: svc.handlerRunning,
+      selfReachable: svc.reach.get(self) !== false,
+      ...(verdict !== undefined ? { arbiter: verdict } : {}),
+      deferredMs: svc.deferStart === null ? 0 : now - svc.deferStart,
+      maxDeferMs: svc.decl.intervalMs * (this.#opts.deferIntervals ?? 3),
+    };
+  }
+
+  #evaluate(svc: ServiceRuntime): void {
+    if (!this.#running || svc.handlerRunning) return;
+    const now = this.#timers.now();
+    const input = this.#input(svc);
+    const decision = decide(input);
+    if (decision.deferring) svc.deferStart ??= now;
+    else svc.deferStart = null;
+    this.stats.decisions.set(
+      decision.action,
+      (this.stats.decisions.get(decision.action) ?? 0) + 1,
+    );
+    if (
+      (decision.action === "start" || decision.action === "reclaim") && now < svc.holdUntil
+    ) {
+      // The last start or reclaim failed: retry no sooner than the hold-off (no tight loop).
+      return;
+    }
+    const acts = decision.action !== "none" && decision.action !== "wait";
+    const newRule = decision.rule !== svc.lastRule;
+    svc.lastDecision = { at: now, action: decision.action, reason: decision.reason };
+    svc.lastRule = decision.rule;
+    if (acts || newRule) {
+      this.#opts.onDecision?.({ at: now, service: svc.decl.name, decision, input });
+      const line = `${svc.decl.name}: ${decision.action} — ${decision.reason}`;
+      if (acts) {
+        this.#log.info("decision", line, { service: svc.decl.name, rule: decision.rule });
+      } else {
+        this.#log.debug("decision", line, { service: svc.decl.name, rule: decision.rule });
+      }
+      this.#event("decision", svc.decl.name, null, line);
+    }
+    switch (decision.action) {
+      case "start":
+        this.#enqueue(svc, "start", decision.reason);
+        break;
+      case "reclaim":
+        this.#enqueue(svc, "reclaim", decision.reason);
+        break;
+      case "stop":
+        if (svc.state === "UP") this.#enqueue(svc, "stop", decision.reason);
+        else this.#setState(svc, "FAIL", decision.reason);
+        break;
+      case "recover":
+        this.#setState(svc, "RECOVER", decision.reason);
+        break;
+      default:
+        break;
+    }
+    this.#changed();
+  }
+
+  #enqueue(svc: ServiceRuntime, kind: HandlerKind, reason: string): void {
+    svc.handlerRunning = true;
+    svc.queue = svc.queue.then(async () => {
+      try {
+        await this.#runHandler(svc, kind, reason);
+      } finally {
+        svc.handlerRunning = false;
+      }
+      if (this.#running) {
+        this.#trackAddresses();
+        this.#evaluate(svc);
+      }
+    });
+  }
+
+  async #runHandler(
+    svc: ServiceRuntime,
+    kind: HandlerKind,
+    reason: string,
+  ): Promise<void> {
+    const name = svc.decl.name;
+    const defined = svc.decl.handlers;
+    const used: HandlerKind = kind === "reclaim" && !defined.includes("reclaim") ? "start" : kind;
+    const expected: ServiceState = kind === "stop" ? "FAIL" : "UP";
+    const startedAt = this.#timers.now();
+    if (!defined.includes(used)) {
+      this.#event("handler", name, null, `${name}: no ${kind} handler; assuming ${expected}`);
+      this.#setState(svc, expected, reason);
+      return;
+    }
+    const run: HandlerRunView = {
+      kind,
+      startedAt,
+      durationMs: null,
+      result: null,
+      error: null,
+    };
+    svc.lastHandler = run;
+    this.#event("handler", name, null, `${name}: ${kind} handler started`);
+    this.#changed();
+    const peers: Record<string, ServiceRecord[]> = {};
+    for (const [host, reach] of svc.reach) {
+      if (host !== this.#opts.self && reach === true) {
+        peers[host] = this.#hosts.get(host)?.services ?? [];
+      }
+    }
+    const timeoutMs = svc.decl.timeouts[kind];
+    const key = `${name}/${kind}`;
+    let result: ServiceState;
+    try {
+      result = await this.#sandbox.invoke(
+        { service: name, kind: used, self: this.#opts.self, reason, peers },
+        timeoutMs,
+      );
+      run.result = result;
+    } catch (error) {
+      const timedOut = (error as Error)?.name === "TimeoutError";
+      const message = error instanceof Error ? error.message : String(error);
+      run.error = timedOut ? `timed out after ${timeoutMs} ms` : message;
+      const map = timedOut ? this.stats.handlerTimeouts : this.stats.handlerErrors;
+      map.set(key, (map.get(key) ?? 0) + 1);
+      this.#log.error("handler", `${name}: ${kind} handler failed: ${run.error}`, {
+        service: name,
+        kind,
+      });
+      result = "FAIL";
+    }
+    run.durationMs = this.#timers.now() - startedAt;
+    let hist = this.stats.handlerDurations.get(key);
+    if (!hist) this.stats.handlerDurations.set(key, hist = new Histogram(HANDLER_BUCKETS));
+    hist.observe(run.durationMs);
+    this.#event(
+      "handler",
+      name,
+      null,
+      run.error === null
+        ? `${name}: ${kind} handler returned ${result} after ${run.durationMs} ms`
+        : `${name}: ${kind} handler failed after ${run.durationMs} ms: ${run.error}; ${name} is FAIL`,
+    );
+    if (result !== expected && run.error === null) {
+      this.#log.warn("handler", `${name}: ${kind} handler returned ${result}, not ${expected}`);
+    }
+    if (kind !== "stop" && result === "FAIL") {
+      svc.holdUntil = this.#timers.now() + Math.max(svc.decl.intervalMs, RETRY_HOLDOFF_MS);
+    }
+    this.#setState(
+      svc,
+      result,
+      run.error === null ? `${kind} handler returned ${result}` : `${kind} handler failed`,
+    );
+  }
+
+  #setState(svc: ServiceRuntime, state: ServiceState, reason: string): void {
+    if (svc.state === state) {
+      this.#changed();
+      return;
+    }
+    const previous = svc.state;
+    const now = this.#timers.now();
+    svc.state = state;
+    svc.lastChange = now;
+    svc.reportDetail = reason.slice(0, 500);
+    const key = `${svc.decl.name}/${state}`;
+    this.stats.transitions.set(key, (this.stats.transitions.get(key) ?? 0) + 1);
+    this.#log.info("state", `${svc.decl.name}: ${previous} -> ${state}: ${reason}`, {
+      service: svc.decl.name,
+    });
+    this.#event(
+      "state",
+      svc.decl.name,
+      this.#opts.self,
+      `${svc.decl.name}: ${previous} -> ${state}`,
+    );
+    const event: TrapEvent = {
+      type: "service",
+      host: this.#opts.self,
+      service: svc.decl.name,
+      state,
+      previous,
+      at: now,
+    };
+    this.#sandbox.trap(event);
+    void this.#report(svc);
+    this.#changed();
+  }
+
+  #report(svc: ServiceRuntime): Promise<void> {
+    if (svc.reporting) return svc.reporting;
+    svc.reporting = this.#reportLoop(svc).finally(() => {
+      svc.reporting = null;
+    });
+    return svc.reporting;
+  }
+
+  async #reportLoop(svc: ServiceRuntime): Promise<void> {
+    try {
+      while (svc.reported !== svc.state) {
+        const state = svc.state;
+        await this.#opts.reporter(svc.decl.name, state, svc.reportDetail);
+        svc.reported = state;
+      }
+    } catch (error) {
+      this.#log.warn(
+        "faild",
+        `Cannot report ${svc.decl.name} ${svc.state} to the local faild: ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+      );
+    }
+  }
+
+  #addresses(): HeldAddress[] {
+    try {
+      return this.#opts.addresses?.() ?? [];
+    } catch {
+      return [];
+    }
+  }
+
+  #trackAddresses(): void {
+    const now = new Set(this.#addresses().map((a) => `${a.address}%${a.device}`));
+    for (const a of now) {
+      if (!this.#held.has(a)) {
+        this.stats.takeovers++;
+        this.#event("address", null, this.#opts.self, `took over ${a.replace("%", " on ")}`);
+      }
+    }
+    for (const a of this.#held) {
+      if (!now.has(a)) {
+        this.stats.releases++;
+        this.#event("address", null, this.#opts.self, `released ${a.replace("%", " on ")}`);
+      }
+    }
+    this.#held = now;
+  }
+
+  #event(
+    kind: EventRecord["kind"],
+    service: string | null,
+    host: string | null,
+    message: string,
+  ): void {
+    this.#events.push({ at: this.#timers.now(), kind, service, host, message });
+    if (this.#events.length > MAX_EVENTS) this.#events.splice(0, this.#events.length - MAX_EVENTS);
+    this.#changed();
+  }
+
+  #changed(): void {
+    for (const l of this.#listeners) {
+      try {
+        l();
+      } catch {
+        // A listener's failure must not stop the scheduler.
+      }
+    }
+  }
+}
+
+/** A count of polls of a service's interval expressed in polls of a host's (faster) interval. */
+function scaled(count: number, serviceInterval: number, hostInterval: number): number {
+  return Math.max(1, Math.ceil(count * serviceInterval / hostInterval));
+}

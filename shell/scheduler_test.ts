@@ -1,0 +1,445 @@
+import assert from "node:assert/strict";
+import { FakeTime } from "./_fake_time.ts";
+import { type PollResult, Scheduler } from "./scheduler.ts";
+import type {
+  HandlerInvocation,
+  HandlerKind,
+  HostDecl,
+  Sandbox,
+  ScriptDecl,
+  ServiceDecl,
+  TrapEvent,
+} from "./contract.ts";
+import type { ServiceRecord, ServiceState } from "../lib/types.ts";
+import { Logger } from "../lib/log.ts";
+
+const quiet = new Logger({ sink: () => {} });
+
+function host(name: string): HostDecl {
+  return { name, address: "127.0.0.1", port: 7100, protocol: "http", key: null };
+}
+
+function service(name: string, over: Partial<ServiceDecl> = {}): ServiceDecl {
+  return {
+    name,
+    masters: ["alpha"],
+    slaves: ["beta"],
+    intervalMs: 100,
+    fall: 3,
+    rise: 2,
+    preempt: true,
+    graceMs: 0,
+    timeouts: { start: 1000, stop: 1000, reclaim: 1000 },
+    handlers: ["start", "stop", "reclaim"],
+    ...over,
+  };
+}
+
+interface Behaviour {
+  result?: ServiceState;
+  delayMs?: number;
+  hang?: boolean;
+  throws?: string;
+}
+
+/** A sandbox whose handlers answer as told, in fake time. */
+class FakeSandbox implements Sandbox {
+  readonly decl: ScriptDecl;
+  calls: HandlerInvocation[] = [];
+  traps: TrapEvent[] = [];
+  behaviour = new Map<string, Behaviour>();
+  running = new Map<string, number>();
+  maxConcurrent = 0;
+  onInvoke: ((call: HandlerInvocation) => void) | null = null;
+  #time: FakeTime;
+
+  constructor(decl: ScriptDecl, time: FakeTime) {
+    this.decl = decl;
+    this.#time = time;
+  }
+
+  start(): Promise<ScriptDecl> {
+    return Promise.resolve(this.decl);
+  }
+
+  invoke(call: HandlerInvocation, timeoutMs: number): Promise<ServiceState> {
+    this.calls.push(call);
+    this.onInvoke?.(call);
+    const n = (this.running.get(call.service) ?? 0) + 1;
+    this.running.set(call.service, n);
+    this.maxConcurrent = Math.max(this.maxConcurrent, n);
+    const b = this.behaviour.get(`${call.service}/${call.kind}`) ?? {};
+    const done = () => this.running.set(call.service, (this.running.get(call.service) ?? 1) - 1);
+    return new Promise((resolve, reject) => {
+      if (b.hang || (b.delayMs ?? 0) > timeoutMs) {
+        this.#time.setTimeout(() => {
+          done();
+          const e = new Error(`Handler ${call.kind} of ${call.service} timed out`);
+          e.name = "TimeoutError";
+          reject(e);
+        }, timeoutMs);
+        return;
+      }
+      this.#time.setTimeout(() => {
+        done();
+        if (b.throws) reject(new Error(b.throws));
+        else resolve(b.result ?? (call.kind === "stop" ? "FAIL" : "UP"));
+      }, b.delayMs ?? 0);
+    });
+  }
+
+  trap(event: TrapEvent): void {
+    this.traps.push(event);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** The faild of every host, as the poller sees them. */
+class FakeNet {
+  reachable = new Map<string, boolean>();
+  records = new Map<string, Map<string, ServiceRecord>>();
+  reports: Array<{ service: string; state: ServiceState }> = [];
+  polls = new Map<string, number>();
+  #time: FakeTime;
+  #self: string;
+
+  constructor(time: FakeTime, self: string) {
+    this.#time = time;
+    this.#self = self;
+  }
+
+  set(hostName: string, svc: string, state: ServiceState, extraChanges = 0): void {
+    let m = this.records.get(hostName);
+    if (!m) this.records.set(hostName, m = new Map());
+    const prev = m.get(svc);
+    const changed = prev?.state !== state ? 1 : 0;
+    m.set(svc, {
+      name: svc,
+      state,
+      lastChange: this.#time.now(),
+      changes: (prev?.changes ?? 0) + changed + extraChanges,
+      detail: "",
+      setBy: "test",
+    });
+  }
+
+  poller = (h: HostDecl): Promise<PollResult> => {
+    this.polls.set(h.name, (this.polls.get(h.name) ?? 0) + 1);
+    if (this.reachable.get(h.name) === false) {
+      return Promise.reject(new Error(`${h.name} does not answer`));
+    }
+    return Promise.resolve({
+      bootId: `${h.name}-boot`,
+      services: [...(this.records.get(h.name)?.values() ?? [])],
+    });
+  };
+
+  reporter = (svc: string, state: ServiceState): Promise<void> => {
+    this.reports.push({ service: svc, state });
+    this.set(this.#self, svc, state);
+    return Promise.resolve();
+  };
+}
+
+function setup(self: string, services: ServiceDecl[], hosts = ["alpha", "beta"]) {
+  const time = new FakeTime();
+  const decl: ScriptDecl = { hosts: hosts.map(host), services, traps: 1 };
+  const sandbox = new FakeSandbox(decl, time);
+  const net = new FakeNet(time, self);
+  const scheduler = new Scheduler({
+    self,
+    sandbox,
+    poller: net.poller,
+    reporter: net.reporter,
+    timers: time,
+    logger: quiet,
+  });
+  return { time, sandbox, net, scheduler };
+}
+
+function kinds(sandbox: FakeSandbox, svc = "web"): HandlerKind[] {
+  return sandbox.calls.filter((c) => c.service === svc).map((c) => c.kind);
+}
+
+Deno.test("Scheduler applies fall/rise hysteresis before a slave takes over", async (t) => {
+  const { time, sandbox, net, scheduler } = setup("beta", [service("web")]);
+  net.set("alpha", "web", "UP");
+  scheduler.start();
+  await time.advance(250);
+  await t.step("the slave stays standby while the master is UP", () => {
+    assert.equal(scheduler.state("web"), "FAIL");
+    assert.deepEqual(kinds(sandbox), []);
+  });
+  await t.step("two missed polls are not enough (fall is 3)", async () => {
+    net.reachable.set("alpha", false);
+    await time.advance(200);
+    assert.equal(scheduler.state("web"), "FAIL");
+    const alpha = scheduler.snapshot().hosts.find((h) => h.name === "alpha")!;
+    assert.equal(alpha.reachable, true);
+    assert.equal(alpha.misses, 2);
+  });
+  await t.step("the third miss makes alpha FAIL and beta starts", async () => {
+    await time.advance(100);
+    assert.deepEqual(kinds(sandbox), ["start"]);
+    assert.equal(scheduler.state("web"), "UP");
+    assert.equal(net.reports.at(-1)?.state, "UP");
+    const why = scheduler.snapshot().events.find((e) => e.message.startsWith("web: start"));
+    assert.match(why?.message ?? "", /alpha is unreachable/);
+  });
+  await t.step("one good poll is not enough to count alpha back (rise is 2)", async () => {
+    net.reachable.set("alpha", true);
+    await time.advance(100);
+    assert.equal(scheduler.snapshot().hosts.find((h) => h.name === "alpha")!.reachable, false);
+    assert.equal(scheduler.state("web"), "UP");
+  });
+  await t.step("after rise good polls alpha (UP) counts again and beta yields", async () => {
+    await time.advance(100);
+    assert.equal(scheduler.snapshot().hosts.find((h) => h.name === "alpha")!.reachable, true);
+    await time.advance(100);
+    assert.deepEqual(kinds(sandbox), ["start", "stop"]);
+    assert.equal(scheduler.state("web"), "FAIL");
+  });
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler runs one handler at a time per service, in order", async () => {
+  const { time, sandbox, net, scheduler } = setup("beta", [service("web")]);
+  sandbox.behaviour.set("web/start", { delayMs: 800 });
+  net.set("alpha", "web", "FAIL");
+  scheduler.start();
+  await time.advance(100);
+  assert.deepEqual(kinds(sandbox), ["start"]);
+  // While start runs, the master comes back UP: no stop may run before start ends.
+  net.set("alpha", "web", "UP");
+  await time.advance(500);
+  assert.deepEqual(kinds(sandbox), ["start"]);
+  assert.equal(scheduler.snapshot().services[0]!.lastHandler?.durationMs, null);
+  await time.advance(500);
+  assert.deepEqual(kinds(sandbox), ["start", "stop"]);
+  assert.equal(sandbox.maxConcurrent, 1);
+  assert.equal(scheduler.state("web"), "FAIL");
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler: a timed-out handler leaves the service FAIL and others keep running", async () => {
+  const { time, sandbox, net, scheduler } = setup("beta", [
+    service("web", { timeouts: { start: 300, stop: 300, reclaim: 300 } }),
+    service("db"),
+  ]);
+  sandbox.behaviour.set("web/start", { hang: true });
+  net.set("alpha", "web", "FAIL");
+  net.set("alpha", "db", "FAIL");
+  scheduler.start();
+  await time.advance(150);
+  assert.equal(scheduler.state("db"), "UP");
+  assert.equal(scheduler.state("web"), "FAIL");
+  await time.advance(300);
+  const web = scheduler.snapshot().services.find((s) => s.name === "web")!;
+  assert.equal(web.state, "FAIL");
+  assert.equal(web.lastHandler?.error, "timed out after 300 ms");
+  assert.equal(web.lastHandler?.result, null);
+  assert.equal(scheduler.stats.handlerTimeouts.get("web/start"), 1);
+  assert.ok(
+    scheduler.snapshot().events.some((e) =>
+      /web: start handler failed .* timed out/.test(e.message)
+    ),
+  );
+  assert.equal(scheduler.state("db"), "UP");
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler: a throwing handler leaves the service FAIL and is retried later", async () => {
+  const { time, sandbox, net, scheduler } = setup("beta", [service("web")]);
+  sandbox.behaviour.set("web/start", { throws: "Cannot take over 198.18.0.100/24: refused" });
+  net.set("alpha", "web", "FAIL");
+  scheduler.start();
+  await time.advance(100);
+  const web = scheduler.snapshot().services[0]!;
+  assert.equal(web.state, "FAIL");
+  assert.match(web.lastHandler?.error ?? "", /refused/);
+  await time.advance(500);
+  assert.equal(kinds(sandbox).length, 1, "no retry in a tight loop");
+  await time.advance(600);
+  assert.equal(kinds(sandbox).length, 2, "the start is tried again after the hold-off");
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler runs the RECOVER handshake when the master returns", async (t) => {
+  const { time, sandbox, net, scheduler } = setup("alpha", [service("web")]);
+  net.set("beta", "web", "UP");
+  scheduler.start();
+  await time.advance(100);
+  await t.step("the returning master enters RECOVER and reports it", () => {
+    assert.equal(scheduler.state("web"), "RECOVER");
+    assert.deepEqual(net.reports.map((r) => r.state), ["FAIL", "RECOVER"]);
+    assert.deepEqual(kinds(sandbox), []);
+  });
+  await t.step("it waits while the slave is still UP", async () => {
+    await time.advance(300);
+    assert.equal(scheduler.state("web"), "RECOVER");
+    assert.match(scheduler.snapshot().services[0]!.lastDecision!.reason, /waits for beta/);
+  });
+  await t.step("once the slave stopped it runs reclaim and is UP", async () => {
+    net.set("beta", "web", "FAIL");
+    await time.advance(100);
+    assert.deepEqual(kinds(sandbox), ["reclaim"]);
+    assert.equal(scheduler.state("web"), "UP");
+    assert.deepEqual(net.reports.map((r) => r.state), ["FAIL", "RECOVER", "UP"]);
+  });
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler: with nopreempt a returning master stays standby", async () => {
+  const { time, sandbox, net, scheduler } = setup("alpha", [service("web", { preempt: false })]);
+  net.set("beta", "web", "UP");
+  scheduler.start();
+  await time.advance(1000);
+  assert.equal(scheduler.state("web"), "FAIL");
+  assert.deepEqual(kinds(sandbox), []);
+  net.set("beta", "web", "FAIL");
+  await time.advance(100);
+  assert.equal(scheduler.state("web"), "UP");
+  assert.deepEqual(kinds(sandbox), ["start"]);
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler: a reclaim without a reclaim handler runs start", async () => {
+  const { time, sandbox, net, scheduler } = setup("alpha", [
+    service("web", { handlers: ["start", "stop"] }),
+  ]);
+  net.set("beta", "web", "UP");
+  scheduler.start();
+  await time.advance(100);
+  net.set("beta", "web", "FAIL");
+  await time.advance(100);
+  assert.deepEqual(kinds(sandbox), ["start"]);
+  assert.equal(scheduler.state("web"), "UP");
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler waits out the grace period before a takeover", async () => {
+  const { time, sandbox, net, scheduler } = setup("beta", [service("web", { graceMs: 1000 })]);
+  net.set("alpha", "web", "FAIL");
+  scheduler.start();
+  await time.advance(900);
+  assert.deepEqual(kinds(sandbox), []);
+  assert.match(scheduler.snapshot().services[0]!.lastDecision!.reason, /grace/);
+  await time.advance(200);
+  assert.deepEqual(kinds(sandbox), ["start"]);
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler: two slaves racing, exactly one starts", async () => {
+  const svc = service("web", { slaves: ["beta", "gamma"] });
+  const hosts = ["alpha", "beta", "gamma"];
+  const b = setup("beta", [svc], hosts);
+  const g = setup("gamma", [svc], hosts);
+  // Each sees the other's faild; alpha is gone for both.
+  for (const s of [b, g]) s.net.reachable.set("alpha", false);
+  b.net.set("gamma", "web", "FAIL");
+  g.net.set("beta", "web", "FAIL");
+  b.scheduler.start();
+  g.scheduler.start();
+  for (let i = 0; i < 10; i++) {
+    await b.time.advance(50);
+    await g.time.advance(50);
+    // Exchange what each reported to its own faild.
+    const bs = b.scheduler.state("web")!;
+    const gs = g.scheduler.state("web")!;
+    g.net.set("beta", "web", bs);
+    b.net.set("gamma", "web", gs);
+  }
+  assert.equal(b.scheduler.state("web"), "UP");
+  assert.equal(g.scheduler.state("web"), "FAIL");
+  assert.deepEqual(kinds(g.sandbox), []);
+  assert.ok(
+    g.scheduler.snapshot().events.some((e) => /defers/.test(e.message)),
+    "gamma logged its deferral",
+  );
+  await b.scheduler.stop();
+  await g.scheduler.stop();
+});
+
+Deno.test("Scheduler: a peer that flapped between polls delays the takeover by one poll", async () => {
+  const { time, sandbox, net, scheduler } = setup("beta", [service("web")]);
+  net.set("alpha", "web", "UP");
+  scheduler.start();
+  await time.advance(100);
+  // Between two polls alpha went UP -> FAIL -> UP -> FAIL: counter +3, visible change 1.
+  net.set("alpha", "web", "FAIL", 2);
+  await time.advance(100);
+  assert.deepEqual(kinds(sandbox), []);
+  assert.match(scheduler.snapshot().services[0]!.lastDecision!.reason, /between polls/);
+  await time.advance(100);
+  assert.deepEqual(kinds(sandbox), ["start"]);
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler: a holder whose own faild is unreachable stops", async () => {
+  const { time, sandbox, net, scheduler } = setup("beta", [service("web")]);
+  net.reachable.set("alpha", false);
+  scheduler.start();
+  await time.advance(400);
+  assert.equal(scheduler.state("web"), "UP");
+  net.reachable.set("beta", false);
+  await time.advance(400);
+  assert.deepEqual(kinds(sandbox), ["start", "stop"]);
+  assert.equal(scheduler.state("web"), "FAIL");
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler delivers trap events for peer and local changes", async () => {
+  const { time, sandbox, net, scheduler } = setup("beta", [service("web")]);
+  net.set("alpha", "web", "UP");
+  scheduler.start();
+  await time.advance(100);
+  net.reachable.set("alpha", false);
+  await time.advance(400);
+  const summary = sandbox.traps.map((e) => `${e.type}:${e.host}:${e.service ?? "-"}:${e.state}`);
+  assert.ok(summary.includes("service:alpha:web:UP"), summary.join());
+  assert.ok(summary.includes("host:alpha:-:FAIL"), summary.join());
+  assert.ok(summary.includes("service:beta:web:UP"), summary.join());
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler keeps at most 200 recent events and notifies listeners", async () => {
+  const { time, net, scheduler } = setup("beta", [service("web")]);
+  let changes = 0;
+  const off = scheduler.onChange(() => changes++);
+  net.set("alpha", "web", "UP");
+  scheduler.start();
+  for (let i = 0; i < 100; i++) {
+    net.reachable.set("alpha", i % 2 === 0);
+    await time.advance(500);
+  }
+  off();
+  const snap = scheduler.snapshot();
+  assert.ok(snap.events.length <= 200);
+  assert.ok(snap.events.length > 100);
+  assert.ok(changes > 0);
+  assert.ok(snap.events.every((e, i) => i === 0 || e.at >= snap.events[i - 1]!.at));
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler.stop({ release: true }) stops held services and reports them FAIL", async () => {
+  const { time, sandbox, net, scheduler } = setup("beta", [service("web")]);
+  net.reachable.set("alpha", false);
+  scheduler.start();
+  await time.advance(400);
+  assert.equal(scheduler.state("web"), "UP");
+  const stopping = scheduler.stop({ release: true });
+  await time.advance(10);
+  await stopping;
+  assert.deepEqual(kinds(sandbox), ["start", "stop"]);
+  assert.equal(net.reports.at(-1)?.state, "FAIL");
+});
+
+Deno.test("Scheduler refuses a script that does not name this host", () => {
+  assert.throws(
+    () => setup("delta", [service("web")]),
+    /this host "delta" is not among the script's hosts \(alpha, beta\)/,
+  );
+});
