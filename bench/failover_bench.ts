@@ -89,6 +89,8 @@ interface FalseRun {
   config: string;
   stressSeconds: number;
   falseTakeovers: number;
+  /** Times the healthy master dropped the VIP. */
+  falseReleases: number;
   secondHolderEvents: number;
   clientFailures: number;
   clientAttempts: number;
@@ -176,33 +178,6 @@ async function measureOutages(
   return series;
 }
 
-/** Counts VIP additions per host from `ip monitor address` output. */
-function watchAddresses(
-  lab: Lab,
-  vip: string,
-): { counts: Map<string, number>; events: string[]; stop(): Promise<void> } {
-  const counts = new Map<string, number>();
-  const events: string[] = [];
-  const procs = lab.hosts.map((h) =>
-    lab.spawn(h, ["ip", "monitor", "address"], {
-      label: `${h}-monitor`,
-      onStdoutLine: (line) => {
-        if (line.includes(` ${vip}/`)) {
-          if (events.length < 100) events.push(`${new Date().toISOString()} ${h}: ${line.trim()}`);
-          if (!line.startsWith("Deleted")) counts.set(h, (counts.get(h) ?? 0) + 1);
-        }
-      },
-    })
-  );
-  return {
-    counts,
-    events,
-    async stop() {
-      await Promise.all(procs.map((p) => p.stop({ graceMs: 1000 })));
-    },
-  };
-}
-
 async function falseFailover(
   system: System,
   intervalMs: number,
@@ -215,6 +190,7 @@ async function falseFailover(
     config: system.describe(intervalMs),
     stressSeconds,
     falseTakeovers: 0,
+    falseReleases: 0,
     secondHolderEvents: 0,
     clientFailures: 0,
     clientAttempts: 0,
@@ -229,8 +205,7 @@ async function falseFailover(
     try {
       if (!await waitH1(lab, probe, 30_000)) throw new Error("h1 never served the VIP");
       await sleep(Math.max(1000, 5 * intervalMs));
-      const watch = await Promise.resolve(watchAddresses(lab, lab.vip));
-      await sleep(300); // Let the monitors subscribe.
+      const watch = await lab.watchAddress();
       const from = Date.now();
       let polls = 0;
       let bad = false;
@@ -261,13 +236,15 @@ async function falseFailover(
       await sleep(Math.max(1000, 5 * intervalMs)); // Late decisions made under load count too.
       await watch.stop();
       const until = Date.now();
-      for (const [h, n] of watch.counts) if (h !== "h1") result.falseTakeovers += n;
+      for (const [h, n] of watch.added) if (h !== "h1") result.falseTakeovers += n;
+      result.falseReleases = watch.removed.get("h1") ?? 0;
       result.events = watch.events;
       const attempts = probe.between(from, until - probe.attemptTimeoutMs);
       result.clientAttempts = attempts.length;
       result.clientFailures = attempts.filter((a) => !a.ok).length;
       log(
-        `  ${system.name} ${intervalMs} ms under stress: ${result.falseTakeovers} false takeovers ` +
+        `  ${system.name} ${intervalMs} ms under stress: ${result.falseTakeovers} false takeovers, ` +
+          `${result.falseReleases} false releases ` +
           `(${polls} holder samples, ${result.clientFailures}/${result.clientAttempts} client failures)`,
       );
     } finally {
@@ -344,8 +321,8 @@ function markdown(report: Report): string {
       "",
       `False failover: healthy pair, both cores saturated by \`stress-ng --cpu N --timeout S\`:`,
       "",
-      "| interval | system | stress | false takeovers | second-holder samples | client failures |",
-      "|---|---|---|---|---|---|",
+      "| interval | system | stress | false takeovers | VIP dropped by master | second-holder samples | client failures |",
+      "|---|---|---|---|---|---|---|",
     );
     for (const f of report.falseRuns) {
       lines.push(

@@ -150,6 +150,18 @@ export interface Neighbour {
   state: string;
 }
 
+/** What {@linkcode Lab.watchAddress} saw. */
+export interface AddressWatch {
+  /** Additions of the address, by host. */
+  added: Map<string, number>;
+  /** Removals of the address, by host. */
+  removed: Map<string, number>;
+  /** `<ISO time> <host> add|del`, in order (at most 200). */
+  events: string[];
+  /** Stops watching. */
+  stop(): Promise<void>;
+}
+
 /** A lab of hosts, a client and a bridge, each in its own network namespace. */
 export class Lab {
   /** Namespace name prefix of this lab. */
@@ -604,6 +616,43 @@ export class Lab {
       ]);
       this.#isolated.delete(m);
     }
+  }
+
+  /**
+   * Watches an address on every host with `ip monitor address` (event-driven: a flip shorter
+   * than any polling period is still seen).
+   *
+   * @param address IPv4 address without prefix (default the VIP).
+   * @returns Counts of additions per host, the events (at most 200), and `stop()`.
+   */
+  async watchAddress(address = this.vip): Promise<AddressWatch> {
+    const added = new Map<string, number>();
+    const removed = new Map<string, number>();
+    const events: string[] = [];
+    const procs = this.hosts.map((h) =>
+      this.spawn(h, ["ip", "-4", "monitor", "address"], {
+        label: `${h}-addr-monitor`,
+        onStdoutLine: (line) => {
+          if (!line.includes(` ${address}/`)) return;
+          const gone = line.startsWith("Deleted");
+          const map = gone ? removed : added;
+          map.set(h, (map.get(h) ?? 0) + 1);
+          if (events.length < 200) {
+            events.push(`${new Date().toISOString()} ${h} ${gone ? "del" : "add"}`);
+          }
+        },
+      })
+    );
+    // `ip monitor` subscribes right after it starts; give it a moment.
+    await new Promise((r) => setTimeout(r, 200));
+    return {
+      added,
+      removed,
+      events,
+      async stop() {
+        await Promise.all(procs.map((p) => p.stop({ graceMs: 1000 })));
+      },
+    };
   }
 
   /** The processes still running, for diagnostics. */
