@@ -154,11 +154,15 @@ async function measureOutages(
           failures: r.failures,
         };
         series.cuts.push(cut);
-        log(`  ${system.name} ${intervalMs} ms cut ${i + 1}/${cuts}: outage ${cut.outageMs} ms`);
+        const upAt = Date.now();
         await lab.linkUp("h1");
         if (!await waitH1(lab, probe, bound + 30_000)) {
           throw new Error(`h1 did not take the VIP back after cut ${i + 1}`);
         }
+        log(
+          `  ${system.name} ${intervalMs} ms cut ${i + 1}/${cuts}: outage ${cut.outageMs} ms ` +
+            `(h1 back after ${Date.now() - upAt} ms)`,
+        );
         await sleep(Math.max(500, 2 * intervalMs));
       }
     } finally {
