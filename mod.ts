@@ -80,17 +80,19 @@ export type { ServiceRecord, ServiceState } from "./lib/types.ts";
 
 const registry = new ScriptRegistry();
 let scheduled = false;
-let declarer: string | null = null;
+/** Whether the main module itself (directly or through its functions) declared something. */
+let declaredByMain = false;
 
-/** The module that called a declaration function (the first stack frame outside this file). */
-function callerModule(): string | null {
+/** The modules on the stack of a declaration call (outside this file), innermost first. */
+function callerModules(): string[] {
   const stack = new Error().stack ?? "";
   const here = import.meta.url;
+  const urls: string[] = [];
   for (const m of stack.matchAll(/((?:file|https?):\/\/[^\s)]+?):\d+:\d+/g)) {
     const url = m[1] as string;
-    if (url !== here && !url.endsWith("/shell/runtime.ts")) return url;
+    if (url !== here && !url.endsWith("/shell/runtime.ts")) urls.push(url);
   }
-  return null;
+  return urls;
 }
 
 function isChild(): boolean {
@@ -114,7 +116,13 @@ function shouldFinish(): boolean {
 }
 
 function noteDeclaration(): void {
-  if (declarer === null) declarer = callerModule();
+  if (!declaredByMain) {
+    try {
+      declaredByMain = callerModules().includes(Deno.mainModule);
+    } catch {
+      // no main module: never start failsh from here
+    }
+  }
   if (!scheduled && shouldFinish()) {
     scheduled = true;
     setTimeout(finish, 0);
@@ -137,7 +145,7 @@ async function finish(): Promise<void> {
   } catch {
     return;
   }
-  if (declarer !== main || isTestModule(main) || !main.startsWith("file:")) return;
+  if (!declaredByMain || isTestModule(main) || !main.startsWith("file:")) return;
   // Run directly: start the supervisor around this script.
   const problems = registry.validate();
   if (problems.length > 0) {

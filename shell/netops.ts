@@ -5,8 +5,8 @@
  *
  * - `linux`: `ip addr add ADDR/LEN dev DEV` then, for IPv4, a burst of gratuitous ARP with
  *   `arping -U -c N -I DEV ADDR` (iputils) and an optional periodic refresh; for IPv6,
- *   `ip -6 addr add … nodad` with the device's `ndisc_notify` switched on so that the kernel
- *   sends an unsolicited neighbour advertisement. Release is `ip addr del`.
+ *   `ip -6 addr add` after setting the device's `ndisc_notify=1` and `dad_transmits=0`, so that
+ *   the kernel sends an unsolicited neighbour advertisement at once. Release is `ip addr del`.
  * - `simulated`: records holdings in memory (and optionally a JSON file) and changes nothing on
  *   the system; for the no-root demo and for tests.
  *
@@ -350,11 +350,19 @@ export class LinuxNetDriver implements NetDriver {
   async takeover(address: Cidr, device: string, options: DriverTakeoverOptions): Promise<void> {
     const v6 = address.family === 6;
     if (v6) {
-      // Make the kernel send an unsolicited neighbour advertisement for the new address.
+      // With ndisc_notify=1 the kernel sends an unsolicited neighbour advertisement when an
+      // address becomes valid; dad_transmits=0 makes that immediate (no 1 s of duplicate
+      // address detection). `nodad` would skip the advertisement too.
       const sysctl = firstExisting(["/usr/sbin/sysctl", "/sbin/sysctl", "/usr/bin/sysctl"]);
       if (sysctl !== null) {
         await this.#exec(
-          [sysctl, "-q", "-w", `net.ipv6.conf.${device}.ndisc_notify=1`],
+          [
+            sysctl,
+            "-q",
+            "-w",
+            `net.ipv6.conf.${device}.ndisc_notify=1`,
+            `net.ipv6.conf.${device}.dad_transmits=0`,
+          ],
           IP_TIMEOUT_MS,
           options.service,
           "ndisc-notify",
@@ -362,10 +370,11 @@ export class LinuxNetDriver implements NetDriver {
       }
     }
     const argv = v6
-      ? [this.#ip, "-6", "addr", "add", address.text, "dev", device, "nodad"]
+      ? [this.#ip, "-6", "addr", "add", address.text, "dev", device]
       : [this.#ip, "addr", "add", address.text, "dev", device];
     const r = await this.#exec(argv, IP_TIMEOUT_MS, options.service, "ip-addr-add");
-    if (r.code !== 0 && !/File exists/i.test(r.stderr)) {
+    // "File exists" (older iproute2) or "Address already assigned": the address is there.
+    if (r.code !== 0 && !/File exists|already assigned/i.test(r.stderr)) {
       throw new Error(`Cannot take over ${address.text} on ${device}: ${describe(r)}`);
     }
     const key = keyOf(address, device);
@@ -418,7 +427,8 @@ export class LinuxNetDriver implements NetDriver {
     const argv = [this.#ip, ...(address.family === 6 ? ["-6"] : []), "addr", "del", address.text];
     argv.push("dev", device);
     const r = await this.#exec(argv, IP_TIMEOUT_MS, entry?.service ?? null, "ip-addr-del");
-    if (r.code !== 0 && !/Cannot assign requested address|not exist|No such/i.test(r.stderr)) {
+    // The address is not there (message of older and newer iproute2): nothing to release.
+    if (r.code !== 0 && !/Cannot assign requested address|Address not found/i.test(r.stderr)) {
       throw new Error(`Cannot release ${address.text} on ${device}: ${describe(r)}`);
     }
     this.#held.delete(key);

@@ -1,0 +1,246 @@
+/**
+ * The `linux` network driver against real interfaces: two network namespaces joined by a veth
+ * pair, created here and always deleted. Needs root (skipped otherwise).
+ */
+import { deepEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert/strict";
+import { LinuxNetDriver } from "../shell/netops.ts";
+import { parseCidr } from "../shell/policy.ts";
+import { AuditLog } from "../shell/audit.ts";
+
+function isRoot(): boolean {
+  try {
+    return Deno.uid() === 0 && Deno.statSync("/usr/sbin/ip").isFile;
+  } catch {
+    return false;
+  }
+}
+
+const ROOT = isRoot();
+const SKIP = ROOT ? "" : " (skipped: needs root and /usr/sbin/ip)";
+
+async function ip(...args: string[]): Promise<string> {
+  const out = await new Deno.Command("/usr/sbin/ip", { args, stdout: "piped", stderr: "piped" })
+    .output();
+  const text = new TextDecoder().decode(out.stdout);
+  if (!out.success) {
+    throw new Error(`ip ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return text;
+}
+
+async function waitFor(what: string, fn: () => Promise<boolean>, ms = 6000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await fn()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`Timed out waiting for ${what}`);
+}
+
+Deno.test({
+  name: `the linux driver adds, announces and removes addresses in a namespace${SKIP}`,
+  ignore: !ROOT,
+  async fn(t) {
+    const tag = String(Deno.pid % 100000);
+    const nsA = `fsh3-a-${tag}`;
+    const nsB = `fsh3-b-${tag}`;
+    const devA = `f3a${tag}`;
+    const devB = `f3b${tag}`;
+    const lines: string[] = [];
+    const audit = new AuditLog({ script: "/test.ts", sink: (l) => lines.push(l) });
+    const errors: string[] = [];
+    const net = new LinuxNetDriver({ netns: nsA, audit, onError: (m) => errors.push(m) });
+    try {
+      await ip("netns", "add", nsA);
+      await ip("netns", "add", nsB);
+      await ip(
+        "link",
+        "add",
+        devA,
+        "netns",
+        nsA,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        devB,
+        "netns",
+        nsB,
+      );
+      await ip("-n", nsA, "link", "set", devA, "up");
+      await ip("-n", nsB, "link", "set", devB, "up");
+      await ip("-n", nsB, "addr", "add", "198.18.203.2/24", "dev", devB);
+      await ip("-n", nsB, "-6", "addr", "add", "2001:db8:203::2/64", "dev", devB, "nodad");
+      const macA = /link\/ether ([0-9a-f:]{17})/.exec(await ip("-n", nsA, "link", "show", devA))
+        ?.[1];
+      assert(macA, "the veth has a MAC address");
+      // The peer remembers a stale, wrong MAC for the addresses, as after a failover.
+      for (const a of ["198.18.203.100", "2001:db8:203::100"]) {
+        await ip(
+          "-n",
+          nsB,
+          "neigh",
+          "add",
+          a,
+          "lladdr",
+          "02:00:00:00:00:99",
+          "dev",
+          devB,
+          "nud",
+          "stale",
+        );
+      }
+
+      await t.step("takeover puts the IPv4 address on the device", async () => {
+        await net.takeover(parseCidr("198.18.203.100/24")!, devA, {
+          arpCount: 2,
+          refreshMs: 0,
+          service: "web",
+        });
+        assertMatch(
+          await ip("-n", nsA, "-4", "addr", "show", "dev", devA),
+          /inet 198\.18\.203\.100\/24 /,
+        );
+        assertEquals(net.held().map((h) => [h.address, h.device, h.service]), [[
+          "198.18.203.100/24",
+          devA,
+          "web",
+        ]]);
+      });
+      await t.step("the gratuitous ARP updates the peer's neighbour table", async () => {
+        await waitFor(
+          "the peer to learn the new MAC",
+          async () =>
+            (await ip("-n", nsB, "neigh", "show", "198.18.203.100", "dev", devB)).includes(macA),
+        );
+      });
+      await t.step("taking an address already present succeeds", async () => {
+        await net.takeover(parseCidr("198.18.203.100/24")!, devA, {
+          arpCount: 0,
+          refreshMs: 0,
+          service: "web",
+        });
+        assertEquals(net.held().length, 1);
+      });
+      await t.step(
+        "an IPv6 takeover is announced by an unsolicited neighbour advertisement",
+        async () => {
+          await net.takeover(parseCidr("2001:db8:203::100/64")!, devA, {
+            arpCount: 3,
+            refreshMs: 0,
+            service: "web6",
+          });
+          assertMatch(
+            await ip("-n", nsA, "-6", "addr", "show", "dev", devA),
+            /inet6 2001:db8:203::100\/64 /,
+          );
+          await waitFor(
+            "the peer to learn the new MAC over NDP",
+            async () =>
+              (await ip("-n", nsB, "-6", "neigh", "show", "2001:db8:203::100", "dev", devB))
+                .includes(
+                  macA,
+                ),
+          );
+        },
+      );
+      await t.step("release removes the addresses", async () => {
+        await net.release(parseCidr("198.18.203.100/24")!, devA);
+        assert(!(await ip("-n", nsA, "addr", "show", "dev", devA)).includes("198.18.203.100"));
+        assertEquals(await net.releaseAll(), []);
+        assert(!(await ip("-n", nsA, "addr", "show", "dev", devA)).includes("2001:db8:203::100"));
+        assertEquals(net.held(), []);
+        // Releasing an absent address is not an error.
+        await net.release(parseCidr("198.18.203.100/24")!, devA);
+      });
+      await t.step("a device that does not exist is a clear failure", async () => {
+        try {
+          await net.takeover(parseCidr("198.18.203.101/24")!, "nosuchdev0", {
+            arpCount: 0,
+            refreshMs: 0,
+            service: null,
+          });
+          throw new Error("expected a failure");
+        } catch (e) {
+          assertMatch(
+            (e as Error).message,
+            /^Cannot take over 198\.18\.203\.101\/24 on nosuchdev0: exit code 1/,
+          );
+        }
+        assertEquals(net.held(), []);
+      });
+      await t.step("every command is in the audit log with its argv", async () => {
+        // arping runs in the background (one packet a second): wait for its outcome.
+        await waitFor(
+          "the arping burst to end",
+          () => Promise.resolve(lines.some((l) => JSON.parse(l).request.op === "arping")),
+        );
+        const records = lines.map((l) => JSON.parse(l));
+        const ops = records.map((r) => r.request.op);
+        for (const op of ["ip-addr-add", "arping", "ndisc-notify", "ip-addr-del"]) {
+          assert(ops.includes(op), op);
+        }
+        const arping = records.find((r) => r.request.op === "arping");
+        assertEquals(arping.request.argv.slice(4), [
+          "/usr/bin/arping",
+          "-U",
+          "-c",
+          "2",
+          "-I",
+          devA,
+          "198.18.203.100",
+        ]);
+        assertEquals(arping.verdict, "done");
+      });
+      assertEquals(errors, []);
+    } finally {
+      await net.close();
+      await ip("netns", "del", nsA).catch(() => "");
+      await ip("netns", "del", nsB).catch(() => "");
+    }
+  },
+});
+
+Deno.test({
+  name: `the periodic ARP refresh keeps announcing a held address${SKIP}`,
+  ignore: !ROOT,
+  async fn() {
+    const tag = String(Deno.pid % 100000);
+    const ns = `fsh3-r-${tag}`;
+    const dev = `f3r${tag}`;
+    const lines: string[] = [];
+    const net = new LinuxNetDriver({
+      netns: ns,
+      audit: new AuditLog({ script: "/t.ts", sink: (l) => lines.push(l) }),
+      onError: () => {},
+    });
+    try {
+      await ip("netns", "add", ns);
+      await ip("-n", ns, "link", "add", dev, "type", "veth", "peer", "name", `${dev}p`);
+      await ip("-n", ns, "link", "set", dev, "up");
+      await ip("-n", ns, "link", "set", `${dev}p`, "up");
+      await net.takeover(parseCidr("198.18.204.10/24")!, dev, {
+        arpCount: 0,
+        refreshMs: 1000,
+        service: "web",
+      });
+      await waitFor(
+        "two refreshes",
+        () =>
+          Promise.resolve(lines.filter((l) => JSON.parse(l).request.op === "arping").length >= 2),
+        8000,
+      );
+      await net.release(parseCidr("198.18.204.10/24")!, dev);
+      const count = lines.filter((l) => JSON.parse(l).request.op === "arping").length;
+      await new Promise((r) => setTimeout(r, 1500));
+      assertEquals(
+        lines.filter((l) => JSON.parse(l).request.op === "arping").length,
+        count,
+        "no refresh after release",
+      );
+    } finally {
+      await net.close();
+      await ip("netns", "del", ns).catch(() => "");
+    }
+  },
+});
