@@ -14,6 +14,7 @@ import {
   PolicyDeniedError,
   PolicyError,
 } from "./policy.ts";
+import { isValidName } from "../lib/types.ts";
 
 const SOURCE = "/etc/failover/policy.json";
 
@@ -295,4 +296,22 @@ Deno.test("checkRun() allows only listed programs with matching arguments", asyn
       /every argument must be a string/,
     );
   });
+});
+
+Deno.test("every policy under samples/ is valid", async () => {
+  const root = new URL("../samples/", import.meta.url);
+  const found: string[] = [];
+  async function walk(dir: URL): Promise<void> {
+    for await (const entry of Deno.readDir(dir)) {
+      const url = new URL(entry.name + (entry.isDirectory ? "/" : ""), dir);
+      if (entry.isDirectory) await walk(url);
+      else if (/^policy.*\.json$/.test(entry.name)) found.push(decodeURIComponent(url.pathname));
+    }
+  }
+  await walk(root);
+  assert(found.some((f) => f.endsWith("/samples/policy_example.json")));
+  for (const path of found) {
+    const p = parsePolicy(await Deno.readTextFile(path), path);
+    assert(isValidName(p.host), path);
+  }
 });
