@@ -8,10 +8,10 @@
  *
  * @module
  */
-import { Command, CommanderError, Option } from "@commander-js/extra-typings";
 import denoConfig from "../deno.json" with { type: "json" };
 import { Logger, logger as processLogger } from "../lib/log.ts";
 import { DEFAULT_MAX_SKEW_MS } from "../lib/sign.ts";
+import { isValidName } from "../lib/types.ts";
 import { type CommunityRules, loadCommunityFile, parseCommunity } from "./community.ts";
 import { Metrics } from "./metrics.ts";
 import { CompactNonceCache, DEFAULT_NONCE_SLOTS } from "./nonce.ts";
@@ -317,84 +317,200 @@ export async function startFaild(options: FaildOptions = {}): Promise<FaildHandl
   return { addr, url, bootId, store, reload, close };
 }
 
-function intOption(name: string, min: number, max: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
-      throw new TypeError(`Invalid ${name} "${value}": expected an integer from ${min} to ${max}`);
-    }
-    return n;
-  };
+/** Parsed command line of faild. */
+export interface FaildArgs {
+  /** `-c, --community FILE`. */
+  community?: string;
+  /** `-s, --state FILE`. */
+  state?: string;
+  /** `-r, --pid FILE`. */
+  pid?: string;
+  /** `--listen HOST:PORT`. */
+  listen: string;
+  /** `--name NAME`. */
+  name?: string;
+  /** `--max-services N`. */
+  maxServices?: number;
+  /** `--max-streams N`. */
+  maxStreams?: number;
+  /** `--max-skew SECONDS`. */
+  maxSkew?: number;
+  /** `--max-nonces N`. */
+  maxNonces?: number;
+  /** `--cert FILE`. */
+  cert?: string;
+  /** `--key FILE`. */
+  key?: string;
+  /** `--log-level [FACILITY=]LEVEL`, repeatable. */
+  logLevel: string[];
+  /** `--ready-file FILE`. */
+  readyFile?: string;
+  /** `-h, --help`. */
+  help: boolean;
+  /** `-V, --version`. */
+  version: boolean;
 }
 
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
+/** The text of `faild --help`. */
+export const FAILD_HELP = `Usage: faild [options]
+
+The failover state daemon: holds the state of services for peers and local tools, serves it over
+HTTP (docs/protocol.md) and takes no action itself, so it needs no root. It always runs in the
+foreground (for systemd).
+
+Options:
+  -c, --community FILE      community file: lines "service-or-glob  community  RO|RW"
+                            (community "-" allows unsigned requests; without a file only
+                            /v1/health and /metrics answer)
+  -s, --state FILE          state file, written atomically and restored at start
+  -r, --pid FILE            pid file, removed at exit
+  --listen HOST:PORT        address to listen on (default ${DEFAULT_LISTEN}; port 0: any free port)
+  --name NAME               host name served to peers (default: the system host name)
+  --max-services N          most services held (default ${DEFAULT_MAX_SERVICES})
+  --max-streams N           most concurrent event streams (default ${DEFAULT_MAX_STREAMS})
+  --max-skew SECONDS        accepted clock difference of signed requests (default 30)
+  --max-nonces N            replay cache size: signed requests remembered within the skew
+                            window (default 786432, 12 bytes each; beyond it faild answers 503)
+  --cert FILE, --key FILE   TLS certificate chain and private key (PEM): serve HTTPS
+  --log-level [FAC=]LEVEL   log level: error, warn, info, debug, trace; alone for every facility
+                            or per facility (daemon, http, auth, state, events); repeatable
+  --ready-file FILE         write the URL faild listens on to FILE once ready
+  -F, --foreground          accepted for compatibility: faild always stays in the foreground
+  -V, --version             print the version
+  -h, --help                print this help
+
+Signals: SIGTERM/SIGINT stop gracefully (finish requests, write the state, remove the pid
+file); SIGHUP re-reads the community file (a broken file keeps the old rules, logs the error).
+Once listening, faild prints "faild listening on URL" on stdout; logs are JSON lines on stderr.
+Exit codes: 0 stopped normally, 1 could not start (bad file, address in use), 2 usage error.
+Permissions: --allow-net --allow-read --allow-write (state, pid files) --allow-sys=hostname.`;
 
 /**
- * Builds faild's command line parser.
+ * The replay cache slots needed to hold `n` nonces (a power of two, at most 75 % full).
  *
- * @returns The commander program (call `parse` on it).
+ * @param n Nonces to hold.
+ * @returns Slots.
  *
  * @example
  * ```ts
- * import { faildCommand } from "./faild.ts";
- * console.log(faildCommand().name()); // faild
+ * import { nonceSlotsFor } from "./faild.ts";
+ * console.log(nonceSlotsFor(786432)); // 1048576
  * ```
  */
-export function faildCommand() {
-  return new Command()
-    .name("faild")
-    .description(
-      "The failover state daemon: holds the state of services for peers and local tools.\n" +
-        "It always runs in the foreground (for systemd); it needs no root.",
-    )
-    .version(VERSION, "-V, --version")
-    .option("-c, --community <file>", "community file: lines `service-or-glob community RO|RW`")
-    .option("-s, --state <file>", "state file, written atomically and restored at start")
-    .option("-r, --pid <file>", "pid file, removed at exit")
-    .option("--listen <host:port>", "address to listen on (port 0: any free port)", DEFAULT_LISTEN)
-    .option("--name <name>", "host name served to peers (default: the system host name)")
-    .option(
-      "--max-services <n>",
-      `most services held (default ${DEFAULT_MAX_SERVICES})`,
-      intOption("--max-services", 1, 1_000_000),
-    )
-    .option(
-      "--max-streams <n>",
-      `most concurrent event streams (default ${DEFAULT_MAX_STREAMS})`,
-      intOption("--max-streams", 1, 100_000),
-    )
-    .option(
-      "--max-skew <seconds>",
-      "accepted clock difference of signed requests (default 30)",
-      intOption("--max-skew", 1, 3600),
-    )
-    .option("--cert <file>", "TLS certificate chain (PEM); with --key serve HTTPS")
-    .option("--key <file>", "TLS private key (PEM)")
-    .option(
-      "--log-level <facility=level>",
-      "log level, e.g. debug, http=debug, auth=trace (repeatable; facilities: daemon, http, " +
-        "auth, state, events)",
-      collect,
-      [] as string[],
-    )
-    .option("--ready-file <file>", "write the URL faild listens on to this file once ready")
-    .addOption(
-      new Option(
-        "-F, --foreground",
-        "accepted for compatibility: faild always stays in the foreground",
-      ),
-    )
-    .addHelpText(
-      "after",
-      `
-Signals: SIGTERM/SIGINT stop gracefully (finish requests, write the state, remove the pid file);
-SIGHUP re-reads the community file (a broken file keeps the old rules and logs the error).
-Exit codes: 0 stopped normally, 1 could not start (bad file, address in use), 2 usage error.
-Permissions: --allow-net --allow-read --allow-write (state and pid files) --allow-sys=hostname.
-Once listening, faild prints "faild listening on URL" on stdout.`,
-    );
+export function nonceSlotsFor(n: number): number {
+  let slots = 16;
+  while (slots * 0.75 < n) slots *= 2;
+  return slots;
+}
+
+function intArg(flag: string, value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new TypeError(`Invalid ${flag} "${value}": expected an integer from ${min} to ${max}`);
+  }
+  return n;
+}
+
+/**
+ * Parses faild's command line (no dependency: a daemon should stay small in memory).
+ *
+ * @param args The arguments.
+ * @returns The options.
+ * @throws {TypeError} On an unknown option, a missing value or a bad number.
+ *
+ * @example
+ * ```ts
+ * import { parseFaildArgs } from "./faild.ts";
+ * console.log(parseFaildArgs(["-c", "community", "--listen=127.0.0.1:0"]).listen);
+ * ```
+ */
+export function parseFaildArgs(args: string[]): FaildArgs {
+  const out: FaildArgs = { listen: DEFAULT_LISTEN, logLevel: [], help: false, version: false };
+  const valued: Record<string, string> = {
+    "-c": "--community",
+    "--community": "--community",
+    "-s": "--state",
+    "--state": "--state",
+    "-r": "--pid",
+    "--pid": "--pid",
+    "--listen": "--listen",
+    "--name": "--name",
+    "--max-services": "--max-services",
+    "--max-streams": "--max-streams",
+    "--max-skew": "--max-skew",
+    "--max-nonces": "--max-nonces",
+    "--cert": "--cert",
+    "--key": "--key",
+    "--log-level": "--log-level",
+    "--ready-file": "--ready-file",
+  };
+  for (let i = 0; i < args.length; i++) {
+    let arg = args[i]!;
+    let value: string | undefined;
+    const eq = arg.startsWith("--") ? arg.indexOf("=") : -1;
+    if (eq > 0) {
+      value = arg.slice(eq + 1);
+      arg = arg.slice(0, eq);
+    }
+    if (arg === "-h" || arg === "--help") out.help = true;
+    else if (arg === "-V" || arg === "--version") out.version = true;
+    else if (arg === "-F" || arg === "--foreground") {
+      // Always in the foreground; kept for the original's command lines.
+    } else if (arg in valued) {
+      if (value === undefined) {
+        value = args[++i];
+        if (value === undefined) throw new TypeError(`Missing value: ${arg} needs an argument`);
+      }
+      switch (valued[arg]) {
+        case "--community":
+          out.community = value;
+          break;
+        case "--state":
+          out.state = value;
+          break;
+        case "--pid":
+          out.pid = value;
+          break;
+        case "--listen":
+          parseListen(value);
+          out.listen = value;
+          break;
+        case "--name":
+          if (!isValidName(value)) {
+            throw new TypeError(`Invalid --name "${value}": expected a host name such as node-1`);
+          }
+          out.name = value;
+          break;
+        case "--max-services":
+          out.maxServices = intArg(arg, value, 1, 1_000_000);
+          break;
+        case "--max-streams":
+          out.maxStreams = intArg(arg, value, 1, 100_000);
+          break;
+        case "--max-skew":
+          out.maxSkew = intArg(arg, value, 1, 3600);
+          break;
+        case "--max-nonces":
+          out.maxNonces = intArg(arg, value, 1000, 100_000_000);
+          break;
+        case "--cert":
+          out.cert = value;
+          break;
+        case "--key":
+          out.key = value;
+          break;
+        case "--log-level":
+          out.logLevel.push(value);
+          break;
+        case "--ready-file":
+          out.readyFile = value;
+          break;
+      }
+    } else {
+      throw new TypeError(`Unknown option "${arg}": see faild --help`);
+    }
+  }
+  return out;
 }
 
 /**
@@ -410,17 +526,20 @@ Once listening, faild prints "faild listening on URL" on stdout.`,
  * ```
  */
 export async function main(args: string[]): Promise<number> {
-  const program = faildCommand().exitOverride();
-  let opts: ReturnType<typeof program.opts>;
+  let opts: FaildArgs;
   try {
-    program.parse(args, { from: "user" });
-    opts = program.opts();
+    opts = parseFaildArgs(args);
   } catch (error) {
-    if (error instanceof CommanderError) {
-      return error.code === "commander.helpDisplayed" || error.code === "commander.version" ? 0 : 2;
-    }
     console.error(`faild: ${(error as Error).message}`);
     return 2;
+  }
+  if (opts.help) {
+    console.log(FAILD_HELP);
+    return 0;
+  }
+  if (opts.version) {
+    console.log(`faild ${VERSION}`);
+    return 0;
   }
   const log = processLogger;
   try {
@@ -447,6 +566,7 @@ export async function main(args: string[]): Promise<number> {
       ...(opts.maxServices !== undefined ? { maxServices: opts.maxServices } : {}),
       ...(opts.maxStreams !== undefined ? { maxStreams: opts.maxStreams } : {}),
       ...(opts.maxSkew !== undefined ? { maxSkewMs: opts.maxSkew * 1000 } : {}),
+      ...(opts.maxNonces !== undefined ? { nonceSlots: nonceSlotsFor(opts.maxNonces) } : {}),
       ...(opts.cert !== undefined ? { certFile: opts.cert } : {}),
       ...(opts.key !== undefined ? { keyFile: opts.key } : {}),
     });

@@ -8,10 +8,16 @@
  * @module
  */
 
-/** Default number of slots: holds up to 75 % of it live, about 12 bytes a slot. */
+/** Default most slots: holds up to 75 % of it live, 12 bytes a slot (12 MiB at most). */
 export const DEFAULT_NONCE_SLOTS = 1 << 20;
 
+/** Slots the cache starts with; it doubles when more than half full after a clean-up. */
+const INITIAL_SLOTS = 1 << 14;
+
 const MAX_LOAD = 0.75;
+
+/** After a clean-up, the table doubles when more than this share of it is still live. */
+const GROW_AT = 0.6;
 
 /**
  * The replay cache.
@@ -27,6 +33,7 @@ const MAX_LOAD = 0.75;
  */
 export class CompactNonceCache {
   #maxSkewMs: number;
+  #maxSlots: number;
   #slots: number;
   #mask: number;
   #hi: Uint32Array;
@@ -36,11 +43,13 @@ export class CompactNonceCache {
   #base: number;
   #used = 0;
   #live = 0;
+  #lastCleanSec = -1;
 
   /**
    * Creates an empty cache.
    *
-   * @param options Window (ms either side of now) and number of slots (a power of two).
+   * @param options Window (ms either side of now) and the most slots (a power of two); the
+   * cache starts small and grows up to that.
    */
   constructor(options: { maxSkewMs?: number; slots?: number } = {}) {
     this.#maxSkewMs = options.maxSkewMs ?? 30_000;
@@ -48,11 +57,12 @@ export class CompactNonceCache {
     if (!Number.isSafeInteger(slots) || slots < 16 || (slots & (slots - 1)) !== 0) {
       throw new RangeError(`Invalid nonce cache size ${slots}: expected a power of two >= 16`);
     }
-    this.#slots = slots;
-    this.#mask = slots - 1;
-    this.#hi = new Uint32Array(slots);
-    this.#lo = new Uint32Array(slots);
-    this.#exp = new Uint32Array(slots);
+    this.#maxSlots = slots;
+    this.#slots = Math.min(slots, INITIAL_SLOTS);
+    this.#mask = this.#slots - 1;
+    this.#hi = new Uint32Array(this.#slots);
+    this.#lo = new Uint32Array(this.#slots);
+    this.#exp = new Uint32Array(this.#slots);
     this.#base = Math.floor(Date.now() / 1000) - 120;
   }
 
@@ -61,9 +71,14 @@ export class CompactNonceCache {
     return this.#used;
   }
 
-  /** Most live nonces the cache can hold. */
+  /** Most live nonces the cache can hold once grown to its largest. */
   get capacity(): number {
-    return Math.floor(this.#slots * MAX_LOAD);
+    return Math.floor(this.#maxSlots * MAX_LOAD);
+  }
+
+  /** Slots allocated now. */
+  get slots(): number {
+    return this.#slots;
   }
 
   /**
@@ -80,9 +95,15 @@ export class CompactNonceCache {
     const lo = parseInt(nonce.slice(8, 16), 16) >>> 0;
     const nowSec = Math.floor(now / 1000) - this.#base + 1;
     const exp = Math.ceil((ts + this.#maxSkewMs) / 1000) - this.#base + 1;
-    if (this.#used + 1 > this.capacity) {
-      this.#rebuild(nowSec);
-      if (this.#live + 1 > this.capacity) return "full";
+    if (this.#used + 1 > Math.floor(this.#slots * MAX_LOAD)) {
+      if (this.#slots < this.#maxSlots) this.#rebuild(nowSec, true);
+      else {
+        // At full size a clean-up frees nothing until the clock moves on: one a second at most.
+        if (this.#lastCleanSec === nowSec) return "full";
+        this.#lastCleanSec = nowSec;
+        this.#rebuild(nowSec, false);
+      }
+      if (this.#live + 1 > Math.floor(this.#slots * MAX_LOAD)) return "full";
     }
     let i = (lo ^ Math.imul(hi, 0x9e3779b1)) & this.#mask;
     let reuse = -1;
@@ -104,22 +125,47 @@ export class CompactNonceCache {
     return "ok";
   }
 
-  /** Reinserts the live entries into clean arrays, dropping expired ones. */
-  #rebuild(nowSec: number): void {
-    const hi = this.#hi, lo = this.#lo, exp = this.#exp;
-    this.#hi = new Uint32Array(this.#slots);
-    this.#lo = new Uint32Array(this.#slots);
-    this.#exp = new Uint32Array(this.#slots);
+  /**
+   * Reinserts the live entries, dropping expired ones; with `grow`, into twice the slots when
+   * more than {@linkcode GROW_AT} of them would be live. Same size: in place, through a compact copy of the live
+   * entries; larger: into new arrays.
+   */
+  #rebuild(nowSec: number, grow: boolean): void {
+    const old = this.#slots;
     let live = 0;
-    for (let j = 0; j < this.#slots; j++) {
-      const e = exp[j]!;
+    for (let j = 0; j < old; j++) {
+      const e = this.#exp[j]!;
+      if (e !== 0 && e >= nowSec) live++;
+    }
+    let slots = old;
+    while (grow && live > slots * GROW_AT && slots < this.#maxSlots) slots *= 2;
+    const keep = new Uint32Array(live * 3);
+    let k = 0;
+    for (let j = 0; j < old; j++) {
+      const e = this.#exp[j]!;
       if (e === 0 || e < nowSec) continue;
-      let i = (lo[j]! ^ Math.imul(hi[j]!, 0x9e3779b1)) & this.#mask;
+      keep[k++] = this.#hi[j]!;
+      keep[k++] = this.#lo[j]!;
+      keep[k++] = e;
+    }
+    if (slots === old) {
+      this.#hi.fill(0);
+      this.#lo.fill(0);
+      this.#exp.fill(0);
+    } else {
+      this.#hi = new Uint32Array(slots);
+      this.#lo = new Uint32Array(slots);
+      this.#exp = new Uint32Array(slots);
+    }
+    this.#slots = slots;
+    this.#mask = slots - 1;
+    for (let j = 0; j < keep.length; j += 3) {
+      const hi = keep[j]!, lo = keep[j + 1]!;
+      let i = (lo ^ Math.imul(hi, 0x9e3779b1)) & this.#mask;
       while (this.#exp[i] !== 0) i = (i + 1) & this.#mask;
-      this.#hi[i] = hi[j]!;
-      this.#lo[i] = lo[j]!;
-      this.#exp[i] = e;
-      live++;
+      this.#hi[i] = hi;
+      this.#lo[i] = lo;
+      this.#exp[i] = keep[j + 2]!;
     }
     this.#used = live;
     this.#live = live;

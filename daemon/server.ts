@@ -6,12 +6,10 @@
  */
 import type { Logger } from "../lib/log.ts";
 import {
-  bodyDigest,
+  canonicalRequest,
   parseAuthorization,
   RESPONSE_SIGNATURE_HEADER,
   type SignatureParts,
-  signResponse,
-  verifyRequest,
 } from "../lib/sign.ts";
 import {
   type ChangeEvent,
@@ -25,6 +23,7 @@ import {
 } from "../lib/types.ts";
 import { accessFor, type CommunityRules, hasRulesFor, type Right } from "./community.ts";
 import type { AuthFailureReason, Metrics } from "./metrics.ts";
+import { constantTimeEqual, HmacKey, sha256Hex } from "./hmac.ts";
 import type { CompactNonceCache } from "./nonce.ts";
 import type { StateWriter } from "./persist.ts";
 import { type ServiceStore, TooManyServicesError } from "./store.ts";
@@ -40,7 +39,7 @@ export const KEEPALIVE_MS = 15_000;
 /** Events queued for a stream whose client does not read before it is dropped. */
 export const MAX_QUEUED_EVENTS = 1024;
 
-const EMPTY_DIGEST = bodyDigest("");
+const EMPTY_DIGEST = sha256Hex("");
 const FACILITY_PATTERN = /^(\*|[a-z][a-z0-9_.-]{0,31})$/;
 const encoder = new TextEncoder();
 
@@ -80,8 +79,8 @@ export interface ServerContext {
 interface Caller {
   /** Key id, or `null` for unsigned. */
   keyId: string | null;
-  /** The community, to sign the answer. */
-  community: string | null;
+  /** The community's prepared key, to sign the answer. */
+  community: HmacKey | null;
   /** The request's nonce, to sign the answer. */
   nonce: string | null;
 }
@@ -100,6 +99,19 @@ interface Stream {
   controller: ReadableStreamDefaultController<Uint8Array>;
   caller: Caller;
   closed: boolean;
+}
+
+/**
+ * The response signature of `lib/sign.ts` (`signResponse`), from a precomputed body digest and a
+ * prepared key; `hmac_test.ts` checks that both agree.
+ */
+export function responseSignature(
+  key: HmacKey,
+  nonce: string,
+  status: number,
+  digest: string,
+): string {
+  return key.hex(`FAILOVER-V1-RESPONSE\n${nonce}\n${status}\n${digest}`);
 }
 
 /** Route templates, for metrics and method checks. */
@@ -203,6 +215,12 @@ export class FaildServer {
   #unsubscribe: () => void;
   #authLog = new RateLimitedLog(20);
   #listCache = new Map<string, { version: number; rules: CommunityRules; list: ServiceRecord[] }>();
+  #bodyCache = new Map<
+    string,
+    { version: number; rules: CommunityRules; now: number; text: string; digest: string }
+  >();
+  #hmacKeys = new Map<string, HmacKey>();
+  #hmacRules: CommunityRules | null = null;
   #closed = false;
 
   /**
@@ -271,8 +289,15 @@ export class FaildServer {
       if (route === "/v1/events") return this.#events(caller);
       const result = await this.#dispatch(req.method, route, name, body, caller);
       const text = typeof result.body === "string" ? result.body : JSON.stringify(result.body);
-      bytesOut = encoder.encode(text).byteLength;
-      response = this.#respond(result.status, text, caller, result.contentType, result.headers);
+      bytesOut = text.length;
+      response = this.#respond(
+        result.status,
+        text,
+        caller,
+        result.contentType,
+        result.headers,
+        result.digest,
+      );
     } catch (error) {
       let status = 500;
       let message = `Internal error: ${(error as Error).message}`;
@@ -314,16 +339,33 @@ export class FaildServer {
     caller: Caller,
     contentType = "application/json",
     extra: Record<string, string> = {},
+    digest?: string,
   ): Response {
     const headers: Record<string, string> = { "content-type": contentType, ...extra };
     if (caller.community !== null && caller.nonce !== null) {
-      headers[RESPONSE_SIGNATURE_HEADER] = signResponse(caller.community, {
-        nonce: caller.nonce,
+      headers[RESPONSE_SIGNATURE_HEADER] = responseSignature(
+        caller.community,
+        caller.nonce,
         status,
-        body: text,
-      });
+        digest ?? sha256Hex(text),
+      );
     }
     return new Response(text, { status, headers });
+  }
+
+  /** The prepared HMAC key of a community (rebuilt when the rules change). */
+  #hmacKey(community: string): HmacKey {
+    const rules = this.#ctx.rules();
+    if (this.#hmacRules !== rules) {
+      this.#hmacKeys.clear();
+      this.#hmacRules = rules;
+    }
+    let key = this.#hmacKeys.get(community);
+    if (key === undefined) {
+      key = new HmacKey(community);
+      this.#hmacKeys.set(community, key);
+    }
+    return key;
   }
 
   #authFail(
@@ -372,8 +414,10 @@ export class FaildServer {
         info,
       );
     }
-    const digest = body.byteLength === 0 ? EMPTY_DIGEST : bodyDigest(body);
-    if (!verifyRequest(community, parts, { method: req.method, path, digest })) {
+    const digest = body.byteLength === 0 ? EMPTY_DIGEST : sha256Hex(body);
+    const key = this.#hmacKey(community);
+    const expected = key.hex(canonicalRequest(req.method, path, digest, parts));
+    if (!constantTimeEqual(expected, parts.sig)) {
       throw this.#authFail(
         401,
         "bad_signature",
@@ -405,7 +449,7 @@ export class FaildServer {
           { "retry-after": "1" },
         );
     }
-    return { keyId: parts.keyId, community, nonce: parts.nonce };
+    return { keyId: parts.keyId, community: key, nonce: parts.nonce };
   }
 
   /** Checks that the caller has at least `need` on a service; throws 401/403 otherwise. */
@@ -472,6 +516,7 @@ export class FaildServer {
       body: unknown;
       contentType?: string;
       headers?: Record<string, string>;
+      digest?: string;
     }
   > {
     const ctx = this.#ctx;
@@ -489,13 +534,28 @@ export class FaildServer {
       }
       case "/v1/services": {
         this.#requireAnyRead(caller, "GET /v1/services");
+        // Polls are the hot path: the answer only changes with the store, the rules or the
+        // millisecond clock, so its text and digest are shared by the polls of one millisecond.
+        const now = Date.now();
+        const rules = ctx.rules();
+        const cacheKey = caller.keyId ?? "-";
+        const hit = this.#bodyCache.get(cacheKey);
+        if (
+          hit && hit.now === now && hit.version === ctx.store.version && hit.rules === rules
+        ) {
+          return { status: 200, body: hit.text, digest: hit.digest };
+        }
         const list: ServiceList = {
           host: ctx.host,
           bootId: ctx.bootId,
-          now: Date.now(),
+          now,
           services: this.#readable(caller),
         };
-        return { status: 200, body: list };
+        const text = JSON.stringify(list);
+        const digest = sha256Hex(text);
+        if (this.#bodyCache.size > 1024) this.#bodyCache.clear();
+        this.#bodyCache.set(cacheKey, { version: ctx.store.version, rules, now, text, digest });
+        return { status: 200, body: text, digest };
       }
       case "/v1/services/:name":
         return await this.#service(method, name ?? "", body, caller);
@@ -672,11 +732,12 @@ export class FaildServer {
       "cache-control": "no-store",
     };
     if (caller.community !== null && caller.nonce !== null) {
-      headers[RESPONSE_SIGNATURE_HEADER] = signResponse(caller.community, {
-        nonce: caller.nonce,
-        status: 200,
-        body: "",
-      });
+      headers[RESPONSE_SIGNATURE_HEADER] = responseSignature(
+        caller.community,
+        caller.nonce,
+        200,
+        EMPTY_DIGEST,
+      );
     }
     this.#ctx.metrics.request("/v1/events", 200, 0, 0);
     return new Response(body, { status: 200, headers });
@@ -703,16 +764,14 @@ export class FaildServer {
   #broadcast(ev: ChangeEvent): void {
     if (this.#streams.size === 0) return;
     const data = JSON.stringify(ev);
+    let digest: string | undefined;
     const rules = this.#ctx.rules();
     for (const s of [...this.#streams]) {
       if (accessFor(rules, ev.service.name, s.caller.keyId) === null) continue;
       let text = `event: change\nid: ${ev.seq}\ndata: ${data}\n`;
       if (s.caller.community !== null && s.caller.nonce !== null) {
-        const sig = signResponse(s.caller.community, {
-          nonce: s.caller.nonce,
-          status: 200,
-          body: data,
-        });
+        digest ??= sha256Hex(data);
+        const sig = responseSignature(s.caller.community, s.caller.nonce, 200, digest);
         text += `sig: ${sig}\n`;
       }
       text += "\n";
