@@ -48,6 +48,7 @@ import {
   CHILD_FLAG,
   type HostOptions,
   ScriptRegistry,
+  sendToSupervisor,
   serveChild,
   type ServiceOptions,
   type TrapHandler,
@@ -133,8 +134,40 @@ function fileOf(url: string): string {
   return decodeURIComponent(new URL(url).pathname);
 }
 
+/** Set when the script threw while loading (child mode): its declarations are not sent. */
+let loadFailed = false;
+
+function describeError(error: unknown): string {
+  if (error instanceof Error) return `${error.name}: ${error.message}`;
+  return String(error);
+}
+
+if (isChild()) {
+  // While the script loads, an uncaught error is reported to the supervisor as the reason it
+  // failed (deno then exits). After that, an error a handler left unhandled is logged and the
+  // child keeps serving: one sloppy handler must not take the other services' child down.
+  const onError = (error: unknown, event: Event) => {
+    if (!registry.sealed) {
+      loadFailed = true;
+      registry.seal();
+      sendToSupervisor({
+        t: "fatal",
+        problems: [`The script failed while loading: ${describeError(error)}`],
+      });
+      return;
+    }
+    event.preventDefault();
+    sendToSupervisor({ t: "log", inv: null, msg: `Unhandled error: ${describeError(error)}` });
+  };
+  globalThis.addEventListener("unhandledrejection", (e) => onError(e.reason, e));
+  globalThis.addEventListener("error", (e) => onError(e.error ?? e.message, e));
+}
+
 async function finish(): Promise<void> {
   if (isChild()) {
+    // One more turn, so that an error thrown by the script's top level is seen first.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    if (loadFailed) return;
     await serveChild(registry);
     // The supervisor closed the channel: nothing more to do.
     Deno.exit(0);

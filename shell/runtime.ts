@@ -662,6 +662,21 @@ export async function* readLines(
   if (!skipping && buf.length > 0 && buf.length <= max) yield buf;
 }
 
+/**
+ * Writes one message to the supervisor on stdout (the child's side of the channel).
+ *
+ * @param msg The message.
+ *
+ * @example
+ * ```ts ignore
+ * import { sendToSupervisor } from "./runtime.ts";
+ * sendToSupervisor({ t: "log", inv: null, msg: "hello" });
+ * ```
+ */
+export function sendToSupervisor(msg: ChildMessage): void {
+  stdoutWrite(RPC_MAGIC + JSON.stringify(msg));
+}
+
 function stdio(): ChildIo {
   return {
     write: (line) => stdoutWrite(RPC_MAGIC + line),

@@ -53,6 +53,9 @@ export const MAX_OUTPUT_LINE = 4096;
 /** Most script output lines logged per second per child (the rest are counted and dropped). */
 export const MAX_OUTPUT_LINES_PER_SECOND = 100;
 
+/** Most privileged requests one child may have in progress at once (more are refused). */
+export const MAX_INFLIGHT_REQUESTS = 32;
+
 /** Most bytes queued towards a child that does not read (traps are dropped beyond). */
 const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 
@@ -252,6 +255,9 @@ class ScriptChild {
     return this.#state === "starting" || this.#state === "ready";
   }
 
+  /** Privileged requests of this child being carried out now. */
+  inflight = 0;
+
   /** The invocation a request belongs to, if it is one of this child's running handlers. */
   invocation(id: number | null): Invocation | undefined {
     return id === null ? undefined : this.#invocations.get(id);
@@ -329,12 +335,13 @@ class ScriptChild {
     for await (const line of readLines(stream, 64 * 1024)) this.#output(line, "stderr");
   }
 
-  #output(line: string, stream: "stdout" | "stderr"): void {
+  /** Rate limit of script output and `ctx.log` lines: {@linkcode MAX_OUTPUT_LINES_PER_SECOND}. */
+  #allowLine(): boolean {
     const now = Date.now();
     const w = this.#outputWindow;
     if (now - w.start >= 1000) {
       if (w.dropped > 0) {
-        this.#host.output(`[${w.dropped} lines of script output dropped]`, stream, this.label);
+        this.#host.output(`[${w.dropped} lines of script output dropped]`, "stderr", this.label);
       }
       w.start = now;
       w.count = 0;
@@ -343,8 +350,13 @@ class ScriptChild {
     if (++w.count > MAX_OUTPUT_LINES_PER_SECOND) {
       w.dropped++;
       this.#host.counters.output.dropped++;
-      return;
+      return false;
     }
+    return true;
+  }
+
+  #output(line: string, stream: "stdout" | "stderr"): void {
+    if (!this.#allowLine()) return;
     this.#host.counters.output.lines++;
     this.#host.output(
       line.length > MAX_OUTPUT_LINE ? line.slice(0, MAX_OUTPUT_LINE) + "…" : line,
@@ -392,7 +404,7 @@ class ScriptChild {
         this.#host.request(this, msg);
         return;
       case "log":
-        this.#host.log(msg, this.invocation(msg.inv)?.call.service ?? null);
+        if (this.#allowLine()) this.#host.log(msg, this.invocation(msg.inv)?.call.service ?? null);
         return;
       case "trapdone": {
         const timer = this.#traps.get(msg.id);
@@ -499,6 +511,9 @@ class ScriptChild {
   #onExit(status: Deno.CommandStatus): void {
     this.#host.counters.children.ended++;
     const how = status.signal ? `signal ${status.signal}` : `code ${status.code}`;
+    if (this.#deathReason === null) {
+      logger.warn("sandbox", `the script's child exited with ${how}`, { child: this.label });
+    }
     this.#fail(this.#deathReason ?? `the script exited with ${how}`);
   }
 
@@ -563,6 +578,7 @@ class SandboxImpl implements Host {
   #closed = false;
   #secrets = new Map<string, string | null>();
   #faild: FaildClient | null = null;
+  #reaping = new Set<Promise<void>>();
 
   constructor(script: string, policy: Policy, options: SandboxOptions) {
     this.#script = script;
@@ -621,17 +637,26 @@ class SandboxImpl implements Host {
     return decl;
   }
 
-  async #childFor(service: string): Promise<ScriptChild> {
-    const key = (this.#options.perService ?? true) ? `service:${service}` : "main";
+  #childFor(service: string): Promise<ScriptChild> {
+    return this.#ensure((this.#options.perService ?? true) ? `service:${service}` : "main");
+  }
+
+  /** The running child for a key (`main` or `service:NAME`), restarted if it died. */
+  async #ensure(key: string): Promise<ScriptChild> {
     let child = key === "main" ? this.#main : this.#children.get(key);
     if (child && child.alive) {
       await child.start();
       return child;
     }
-    if (child) await child.close(0);
-    child = new ScriptChild(key === "main" ? "main" : service, this);
+    const old = child;
+    child = new ScriptChild(key === "main" ? "main" : key.slice("service:".length), this);
     if (key === "main") this.#main = child;
     else this.#children.set(key, child);
+    // The old child is dead: collect its process and streams in the background.
+    if (old) {
+      const reaped: Promise<void> = old.close(0).finally(() => this.#reaping.delete(reaped));
+      this.#reaping.add(reaped);
+    }
     const decl = await child.start();
     if (JSON.stringify(decl) !== this.#declJson) {
       child.kill("its declaration changed");
@@ -665,16 +690,7 @@ class SandboxImpl implements Host {
       deliver(main);
       return;
     }
-    // Restart the main child, then deliver.
-    const fresh = new ScriptChild("main", this);
-    this.#main = fresh;
-    fresh.start().then((decl) => {
-      if (JSON.stringify(decl) !== this.#declJson) {
-        fresh.kill("its declaration changed");
-        return;
-      }
-      deliver(fresh);
-    }).catch((e) => {
+    this.#ensure("main").then(deliver, (e) => {
       this.counters_.traps.dropped++;
       logger.warn("sandbox", "cannot restart the script for a trap", { error: String(e) });
     });
@@ -685,6 +701,7 @@ class SandboxImpl implements Host {
     this.#closed = true;
     const children = [this.#main, ...this.#children.values()].filter((c) => c !== null);
     await Promise.all(children.map((c) => c.close()));
+    await Promise.allSettled([...this.#reaping]);
     if (this.#ownNet) await this.net.close();
     if (this.#ownAudit) this.audit.close();
     this.#faild?.close();
@@ -725,7 +742,17 @@ class SandboxImpl implements Host {
       this.audit.write(service, request, "refused", e.message);
       fail(e);
     };
-    this.#perform(op, args, service, inv?.abort.signal ?? null).then(
+    if (child.inflight >= MAX_INFLIGHT_REQUESTS) {
+      return refuse(
+        new PolicyDeniedError(
+          `Cannot ${op}: the script already has ${MAX_INFLIGHT_REQUESTS} requests in progress`,
+        ),
+      );
+    }
+    child.inflight++;
+    this.#perform(op, args, service, inv?.abort.signal ?? null).finally(() => {
+      child.inflight--;
+    }).then(
       ({ value, audit }) => {
         if (counters) counters.allowed++;
         if (audit) this.audit.write(service, request, "done", audit);
