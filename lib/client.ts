@@ -710,7 +710,11 @@ export class FaildClient {
       }
       return error;
     }
-    const detail = (e?.message ?? String(error)).split("\n")[0]!;
+    // Deno's fetch says "fetch failed"; the reason (e.g. "Connection refused") is in the cause.
+    let deepest: unknown = error;
+    while ((deepest as Error)?.cause !== undefined) deepest = (deepest as Error).cause;
+    const text = (deepest as Error)?.message ?? e?.message ?? String(error);
+    const detail = text.split("\n")[0]!.replace(/^error sending request for url \([^)]*\): /, "");
     return new PeerUnreachableError(this.url, detail, { cause: error });
   }
 
