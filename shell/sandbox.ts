@@ -943,7 +943,12 @@ export function createSandbox(
   policy: Policy,
   options: SandboxOptions = {},
 ): FailshSandbox {
-  const impl = new SandboxImpl(scriptPath, policy, options);
+  // An absolute path, so that a script named like a flag can never be read as one by deno.
+  let script = scriptPath;
+  if (!script.startsWith("/")) {
+    script = `${Deno.cwd()}/${script}`.replace(/\/\.\//g, "/");
+  }
+  const impl = new SandboxImpl(script, policy, options);
   return {
     get decl() {
       return impl.decl;
