@@ -1,0 +1,502 @@
+/**
+ * `deno task demo`: a live failover on loopback, no root needed.
+ *
+ * Two simulated hosts, `alpha` (master) and `beta` (slave), each with its own faild (on
+ * 127.0.0.11 and 127.0.0.12) and its own failsh running `samples/loopback_demo/failover.ts` with
+ * the `simulated` net driver. The service is a small HTTP server on the "virtual" address
+ * 127.0.0.100:18080 that answers with the name of the host serving it; a client asks it every
+ * 10 ms. The demo kills alpha (faild, failsh and its server), shows beta take over, brings alpha
+ * back, shows the RECOVER handshake and the reclaim, and prints the client-visible outage of each
+ * switch: the longest gap between two answered requests. It ends by itself and removes
+ * everything it started, also on Ctrl-C.
+ *
+ * ```sh
+ * deno task demo            # human output (colour on a terminal)
+ * deno task demo --json     # the figures as JSON
+ * ```
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { randomBytes } from "node:crypto";
+import { type FaildHandle, startFaild } from "../daemon/faild.ts";
+import { FaildClient } from "../lib/client.ts";
+import { Logger } from "../lib/log.ts";
+import type { ServiceState } from "../lib/types.ts";
+
+const REPO = new URL("../", import.meta.url).pathname;
+const SAMPLE = `${REPO}samples/loopback_demo/`;
+const HOSTS = { alpha: "127.0.0.11", beta: "127.0.0.12" } as const;
+type HostName = keyof typeof HOSTS;
+
+/** Options of {@linkcode runDemo}. */
+export interface DemoOptions {
+  /** Port of the service on 127.0.0.100 (default 18080). */
+  port?: number;
+  /** Poll interval of failsh in ms (default 100). */
+  intervalMs?: number;
+  /** How long each phase is shown before the next fault, ms (default 2000). */
+  holdMs?: number;
+  /** Told every line of the story (default: nothing). */
+  say?: (line: string, kind: "info" | "good" | "bad" | "step") => void;
+  /** Aborting stops the demo early (it still cleans up). */
+  signal?: AbortSignal;
+}
+
+/** One switch of the service from one host to another, as the client saw it. */
+export interface SwitchFigures {
+  /** Host that served before. */
+  from: string;
+  /** Host that served after. */
+  to: string;
+  /** Longest gap between two answered requests around the switch, ms. */
+  outageMs: number;
+  /** Requests that got no answer during the switch. */
+  failedRequests: number;
+  /** From the fault (kill or return) until the new host answered, ms. */
+  switchMs: number;
+}
+
+/** What the demo measured. */
+export interface DemoResult {
+  /** `true` when beta took over and alpha reclaimed. */
+  ok: boolean;
+  /** alpha killed, beta takes over. */
+  takeover: SwitchFigures | null;
+  /** alpha back, RECOVER handshake, alpha reclaims. */
+  reclaim: SwitchFigures | null;
+  /** States of `web` seen on each faild, in order, with times since the start (ms). */
+  states: Array<{ atMs: number; host: string; state: ServiceState | "unreachable" }>;
+  /** Requests made by the client, and how many were answered. */
+  requests: { total: number; answered: number };
+  /** Why the demo failed, or `null`. */
+  error: string | null;
+}
+
+interface Sample {
+  at: number;
+  who: string | null;
+}
+
+interface HostRun {
+  name: HostName;
+  faild: FaildHandle | null;
+  failsh: Deno.ChildProcess | null;
+  logFile: string;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+function freePort(hostname: string): number {
+  const l = Deno.listen({ hostname, port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Longest gap between consecutive answered samples within [from, to], and failures in it. */
+function gapIn(samples: Sample[], from: number, to: number): { gap: number; failed: number } {
+  let last: number | null = null;
+  let gap = 0;
+  let failed = 0;
+  for (const s of samples) {
+    if (s.at < from) {
+      if (s.who !== null) last = s.at;
+      continue;
+    }
+    if (s.at > to) break;
+    if (s.who === null) {
+      failed++;
+      continue;
+    }
+    if (last !== null) gap = Math.max(gap, s.at - last);
+    last = s.at;
+  }
+  return { gap, failed };
+}
+
+/**
+ * Runs the demo.
+ *
+ * @param options Port, interval, phase length, output and abort signal.
+ * @returns The figures.
+ *
+ * @example
+ * ```ts ignore
+ * import { runDemo } from "./demo.ts";
+ * const r = await runDemo({ say: (l) => console.log(l) });
+ * console.log(r.takeover?.outageMs);
+ * ```
+ */
+export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
+  const say = options.say ?? (() => {});
+  const port = options.port ?? 18080;
+  const intervalMs = options.intervalMs ?? 100;
+  const holdMs = options.holdMs ?? 2000;
+  const signal = options.signal;
+  const t0 = Date.now();
+  const since = () => Date.now() - t0;
+  const dir = await Deno.makeTempDir({ prefix: "failover-demo-" });
+  const stateDir = `${dir}/service`;
+  await Deno.mkdir(stateDir);
+  const key = randomBytes(24).toString("hex");
+  await Deno.writeTextFile(`${dir}/demo.key`, key + "\n", { mode: 0o600 });
+  const community = `*  ${key}  RW\n`;
+  const quiet = new Logger({ level: "error", sink: () => {} });
+  const result: DemoResult = {
+    ok: false,
+    takeover: null,
+    reclaim: null,
+    states: [],
+    requests: { total: 0, answered: 0 },
+    error: null,
+  };
+  const ports: Record<HostName, number> = {
+    alpha: freePort(HOSTS.alpha),
+    beta: freePort(HOSTS.beta),
+  };
+  const hosts: Record<HostName, HostRun> = {
+    alpha: { name: "alpha", faild: null, failsh: null, logFile: `${dir}/failsh-alpha.log` },
+    beta: { name: "beta", faild: null, failsh: null, logFile: `${dir}/failsh-beta.log` },
+  };
+  const stop = new AbortController();
+  const samples: Sample[] = [];
+  const clients = new Map<HostName, FaildClient>();
+
+  // The failover script: the sample, configured for this run.
+  const script = `${dir}/failover.ts`;
+  await Deno.writeTextFile(
+    script,
+    `import { loopbackDemo } from ${JSON.stringify(`file://${SAMPLE}failover.ts`)};\n` +
+      `loopbackDemo(${
+        JSON.stringify({
+          hosts: {
+            alpha: { address: HOSTS.alpha, port: ports.alpha },
+            beta: { address: HOSTS.beta, port: ports.beta },
+          },
+          stateDir,
+          port,
+          intervalMs,
+        })
+      });\n`,
+  );
+  for (const name of ["alpha", "beta"] as const) {
+    const template = JSON.parse(await Deno.readTextFile(`${SAMPLE}policy_${name}.json`));
+    template.faild.url = `http://${HOSTS[name]}:${ports[name]}`;
+    template.keys = { demo: { file: `${dir}/demo.key` } };
+    template.programs[0].path = Deno.execPath();
+    template.monitor = `127.0.0.1:${freePort("127.0.0.1")}`;
+    template.audit = `${dir}/audit-${name}.log`;
+    template.dumpFile = `${dir}/failsh-${name}.dump`;
+    await Deno.writeTextFile(`${dir}/policy_${name}.json`, JSON.stringify(template, null, 2));
+    clients.set(name, new FaildClient(template.faild.url, { key, timeoutMs: 500 }));
+  }
+
+  async function startHost(name: HostName): Promise<void> {
+    const h = hosts[name];
+    h.faild = await startFaild({
+      listen: `${HOSTS[name]}:${ports[name]}`,
+      community,
+      name,
+      logger: quiet,
+      nonceSlots: 1 << 14,
+    });
+    const log = await Deno.open(h.logFile, { create: true, append: true });
+    h.failsh = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        `${REPO}shell/failsh.ts`,
+        "--policy",
+        `${dir}/policy_${name}.json`,
+        script,
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const w = log.writable;
+    // Both streams into one log file; the file closes when both end.
+    const writer = w.getWriter();
+    const pump = async (s: ReadableStream<Uint8Array>) => {
+      for await (const chunk of s) await writer.write(chunk).catch(() => {});
+    };
+    Promise.all([pump(h.failsh.stdout), pump(h.failsh.stderr)]).finally(() =>
+      writer.close().catch(() => {})
+    );
+  }
+
+  async function killService(name: HostName): Promise<void> {
+    try {
+      const pid = Number((await Deno.readTextFile(`${stateDir}/${name}.pid`)).trim());
+      if (pid > 1) Deno.kill(pid, "SIGKILL");
+    } catch {
+      // not running
+    }
+    await Deno.remove(`${stateDir}/${name}.pid`).catch(() => {});
+  }
+
+  async function killHost(name: HostName): Promise<void> {
+    const h = hosts[name];
+    if (h.failsh) {
+      try {
+        h.failsh.kill("SIGKILL");
+      } catch {
+        // gone
+      }
+      await h.failsh.status;
+      h.failsh = null;
+    }
+    await killService(name);
+    await h.faild?.close();
+    h.faild = null;
+  }
+
+  async function client(): Promise<void> {
+    while (!stop.signal.aborted) {
+      const at = Date.now();
+      let who: string | null = null;
+      try {
+        const r = await fetch(`http://127.0.0.100:${port}/`, {
+          signal: AbortSignal.timeout(250),
+        });
+        who = (await r.text()).trim() || null;
+      } catch {
+        who = null;
+      }
+      samples.push({ at, who });
+      result.requests.total++;
+      if (who !== null) result.requests.answered++;
+      if (samples.length > 200_000) samples.splice(0, 100_000);
+      await sleep(10, stop.signal);
+    }
+  }
+
+  const seen = new Map<HostName, ServiceState | "unreachable">();
+  async function watcher(): Promise<void> {
+    while (!stop.signal.aborted) {
+      for (const name of ["alpha", "beta"] as const) {
+        let state: ServiceState | "unreachable" | null = "unreachable";
+        if (hosts[name].faild === null) state = "unreachable";
+        else {
+          try {
+            const list = await clients.get(name)!.list();
+            state = list.services.find((s) => s.name === "web")?.state ?? null;
+          } catch {
+            state = "unreachable";
+          }
+        }
+        if (state !== null && seen.get(name) !== state) {
+          seen.set(name, state);
+          result.states.push({ atMs: since(), host: name, state });
+          say(
+            `${(since() / 1000).toFixed(2).padStart(6)} s  ${name}: web is ${state}`,
+            state === "UP" ? "good" : state === "RECOVER" ? "step" : "info",
+          );
+        }
+      }
+      await sleep(20, stop.signal);
+    }
+  }
+
+  async function until(what: string, ms: number, test: () => boolean): Promise<number> {
+    const deadline = Date.now() + ms;
+    while (!test()) {
+      if (signal?.aborted) throw new Error("Demo interrupted");
+      if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what} (${ms} ms)`);
+      await sleep(10);
+    }
+    return Date.now();
+  }
+  const servedBy = (name: string, after: number) => () =>
+    samples.some((s) => s.at >= after && s.who === name);
+
+  const background: Promise<void>[] = [];
+  try {
+    say(`Demo directory ${dir}; service on http://127.0.0.100:${port}/`, "info");
+    say("Starting alpha (master) and beta (slave): a faild and a failsh each", "step");
+    await startHost("alpha");
+    await startHost("beta");
+    background.push(client(), watcher());
+    await until("alpha to serve the virtual address", 30_000, servedBy("alpha", 0));
+    say(`${(since() / 1000).toFixed(2).padStart(6)} s  the client is served by alpha`, "good");
+    await sleep(holdMs, signal);
+
+    say("Killing alpha: failsh (SIGKILL), faild and its HTTP server", "bad");
+    const killAt = Date.now();
+    await killHost("alpha");
+    const betaAt = await until("beta to take over", 30_000, servedBy("beta", killAt));
+    const t = gapIn(samples, killAt - 50, betaAt);
+    result.takeover = {
+      from: "alpha",
+      to: "beta",
+      outageMs: t.gap,
+      failedRequests: t.failed,
+      switchMs: betaAt - killAt,
+    };
+    say(
+      `${
+        (since() / 1000).toFixed(2).padStart(6)
+      } s  beta took over: client-visible outage ${t.gap} ms`,
+      "good",
+    );
+    await sleep(holdMs, signal);
+
+    say("Bringing alpha back: it sees beta UP, enters RECOVER, beta stops, alpha reclaims", "step");
+    const backAt = Date.now();
+    await startHost("alpha");
+    const alphaAt = await until("alpha to reclaim", 30_000, servedBy("alpha", backAt));
+    await sleep(100);
+    const r = gapIn(samples, backAt, alphaAt);
+    result.reclaim = {
+      from: "beta",
+      to: "alpha",
+      outageMs: r.gap,
+      failedRequests: r.failed,
+      switchMs: alphaAt - backAt,
+    };
+    say(
+      `${
+        (since() / 1000).toFixed(2).padStart(6)
+      } s  alpha reclaimed: client-visible outage ${r.gap} ms`,
+      "good",
+    );
+    await sleep(Math.min(holdMs, 1000), signal);
+    result.ok = true;
+  } catch (error) {
+    result.error = (error as Error).message;
+    for (const h of Object.values(hosts)) {
+      try {
+        const text = await Deno.readTextFile(h.logFile);
+        const tail = text.trim().split("\n").slice(-8).join("\n");
+        say(`last lines of ${h.name}'s failsh log:\n${tail}`, "bad");
+      } catch {
+        // no log
+      }
+    }
+  } finally {
+    say("Stopping everything", "info");
+    // failsh first (SIGTERM: releases per policy and stops the service), then faild.
+    for (const h of Object.values(hosts)) {
+      if (!h.failsh) continue;
+      try {
+        h.failsh.kill("SIGTERM");
+      } catch {
+        // gone
+      }
+      const status = h.failsh.status;
+      const late = setTimeout(() => {
+        try {
+          h.failsh?.kill("SIGKILL");
+        } catch {
+          // gone
+        }
+      }, 8000);
+      await status;
+      clearTimeout(late);
+      h.failsh = null;
+    }
+    stop.abort();
+    await Promise.all(background);
+    for (const name of ["alpha", "beta"] as const) {
+      await killService(name);
+      await hosts[name].faild?.close();
+      hosts[name].faild = null;
+      clients.get(name)?.close();
+    }
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+  return result;
+}
+
+const COLOURS = { info: "", good: "\x1b[32m", bad: "\x1b[31m", step: "\x1b[36m" } as const;
+
+/**
+ * Runs `deno task demo`.
+ *
+ * @param args `--json`, `--port N`, `--interval MS`, `--help`.
+ * @returns 0 when the takeover and the reclaim were both seen, 1 otherwise, 64 on bad usage.
+ *
+ * @example
+ * ```ts ignore
+ * import { main } from "./demo.ts";
+ * Deno.exit(await main(["--json"]));
+ * ```
+ */
+export async function main(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: {
+        json: { type: "boolean" },
+        port: { type: "string" },
+        interval: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (error) {
+    console.error(`demo: ${(error as Error).message}`);
+    return 64;
+  }
+  const v = parsed.values;
+  if (v.help) {
+    console.log(`Usage: deno task demo [--json] [--port N] [--interval MS]
+
+Two simulated hosts on 127.0.0.0/8 (faild + failsh each) share a web service on
+127.0.0.100. The demo kills the primary, shows the standby take over, brings the primary
+back, shows the reclaim, and prints the client-visible outage of each switch. No root
+needed; it ends by itself (about 20 s) and cleans up, also on Ctrl-C.`);
+    return 0;
+  }
+  const port = v.port === undefined ? 18080 : Number(v.port);
+  const intervalMs = v.interval === undefined ? 100 : Number(v.interval);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    console.error(`demo: invalid --port "${v.port}": expected 1 to 65535`);
+    return 64;
+  }
+  if (!Number.isInteger(intervalMs) || intervalMs < 20 || intervalMs > 5000) {
+    console.error(`demo: invalid --interval "${v.interval}": expected 20 to 5000 ms`);
+    return 64;
+  }
+  const colour = !v.json && Deno.stdout.isTerminal();
+  const abort = new AbortController();
+  const onInt = () => abort.abort();
+  Deno.addSignalListener("SIGINT", onInt);
+  Deno.addSignalListener("SIGTERM", onInt);
+  try {
+    const result = await runDemo({
+      port,
+      intervalMs,
+      signal: abort.signal,
+      say: (line, kind) => {
+        if (v.json) return;
+        console.log(colour && COLOURS[kind] ? `${COLOURS[kind]}${line}\x1b[0m` : line);
+      },
+    });
+    if (v.json) console.log(JSON.stringify(result, null, 2));
+    else if (result.ok) {
+      console.log(
+        `\nClient-visible outage: takeover ${result.takeover!.outageMs} ms, reclaim ${
+          result.reclaim!.outageMs
+        } ms (${result.requests.answered}/${result.requests.total} requests answered).`,
+      );
+    } else console.error(`\nThe demo failed: ${result.error}`);
+    return result.ok ? 0 : 1;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onInt);
+    Deno.removeSignalListener("SIGTERM", onInt);
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

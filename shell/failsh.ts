@@ -1,0 +1,712 @@
+/**
+ * `failsh`: the failover shell. Loads the operator's policy, runs the failover script in the
+ * sandbox, registers the local services in the local faild, and runs the scheduler; serves the
+ * monitor and debug ports; dumps its state on SIGUSR1, reloads on SIGHUP, and on SIGTERM releases
+ * or keeps its addresses as the policy says.
+ *
+ * ```sh
+ * failsh [--policy FILE] [-m ADDR] [-D ADDR] [-l DUMPFILE] [-i PIDFILE] [-F] SCRIPT
+ * failsh --check [--policy FILE] SCRIPT        # exit 0 ok, 1 warnings, 2 errors
+ * failsh simulate SCRIPT SCENARIO [--json]     # the script's decisions in fake time
+ * ```
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { dirname, resolve } from "node:path";
+import type { HostDecl, Policy, ScriptDecl } from "./contract.ts";
+import type { FailshSnapshot, ServiceState } from "../lib/types.ts";
+import { type Logger, logger as processLogger } from "../lib/log.ts";
+import { FaildClient } from "../lib/client.ts";
+import { AuditLog } from "./audit.ts";
+import { createNetDriver, type NetDriver } from "./netops.ts";
+import { loadPolicy, parsePolicy, PolicyError, readKey } from "./policy.ts";
+import { createSandbox, type FailshSandbox } from "./sandbox.ts";
+import { type PollResult, Scheduler, type Timers } from "./scheduler.ts";
+import { metricsText, type PortHandle, startDebugPort, startMonitor } from "./monitor.ts";
+import { writeDump } from "./dump.ts";
+
+/** Options of {@linkcode startFailsh} and {@linkcode runFailsh}. */
+export interface FailshOptions {
+  /** The failover script. */
+  script: string;
+  /** The policy file. */
+  policyPath: string;
+  /** Monitor listen address, overriding the policy's (`null` disables it). */
+  monitor?: string | null;
+  /** Debug listen address, overriding the policy's (`null` disables it). */
+  debug?: string | null;
+  /** Dump file, overriding the policy's. */
+  dumpFile?: string;
+  /** Pid file written at start and removed at exit. */
+  pidFile?: string;
+  /** Handle SIGUSR1, SIGHUP, SIGTERM and SIGINT (default `true`). */
+  handleSignals?: boolean;
+  /** Logger (default the process logger). */
+  logger?: Logger;
+  /** Timers (tests). */
+  timers?: Timers;
+}
+
+/** A running failsh. */
+export interface FailshHandle {
+  /** The policy in force. */
+  readonly policy: Policy;
+  /** The script's declaration in force. */
+  readonly decl: ScriptDecl;
+  /** The scheduler. */
+  readonly scheduler: Scheduler;
+  /** The monitor port, if enabled. */
+  readonly monitor: PortHandle | null;
+  /** The debug port, if enabled. */
+  readonly debug: PortHandle | null;
+  /** The current snapshot. */
+  snapshot(): FailshSnapshot;
+  /** Writes the state dump (to `path` or the policy's dump file) and returns where. */
+  dump(path?: string): Promise<string>;
+  /** Reloads script and policy; a broken new script or policy keeps the old one and rejects. */
+  reload(): Promise<void>;
+  /** Stops: releases or keeps addresses per `onExit` (or the override), closes everything. */
+  shutdown(options?: { onExit?: "release" | "keep"; reason?: string }): Promise<void>;
+  /** Resolves with the exit code once failsh has shut down. */
+  readonly finished: Promise<number>;
+}
+
+interface Running {
+  policy: Policy;
+  sandbox: FailshSandbox;
+  clients: Map<string, FaildClient>;
+  local: FaildClient;
+}
+
+async function clientsFor(
+  policy: Policy,
+  decl: ScriptDecl,
+): Promise<{ clients: Map<string, FaildClient>; local: FaildClient }> {
+  const clients = new Map<string, FaildClient>();
+  const localKey = await readKey(policy, policy.faild.key);
+  const local = new FaildClient(policy.faild.url, localKey === null ? {} : { key: localKey });
+  for (const h of decl.hosts) {
+    if (h.name === policy.host) {
+      clients.set(h.name, local);
+      continue;
+    }
+    const key = await readKey(policy, h.key);
+    const host = h.address.includes(":") ? `[${h.address}]` : h.address;
+    clients.set(
+      h.name,
+      new FaildClient(`${h.protocol}://${host}:${h.port}`, key === null ? {} : { key }),
+    );
+  }
+  return { clients, local };
+}
+
+function closeClients(r: { clients: Map<string, FaildClient>; local: FaildClient }): void {
+  for (const c of new Set([...r.clients.values(), r.local])) c.close();
+}
+
+/**
+ * Starts failsh in this process and returns at once.
+ *
+ * @param options Script, policy and overrides.
+ * @returns The running failsh.
+ * @throws {Error} When the policy, a key or the script cannot be loaded (nothing is left running).
+ *
+ * @example
+ * ```ts ignore
+ * import { startFailsh } from "./failsh.ts";
+ * const failsh = await startFailsh({ script: "failover.ts", policyPath: "policy.json" });
+ * console.log(failsh.snapshot().services);
+ * await failsh.shutdown();
+ * ```
+ */
+export async function startFailsh(options: FailshOptions): Promise<FailshHandle> {
+  const log = options.logger ?? processLogger;
+  const script = resolve(options.script);
+  const policy = await loadPolicy(options.policyPath);
+  const audit = new AuditLog({
+    script,
+    path: policy.audit,
+    onError: (e) => log.error("audit", `Cannot write the audit log: ${e.message}`),
+  });
+  const net: NetDriver = createNetDriver(policy.netDriver, {
+    audit,
+    onError: (m) => log.warn("net", m),
+  });
+  let running: Running;
+  {
+    const sandbox = createSandbox(script, policy, { net, audit });
+    let decl: ScriptDecl;
+    try {
+      decl = await sandbox.start();
+    } catch (error) {
+      await sandbox.close();
+      await net.close();
+      audit.close();
+      throw error;
+    }
+    let clients;
+    try {
+      clients = await clientsFor(policy, decl);
+    } catch (error) {
+      await sandbox.close();
+      await net.close();
+      audit.close();
+      throw error;
+    }
+    running = { policy, sandbox, ...clients };
+  }
+
+  const poller = async (host: HostDecl, o: { timeoutMs: number }): Promise<PollResult> => {
+    const client = running.clients.get(host.name);
+    if (!client) throw new Error(`No client for host ${host.name}`);
+    const list = await client.list({ signal: AbortSignal.timeout(o.timeoutMs) });
+    return { bootId: list.bootId, services: list.services };
+  };
+  const reporter = async (service: string, state: ServiceState, detail: string) => {
+    await running.local.set(service, state, { detail: `failsh: ${detail}`.slice(0, 500) });
+  };
+  const scheduler = new Scheduler({
+    self: policy.host,
+    sandbox: running.sandbox,
+    poller,
+    reporter,
+    logger: log,
+    addresses: () => net.held(),
+    urlOf: (h) =>
+      h.name === policy.host
+        ? policy.faild.url
+        : `${h.protocol}://${h.address.includes(":") ? `[${h.address}]` : h.address}:${h.port}`,
+    ...(options.timers ? { timers: options.timers } : {}),
+  });
+
+  const metrics = () =>
+    metricsText(scheduler.snapshot(), scheduler.stats, running.sandbox.counters());
+  const monitorAddr = options.monitor !== undefined ? options.monitor : policy.monitor;
+  const debugAddr = options.debug !== undefined ? options.debug : policy.debug;
+  let monitor: PortHandle | null = null;
+  let debug: PortHandle | null = null;
+  const dumpFile = options.dumpFile ?? policy.dumpFile;
+  try {
+    if (monitorAddr !== null) {
+      monitor = await startMonitor({
+        listen: monitorAddr,
+        source: scheduler,
+        metrics,
+        logger: log,
+      });
+      log.info("monitor", `monitor port on ${monitor.url}`, { url: monitor.url });
+    }
+    if (debugAddr !== null) {
+      debug = await startDebugPort({
+        listen: debugAddr,
+        key: await readKey(policy, policy.debugKey),
+        logger: log,
+      });
+      log.info("debug", `debug port on ${debug.url}`, { url: debug.url });
+    }
+  } catch (error) {
+    await monitor?.close();
+    await debug?.close();
+    await running.sandbox.close();
+    closeClients(running);
+    await net.close();
+    audit.close();
+    throw error;
+  }
+  if (options.pidFile) await Deno.writeTextFile(options.pidFile, `${Deno.pid}\n`);
+
+  scheduler.start();
+  log.info("failsh", `failsh started: host ${policy.host}, script ${script}`, {
+    services: scheduler.snapshot().services.map((s) => `${s.name}:${s.role}`),
+  });
+
+  const { promise: finished, resolve: finish } = Promise.withResolvers<number>();
+  let shuttingDown: Promise<void> | null = null;
+  let reloading: Promise<void> | null = null;
+  const signals: Array<[Deno.Signal, () => void]> = [];
+
+  const handle: FailshHandle = {
+    get policy() {
+      return running.policy;
+    },
+    get decl() {
+      return running.sandbox.decl;
+    },
+    scheduler,
+    monitor,
+    debug,
+    finished,
+    snapshot: () => scheduler.snapshot(),
+    async dump(path?: string) {
+      const target = path ?? dumpFile;
+      await writeDump(target, {
+        snapshot: scheduler.snapshot(),
+        policy: running.policy,
+        script,
+        pid: Deno.pid,
+        sandbox: running.sandbox.counters(),
+        monitor: monitor?.url ?? null,
+        debug: debug?.url ?? null,
+      });
+      log.info("failsh", `state dumped to ${target}`);
+      scheduler.note("info", `state dumped to ${target}`);
+      return target;
+    },
+    reload() {
+      reloading ??= doReload().finally(() => {
+        reloading = null;
+      });
+      return reloading;
+    },
+    shutdown(o = {}) {
+      shuttingDown ??= doShutdown(o.onExit ?? running.policy.onExit, o.reason ?? "shutdown");
+      return shuttingDown;
+    },
+  };
+
+  async function doReload(): Promise<void> {
+    let policy2: Policy;
+    let sandbox2: FailshSandbox | null = null;
+    try {
+      policy2 = await loadPolicy(options.policyPath);
+      if (policy2.host !== running.policy.host) {
+        throw new Error(
+          `the policy's host changed from ${running.policy.host} to ${policy2.host}; restart failsh for that`,
+        );
+      }
+      if (policy2.netDriver !== running.policy.netDriver) {
+        log.warn("failsh", "netDriver changed: it takes effect at the next restart");
+      }
+      sandbox2 = createSandbox(script, policy2, { net, audit });
+      const decl = await sandbox2.start();
+      const clients = await clientsFor(policy2, decl);
+      const old = running;
+      running = { policy: policy2, sandbox: sandbox2, ...clients };
+      await scheduler.reload(sandbox2);
+      await old.sandbox.close();
+      closeClients(old);
+      log.info("failsh", "script and policy reloaded; held addresses kept");
+    } catch (error) {
+      await sandbox2?.close();
+      const message = `Cannot reload: ${
+        (error as Error).message
+      }; the old script and policy keep running`;
+      log.error("failsh", message);
+      scheduler.note("policy", message);
+      throw new Error(message, { cause: error });
+    }
+  }
+
+  async function doShutdown(onExit: "release" | "keep", reason: string): Promise<void> {
+    log.info("failsh", `shutting down (${reason}); addresses: ${onExit}`);
+    for (const [sig, fn] of signals) {
+      try {
+        Deno.removeSignalListener(sig, fn);
+      } catch {
+        // already removed
+      }
+    }
+    let code = 0;
+    try {
+      await reloading?.catch(() => {});
+      await scheduler.stop({ release: onExit === "release" });
+      if (onExit === "release") {
+        for (const f of await net.releaseAll()) {
+          code = 1;
+          log.error("net", `Cannot release ${f.address} on ${f.device}: ${f.error}`);
+        }
+      } else if (net.held().length > 0) {
+        log.info(
+          "net",
+          `keeping ${net.held().map((a) => a.address).join(", ")} as the policy says`,
+        );
+      }
+    } catch (error) {
+      code = 1;
+      log.error("failsh", `Shutdown failed: ${(error as Error).message}`);
+    }
+    await monitor?.close().catch(() => {});
+    await debug?.close().catch(() => {});
+    await running.sandbox.close().catch(() => {});
+    closeClients(running);
+    await net.close().catch(() => {});
+    audit.close();
+    if (options.pidFile) await Deno.remove(options.pidFile).catch(() => {});
+    finish(code);
+  }
+
+  if (options.handleSignals ?? true) {
+    const on = (sig: Deno.Signal, fn: () => void) => {
+      try {
+        Deno.addSignalListener(sig, fn);
+        signals.push([sig, fn]);
+      } catch {
+        // Signal not supported on this platform.
+      }
+    };
+    on("SIGUSR1", () => {
+      handle.dump().catch((e) => log.error("failsh", `Cannot write dump: ${(e as Error).message}`));
+    });
+    on("SIGHUP", () => {
+      handle.reload().catch(() => {});
+    });
+    on("SIGTERM", () => void handle.shutdown({ reason: "SIGTERM" }));
+    on("SIGINT", () => void handle.shutdown({ reason: "SIGINT" }));
+  }
+  return handle;
+}
+
+/**
+ * Runs failsh until it is told to stop (SIGTERM or SIGINT), the way `deno task failsh` and a
+ * script run directly with `deno run` do.
+ *
+ * @param options Script, policy and overrides.
+ * @returns The exit code: 0 after a clean shutdown, 1 when it could not start or release.
+ *
+ * @example
+ * ```ts ignore
+ * import { runFailsh } from "./failsh.ts";
+ * Deno.exit(await runFailsh({ script: "failover.ts", policyPath: "policy.json" }));
+ * ```
+ */
+export async function runFailsh(options: FailshOptions): Promise<number> {
+  const log = options.logger ?? processLogger;
+  let handle: FailshHandle;
+  try {
+    handle = await startFailsh(options);
+  } catch (error) {
+    const message = error instanceof PolicyError ? error.message : (error as Error).message;
+    log.error("failsh", message);
+    console.error(`failsh: ${message}`);
+    return 1;
+  }
+  return await handle.finished;
+}
+
+// ---------------------------------------------------------------------------------------------
+// --check
+// ---------------------------------------------------------------------------------------------
+
+/** One problem found by {@linkcode checkFailsh}. */
+export interface CheckProblem {
+  /** `error` stops failsh from running as intended; `warning` is worth a look. */
+  severity: "error" | "warning";
+  /** Where: a file, and a field or declaration inside it. */
+  where: string;
+  /** What is wrong. */
+  message: string;
+}
+
+/** What {@linkcode checkFailsh} found. */
+export interface CheckReport {
+  /** Every problem. */
+  problems: CheckProblem[];
+  /** The declaration, when the script loaded. */
+  decl: ScriptDecl | null;
+  /** The policy, when it parsed. */
+  policy: Policy | null;
+  /** 0 when clean, 1 with warnings only, 2 with errors (like `keepalived -t`). */
+  code: 0 | 1 | 2;
+}
+
+/**
+ * Validates a script and its policy without running any handler: parses the policy, loads the
+ * script in the sandbox to get its declaration, and checks the two against each other.
+ *
+ * @param script The failover script.
+ * @param policyPath The policy file.
+ * @returns Every problem found and the exit code by severity.
+ *
+ * @example
+ * ```ts ignore
+ * import { checkFailsh } from "./failsh.ts";
+ * const report = await checkFailsh("failover.ts", "policy.json");
+ * for (const p of report.problems) console.log(`${p.severity}: ${p.where}: ${p.message}`);
+ * ```
+ */
+export async function checkFailsh(script: string, policyPath: string): Promise<CheckReport> {
+  const problems: CheckProblem[] = [];
+  const err = (where: string, message: string) =>
+    problems.push({ severity: "error", where, message });
+  const warn = (where: string, message: string) =>
+    problems.push({ severity: "warning", where, message });
+  const scriptAbs = resolve(script);
+  const policyAbs = resolve(policyPath);
+
+  let policy: Policy | null = null;
+  try {
+    policy = await loadPolicy(policyAbs);
+  } catch (error) {
+    if (error instanceof PolicyError) {
+      for (const p of error.problems) err(policyAbs, p);
+    } else err(policyAbs, (error as Error).message);
+  }
+
+  let decl: ScriptDecl | null = null;
+  try {
+    await Deno.stat(scriptAbs);
+    // Load the declaration with the real policy when it parsed, else with an empty one (no
+    // handler runs; nothing is taken over; the audit goes nowhere).
+    const p = policy ?? parsePolicy(JSON.stringify({ host: "check" }), policyAbs);
+    const audit = new AuditLog({ script: scriptAbs, sink: () => {} });
+    const sandbox = createSandbox(scriptAbs, p, {
+      net: createNetDriver("simulated"),
+      audit,
+      prespawn: false,
+      onOutput: () => {},
+      onLog: () => {},
+    });
+    try {
+      decl = await sandbox.start();
+    } finally {
+      await sandbox.close();
+    }
+  } catch (error) {
+    err(scriptAbs, (error as Error).message.replace(/\s+$/, ""));
+  }
+
+  if (decl) {
+    if (decl.services.length === 0) err(scriptAbs, "the script declares no service");
+    const hosts = new Set(decl.hosts.map((h) => h.name));
+    for (const s of decl.services) {
+      for (const h of [...s.masters, ...s.slaves]) {
+        if (!hosts.has(h)) err(`${scriptAbs}: service ${s.name}`, `host ${h} is not declared`);
+      }
+      if (s.masters.length === 0) {
+        warn(`${scriptAbs}: service ${s.name}`, "has no master: a slave holds it whenever it can");
+      }
+      if (s.masters.length + s.slaves.length < 2) {
+        warn(
+          `${scriptAbs}: service ${s.name}`,
+          "names a single host: there is nothing to fail over to",
+        );
+      }
+      if (!s.handlers.includes("start") || !s.handlers.includes("stop")) {
+        warn(
+          `${scriptAbs}: service ${s.name}`,
+          `defines no ${
+            !s.handlers.includes("start") ? "start" : "stop"
+          } handler: its state changes but nothing is done`,
+        );
+      }
+      if (s.intervalMs < 20) {
+        warn(`${scriptAbs}: service ${s.name}`, `interval ${s.intervalMs} ms is below 20 ms`);
+      }
+    }
+  }
+  if (decl && policy) {
+    const self = decl.hosts.find((h) => h.name === policy!.host);
+    if (!self) {
+      err(
+        `${policyAbs}: host`,
+        `"${policy.host}" is not one of the script's hosts (${
+          decl.hosts.map((h) => h.name).join(", ")
+        })`,
+      );
+    } else if (
+      !decl.services.some((s) =>
+        s.masters.includes(policy!.host) || s.slaves.includes(policy!.host)
+      )
+    ) {
+      warn(`${policyAbs}: host`, `${policy.host} takes part in no service of the script`);
+    }
+    for (const h of decl.hosts) {
+      if (h.key !== null && !(h.key in policy.keys)) {
+        err(`${scriptAbs}: host ${h.name}`, `key "${h.key}" is not in the policy's keys`);
+      }
+      if (h.key === null && h.name !== policy.host) {
+        warn(
+          `${scriptAbs}: host ${h.name}`,
+          "polls are not signed (key null): answers are not authenticated",
+        );
+      }
+    }
+  }
+  if (policy) {
+    for (const [name, k] of Object.entries(policy.keys)) {
+      try {
+        const info = await Deno.stat(k.file);
+        if (info.size === 0) err(`${policyAbs}: keys.${name}`, `${k.file} is empty`);
+      } catch {
+        warn(
+          `${policyAbs}: keys.${name}`,
+          `cannot read ${k.file}: failsh will not start until it exists`,
+        );
+      }
+    }
+    if (policy.faild.key !== null && !(policy.faild.key in policy.keys)) {
+      err(`${policyAbs}: faild.key`, `key "${policy.faild.key}" is not in the policy's keys`);
+    }
+    if (policy.debug !== null && policy.debugKey === null) {
+      err(
+        `${policyAbs}: debugKey`,
+        "the debug port is enabled but debugKey is null: every request would be refused",
+      );
+    }
+    if (policy.debugKey !== null && !(policy.debugKey in policy.keys)) {
+      err(`${policyAbs}: debugKey`, `key "${policy.debugKey}" is not in the policy's keys`);
+    }
+    for (const [i, p] of policy.programs.entries()) {
+      try {
+        const info = await Deno.stat(p.path);
+        if (!info.isFile || ((info.mode ?? 0o111) & 0o111) === 0) {
+          warn(`${policyAbs}: programs[${i}]`, `${p.path} is not an executable file`);
+        }
+      } catch {
+        warn(`${policyAbs}: programs[${i}]`, `${p.path} does not exist on this machine`);
+      }
+    }
+    for (const [field, path] of [["audit", policy.audit], ["dumpFile", policy.dumpFile]] as const) {
+      try {
+        await Deno.stat(dirname(path));
+      } catch {
+        warn(`${policyAbs}: ${field}`, `directory ${dirname(path)} does not exist on this machine`);
+      }
+    }
+    if (policy.monitor !== null && !/^(127\.|\[::1\]|localhost)/.test(policy.monitor)) {
+      warn(
+        `${policyAbs}: monitor`,
+        `${policy.monitor} is not loopback: the monitor port is unsigned`,
+      );
+    }
+  }
+  const code = problems.some((p) => p.severity === "error") ? 2 : problems.length > 0 ? 1 : 0;
+  return { problems, decl, policy, code };
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLI
+// ---------------------------------------------------------------------------------------------
+
+/** The text of `failsh --help`. */
+export const FAILSH_HELP = `Usage: failsh [options] SCRIPT
+       failsh --check [--policy FILE] SCRIPT
+       failsh simulate SCRIPT SCENARIO [--json]
+
+The failover shell: runs a failover script in a sandbox, polls the peers' faild,
+decides (docs/decisions.md) and takes services over or releases them.
+
+Options:
+  -f, --script FILE     the failover script (or give it as the argument)
+  -p, --policy FILE     the operator's policy (default: policy.json beside the script)
+  -m, --monitor ADDR    monitor port HOST:PORT, or "off" (default: the policy's, 127.0.0.1:1848)
+  -D, --debug ADDR      debug port HOST:PORT, or "off" (default: the policy's)
+  -l, --dump FILE       where SIGUSR1 writes the state dump (default: the policy's dumpFile)
+  -i, --pidfile FILE    write the process id to FILE
+  -F, --foreground      stay in the foreground (always the case; for systemd and compatibility)
+  -v, --log-level LVL   default log level: error, warn, info, debug, trace (default info)
+      --check           validate script and policy without running them; exit 0 ok,
+                        1 warnings, 2 errors (like keepalived -t)
+      --json            with --check or simulate: print JSON
+  -h, --help            this help
+
+Signals: SIGUSR1 writes a state dump; SIGHUP reloads script and policy (held addresses
+stay; a broken new script keeps the old one); SIGTERM/SIGINT stop, releasing or keeping
+addresses as the policy's onExit says.
+
+Exit codes: 0 clean exit; 1 could not start or release; 2 --check found errors;
+64 bad command line.`;
+
+function defaultPolicyPath(script: string): string {
+  return resolve(dirname(resolve(script)), "policy.json");
+}
+
+/**
+ * Runs the failsh command line.
+ *
+ * @param args The arguments.
+ * @returns The exit code.
+ *
+ * @example
+ * ```ts ignore
+ * import { main } from "./failsh.ts";
+ * Deno.exit(await main(["--check", "--policy", "policy.json", "failover.ts"]));
+ * ```
+ */
+export async function main(args: string[]): Promise<number> {
+  if (args[0] === "simulate") {
+    const { main: simulateMain } = await import("./simulate.ts");
+    return await simulateMain(args.slice(1));
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        script: { type: "string", short: "f" },
+        policy: { type: "string", short: "p" },
+        monitor: { type: "string", short: "m" },
+        debug: { type: "string", short: "D" },
+        dump: { type: "string", short: "l" },
+        pidfile: { type: "string", short: "i" },
+        foreground: { type: "boolean", short: "F" },
+        "log-level": { type: "string", short: "v" },
+        check: { type: "boolean" },
+        json: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (error) {
+    console.error(`failsh: ${(error as Error).message}\nRun failsh --help for the options.`);
+    return 64;
+  }
+  const v = parsed.values;
+  if (v.help) {
+    console.log(FAILSH_HELP);
+    return 0;
+  }
+  const script = v.script ?? parsed.positionals[0];
+  if (script === undefined || parsed.positionals.length > (v.script ? 0 : 1)) {
+    console.error(
+      "failsh: give exactly one SCRIPT (or -f SCRIPT). Run failsh --help for the options.",
+    );
+    return 64;
+  }
+  const policyPath = v.policy ?? defaultPolicyPath(script);
+  if (v["log-level"] !== undefined) {
+    try {
+      processLogger.setLevel("*", v["log-level"]);
+    } catch (error) {
+      console.error(`failsh: ${(error as Error).message}`);
+      return 64;
+    }
+  }
+  if (v.check) {
+    const report = await checkFailsh(script, policyPath);
+    if (v.json) {
+      console.log(
+        JSON.stringify(
+          { code: report.code, problems: report.problems, decl: report.decl },
+          null,
+          2,
+        ),
+      );
+    } else {
+      for (const p of report.problems) console.log(`${p.severity}: ${p.where}: ${p.message}`);
+      const errors = report.problems.filter((p) => p.severity === "error").length;
+      const warnings = report.problems.length - errors;
+      const services = report.decl?.services.map((s) => s.name).join(", ") ?? "none";
+      console.log(
+        report.code === 0
+          ? `ok: ${resolve(script)} with ${resolve(policyPath)} (services: ${services})`
+          : `${errors} error(s), ${warnings} warning(s)`,
+      );
+    }
+    return report.code;
+  }
+  const off = (x: string | undefined) => x === undefined ? undefined : x === "off" ? null : x;
+  const monitor = off(v.monitor);
+  const debug = off(v.debug);
+  return await runFailsh({
+    script,
+    policyPath,
+    ...(monitor !== undefined ? { monitor } : {}),
+    ...(debug !== undefined ? { debug } : {}),
+    ...(v.dump !== undefined ? { dumpFile: v.dump } : {}),
+    ...(v.pidfile !== undefined ? { pidFile: v.pidfile } : {}),
+  });
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
