@@ -520,30 +520,22 @@ class ScriptChild {
   /** Closes stdin (the child exits by itself), then kills it if it lingers; waits for the end. */
   async close(graceMs = 500): Promise<void> {
     if (this.#process === null) return;
+    this.#deathReason ??= "the sandbox was closed";
+    // Never await the close itself: writes queued to a child that stopped reading would hold it.
+    this.#writer?.close().catch(() => {});
     if (this.#state !== "dead") {
-      this.#deathReason ??= "the sandbox was closed";
-      try {
-        await this.#writer?.close();
-      } catch {
-        // broken pipe
-      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
       const exited = await Promise.race([
-        this.#exited?.then(() => true),
+        (this.#exited as Promise<Deno.CommandStatus>).then(() => true),
         new Promise<boolean>((r) => {
-          const t = setTimeout(() => r(false), graceMs);
-          this.#exited?.finally(() => clearTimeout(t));
+          timer = setTimeout(() => r(false), graceMs);
         }),
       ]);
+      clearTimeout(timer);
       if (!exited) this.kill("the sandbox was closed");
-    } else {
-      try {
-        await this.#writer?.close();
-      } catch {
-        // broken pipe
-      }
     }
     await this.#exited;
-    await Promise.allSettled(this.#readers);
+    await Promise.allSettled([...this.#readers, this.#chain]);
   }
 }
 
@@ -658,6 +650,10 @@ class SandboxImpl implements Host {
       this.#reaping.add(reaped);
     }
     const decl = await child.start();
+    if (this.#closed) {
+      await child.close(0);
+      throw new ScriptError("Cannot run a handler: the sandbox is closed");
+    }
     if (JSON.stringify(decl) !== this.#declJson) {
       child.kill("its declaration changed");
       throw new ScriptError(

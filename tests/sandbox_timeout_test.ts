@@ -218,3 +218,31 @@ service("sloppy", {
     await h.close();
   }
 });
+
+Deno.test("close() does not wait for a child stuck in a loop with a full pipe", async () => {
+  const h = await makeHarness(
+    `
+import { host, service, trap } from "MOD";
+host("alpha", { address: "127.0.0.1" });
+service("web", { masters: ["alpha"], interval: "1s", start: async () => "UP", stop: async () => "FAIL" });
+trap(() => { while (true) { /* stuck */ } });
+`,
+    {},
+    { trapTimeoutMs: 60_000 },
+  );
+  await h.sandbox.start();
+  const big = "x".repeat(60_000);
+  for (let i = 0; i < 100; i++) {
+    h.sandbox.trap({
+      type: "host",
+      host: big,
+      service: null,
+      state: "FAIL",
+      previous: null,
+      at: i,
+    });
+  }
+  const c = h.sandbox.counters().traps;
+  assert(c.dropped > 0, `events beyond the queue bound are dropped (${JSON.stringify(c)})`);
+  await h.close();
+});
