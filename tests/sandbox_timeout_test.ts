@@ -11,6 +11,8 @@ import {
 } from "node:assert/strict";
 import { call, makeHarness } from "./_sandbox_util.ts";
 import { ScriptError, TimeoutError } from "../shell/errors.ts";
+import { parsePolicy } from "../shell/policy.ts";
+import { createSandbox } from "../shell/sandbox.ts";
 
 const SCRIPT = `
 import { host, service } from "MOD";
@@ -245,4 +247,68 @@ trap(() => { while (true) { /* stuck */ } });
   const c = h.sandbox.counters().traps;
   assert(c.dropped > 0, `events beyond the queue bound are dropped (${JSON.stringify(c)})`);
   await h.close();
+});
+
+Deno.test("the programs a handler started are killed with it when it times out", async () => {
+  const h = await makeHarness(
+    `
+import { host, service } from "MOD";
+host("alpha", { address: "127.0.0.1" });
+service("web", {
+  masters: ["alpha"], interval: "1s",
+  async start(ctx) { await ctx.run(["slow", PIDS]); return "UP"; },
+  stop: async () => "FAIL",
+});
+`,
+    {},
+  );
+  const pids = `${h.dir}/pids`;
+  const program = `${h.dir}/slow.sh`;
+  await Deno.writeTextFile(
+    program,
+    '#!/bin/sh\necho $$ > "$1"\nsleep 30 &\necho $! >> "$1"\nwait\n',
+  );
+  await Deno.chmod(program, 0o755);
+  await Deno.writeTextFile(
+    `${h.dir}/failover.ts`,
+    (await Deno.readTextFile(`${h.dir}/failover.ts`)).replace("PIDS", JSON.stringify(pids)),
+  );
+  const policy = parsePolicy(
+    JSON.stringify({
+      host: "alpha",
+      netDriver: "simulated",
+      audit: `${h.dir}/audit.log`,
+      programs: [{ name: "slow", path: program, args: [".+"], timeoutMs: 60_000 }],
+    }),
+    `${h.dir}/policy.json`,
+  );
+  const sandbox = createSandbox(`${h.dir}/failover.ts`, policy, { onOutput: () => {} });
+  try {
+    await sandbox.start();
+    const deadline = Date.now() + 10_000;
+    const running = sandbox.invoke(call("web"), 1500);
+    while (Date.now() < deadline) {
+      const text = await Deno.readTextFile(pids).catch(() => "");
+      if (text.trim().split("\n").length === 2) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await rejects(running, TimeoutError);
+    const [shell, sleeper] = (await Deno.readTextFile(pids)).trim().split("\n").map(Number);
+    const alive = (pid: number) => {
+      try {
+        return !/^\d+ \(.*\) Z/.test(Deno.readTextFileSync(`/proc/${pid}/stat`));
+      } catch {
+        return false;
+      }
+    };
+    const until = Date.now() + 5000;
+    while ((alive(shell!) || alive(sleeper!)) && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert(!alive(shell!), "the program was killed");
+    assert(!alive(sleeper!), "its background child was killed too");
+  } finally {
+    await sandbox.close();
+    await h.close();
+  }
 });
