@@ -9,14 +9,15 @@ import { AuditLog } from "../shell/audit.ts";
 
 function isRoot(): boolean {
   try {
-    return Deno.uid() === 0 && Deno.statSync("/usr/sbin/ip").isFile;
+    return Deno.uid() === 0 && Deno.statSync("/usr/sbin/ip").isFile &&
+      Deno.statSync("/usr/bin/arping").isFile;
   } catch {
     return false;
   }
 }
 
 const ROOT = isRoot();
-const SKIP = ROOT ? "" : " (skipped: needs root and /usr/sbin/ip)";
+const SKIP = ROOT ? "" : " (skipped: needs root, /usr/sbin/ip and /usr/bin/arping)";
 
 async function ip(...args: string[]): Promise<string> {
   const out = await new Deno.Command("/usr/sbin/ip", { args, stdout: "piped", stderr: "piped" })
