@@ -198,6 +198,62 @@ Deno.test("hcmon fetches many hc at once: table, JSON and exit codes", async (t)
   }
 });
 
+Deno.test("hcmon --serve serves the aggregated state until SIGTERM", async () => {
+  const f = await fixture();
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../scripts/hcmon.ts", import.meta.url).pathname,
+      "--serve",
+      `127.0.0.1:${port}`,
+      "--interval",
+      "200ms",
+      f.a.server.url,
+      f.b.server.url,
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const out = child.stdout.pipeThrough(new TextDecoderStream());
+  let text = "";
+  const reading = (async () => {
+    for await (const chunk of out) if (text.length < 65536) text += chunk;
+  })();
+  let exited = false;
+  try {
+    await waitFor("hcmon serving", async () => {
+      try {
+        const s = await (await fetch(`http://127.0.0.1:${port}/api/state`)).json();
+        return s.summary.UP === 4;
+      } catch {
+        return false;
+      }
+    }, 20_000);
+    const page = await fetch(`http://127.0.0.1:${port}/`);
+    assert.match(page.headers.get("content-type")!, /^text\/html/);
+    assert.match(await page.text(), /<title>hcmon<\/title>/);
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+    exited = true;
+    await reading;
+    assert.match(
+      text,
+      new RegExp(`^hcmon: serving http://127\\.0\\.0\\.1:${port}/ for 2 hc instances`),
+    );
+  } finally {
+    if (!exited) {
+      child.kill("SIGKILL");
+      await child.status;
+    }
+    await reading.catch(() => {});
+    await f.close();
+  }
+});
+
 Deno.test({
   name: "hcmon page in headless Chromium: follows failures live and shows an unreachable hc" +
     NO_BROWSER,

@@ -16,6 +16,8 @@ export interface DnsBehaviour {
   silent: boolean;
   /** Answer after this many ms. */
   delayMs: number;
+  /** Answer with the TC (truncated) flag and no records. */
+  truncate: boolean;
 }
 
 /** A running DNS responder. */
@@ -67,7 +69,7 @@ export async function startDnsResponder(
   const timers = new Set<ReturnType<typeof setTimeout>>();
   const self: DnsResponder = {
     port: 0,
-    behaviour: { records, silent: false, delayMs: 0 },
+    behaviour: { records, silent: false, delayMs: 0, truncate: false },
     queries: 0,
     close: () =>
       new Promise<void>((resolve) => {
@@ -83,12 +85,25 @@ export async function startDnsResponder(
     if (!question) return;
     const typeName = Object.keys(TYPE_CODES).find((k) => TYPE_CODES[k] === question.type) ?? "";
     const byName = self.behaviour.records[question.name];
-    const values = byName?.[typeName] ?? [];
+    const values = self.behaviour.truncate ? [] : byName?.[typeName] ?? [];
     const rcode = byName === undefined ? 3 : 0;
     // Header + the question copied from the query.
     const qEnd = 12 + (msg.length - 12);
     const parts: number[] = [];
-    parts.push(q.id >> 8, q.id & 0xff, 0x81, 0x80 | rcode, 0, 1, 0, values.length, 0, 0, 0, 0);
+    parts.push(
+      q.id >> 8,
+      q.id & 0xff,
+      self.behaviour.truncate ? 0x83 : 0x81,
+      0x80 | rcode,
+      0,
+      1,
+      0,
+      values.length,
+      0,
+      0,
+      0,
+      0,
+    );
     parts.push(...new Uint8Array(msg).subarray(12, qEnd));
     for (const v of values) {
       const data = encodeData(typeName, v);

@@ -471,6 +471,13 @@ export async function probeDns(
       latencyMs: ms,
     };
   }
+  if (m.truncated && values.length === 0) {
+    return {
+      ok: false,
+      detail: `${head}: the answer is truncated (TC) and hc asks over UDP only`,
+      latencyMs: ms,
+    };
+  }
   if (options.expect !== null) {
     const want = normalizeExpect(options.type, options.expect);
     if (!values.includes(want)) {

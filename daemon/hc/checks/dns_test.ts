@@ -173,6 +173,13 @@ Deno.test("probeDns() against a real UDP responder", async (t) => {
       );
       assert.equal(neg.ok, true, neg.detail);
     });
+    await t.step("fails on a truncated answer without records", async () => {
+      dns.behaviour.truncate = true;
+      const r = await probeDns({ ...base, expect: null }, AbortSignal.timeout(300));
+      assert.equal(r.ok, false);
+      assert.match(r.detail, /truncated \(TC\) and hc asks over UDP only/);
+      dns.behaviour.truncate = false;
+    });
     await t.step(
       "fails with a timeout when the server is silent, after one retransmission",
       async () => {
