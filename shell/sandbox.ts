@@ -29,7 +29,7 @@ import type {
 } from "./contract.ts";
 import type { HeldAddress, ServiceState } from "../lib/types.ts";
 import { isServiceState, MAX_DETAIL_LENGTH } from "../lib/types.ts";
-import { logger } from "../lib/log.ts";
+import { type Logger, logger as processLogger } from "../lib/log.ts";
 import { FaildClient } from "../lib/client.ts";
 import { AuditLog } from "./audit.ts";
 import { fromWireError, PolicyDeniedError, ScriptError, TimeoutError } from "./errors.ts";
@@ -85,6 +85,8 @@ export interface SandboxOptions {
   onOutput?: (line: string, info: { stream: "stdout" | "stderr"; child: string }) => void;
   /** Told each `ctx.log()` message (default: logged at `info` in facility `script`). */
   onLog?: (message: string, info: { service: string | null }) => void;
+  /** Where the sandbox logs (default the process logger); facilities `sandbox` and `script`. */
+  logger?: Logger;
   /** One child per service (default `true`); `false` runs every handler in one child. */
   perService?: boolean;
   /** Start the service children in `start()` rather than at their first handler (default true). */
@@ -221,6 +223,7 @@ interface Host {
   readonly startTimeoutMs: number;
   readonly trapTimeoutMs: number;
   readonly counters: SandboxCounters;
+  readonly logger: Logger;
   output(line: string, stream: "stdout" | "stderr", child: string): void;
   request(child: ScriptChild, msg: Extract<ChildMessage, { t: "req" }>): void;
   log(msg: Extract<ChildMessage, { t: "log" }>, service: string | null): void;
@@ -414,7 +417,7 @@ class ScriptChild {
         if (Array.isArray(msg.errors) && msg.errors.length > 0) {
           this.#host.counters.traps.errors += msg.errors.length;
           for (const e of msg.errors) {
-            logger.warn("sandbox", "trap failed", { error: `${e.name}: ${e.message}` });
+            this.#host.logger.warn("sandbox", "trap failed", { error: `${e.name}: ${e.message}` });
           }
         }
         return;
@@ -479,7 +482,10 @@ class ScriptChild {
   kill(reason: string): void {
     if (this.#deathReason === null) this.#deathReason = reason;
     if (this.#process && this.#state !== "dead") {
-      logger.warn("sandbox", "killing the script's child", { child: this.label, reason });
+      this.#host.logger.warn("sandbox", "killing the script's child", {
+        child: this.label,
+        reason,
+      });
       try {
         this.#process.kill("SIGKILL");
       } catch {
@@ -512,7 +518,9 @@ class ScriptChild {
     this.#host.counters.children.ended++;
     const how = status.signal ? `signal ${status.signal}` : `code ${status.code}`;
     if (this.#deathReason === null) {
-      logger.warn("sandbox", `the script's child exited with ${how}`, { child: this.label });
+      this.#host.logger.warn("sandbox", `the script's child exited with ${how}`, {
+        child: this.label,
+      });
     }
     this.#fail(this.#deathReason ?? `the script exited with ${how}`);
   }
@@ -558,6 +566,7 @@ class SandboxImpl implements Host {
   readonly argv: string[];
   readonly startTimeoutMs: number;
   readonly trapTimeoutMs: number;
+  readonly logger: Logger;
   readonly counters_: SandboxCounters = emptyCounters();
   #script: string;
   #options: SandboxOptions;
@@ -586,6 +595,7 @@ class SandboxImpl implements Host {
     this.argv = childCommand(script, policy, cmd);
     this.startTimeoutMs = options.startTimeoutMs ?? 20_000;
     this.trapTimeoutMs = options.trapTimeoutMs ?? 30_000;
+    this.logger = options.logger ?? processLogger;
   }
 
   get counters(): SandboxCounters {
@@ -688,7 +698,7 @@ class SandboxImpl implements Host {
     }
     this.#ensure("main").then(deliver, (e) => {
       this.counters_.traps.dropped++;
-      logger.warn("sandbox", "cannot restart the script for a trap", { error: String(e) });
+      this.logger.warn("sandbox", "cannot restart the script for a trap", { error: String(e) });
     });
   }
 
@@ -707,13 +717,13 @@ class SandboxImpl implements Host {
 
   output(line: string, stream: "stdout" | "stderr", child: string): void {
     if (this.#options.onOutput) this.#options.onOutput(line, { stream, child });
-    else logger.info("script", line, { stream, child });
+    else this.logger.info("script", line, { stream, child });
   }
 
   log(msg: Extract<ChildMessage, { t: "log" }>, service: string | null): void {
     const text = String(msg.msg).slice(0, 4096);
     if (this.#options.onLog) this.#options.onLog(text, { service });
-    else logger.info("script", text, { service });
+    else this.logger.info("script", text, { service });
   }
 
   request(child: ScriptChild, msg: Extract<ChildMessage, { t: "req" }>): void {

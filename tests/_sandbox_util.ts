@@ -7,6 +7,7 @@
 import { parsePolicy } from "../shell/policy.ts";
 import type { Policy } from "../shell/contract.ts";
 import { createSandbox, type FailshSandbox, type SandboxOptions } from "../shell/sandbox.ts";
+import { Logger } from "../lib/log.ts";
 
 /** URL of the root mod.ts, for generated scripts to import. */
 export const MOD_URL = new URL("../mod.ts", import.meta.url).href;
@@ -18,6 +19,8 @@ export interface Harness {
   policy: Policy;
   logs: { service: string | null; message: string }[];
   output: string[];
+  /** The sandbox's own log lines (JSON), e.g. "killing the script's child". */
+  events: Record<string, unknown>[];
   auditLines(): Record<string, unknown>[];
   close(): Promise<void>;
 }
@@ -40,7 +43,9 @@ export async function makeHarness(
   );
   const logs: Harness["logs"] = [];
   const output: string[] = [];
+  const events: Record<string, unknown>[] = [];
   const sandbox = createSandbox(scriptPath, parsed, {
+    logger: new Logger({ sink: (line) => events.push(JSON.parse(line)) }),
     onLog: (message, { service }) => logs.push({ service, message }),
     onOutput: (line) => output.push(line),
     ...options,
@@ -51,6 +56,7 @@ export async function makeHarness(
     policy: parsed,
     logs,
     output,
+    events,
     auditLines() {
       try {
         return Deno.readTextFileSync(parsed.audit).trim().split("\n").filter((l) => l !== "")

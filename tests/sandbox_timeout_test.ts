@@ -13,6 +13,7 @@ import { call, makeHarness } from "./_sandbox_util.ts";
 import { ScriptError, TimeoutError } from "../shell/errors.ts";
 import { parsePolicy } from "../shell/policy.ts";
 import { createSandbox } from "../shell/sandbox.ts";
+import { Logger } from "../lib/log.ts";
 
 const SCRIPT = `
 import { host, service } from "MOD";
@@ -77,6 +78,13 @@ Deno.test("a handler that hangs or loops forever is killed and the other service
       assertEquals(await h.sandbox.invoke(call("web", "stop"), 5000), "FAIL");
     });
 
+    await t.step("each kill is logged with its reason", () => {
+      const kills = h.events.filter((e) => e.msg === "killing the script's child");
+      assertEquals(kills.map((e) => [e.child, e.reason]), [
+        ["hang", "handler start of hang timed out after 300 ms"],
+        ["spin", "handler start of spin timed out after 300 ms"],
+      ]);
+    });
     await t.step("timeouts are counted for metrics", () => {
       const c = h.sandbox.counters();
       assertEquals(c.handlers.timeouts, 2);
@@ -282,7 +290,10 @@ service("web", {
     }),
     `${h.dir}/policy.json`,
   );
-  const sandbox = createSandbox(`${h.dir}/failover.ts`, policy, { onOutput: () => {} });
+  const sandbox = createSandbox(`${h.dir}/failover.ts`, policy, {
+    onOutput: () => {},
+    logger: new Logger({ sink: () => {} }),
+  });
   try {
     await sandbox.start();
     const deadline = Date.now() + 10_000;
