@@ -6,6 +6,7 @@ import { deepEqual as assertEquals, match as assertMatch, ok as assert } from "n
 import { LinuxNetDriver } from "../shell/netops.ts";
 import { parseCidr } from "../shell/policy.ts";
 import { AuditLog } from "../shell/audit.ts";
+import { call, makeHarness } from "./_sandbox_util.ts";
 
 function isRoot(): boolean {
   try {
@@ -240,6 +241,66 @@ Deno.test({
         "no refresh after release",
       );
     } finally {
+      await net.close();
+      await ip("netns", "del", ns).catch(() => "");
+    }
+  },
+});
+
+Deno.test({
+  name: `a sandboxed script takes over an address through the policy, and only that one${SKIP}`,
+  ignore: !ROOT,
+  async fn() {
+    const tag = String(Deno.pid % 100000);
+    const ns = `fsh3-s-${tag}`;
+    const dev = `f3s${tag}`;
+    const lines: string[] = [];
+    const audit = new AuditLog({ script: "/t.ts", sink: (l) => lines.push(l) });
+    const net = new LinuxNetDriver({ netns: ns, audit, onError: () => {} });
+    const h = await makeHarness(
+      `
+import { host, service, PolicyDeniedError } from "MOD";
+host("alpha", { address: "127.0.0.1" });
+service("vip", {
+  masters: ["alpha"], interval: "1s",
+  async start(ctx) {
+    await ctx.takeover("198.18.205.100/24", { device: "${dev}", arpCount: 1 });
+    try {
+      await ctx.takeover("198.18.206.100/24", { device: "${dev}" });
+    } catch (e) {
+      ctx.log("refused " + (e instanceof PolicyDeniedError));
+    }
+    return "UP";
+  },
+  async stop(ctx) {
+    await ctx.release("198.18.205.100/24", { device: "${dev}" });
+    return "FAIL";
+  },
+});
+`,
+      { netDriver: "linux", addresses: [{ prefix: "198.18.205.0/24", devices: [dev] }] },
+      { net, audit },
+    );
+    try {
+      await ip("netns", "add", ns);
+      await ip("-n", ns, "link", "add", dev, "type", "veth", "peer", "name", `${dev}p`);
+      await ip("-n", ns, "link", "set", dev, "up");
+      await ip("-n", ns, "link", "set", `${dev}p`, "up");
+      await h.sandbox.start();
+      assertEquals(await h.sandbox.invoke(call("vip"), 10_000), "UP");
+      const shown = await ip("-n", ns, "addr", "show", "dev", dev);
+      assertMatch(shown, /inet 198\.18\.205\.100\/24 /);
+      assert(!shown.includes("198.18.206.100"), "the refused address was not added");
+      assertEquals(h.logs.map((l) => l.message), ["refused true"]);
+      const commands = lines.map((l) => JSON.parse(l)).filter((r) =>
+        r.request.op === "ip-addr-add"
+      );
+      assertEquals(commands.length, 1, "ip ran once: for the allowed address only");
+      assertEquals(h.sandbox.heldAddresses().map((a) => a.address), ["198.18.205.100/24"]);
+      assertEquals(await h.sandbox.invoke(call("vip", "stop"), 10_000), "FAIL");
+      assert(!(await ip("-n", ns, "addr", "show", "dev", dev)).includes("198.18.205.100"));
+    } finally {
+      await h.close();
       await net.close();
       await ip("netns", "del", ns).catch(() => "");
     }
