@@ -444,6 +444,7 @@ export async function checkFailsh(script: string, policyPath: string): Promise<C
   }
 
   let decl: ScriptDecl | null = null;
+  const output: string[] = [];
   try {
     await Deno.stat(scriptAbs);
     // Load the declaration with the real policy when it parsed, else with an empty one (no
@@ -454,7 +455,10 @@ export async function checkFailsh(script: string, policyPath: string): Promise<C
       net: createNetDriver("simulated"),
       audit,
       prespawn: false,
-      onOutput: () => {},
+      onOutput: (line) => {
+        output.push(line);
+        if (output.length > 20) output.shift();
+      },
       onLog: () => {},
     });
     try {
@@ -463,7 +467,14 @@ export async function checkFailsh(script: string, policyPath: string): Promise<C
       await sandbox.close();
     }
   } catch (error) {
-    err(scriptAbs, (error as Error).message.replace(/\s+$/, ""));
+    const message = (error as Error).message.replace(/\s+$/, "");
+    // "Invalid failover script:\n  - a\n  - b" gives one problem per item.
+    const items = message.split(/\n\s+- /);
+    if (items.length > 1) { for (const item of items.slice(1)) err(scriptAbs, item.trim()); }
+    else {
+      const tail = output.filter((l) => l.trim() !== "").slice(-5).join(" | ");
+      err(scriptAbs, tail ? `${message}: ${tail}` : message);
+    }
   }
 
   if (decl) {
@@ -674,6 +685,7 @@ export async function main(args: string[]): Promise<number> {
     }
   }
   if (v.check) {
+    if (v["log-level"] === undefined) processLogger.setLevel("*", "error");
     const report = await checkFailsh(script, policyPath);
     if (v.json) {
       console.log(
