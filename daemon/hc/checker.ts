@@ -512,9 +512,9 @@ export class HealthChecker {
     for (const name of this.#dependents.get(e.spec.name) ?? []) {
       const d = this.#entries.get(name)!;
       const next = effectiveState(d.ownState, this.#depViews(d));
-      if (d.state === "BLOCKED" && next.state !== "BLOCKED") {
-        // Unblocked: its own verdict is stale, so probe it now.
-        this.#setReported(d, next.state, next.rootCause);
+      if (d.state === "BLOCKED" && next.state !== "BLOCKED" && this.#started) {
+        // Unblocked: its own verdict is stale, so it stays BLOCKED until a fresh probe, run now
+        // (or by the run already in flight, which reads the dependencies when it ends).
         this.#kick(d);
       } else {
         this.#setReported(d, next.state, next.rootCause);

@@ -103,6 +103,10 @@ Deno.test("a failing dependency blocks its dependents, names the root cause and 
     ].join("\n"),
   );
   try {
+    const webStates: string[] = [];
+    hc.subscribe((e) => {
+      if (e.check.name === "web") webStates.push(e.check.state);
+    });
     hc.start();
     await waitFor("all UP", () => hc.snapshot().summary.UP === 3);
     await waitFor("web up hook", () => hook.paths.includes("/up"));
@@ -132,6 +136,8 @@ Deno.test("a failing dependency blocks its dependents, names the root cause and 
     await waitFor("web FAIL", () => hc.check("web")?.state === "FAIL");
     assert.equal(hc.check("web")!.rootCause, null);
     await waitFor("fail hook", () => hook.paths.includes("/fail"));
+    // Unblocked, web stayed BLOCKED until a fresh probe: its stale UP was never reported.
+    assert.deepEqual(webStates, ["UP", "BLOCKED", "FAIL"]);
   } finally {
     await hc.stop();
     await dns.close();
