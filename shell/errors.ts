@@ -124,6 +124,9 @@ export function toWireError(error: unknown): WireError {
  * ```
  */
 export function fromWireError(wire: WireError): Error {
+  if (typeof wire !== "object" || wire === null || typeof wire.message !== "string") {
+    return new Error(`Malformed error received: ${JSON.stringify(wire)?.slice(0, 200)}`);
+  }
   switch (wire.name) {
     case "PolicyDeniedError":
       return new PolicyDeniedError(wire.message);

@@ -36,6 +36,7 @@ import { fromWireError, PolicyDeniedError, ScriptError, TimeoutError } from "./e
 import { createNetDriver, type NetDriver, runFixed } from "./netops.ts";
 import { checkRelease, checkRun, checkTakeover, readKey } from "./policy.ts";
 import {
+  checkDecl,
   CHILD_FLAG,
   type ChildMessage,
   MAX_RPC_LINE,
@@ -330,7 +331,12 @@ class ScriptChild {
         this.#output(line.slice(at + RPC_MAGIC.length), "stdout");
         continue;
       }
-      this.#handle(msg);
+      try {
+        this.#handle(msg);
+      } catch (e) {
+        // Only a child writing malformed messages gets here.
+        this.kill(`it broke the sandbox protocol: ${(e as Error).message}`);
+      }
     }
   }
 
@@ -370,15 +376,28 @@ class ScriptChild {
 
   #handle(msg: ChildMessage): void {
     switch (msg.t) {
-      case "decl":
-        if (this.#state === "starting") {
-          this.#state = "ready";
-          this.#onDecl?.(msg.decl);
+      case "decl": {
+        if (this.#state !== "starting") return;
+        let decl: ScriptDecl;
+        try {
+          decl = checkDecl(msg.decl);
+        } catch (e) {
+          this.#onFatal?.(new ScriptError((e as Error).message));
+          this.kill("its declaration is invalid");
+          return;
         }
+        this.#state = "ready";
+        this.#onDecl?.(decl);
         return;
+      }
       case "fatal":
         this.#onFatal?.(
-          new ScriptError(`Invalid failover script:\n  - ${msg.problems.join("\n  - ")}`),
+          new ScriptError(
+            `Invalid failover script:\n  - ${
+              (Array.isArray(msg.problems) ? msg.problems : [String(msg.problems)])
+                .map((p) => String(p).slice(0, 2000)).join("\n  - ")
+            }`,
+          ),
         );
         this.kill("the script's declarations are invalid");
         return;
@@ -386,6 +405,9 @@ class ScriptChild {
       case "error": {
         const inv = this.#invocations.get(msg.id);
         if (!inv) return;
+        if (msg.t === "error" && (typeof msg.error !== "object" || msg.error === null)) {
+          throw new TypeError("an error message without an error");
+        }
         this.#invocations.delete(msg.id);
         clearTimeout(inv.timer);
         if (msg.t === "result") {

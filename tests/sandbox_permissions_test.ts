@@ -2,7 +2,12 @@
  * Proof that a sandboxed failover script cannot escape the operator's policy: each probe runs
  * inside a real child `deno run` started by the sandbox, and reports what happened.
  */
-import { deepEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert/strict";
+import {
+  deepEqual as assertEquals,
+  match as assertMatch,
+  ok as assert,
+  rejects,
+} from "node:assert/strict";
 import { call, makeHarness } from "./_sandbox_util.ts";
 
 const PROBES = `
@@ -250,4 +255,82 @@ Deno.test("the child's command line grants no run, write, env, FFI or sys permis
   } finally {
     await h.close();
   }
+});
+
+Deno.test("a script cannot forge its declaration or break the channel", async (t) => {
+  const forge = (message: unknown) => `
+import { host, service } from "MOD";
+const line = "\\u001eFAILSH1 " + JSON.stringify(${JSON.stringify(message)}) + "\\n";
+Deno.stdout.writeSync(new TextEncoder().encode(line));
+host("alpha", { address: "127.0.0.1" });
+service("web", { masters: ["alpha"], interval: "1s", start: async () => "UP", stop: async () => "FAIL" });
+`;
+  await t.step("a forged declaration with a 0 ms interval is refused", async () => {
+    const decl = {
+      hosts: [{ name: "alpha", address: "127.0.0.1", port: 7100, protocol: "http", key: null }],
+      services: [{
+        name: "web",
+        masters: ["alpha"],
+        slaves: [],
+        intervalMs: 0,
+        fall: 3,
+        rise: 2,
+        preempt: true,
+        graceMs: 0,
+        timeouts: { start: 1, stop: 1, reclaim: 1 },
+        handlers: ["start", "stop"],
+      }],
+      traps: 0,
+    };
+    const h = await makeHarness(forge({ t: "decl", decl }), {});
+    try {
+      await rejects(
+        h.sandbox.start(),
+        /^ScriptError: Invalid declaration from the script: Invalid interval of service web: 0 ms/,
+      );
+    } finally {
+      await h.close();
+    }
+  });
+  await t.step("stray messages are ignored", async () => {
+    const h = await makeHarness(forge({ t: "trapdone", id: 99, errors: null }), {});
+    try {
+      await h.sandbox.start();
+      assertEquals(await h.sandbox.invoke(call("web"), 5000), "UP");
+    } finally {
+      await h.close();
+    }
+  });
+  await t.step(
+    "a malformed message gets the child killed, and the next call restarts it",
+    async () => {
+      const h = await makeHarness(
+        `
+import { host, service } from "MOD";
+host("alpha", { address: "127.0.0.1" });
+service("web", {
+  masters: ["alpha"], interval: "1s",
+  async start() {
+    const bad = "\\u001eFAILSH1 " + JSON.stringify({ t: "error", id: 1, error: null }) + "\\n";
+    Deno.stdout.writeSync(new TextEncoder().encode(bad));
+    await new Promise((r) => setTimeout(r, 1000));
+    return "UP";
+  },
+  stop: async () => "FAIL",
+});
+`,
+        {},
+      );
+      try {
+        await h.sandbox.start();
+        await rejects(
+          h.sandbox.invoke(call("web"), 5000),
+          /interrupted: it broke the sandbox protocol/,
+        );
+        assertEquals(await h.sandbox.invoke(call("web", "stop"), 5000), "FAIL");
+      } finally {
+        await h.close();
+      }
+    },
+  );
 });
