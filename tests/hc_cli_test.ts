@@ -168,3 +168,68 @@ Deno.test("hc refuses to start when a faild action's key file is missing", async
     },
   );
 });
+
+Deno.test("hc reloads its Hcfile on SIGHUP, keeping unchanged checks' state, and dumps it on SIGUSR1", async () => {
+  const web = startHttpServer();
+  const port = await freePort();
+  const dir = await Deno.makeTempDir({ prefix: "hc_reload_" });
+  const file = `${dir}/Hcfile`;
+  const base =
+    `defaults interval=100ms timeout=100ms rise=1 fall=1\nweb:\n\thttp url=${web.url}/\n`;
+  await Deno.writeTextFile(file, base);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", HC, file, "--listen", `127.0.0.1:${port}`],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let log = "";
+  const reading = (async () => {
+    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+      if (log.length < 1 << 20) log += chunk;
+    }
+  })();
+  const checks = async () => {
+    try {
+      return (await (await fetch(`http://127.0.0.1:${port}/v1/checks`)).json()).checks as {
+        name: string;
+        state: string;
+        changes: number;
+        runs: number;
+      }[];
+    } catch {
+      return [];
+    }
+  };
+  let exited = false;
+  try {
+    await waitFor("web UP", async () => (await checks())[0]?.state === "UP", 20_000);
+    await Deno.writeTextFile(file, base + `api:\n\thttp url=${web.url}/api\n`);
+    child.kill("SIGHUP");
+    await waitFor("two checks UP", async () => {
+      const c = await checks();
+      return c.length === 2 && c.every((x) => x.state === "UP");
+    }, 10_000);
+    const web1 = (await checks()).find((c) => c.name === "web")!;
+    assert.equal(web1.changes, 1, "web kept its state: no new PENDING -> UP change");
+    assert.ok(web1.runs > 1);
+    await Deno.writeTextFile(file, "broken line\n");
+    child.kill("SIGHUP");
+    await waitFor("reload refused", () => log.includes("reload refused"), 10_000);
+    assert.equal((await checks()).length, 2, "the running checks go on after a bad reload");
+    child.kill("SIGUSR1");
+    await waitFor("state dump", () => log.includes('"msg":"state dump"'), 10_000);
+    const dump = log.split("\n").find((l) => l.includes('"msg":"state dump"'))!;
+    assert.equal(JSON.parse(dump).snapshot.checks.length, 2);
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+    exited = true;
+  } finally {
+    if (!exited) {
+      child.kill("SIGKILL");
+      await child.status;
+    }
+    await reading.catch(() => {});
+    await web.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

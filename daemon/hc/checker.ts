@@ -233,6 +233,11 @@ export interface HealthCheckerOptions {
   name?: string;
   /** Logger (default: the process logger). */
   logger?: Logger;
+  /**
+   * A stopped engine being replaced (reload): each check whose name and signature are unchanged
+   * takes over its state, counters and last results, so a reload fires no actions for it.
+   */
+  previous?: HealthChecker;
 }
 
 /**
@@ -272,12 +277,55 @@ export class HealthChecker {
     this.#name = options.name ?? config.name ?? safeHostname();
     this.#log = options.logger ?? defaultLogger;
     for (const spec of config.checks) this.#entries.set(spec.name, new Entry(spec));
+    if (options.previous) this.#carryOver(options.previous);
     this.#dependents = dependentsOf(config.checks);
     this.#actions = new ActionRunner({
       baseDir: config.baseDir,
       allowPrograms: config.allowPrograms,
       logger: this.#log,
     });
+  }
+
+  #carryOver(previous: HealthChecker): void {
+    const keys = [
+      "ownState",
+      "state",
+      "rootCause",
+      "lastResult",
+      "successes",
+      "failures",
+      "lastChange",
+      "changes",
+      "runs",
+      "failedRuns",
+      "skippedRuns",
+      "actionsRun",
+      "actionsFailed",
+      "lastAction",
+    ] as const;
+    for (const [name, e] of this.#entries) {
+      const old = previous.#entries.get(name);
+      if (!old || old.spec.signature !== e.spec.signature) continue;
+      for (const k of keys) (e as unknown as Record<string, unknown>)[k] = old[k];
+    }
+    // A kept check whose dependency is new or changed (PENDING) must not keep a stale verdict.
+    for (const e of this.#entries.values()) {
+      const next = effectiveState(e.ownState, this.#depViews(e));
+      if (e.state !== next.state && next.state === "PENDING") {
+        e.state = "PENDING";
+        e.rootCause = null;
+      }
+    }
+    this.#startedAt = previous.#startedAt;
+  }
+
+  /**
+   * Reads every key file of the faild actions (also done by {@linkcode HealthChecker.start}).
+   *
+   * @throws {TypeError} When a key file cannot be read.
+   */
+  prepare(): void {
+    this.#actions.prepare(this.#config.checks.flatMap((c) => c.actions));
   }
 
   /** This instance's name. */
@@ -292,9 +340,8 @@ export class HealthChecker {
    */
   start(): void {
     if (this.#started) return;
-    this.#actions.prepare(this.#config.checks.flatMap((c) => c.actions));
+    this.prepare();
     this.#started = true;
-    this.#startedAt = Date.now();
     for (const e of this.#entries.values()) {
       const def = CHECKS[e.spec.kind];
       e.instance = def.create(e.spec.values, e.spec.argv, {

@@ -39,6 +39,9 @@ Options:
   --log-level LEVEL  ${LOG_LEVELS.join(", ")} (default info)
   -h, --help         this text
 
+Signals: SIGHUP reloads HCFILE (kept when it has errors; unchanged checks keep their state),
+SIGUSR1 writes the state of every check to the log, SIGINT/SIGTERM stop.
+
 Check kinds:
 ${CHECK_KINDS.map((k) => `  ${k.padEnd(8)} ${CHECKS[k].summary}`).join("\n")}`;
 
@@ -216,11 +219,68 @@ export async function main(args: string[]): Promise<number> {
       return 2;
     }
   }
+  let current = hc;
+  // SIGHUP: reload (one at a time); SIGUSR1: dump the state to the log.
+  let reloading: Promise<void> = Promise.resolve();
+  const onHup = (): void => {
+    reloading = reloading.then(async () => {
+      current = await reload(file, current, options);
+      server?.replace(current);
+    });
+  };
+  const onUsr1 = (): void => {
+    logger.info("hc", "state dump", { snapshot: current.snapshot() });
+  };
+  Deno.addSignalListener("SIGHUP", onHup);
+  Deno.addSignalListener("SIGUSR1", onUsr1);
   const sig = await waitForSignal();
+  Deno.removeSignalListener("SIGHUP", onHup);
+  Deno.removeSignalListener("SIGUSR1", onUsr1);
   logger.info("hc", "stopping", { signal: sig });
+  await reloading;
   await server?.shutdown();
-  await hc.stop();
+  await current.stop();
   return 0;
+}
+
+/**
+ * Reloads the Hcfile: when it has errors, or a key file cannot be read, the running engine is
+ * kept (and the reason logged); otherwise it is stopped and a new one started, in which every
+ * check with an unchanged line, dependencies and timing keeps its state.
+ *
+ * @param file The Hcfile.
+ * @param running The running engine.
+ * @param options Engine options (name).
+ * @returns The engine running afterwards.
+ */
+export async function reload(
+  file: string,
+  running: HealthChecker,
+  options: { name?: string },
+): Promise<HealthChecker> {
+  const { config, diagnostics } = await loadHcfile(file);
+  for (const d of diagnostics) {
+    logger.log(d.severity === "error" ? "error" : "warn", "hc", formatDiagnostic(d));
+  }
+  const errors = diagnostics.filter((d) => d.severity === "error").length;
+  if (errors > 0) {
+    logger.error("hc", "reload refused: the Hcfile has errors; the running checks go on", {
+      errors,
+    });
+    return running;
+  }
+  try {
+    new HealthChecker(config, options).prepare();
+  } catch (e) {
+    logger.error("hc", "reload refused: the running checks go on", { error: errorText(e) });
+    return running;
+  }
+  await running.stop();
+  const next = new HealthChecker(config, { ...options, previous: running });
+  next.start();
+  const kept = next.snapshot().checks.filter((c) => c.state !== "PENDING").length;
+  logger.info("hc", "reloaded", { checks: config.checks.length, kept });
+  return next;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

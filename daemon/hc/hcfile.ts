@@ -75,6 +75,11 @@ export interface CheckSpec extends CheckDefaults {
   argv: string[];
   /** What it probes, for humans. */
   target: string;
+  /**
+   * What identifies the probe across reloads: kind, words, dependencies and timing (not the
+   * actions). A check whose signature is unchanged keeps its state when hc reloads.
+   */
+  signature: string;
   /** Actions, in file order. */
   actions: ActionSpec[];
 }
@@ -588,6 +593,7 @@ export function parseHcfile(
       values: s.values,
       argv: s.argv,
       target,
+      signature: JSON.stringify([kind, words.slice(1), t.deps, intervalMs, timeoutMs, rise, fall]),
       actions,
       intervalMs,
       timeoutMs,

@@ -132,6 +132,8 @@ export interface StatusServer {
   addr: Deno.NetAddr;
   /** Its base URL, e.g. `http://127.0.0.1:7200`. */
   url: string;
+  /** Serves another engine from now on (reload); open event streams are closed (clients reconnect). */
+  replace(hc: HealthChecker): void;
   /** Closes event streams and stops the server. */
   shutdown(): Promise<void>;
 }
@@ -160,7 +162,7 @@ function json(body: unknown, status = 200): Response {
 /**
  * Serves an engine's status over HTTP.
  *
- * @param hc The engine.
+ * @param engine The engine.
  * @param options Address, port, logger.
  * @returns The running server.
  *
@@ -172,7 +174,8 @@ function json(body: unknown, status = 200): Response {
  * await server.shutdown();
  * ```
  */
-export function serveStatus(hc: HealthChecker, options: ServeStatusOptions = {}): StatusServer {
+export function serveStatus(engine: HealthChecker, options: ServeStatusOptions = {}): StatusServer {
+  let hc = engine;
   const log = options.logger ?? defaultLogger;
   const streams = new Set<() => void>();
   const encoder = new TextEncoder();
@@ -272,6 +275,10 @@ export function serveStatus(hc: HealthChecker, options: ServeStatusOptions = {})
   return {
     addr,
     url: `http://${host}:${addr.port}`,
+    replace(next) {
+      hc = next;
+      for (const close of [...streams]) close();
+    },
     async shutdown() {
       for (const close of [...streams]) close();
       await server.shutdown();
