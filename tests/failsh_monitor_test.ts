@@ -169,6 +169,36 @@ Deno.test("monitor port serves the snapshot, the stream, metrics and the page", 
   }
 });
 
+Deno.test("monitor stream sends nothing but keep-alive comments when nothing changes", async () => {
+  const source = new FakeSource();
+  const port = await startMonitor({
+    listen: "127.0.0.1:0",
+    source,
+    metrics: () => "",
+    keepaliveMs: 100,
+  });
+  try {
+    const r = await fetch(`${port.url}/v1/stream`);
+    const reader = r.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    const deadline = Date.now() + 450;
+    while (Date.now() < deadline) {
+      const next = await Promise.race([
+        reader.read(),
+        new Promise<null>((res) => setTimeout(() => res(null), 50)),
+      ]);
+      if (next === null) continue;
+      if (next.done) break;
+      text += next.value;
+    }
+    await reader.cancel();
+    assert.equal(text.split("event: snapshot").length - 1, 1, text);
+    assert.ok(text.split(": keepalive").length - 1 >= 2, text);
+  } finally {
+    await port.close();
+  }
+});
+
 Deno.test("debug port answers faild's signed debug-levels API", async (t) => {
   const log = new Logger({ sink: () => {} });
   const port = await startDebugPort({ listen: "127.0.0.1:0", key: "debug-secret", logger: log });
