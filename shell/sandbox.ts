@@ -249,6 +249,7 @@ class ScriptChild {
   #exited: Promise<Deno.CommandStatus> | null = null;
   #deathReason: string | null = null;
   #outputWindow = { start: 0, count: 0, dropped: 0 };
+  #lastErrors: string[] = [];
 
   constructor(label: string, host: Host) {
     this.label = label;
@@ -297,8 +298,8 @@ class ScriptChild {
       this.#readStdout(this.#process.stdout),
       this.#readStderr(this.#process.stderr),
     );
-    this.#exited = this.#process.status.then((status) => {
-      this.#onExit(status);
+    this.#exited = this.#process.status.then(async (status) => {
+      await this.#onExit(status);
       return status;
     });
     const timer = setTimeout(() => {
@@ -341,7 +342,16 @@ class ScriptChild {
   }
 
   async #readStderr(stream: ReadableStream<Uint8Array>): Promise<void> {
-    for await (const line of readLines(stream, 64 * 1024)) this.#output(line, "stderr");
+    for await (const line of readLines(stream, 64 * 1024)) {
+      // Keep the last lines (deno's own load errors) to explain a failed start.
+      // deno-lint-ignore no-control-regex
+      const clean = line.replace(/\x1b\[[0-9;]*m/g, "").trim();
+      if (clean !== "") {
+        this.#lastErrors.push(clean.slice(0, 500));
+        if (this.#lastErrors.length > 5) this.#lastErrors.shift();
+      }
+      this.#output(line, "stderr");
+    }
   }
 
   /** Rate limit of script output and `ctx.log` lines: {@linkcode MAX_OUTPUT_LINES_PER_SECOND}. */
@@ -520,7 +530,10 @@ class ScriptChild {
   #fail(reason: string): void {
     const wasStarting = this.#state === "starting";
     this.#state = "dead";
-    if (wasStarting) this.#onFatal?.(new ScriptError(`The script failed to start: ${reason}`));
+    if (wasStarting) {
+      const said = this.#lastErrors.length > 0 ? `; it said: ${this.#lastErrors.join(" / ")}` : "";
+      this.#onFatal?.(new ScriptError(`The script failed to start: ${reason}${said}`));
+    }
     for (const inv of this.#invocations.values()) {
       clearTimeout(inv.timer);
       inv.abort.abort();
@@ -536,7 +549,9 @@ class ScriptChild {
     this.#traps.clear();
   }
 
-  #onExit(status: Deno.CommandStatus): void {
+  async #onExit(status: Deno.CommandStatus): Promise<void> {
+    // Let the last stderr lines arrive: they say why a starting script died.
+    if (this.#state === "starting") await Promise.allSettled(this.#readers);
     this.#host.counters.children.ended++;
     const how = status.signal ? `signal ${status.signal}` : `code ${status.code}`;
     if (this.#deathReason === null) {

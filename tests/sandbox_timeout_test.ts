@@ -323,3 +323,27 @@ service("web", {
     await h.close();
   }
 });
+
+Deno.test("a script that imports from the network or npm fails to start, saying why", async () => {
+  for (
+    const [spec, reason] of [
+      ["npm:left-pad@1.3.0", /it said: .*npm specifiers were requested; but --no-npm is specified/],
+      ["https://example.com/x.ts", /it said: .*Requires import access to "example\.com:443"/],
+    ] as const
+  ) {
+    const h = await makeHarness(
+      `import ${JSON.stringify(spec)};\nimport { host } from "MOD";\n`,
+      {},
+    );
+    try {
+      await rejects(h.sandbox.start(), (e: Error) => {
+        assert(e instanceof ScriptError);
+        assertMatch(e.message, /^The script failed to start: the script exited with code 1/);
+        assertMatch(e.message, reason);
+        return true;
+      });
+    } finally {
+      await h.close();
+    }
+  }
+});
