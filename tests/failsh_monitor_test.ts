@@ -70,6 +70,26 @@ function stats(): SchedulerStats {
   };
 }
 
+/** Reads a stream for `ms`, keeping one read pending so no chunk is lost. */
+async function readFor(reader: ReadableStreamDefaultReader<string>, ms: number): Promise<string> {
+  let text = "";
+  const deadline = Date.now() + ms;
+  let pending = reader.read();
+  while (Date.now() < deadline) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const next = await Promise.race([
+      pending,
+      new Promise<null>((res) => timer = setTimeout(() => res(null), deadline - Date.now())),
+    ]);
+    clearTimeout(timer);
+    if (next === null) break;
+    if (next.done) return text;
+    text += next.value;
+    pending = reader.read();
+  }
+  return text;
+}
+
 /** Reads SSE events from a stream until `count` snapshot events arrived. */
 async function readEvents(
   body: ReadableStream<Uint8Array>,
@@ -130,16 +150,7 @@ Deno.test("monitor port serves the snapshot, the stream, metrics and the page", 
       const first = await reader.read();
       text += first.value ?? "";
       for (let i = 0; i < 50; i++) source.change(snapshot(i % 2 ? "UP" : "FAIL", i));
-      const deadline = Date.now() + 300;
-      while (Date.now() < deadline) {
-        const next = await Promise.race([
-          reader.read(),
-          new Promise<null>((res) => setTimeout(() => res(null), 100)),
-        ]);
-        if (next === null) continue;
-        if (next.done) break;
-        text += next.value;
-      }
+      text += await readFor(reader, 300);
       await reader.cancel();
       const count = text.split("event: snapshot").length - 1;
       assert.ok(count >= 2 && count <= 8, `50 changes gave ${count} events`);
@@ -181,16 +192,7 @@ Deno.test("monitor stream sends nothing but keep-alive comments when nothing cha
     const r = await fetch(`${port.url}/v1/stream`);
     const reader = r.body!.pipeThrough(new TextDecoderStream()).getReader();
     let text = "";
-    const deadline = Date.now() + 450;
-    while (Date.now() < deadline) {
-      const next = await Promise.race([
-        reader.read(),
-        new Promise<null>((res) => setTimeout(() => res(null), 50)),
-      ]);
-      if (next === null) continue;
-      if (next.done) break;
-      text += next.value;
-    }
+    text += await readFor(reader, 450);
     await reader.cancel();
     assert.equal(text.split("event: snapshot").length - 1, 1, text);
     assert.ok(text.split(": keepalive").length - 1 >= 2, text);
