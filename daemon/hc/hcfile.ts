@@ -129,8 +129,8 @@ export function formatDiagnostic(d: Diagnostic): string {
 }
 
 /**
- * Splits a line into words: whitespace separates, double quotes group (`body="/a b/"`), and a
- * backslash escapes the next character inside quotes.
+ * Splits a line into words: whitespace separates, double quotes group (`body="/a b/"`), and
+ * inside quotes `\"` is a quote and `\\` a backslash (other backslashes stay, for regexes).
  *
  * @param text The line without its indentation.
  * @returns The words.
@@ -150,7 +150,7 @@ export function tokenize(text: string): string[] {
   for (let i = 0; i < text.length; i++) {
     const c = text[i]!;
     if (quoted) {
-      if (c === "\\" && i + 1 < text.length) word += text[++i];
+      if (c === "\\" && (text[i + 1] === '"' || text[i + 1] === "\\")) word += text[++i];
       else if (c === '"') quoted = false;
       else word += c;
     } else if (c === '"') {

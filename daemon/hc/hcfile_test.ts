@@ -15,6 +15,7 @@ Deno.test("tokenize() splits on blanks and keeps quoted values whole", () => {
     "body=/hello world/",
   ]);
   assert.deepEqual(tokenize('expect="say \\"hi\\""'), ['expect=say "hi"']);
+  assert.deepEqual(tokenize('body="/\\"ok\\":\\s*true/"'), ['body=/"ok":\\s*true/']);
   assert.throws(() => tokenize('body="/open'), /unclosed double quote/);
 });
 
