@@ -77,6 +77,14 @@ Deno.test("hc --check exits by severity with one file:line message per problem",
     assert.ok(r.code <= 1, r.stdout);
     assert.match(r.stdout, /5 checks, 0 errors/);
   });
+  await t.step("the loopback sample is clean", async () => {
+    const r = await hc([
+      "--check",
+      new URL("../samples/hc/loopback.Hcfile", import.meta.url).pathname,
+    ]);
+    assert.equal(r.code, 0, r.stdout);
+    assert.match(r.stdout, /3 checks, 0 errors, 0 warnings/);
+  });
   await t.step("hc refuses to start a file with errors", async () => {
     await withFile("a:\n\ttcp host=h\n", async (p) => {
       const r = await hc([p]);
