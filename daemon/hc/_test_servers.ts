@@ -401,8 +401,7 @@ export async function startDnsmasq(port?: number): Promise<Dnsmasq> {
     try {
       await queryUdp(
         { host: "127.0.0.1", port: p },
-        { name: "www.example.test", type: 1 },
-        AbortSignal.timeout(200),
+        { name: "www.example.test", type: 1, signal: AbortSignal.timeout(200) },
       );
       break;
     } catch (e) {

@@ -125,22 +125,22 @@ export interface HcChangeEvent {
  * not returned 250 ms later, hc stops waiting for it, so a hanging check cannot stall anything.
  *
  * @param run The probe.
- * @param timeoutMs The limit.
- * @param stop Aborts early (shutdown).
+ * @param options The limit in ms, and a signal that aborts early (shutdown).
  * @returns The probe's result, or a failure saying it timed out.
  *
  * @example
  * ```ts
  * import { runWithTimeout } from "./checker.ts";
- * const r = await runWithTimeout(() => new Promise(() => {}), 10, new AbortController().signal);
+ * const r = await runWithTimeout(() => new Promise(() => {}), { timeoutMs: 10 });
  * console.log(r.ok, r.detail); // false "timed out after 10 ms"
  * ```
  */
 export async function runWithTimeout(
   run: CheckRunner,
-  timeoutMs: number,
-  stop: AbortSignal,
+  options: { timeoutMs: number; signal?: AbortSignal },
 ): Promise<CheckResult> {
+  const { timeoutMs } = options;
+  const stop = options.signal ?? new AbortController().signal;
   const controller = new AbortController();
   let timedOut = false;
   const timer = setTimeout(() => {
@@ -476,7 +476,10 @@ export class HealthChecker {
       this.#setReported(e, before.state, before.rootCause);
       return;
     }
-    const result = await runWithTimeout(e.instance.run, e.spec.timeoutMs, this.#stop.signal);
+    const result = await runWithTimeout(e.instance.run, {
+      timeoutMs: e.spec.timeoutMs,
+      signal: this.#stop.signal,
+    });
     if (this.#stop.signal.aborted) return;
     e.runs++;
     e.lastResult = { ...result, at: Date.now() };

@@ -13,7 +13,7 @@ function checker(text: string): { hc: HealthChecker; lines: string[] } {
 
 Deno.test("runWithTimeout() gives up on a probe that hangs and ignores its signal", async () => {
   const started = Date.now();
-  const r = await runWithTimeout(() => new Promise(() => {}), 50, new AbortController().signal);
+  const r = await runWithTimeout(() => new Promise(() => {}), { timeoutMs: 50 });
   assert.deepEqual(r, { ok: false, detail: "timed out after 50 ms", latencyMs: null });
   assert.ok(Date.now() - started < 2000);
 });
@@ -24,8 +24,7 @@ Deno.test("runWithTimeout() turns a late success into a timeout failure", async 
       new Promise((resolve) =>
         setTimeout(() => resolve({ ok: true, detail: "late", latencyMs: 1 }), 80)
       ),
-    20,
-    new AbortController().signal,
+    { timeoutMs: 20 },
   );
   assert.equal(r.ok, false);
   assert.equal(r.detail, "timed out after 20 ms");

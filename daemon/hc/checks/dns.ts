@@ -358,23 +358,24 @@ export function decodeMessage(bytes: Uint8Array): DnsMessage {
  * Sends a query over UDP and waits for the matching answer. Retransmits once at half the time.
  *
  * @param server The server's IP address and port.
- * @param query Name and numeric type.
- * @param signal Aborts the wait (the socket is closed).
+ * @param query Name, numeric type, when to retransmit, and a signal that aborts the wait (the
+ *   socket is then closed).
  * @returns The decoded answer.
  *
  * @example
  * ```ts ignore
  * import { queryUdp } from "./dns.ts";
- * const m = await queryUdp({ host: "127.0.0.1", port: 53 }, { name: "example.test", type: 1 },
- *   AbortSignal.timeout(1000));
+ * const m = await queryUdp({ host: "127.0.0.1", port: 53 }, {
+ *   name: "example.test", type: 1, signal: AbortSignal.timeout(1000),
+ * });
  * console.log(m.answers);
  * ```
  */
 export function queryUdp(
   server: { host: string; port: number },
-  query: { name: string; type: number; retransmitMs?: number },
-  signal: AbortSignal,
+  query: { name: string; type: number; retransmitMs?: number; signal: AbortSignal },
 ): Promise<DnsMessage> {
+  const { signal } = query;
   const id = Math.floor(Math.random() * 65536);
   const packet = encodeQuery(id, query.name, query.type);
   const socket = dgram.createSocket(isIP(server.host) === 6 ? "udp6" : "udp4");
@@ -452,8 +453,12 @@ export async function probeDns(
   try {
     m = await queryUdp(
       options.server,
-      { name: options.name, type: options.type, retransmitMs: Math.max(1, options.timeoutMs / 2) },
-      signal,
+      {
+        name: options.name,
+        type: options.type,
+        retransmitMs: Math.max(1, options.timeoutMs / 2),
+        signal,
+      },
     );
   } catch (e) {
     return { ok: false, detail: errorText(e), latencyMs: null };

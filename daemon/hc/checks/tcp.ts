@@ -9,22 +9,21 @@ import { abortPromise, errorText, parseHost, parsePort } from "./_util.ts";
 /**
  * Opens a TCP connection, then closes it.
  *
- * @param host Host name or address.
- * @param port Port.
+ * @param target Host name or address, and port.
  * @param signal Aborts the attempt.
  * @returns The connection time, or why it failed.
  *
  * @example
  * ```ts ignore
  * import { probeTcp } from "./tcp.ts";
- * console.log(await probeTcp("127.0.0.1", 22, AbortSignal.timeout(1000)));
+ * console.log(await probeTcp({ host: "127.0.0.1", port: 22 }, AbortSignal.timeout(1000)));
  * ```
  */
 export async function probeTcp(
-  host: string,
-  port: number,
+  target: { host: string; port: number },
   signal: AbortSignal,
 ): Promise<CheckResult> {
+  const { host, port } = target;
   const started = performance.now();
   const pending = Deno.connect({ hostname: host, port, transport: "tcp" });
   const abort = abortPromise(signal);
@@ -56,5 +55,7 @@ export const tcpCheck: CheckKindDef = {
   takesArgv: false,
   validate: () => ({ errors: [], warnings: [] }),
   target: (v) => `${v.host}:${v.port}`,
-  create: (v) => ({ run: (signal) => probeTcp(v.host as string, v.port as number, signal) }),
+  create: (v) => ({
+    run: (signal) => probeTcp({ host: v.host as string, port: v.port as number }, signal),
+  }),
 };
