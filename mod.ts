@@ -13,8 +13,8 @@
  * `deno run -A script.ts --policy policy.json`: the script then starts failsh's supervisor
  * around itself, which runs the script again, sandboxed.
  *
- * Declare everything at the top level of the script, before any `await`: the declarations are
- * sent to the supervisor once the module has finished loading.
+ * Declare everything while the script loads (at its top level; top-level `await` is fine): the
+ * declarations are sent to the supervisor once the module has finished loading.
  *
  * @example A master / slave pair with a floating address
  * ```ts
@@ -80,7 +80,6 @@ export type {
 export type { ServiceRecord, ServiceState } from "./lib/types.ts";
 
 const registry = new ScriptRegistry();
-let scheduled = false;
 /** Whether the main module itself (directly or through its functions) declared something. */
 let declaredByMain = false;
 
@@ -106,16 +105,6 @@ function isTestModule(url: string): boolean {
     url.includes("$deno$");
 }
 
-/** Whether this process should act once the script has loaded (not in tests). */
-function shouldFinish(): boolean {
-  if (isChild()) return true;
-  try {
-    return !isTestModule(Deno.mainModule);
-  } catch {
-    return false;
-  }
-}
-
 function noteDeclaration(): void {
   if (!declaredByMain) {
     try {
@@ -123,10 +112,6 @@ function noteDeclaration(): void {
     } catch {
       // no main module: never start failsh from here
     }
-  }
-  if (!scheduled && shouldFinish()) {
-    scheduled = true;
-    setTimeout(finish, 0);
   }
 }
 
@@ -163,10 +148,15 @@ if (isChild()) {
   globalThis.addEventListener("error", (e) => onError(e.error ?? e.message, e));
 }
 
+// The main module has finished evaluating (top-level awaits included) when `load` fires: then
+// every declaration is made. The extra turn lets an error of the script's top level (reported
+// just after `load`) win.
+globalThis.addEventListener("load", () => {
+  setTimeout(finish, 0);
+});
+
 async function finish(): Promise<void> {
   if (isChild()) {
-    // One more turn, so that an error thrown by the script's top level is seen first.
-    await new Promise((resolve) => setTimeout(resolve, 0));
     if (loadFailed) return;
     await serveChild(registry);
     // The supervisor closed the channel: nothing more to do.

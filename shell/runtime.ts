@@ -325,7 +325,7 @@ export class ScriptRegistry {
   #checkOpen(what: string): void {
     if (this.#sealed) {
       throw new Error(
-        `Cannot declare ${what}: the script has already loaded (declare hosts, services and traps at the top level, before any await)`,
+        `Cannot declare ${what}: the script has already loaded (declare hosts, services and traps while the script loads, not later)`,
       );
     }
   }

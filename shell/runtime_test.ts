@@ -160,7 +160,7 @@ Deno.test("declarations are validated with errors that name the problem", async 
     r.seal();
     throws(
       () => r.host("late", { address: "1.2.3.4" }),
-      /Cannot declare host late: the script has already loaded \(declare hosts, services and traps at the top level, before any await\)/,
+      /Cannot declare host late: the script has already loaded \(declare hosts, services and traps while the script loads, not later\)/,
     );
   });
 });

@@ -305,7 +305,7 @@ class ScriptChild {
     const timer = setTimeout(() => {
       if (this.#state === "starting") {
         this.kill(
-          `the script did not declare its services within ${this.#host.startTimeoutMs} ms`,
+          `the script did not finish loading within ${this.#host.startTimeoutMs} ms (a top-level await that never settles?)`,
         );
       }
     }, this.#host.startTimeoutMs);

@@ -197,7 +197,7 @@ Deno.test("a script that never finishes loading is killed at the start time limi
     { startTimeoutMs: 1500 },
   );
   try {
-    await rejects(h.sandbox.start(), /did not declare its services within 1500 ms/);
+    await rejects(h.sandbox.start(), /did not finish loading within 1500 ms/);
   } finally {
     await h.close();
   }
@@ -345,5 +345,40 @@ Deno.test("a script that imports from the network or npm fails to start, saying 
     } finally {
       await h.close();
     }
+  }
+});
+
+Deno.test("declarations may follow a top-level await; later ones are refused", async () => {
+  const h = await makeHarness(
+    `
+import { host, service } from "MOD";
+host("alpha", { address: "127.0.0.1" });
+await new Promise((r) => setTimeout(r, 300));
+service("web", { masters: ["alpha"], interval: "1s", start: async () => "UP", stop: async () => "FAIL" });
+setTimeout(() => {
+  try {
+    service("late", { masters: ["alpha"], interval: "1s", start: async () => "UP", stop: async () => "FAIL" });
+  } catch (e) {
+    console.log("LATE " + e.message);
+  }
+}, 100);
+`,
+    {},
+  );
+  try {
+    const decl = await h.sandbox.start();
+    assertEquals(decl.services.map((s) => s.name), ["web"]);
+    const deadline = Date.now() + 5000;
+    while (!h.output.some((l) => l.startsWith("LATE ")) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert(
+      h.output.some((l) =>
+        l.includes("LATE Cannot declare service late: the script has already loaded")
+      ),
+      h.output.join("\n"),
+    );
+  } finally {
+    await h.close();
   }
 });
