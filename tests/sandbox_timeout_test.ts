@@ -382,3 +382,35 @@ setTimeout(() => {
     await h.close();
   }
 });
+
+Deno.test("a handler that eats memory dies at the heap limit, alone", async () => {
+  const h = await makeHarness(
+    `
+import { host, service } from "MOD";
+host("alpha", { address: "127.0.0.1" });
+service("hog", {
+  masters: ["alpha"], interval: "1s",
+  async start() {
+    const keep = [];
+    while (true) keep.push(new Array(1e6).fill(Math.random()));
+  },
+  stop: async () => "FAIL",
+});
+service("web", { masters: ["alpha"], interval: "1s", start: async () => "UP", stop: async () => "FAIL" });
+`,
+    {},
+    { memoryMb: 64 },
+  );
+  try {
+    await h.sandbox.start();
+    await rejects(h.sandbox.invoke(call("hog"), 20_000), (e: Error) => {
+      assert(e instanceof ScriptError, `${e.name}: ${e.message}`);
+      assertMatch(e.message, /^Handler start of hog was interrupted: the script exited with/);
+      return true;
+    });
+    assertEquals(await h.sandbox.invoke(call("web"), 5000), "UP");
+    assertEquals(await h.sandbox.invoke(call("hog", "stop"), 5000), "FAIL");
+  } finally {
+    await h.close();
+  }
+});
