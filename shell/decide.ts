@@ -59,6 +59,12 @@ export interface DecisionInput {
    */
   selfReachable?: boolean;
   /**
+   * Set when someone other than failsh (a health checker, an operator with failc) set this
+   * service FAIL in the local faild: who did. This host then gives the service up and does not
+   * take it until a non-FAIL state is written there again. `null` or absent when not vetoed.
+   */
+  localVeto?: string | null;
+  /**
    * The arbiter's verdict on this host holding the service: `grant`, `deny`, or `undefined` when
    * no arbiter is configured. A `deny` vetoes a start, recover or reclaim and makes a holder stop.
    */
@@ -201,6 +207,13 @@ export function decide(input: DecisionInput): Decision {
         `this host's own faild is unreachable, so every peer counts ${self} FAIL for ${service.name}`,
       );
     }
+    if (input.localVeto) {
+      return d(
+        "stop",
+        "local-veto",
+        `the local faild reports ${service.name} FAIL, set by ${input.localVeto} (a health check or an operator), so ${self} gives it up`,
+      );
+    }
     if (input.arbiter === "deny") {
       return d("stop", "arbiter-revoke", `the arbiter denies ${self} the service ${service.name}`);
     }
@@ -249,6 +262,13 @@ export function decide(input: DecisionInput): Decision {
   }
 
   // local === "FAIL": this host does not hold the service.
+  if (input.localVeto) {
+    return d(
+      "none",
+      "local-veto",
+      `the local faild reports ${service.name} FAIL, set by ${input.localVeto}; ${self} does not take it until a non-FAIL state is written there`,
+    );
+  }
   if (holders.length > 0) {
     const slaveHolders = holders.filter((p) => service.slaves.includes(p.name));
     const masterHolders = holders.filter((p) => service.masters.includes(p.name));

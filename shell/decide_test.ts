@@ -232,6 +232,20 @@ const ROWS: Row[] = [
     mentions: ["own faild is unreachable"],
   },
   {
+    name: "a holder whose local faild was set FAIL by a health check stops",
+    input: input({ local: "UP", localVeto: "hc", peers: [peer("alpha", "FAIL")] }),
+    action: "stop",
+    rule: "local-veto",
+    mentions: ["set by hc"],
+  },
+  {
+    name: "a host vetoed by a health check does not start",
+    input: input({ localVeto: "hc", peers: [peer("alpha", "FAIL", { reachable: false })] }),
+    action: "none",
+    rule: "local-veto",
+    mentions: ["set by hc"],
+  },
+  {
     name: "a holder the arbiter denies stops",
     input: input({ local: "UP", arbiter: "deny", peers: [peer("alpha", "FAIL")] }),
     action: "stop",

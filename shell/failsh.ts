@@ -163,9 +163,8 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
     const list = await client.list({ signal: AbortSignal.timeout(o.timeoutMs) });
     return { bootId: list.bootId, services: list.services };
   };
-  const reporter = async (service: string, state: ServiceState, detail: string) => {
-    await running.local.set(service, state, { detail: `failsh: ${detail}`.slice(0, 500) });
-  };
+  const reporter = (service: string, state: ServiceState, detail: string) =>
+    running.local.set(service, state, { detail: `failsh: ${detail}`.slice(0, 500) });
   const scheduler = new Scheduler({
     self: policy.host,
     sandbox: running.sandbox,

@@ -64,8 +64,16 @@ export interface PollResult {
  */
 export type Poller = (host: HostDecl, options: { timeoutMs: number }) => Promise<PollResult>;
 
-/** Reports a local service's state to the local faild. Rejects on failure (retried each tick). */
-export type Reporter = (service: string, state: ServiceState, detail: string) => Promise<void>;
+/**
+ * Reports a local service's state to the local faild. Rejects on failure (retried each tick).
+ * Resolves with the record faild stored (its change counter tells later polls apart from
+ * writes by others), or nothing.
+ */
+export type Reporter = (
+  service: string,
+  state: ServiceState,
+  detail: string,
+) => Promise<ServiceRecord | void>;
 
 /** Options of {@linkcode Scheduler}. */
 export interface SchedulerOptions {
@@ -191,6 +199,10 @@ interface ServiceRuntime {
   state: ServiceState;
   lastChange: number;
   reported: ServiceState | null;
+  /** faild's change counter after our last report (null if unknown). */
+  reportedChanges: number | null;
+  /** Who set the service FAIL in the local faild behind failsh's back, or null. */
+  veto: string | null;
   reportDetail: string;
   reporting: Promise<void> | null;
   /** Per host: reachable after this service's hysteresis (null until known). */
@@ -453,6 +465,8 @@ export class Scheduler {
         state: "FAIL",
         lastChange: now,
         reported: null,
+        reportedChanges: null,
+        veto: null,
         reportDetail: "registered by failsh",
         reporting: null,
         reach,
@@ -585,6 +599,15 @@ export class Scheduler {
         });
       }
     }
+    if (host.self && !sameBoot && host.bootId !== null) {
+      // The local faild restarted: our records may be gone or old; write them again.
+      for (const svc of this.#services.values()) {
+        svc.reported = null;
+        svc.reportedChanges = null;
+      }
+      this.#event("info", null, host.decl.name, "the local faild restarted; states reported again");
+    }
+    if (host.self) this.#externalChanges(r, sameBoot);
     host.bootId = r.bootId;
     host.services = r.services;
 
@@ -598,6 +621,48 @@ export class Scheduler {
     this.#updateHostReach(host);
     for (const svc of this.#servicesOf(host)) this.#evaluate(svc);
     this.#changed();
+  }
+
+  /**
+   * Notices writes to this host's own records by someone else (hc, an operator with failc):
+   * a FAIL vetoes the service here, a later non-FAIL write lifts the veto.
+   */
+  #externalChanges(r: PollResult, sameBoot: boolean): void {
+    for (const svc of this.#services.values()) {
+      const rec = r.services.find((x) => x.name === svc.decl.name);
+      if (!rec || svc.reporting !== null || svc.reportedChanges === null || !sameBoot) continue;
+      if (rec.changes <= svc.reportedChanges || rec.state === svc.reported) continue;
+      // faild's counter moved past our last write and shows another state: not ours.
+      svc.reportedChanges = rec.changes;
+      svc.reported = rec.state;
+      const name = svc.decl.name;
+      if (rec.state === "FAIL") {
+        svc.veto = rec.setBy || "someone";
+        this.#log.warn("state", `${name}: the local faild was set FAIL by ${svc.veto}`, {
+          service: name,
+          detail: rec.detail,
+        });
+        this.#event(
+          "state",
+          name,
+          this.#opts.self,
+          `${name}: the local faild was set FAIL by ${svc.veto}${
+            rec.detail ? ` (${rec.detail})` : ""
+          }`,
+        );
+      } else {
+        const lifted = svc.veto !== null;
+        svc.veto = null;
+        this.#event(
+          "state",
+          name,
+          this.#opts.self,
+          `${name}: the local faild was set ${rec.state} by ${rec.setBy}${
+            lifted ? "; the veto is lifted" : ""
+          }; failsh reports its own state (${svc.state}) again`,
+        );
+      }
+    }
   }
 
   #pollFailed(host: HostRuntime, message: string): void {
@@ -681,6 +746,7 @@ export class Scheduler {
       graceOver,
       handlerRunning: svc.handlerRunning,
       selfReachable: svc.reach.get(self) !== false,
+      localVeto: svc.veto,
       ...(verdict !== undefined ? { arbiter: verdict } : {}),
       deferredMs: svc.deferStart === null ? 0 : now - svc.deferStart,
       maxDeferMs: svc.decl.intervalMs * (this.#opts.deferIntervals ?? 3),
@@ -866,6 +932,8 @@ export class Scheduler {
 
   #report(svc: ServiceRuntime): Promise<void> {
     if (svc.reporting) return svc.reporting;
+    // While vetoed, never write UP over the FAIL someone else set; the stop comes first.
+    if (svc.veto !== null && svc.state !== "FAIL") return Promise.resolve();
     svc.reporting = this.#reportLoop(svc).finally(() => {
       svc.reporting = null;
     });
@@ -876,8 +944,9 @@ export class Scheduler {
     try {
       while (svc.reported !== svc.state) {
         const state = svc.state;
-        await this.#opts.reporter(svc.decl.name, state, svc.reportDetail);
+        const rec = await this.#opts.reporter(svc.decl.name, state, svc.reportDetail);
         svc.reported = state;
+        if (rec) svc.reportedChanges = rec.changes;
       }
     } catch (error) {
       this.#log.warn(

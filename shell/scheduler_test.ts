@@ -103,6 +103,7 @@ class FakeNet {
   records = new Map<string, Map<string, ServiceRecord>>();
   reports: Array<{ service: string; state: ServiceState }> = [];
   polls = new Map<string, number>();
+  boots = new Map<string, string>();
   #time: FakeTime;
   #self: string;
 
@@ -111,19 +112,27 @@ class FakeNet {
     this.#self = self;
   }
 
-  set(hostName: string, svc: string, state: ServiceState, extraChanges = 0): void {
+  set(
+    hostName: string,
+    svc: string,
+    state: ServiceState,
+    extraChanges = 0,
+    setBy = "test",
+  ): ServiceRecord {
     let m = this.records.get(hostName);
     if (!m) this.records.set(hostName, m = new Map());
     const prev = m.get(svc);
     const changed = prev?.state !== state ? 1 : 0;
-    m.set(svc, {
+    const rec = {
       name: svc,
       state,
       lastChange: this.#time.now(),
       changes: (prev?.changes ?? 0) + changed + extraChanges,
       detail: "",
-      setBy: "test",
-    });
+      setBy,
+    };
+    m.set(svc, rec);
+    return rec;
   }
 
   poller = (h: HostDecl): Promise<PollResult> => {
@@ -132,15 +141,14 @@ class FakeNet {
       return Promise.reject(new Error(`${h.name} does not answer`));
     }
     return Promise.resolve({
-      bootId: `${h.name}-boot`,
+      bootId: this.boots.get(h.name) ?? `${h.name}-boot`,
       services: [...(this.records.get(h.name)?.values() ?? [])],
     });
   };
 
-  reporter = (svc: string, state: ServiceState): Promise<void> => {
+  reporter = (svc: string, state: ServiceState): Promise<ServiceRecord> => {
     this.reports.push({ service: svc, state });
-    this.set(this.#self, svc, state);
-    return Promise.resolve();
+    return Promise.resolve(this.set(this.#self, svc, state, 0, "failsh"));
   };
 }
 
@@ -388,6 +396,46 @@ Deno.test("Scheduler: a holder whose own faild is unreachable stops", async () =
   await time.advance(400);
   assert.deepEqual(kinds(sandbox), ["start", "stop"]);
   assert.equal(scheduler.state("web"), "FAIL");
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler: a FAIL written to the local faild by a health check makes the holder stop", async (t) => {
+  const { time, sandbox, net, scheduler } = setup("alpha", [service("web")]);
+  net.set("beta", "web", "FAIL");
+  scheduler.start();
+  await time.advance(300);
+  assert.equal(scheduler.state("web"), "UP");
+  await t.step("hc sets web FAIL: alpha runs stop and does not start again", async () => {
+    net.set("alpha", "web", "FAIL", 0, "hc");
+    await time.advance(100);
+    assert.deepEqual(kinds(sandbox), ["start", "stop"]);
+    await time.advance(2000);
+    assert.deepEqual(kinds(sandbox), ["start", "stop"]);
+    assert.equal(scheduler.state("web"), "FAIL");
+    assert.match(scheduler.snapshot().services[0]!.lastDecision!.reason, /set by hc/);
+    const rec = net.records.get("alpha")?.get("web");
+    assert.equal(rec?.setBy, "hc", "failsh never wrote over hc's FAIL");
+  });
+  await t.step("hc sets web UP again: the veto is lifted and alpha starts", async () => {
+    net.set("alpha", "web", "UP", 0, "hc");
+    await time.advance(200);
+    assert.deepEqual(kinds(sandbox), ["start", "stop", "start"]);
+    assert.equal(scheduler.state("web"), "UP");
+  });
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler reports its states again after the local faild restarted", async () => {
+  const { time, net, scheduler } = setup("alpha", [service("web")]);
+  net.set("beta", "web", "FAIL");
+  scheduler.start();
+  await time.advance(300);
+  assert.equal(net.records.get("alpha")?.get("web")?.state, "UP");
+  // A new faild (new boot id) without the record.
+  net.records.get("alpha")!.clear();
+  net.boots.set("alpha", "alpha-boot-2");
+  await time.advance(300);
+  assert.equal(net.records.get("alpha")?.get("web")?.state, "UP");
   await scheduler.stop();
 });
 
