@@ -1,6 +1,7 @@
 /**
- * Makes the screenshots in `docs/` with the tests' own tooling: the live web page in headless
- * Chromium, and the terminal UI in tmux (`capture-pane -e`, its colours converted to HTML, drawn
+ * Makes the screenshots in `docs/` with the tests' own tooling, from the real loopback demo
+ * cluster (tests/web_demo_cluster.ts) just after the standby took over: the live web page and the
+ * aggregate page in headless Chromium, and the terminal UI in tmux (`capture-pane -e`, its colours converted to HTML, drawn
  * by the same Chromium). Writes files only with `FAILOVER_SCREENSHOTS=1`, so that ordinary test
  * runs never dirty the tree:
  *
@@ -8,7 +9,8 @@
  */
 import assert from "node:assert/strict";
 import { escapeHtml } from "../shell/web/page.ts";
-import { failoverSnapshot, startFakeFailsh } from "./fake_failsh.ts";
+import { serveAggregate } from "../scripts/failmon/aggregate.ts";
+import { prepareDemoCluster, snapshotOf, startAndSettle, until } from "./web_demo_cluster.ts";
 import { HAVE_TMUX, Tmux } from "./failmon_tmux.ts";
 import { DOCS_DIR, launchBrowser, NO_BROWSER, WRITE_SCREENSHOTS } from "./web_browser.ts";
 
@@ -112,42 +114,63 @@ const SKIP = !WRITE_SCREENSHOTS
   : NO_BROWSER || (HAVE_TMUX ? "" : " (skipped: tmux is not installed)");
 
 Deno.test({
-  name: "screenshots: docs/failmon-web.png and docs/failmon-tui.png" + SKIP,
+  name: "screenshots: docs/failmon-web.png, failmon-aggregate.png, failmon-tui.png" + SKIP,
   ignore: SKIP !== "",
   async fn() {
-    const fake = startFakeFailsh();
+    // The real loopback demo cluster; alpha (master) is killed and beta takes web over.
+    const cluster = await prepareDemoCluster();
     const tmux = new Tmux();
     const browser = await launchBrowser({ width: 1280, height: 900 });
+    const aggregate = serveAggregate([cluster.monitorUrl("alpha"), cluster.monitorUrl("beta")]);
     try {
-      // The web page, just after a failover.
-      await browser.page.goto(fake.url + "/");
-      await browser.page.waitForSelector("body[data-conn=connected]");
-      fake.set(failoverSnapshot(fake.snapshot));
-      await browser.page.waitForSelector("table.services tr[data-service=web][data-state=UP]");
-      await browser.page.screenshot({ path: DOCS_DIR + "failmon-web.png", fullPage: true });
+      await startAndSettle(cluster);
+      const { page } = browser;
+      await page.goto(cluster.monitorUrl("beta") + "/");
+      await page.waitForSelector("table.services tr[data-service=web][data-state=FAIL]");
+      await tmux.start(
+        `${Deno.execPath()} run -A ${FAILMON} -m c --url ${cluster.monitorUrl("beta")}; sleep 60`,
+      );
+      await tmux.waitFor(/alpha\s+yes/);
+      await cluster.stop("alpha", "SIGKILL");
+      await until("beta to take web over", 30_000, async () => {
+        const s = await snapshotOf(cluster.monitorUrl("beta"));
+        return s.services.find((v) => v.name === "web")?.state === "UP" ? s : null;
+      });
 
-      // The terminal UI: detail of the service that just failed over.
-      await tmux.start(`${Deno.execPath()} run -A ${FAILMON} -m c --url ${fake.url}; sleep 60`);
-      await tmux.waitFor(/beta\s+NO/);
-      await tmux.keys("l", "Down", "s");
-      await tmux.waitFor(/Last decision start: master beta is FAIL/);
+      // The web page of beta, just after the takeover.
+      await page.waitForSelector("table.services tr[data-service=web][data-state=UP]");
+      await page.waitForSelector("table.hosts tr[data-host=alpha].unreachable");
+      await page.screenshot({ path: DOCS_DIR + "failmon-web.png", fullPage: true });
+
+      // The aggregate page of both hosts: alpha unreachable, beta serving.
+      await page.goto(aggregate.url + "/");
+      await page.waitForSelector(
+        `section.source[data-source='${cluster.monitorUrl("alpha")}'][data-status=lost]`,
+      );
+      await page.screenshot({ path: DOCS_DIR + "failmon-aggregate.png", fullPage: true });
+
+      // The terminal UI on beta: hosts view, then the detail of web.
+      await tmux.waitFor(/alpha\s+NO/);
+      await tmux.keys("Down", "l", "s");
+      await tmux.waitFor(/Last decision/);
       const captured = await tmux.screen(true);
-      const page = `<!doctype html><html><head><meta charset="utf-8"><style>
+      const html = `<!doctype html><html><head><meta charset="utf-8"><style>
         body { margin: 0; background: ${BG}; }
         pre { margin: 0; padding: 12px 14px; color: ${FG}; background: ${BG};
           font: 14px/1.25 "DejaVu Sans Mono", "Liberation Mono", monospace; }
         </style></head><body><pre id="term">${ansiToHtml(captured)}</pre></body></html>`;
-      await browser.page.setViewportSize({ width: 1100, height: 700 });
-      await browser.page.setContent(page);
-      await browser.page.locator("#term").screenshot({ path: DOCS_DIR + "failmon-tui.png" });
-      for (const name of ["failmon-web.png", "failmon-tui.png"]) {
+      await page.setViewportSize({ width: 1100, height: 700 });
+      await page.setContent(html);
+      await page.locator("#term").screenshot({ path: DOCS_DIR + "failmon-tui.png" });
+      for (const name of ["failmon-web.png", "failmon-aggregate.png", "failmon-tui.png"]) {
         const info = await Deno.stat(DOCS_DIR + name);
         assert.ok(info.size > 10_000, `${name} has content`);
       }
     } finally {
       await tmux.kill();
       await browser.close();
-      await fake.close();
+      await aggregate.close();
+      await cluster.close();
     }
   },
 });

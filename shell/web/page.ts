@@ -316,13 +316,14 @@ const SCRIPT = String.raw`
         var s = src.snapshot;
         var up = s ? s.services.filter(function (v) { return v.state === "UP"; }).length : 0;
         var down = s ? s.hosts.filter(function (h) { return !h.reachable; }).length : 0;
+        var stale = src.status === "connected" ? "" : " (last known)";
         return row([
           cell(src.url, "mono"), cell(s ? s.host : "?"),
           cell(el("span", src.status === "connected" ? "yes" : "no",
             src.status === "connected" ? "connected" : src.status === "connecting"
               ? "connecting" : "UNREACHABLE: " + (src.error || ""))),
-          cell(s ? up + " / " + s.services.length : "-", "num"),
-          cell(s ? String(down) : "-", "num"),
+          cell(s ? up + " / " + s.services.length + stale : "-", "num"),
+          cell(s ? String(down) + stale : "-", "num"),
         ], { "data-source": src.url, "data-status": src.status });
       }),
       "overview",
