@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import type { FailshSnapshot } from "../lib/types.ts";
 import { serveAggregate } from "../scripts/failmon/aggregate.ts";
 import { prepareDemoCluster, startAndSettle } from "./web_demo_cluster.ts";
+import { HAVE_TMUX, Tmux } from "./failmon_tmux.ts";
 import { launchBrowser, NO_BROWSER } from "./web_browser.ts";
 
 const REPO = new URL("../", import.meta.url).pathname;
@@ -47,6 +48,7 @@ Deno.test({
       maxBackoffMs: 500,
     });
     const aggPage = await browser.context.newPage();
+    const tmux = new Tmux();
     const { page } = browser;
     try {
       await t.step("alpha serves web; beta stands by", async () => {
@@ -67,6 +69,14 @@ Deno.test({
           `section.source[data-source='${monitorUrl("alpha")}'] ` +
             "table.services tr[data-service=web][data-state=UP]",
         );
+        if (HAVE_TMUX) {
+          await tmux.start(
+            `${Deno.execPath()} run -A ${FAILMON} -m c --url ${monitorUrl("beta")}; sleep 60`,
+          );
+          await tmux.waitFor(/alpha\s+yes/);
+          await tmux.keys("Down", "l");
+          await tmux.waitFor(/web\s+FAIL\s+slave/);
+        }
         await aggPage.evaluate(() => ((globalThis as { marker?: number }).marker = 1));
         await page.evaluate(() => ((globalThis as { marker?: number }).marker = 1));
       });
@@ -97,6 +107,16 @@ Deno.test({
             "table.services tr[data-service=web][data-state=UP]",
         );
         assert.equal(await aggPage.evaluate(() => (globalThis as { marker?: number }).marker), 1);
+      });
+
+      await t.step({
+        name: "the terminal UI follows the takeover" + (HAVE_TMUX ? "" : " (skipped: no tmux)"),
+        ignore: !HAVE_TMUX,
+        fn: async () => {
+          await tmux.waitFor(/web\s+UP\s+slave/);
+          await tmux.keys("h");
+          await tmux.waitFor(/alpha\s+NO/);
+        },
       });
 
       await t.step("failmon -m 1 --json reads the real snapshot", async () => {
@@ -134,6 +154,7 @@ Deno.test({
         assert.match(text, /^failsh_takeovers_total [1-9]/m);
       });
     } finally {
+      await tmux.kill();
       await aggPage.close().catch(() => {});
       await browser.close();
       await aggregate.close();
