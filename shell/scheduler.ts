@@ -341,6 +341,8 @@ export class Scheduler {
         svc.lastDecision = before.lastDecision;
         svc.lastHandler = before.lastHandler;
         svc.reported = before.reported;
+        svc.reportedChanges = before.reportedChanges;
+        svc.veto = before.veto;
       }
     }
     for (const name of old.keys()) {
@@ -630,7 +632,13 @@ export class Scheduler {
   #externalChanges(r: PollResult, sameBoot: boolean): void {
     for (const svc of this.#services.values()) {
       const rec = r.services.find((x) => x.name === svc.decl.name);
-      if (!rec || svc.reporting !== null || svc.reportedChanges === null || !sameBoot) continue;
+      if (!rec || svc.reporting !== null || !sameBoot) continue;
+      if (svc.reportedChanges === null) {
+        // No counter from our own write (reloaded, or a reporter without records): take the
+        // record as the baseline when it shows what we reported.
+        if (rec.state === svc.reported) svc.reportedChanges = rec.changes;
+        continue;
+      }
       if (rec.changes <= svc.reportedChanges || rec.state === svc.reported) continue;
       // faild's counter moved past our last write and shows another state: not ours.
       svc.reportedChanges = rec.changes;

@@ -144,6 +144,29 @@ Deno.test("failsh runs as a daemon: reports, monitors, dumps, reloads and releas
       },
     );
 
+    await t.step(
+      "a FAIL written to faild by a health check makes failsh give the address up",
+      async () => {
+        await client.set("web", "FAIL", { detail: "hc: http check failed" });
+        const s = await until("web released", async () => {
+          const s = await snap();
+          const web = s.services.find((x) => x.name === "web");
+          return web?.state === "FAIL" && s.addresses.length === 0 ? s : null;
+        });
+        assert.match(s.services.find((x) => x.name === "web")!.lastDecision!.reason, /set by/);
+        await new Promise((r) => setTimeout(r, 500));
+        assert.equal((await snap()).addresses.length, 0, "not taken back while vetoed");
+        await client.set("web", "UP", { detail: "hc: http check passed" });
+        await until("web taken again", async () => {
+          const s = await snap();
+          return s.services.find((x) => x.name === "web")?.state === "UP" &&
+              s.addresses.length === 1
+            ? s
+            : null;
+        });
+      },
+    );
+
     await t.step("SIGTERM runs the stop handlers, reports FAIL and releases", async () => {
       child!.kill("SIGTERM");
       const status = await child!.status;
