@@ -375,7 +375,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     result.ok = true;
   } catch (error) {
     result.error = (error as Error).message;
-    for (const h of Object.values(hosts)) {
+    for (const h of signal?.aborted ? [] : Object.values(hosts)) {
       try {
         const text = await Deno.readTextFile(h.logFile);
         const tail = text.trim().split("\n").slice(-8).join("\n");
@@ -491,6 +491,9 @@ needed; it ends by itself (about 20 s) and cleans up, also on Ctrl-C.`);
           result.reclaim!.outageMs
         } ms (${result.requests.answered}/${result.requests.total} requests answered).`,
       );
+    } else if (abort.signal.aborted) {
+      console.error("\nInterrupted: everything the demo started was stopped and removed.");
+      return 130;
     } else console.error(`\nThe demo failed: ${result.error}`);
     return result.ok ? 0 : 1;
   } finally {
