@@ -722,6 +722,19 @@ export interface AllowedAddress {
   rule: AddressRule;
 }
 
+/** Shortest prefix length of an address under a single-address rule (IPv4, IPv6). */
+export const MIN_PREFIX_LENGTH = { 4: 8, 6: 16 } as const;
+
+function minimumPrefixLength(rule: AddressRule, address: Cidr): number {
+  const p = parseCidr(rule.prefix) as Cidr;
+  const max = address.family === 4 ? 32 : 128;
+  return p.prefixLength === max ? MIN_PREFIX_LENGTH[address.family] : p.prefixLength;
+}
+
+function prefixLengthFits(rule: AddressRule, address: Cidr): boolean {
+  return address.prefixLength >= minimumPrefixLength(rule, address);
+}
+
 function checkAddress(
   policy: Policy,
   verb: string,
@@ -757,11 +770,21 @@ function checkAddress(
   if (rules.length === 0) {
     throw new PolicyDeniedError(`Cannot ${verb} ${cidr.text}: address is outside the policy`);
   }
-  const rule = rules.find((r) => r.devices.includes(device));
-  if (!rule) {
+  const onDevice = rules.filter((r) => r.devices.includes(device));
+  if (onDevice.length === 0) {
     const allowed = [...new Set(rules.flatMap((r) => r.devices))].join(", ");
     throw new PolicyDeniedError(
       `Cannot ${verb} ${cidr.text} on ${device}: device is not allowed for this address (allowed: ${allowed})`,
+    );
+  }
+  // The prefix length sets the connected route the kernel adds: it may not reach beyond a range
+  // rule, nor be absurdly wide under a single-address rule.
+  const rule = onDevice.find((r) => prefixLengthFits(r, cidr));
+  if (!rule) {
+    const r = onDevice[0] as AddressRule;
+    const floor = minimumPrefixLength(r, cidr);
+    throw new PolicyDeniedError(
+      `Cannot ${verb} ${cidr.text}: a /${cidr.prefixLength} network is wider than the policy allows for ${r.prefix} (at least /${floor})`,
     );
   }
   return { cidr, device, rule };

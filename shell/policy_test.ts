@@ -208,6 +208,17 @@ Deno.test("checkTakeover() allows only listed prefixes on listed devices", async
       /^PolicyDeniedError: Cannot take over 198\.18\.0\.100\/24 on eth2: device is not allowed for this address \(allowed: eth0, eth1\)$/,
     );
   });
+  await t.step("the prefix length may not make a wider network than the policy", () => {
+    throws(
+      () => checkTakeover(p, "198.18.0.100/16", "eth0"),
+      /^PolicyDeniedError: Cannot take over 198\.18\.0\.100\/16: a \/16 network is wider than the policy allows for 198\.18\.0\.0\/24 \(at least \/24\)$/,
+    );
+    assertEquals(checkTakeover(p, "198.18.0.100/32", "eth0").cidr.prefixLength, 32);
+    // Under a single-address rule, the subnet's length is the operator's usual choice.
+    assertEquals(checkTakeover(p, "198.18.5.7/20", "eth2").cidr.prefixLength, 20);
+    throws(() => checkTakeover(p, "198.18.5.7/1", "eth2"), /a \/1 network is wider .*at least \/8/);
+    throws(() => checkTakeover(p, "2001:db8::10/48", "eth0"), /at least \/64/);
+  });
   await t.step("the prefix length is required", () => {
     throws(
       () => checkTakeover(p, "198.18.0.100", "eth0"),
