@@ -40,6 +40,7 @@ export class CompactNonceCache {
   #lo: Uint32Array;
   /** Expiry in seconds since `#base`, plus one; 0 marks an empty slot. */
   #exp: Uint32Array;
+  /** Seconds since the epoch that expiries count from, set at the first check. */
   #base: number;
   #used = 0;
   #live = 0;
@@ -63,7 +64,7 @@ export class CompactNonceCache {
     this.#hi = new Uint32Array(this.#slots);
     this.#lo = new Uint32Array(this.#slots);
     this.#exp = new Uint32Array(this.#slots);
-    this.#base = Math.floor(Date.now() / 1000) - 120;
+    this.#base = NaN;
   }
 
   /** Nonces held (live or expired but not yet reclaimed). */
@@ -93,36 +94,67 @@ export class CompactNonceCache {
     if (Math.abs(now - ts) > this.#maxSkewMs) return "stale";
     const hi = parseInt(nonce.slice(0, 8), 16) >>> 0;
     const lo = parseInt(nonce.slice(8, 16), 16) >>> 0;
-    const nowSec = Math.floor(now / 1000) - this.#base + 1;
+    let nowSec = Math.floor(now / 1000) - this.#base + 1;
+    if (!(nowSec > 0)) {
+      // First check, or the clock jumped back past the base: start afresh from this clock.
+      this.#reset(now);
+      nowSec = Math.floor(now / 1000) - this.#base + 1;
+    }
     const exp = Math.ceil((ts + this.#maxSkewMs) / 1000) - this.#base + 1;
-    if (this.#used + 1 > Math.floor(this.#slots * MAX_LOAD)) {
-      if (this.#slots < this.#maxSlots) this.#rebuild(nowSec, true);
-      else {
-        // At full size a clean-up frees nothing until the clock moves on: one a second at most.
-        if (this.#lastCleanSec === nowSec) return "full";
-        this.#lastCleanSec = nowSec;
-        this.#rebuild(nowSec, false);
+    const found = this.#probe(hi, lo, nowSec);
+    if (found === -1) return "replayed";
+    let slot = found;
+    if (slot < 0) {
+      // No expired slot to reuse: a new slot is taken; make room first if needed.
+      if (this.#used + 1 > Math.floor(this.#slots * MAX_LOAD)) {
+        if (this.#slots < this.#maxSlots) this.#rebuild(nowSec, true);
+        else {
+          // At full size a clean-up frees nothing until the clock moves on: one a second at most.
+          if (this.#lastCleanSec === nowSec) return "full";
+          this.#lastCleanSec = nowSec;
+          this.#rebuild(nowSec, false);
+        }
+        if (this.#live + 1 > Math.floor(this.#slots * MAX_LOAD)) return "full";
+        slot = this.#probe(hi, lo, nowSec);
       }
-      if (this.#live + 1 > Math.floor(this.#slots * MAX_LOAD)) return "full";
-    }
-    let i = (lo ^ Math.imul(hi, 0x9e3779b1)) & this.#mask;
-    let reuse = -1;
-    while (true) {
-      const e = this.#exp[i]!;
-      if (e === 0) break;
-      if (e < nowSec) {
-        if (reuse < 0) reuse = i;
-      } else if (this.#hi[i] === hi && this.#lo[i] === lo) {
-        return "replayed";
+      if (slot < 0) {
+        slot = -slot - 2;
+        this.#used++;
       }
-      i = (i + 1) & this.#mask;
     }
-    const slot = reuse >= 0 ? reuse : i;
-    if (reuse < 0) this.#used++;
     this.#hi[slot] = hi;
     this.#lo[slot] = lo;
     this.#exp[slot] = exp;
     return "ok";
+  }
+
+  #reset(now: number): void {
+    this.#base = Math.floor(now / 1000) - 120;
+    this.#hi.fill(0);
+    this.#lo.fill(0);
+    this.#exp.fill(0);
+    this.#used = 0;
+    this.#live = 0;
+    this.#lastCleanSec = -1;
+  }
+
+  /**
+   * Looks a nonce up. Returns -1 when it is live in the table, a slot >= 0 holding an expired
+   * entry that can be reused, or `-(empty slot) - 2` for the first empty slot.
+   */
+  #probe(hi: number, lo: number, nowSec: number): number {
+    let i = (lo ^ Math.imul(hi, 0x9e3779b1)) & this.#mask;
+    let reuse = -1;
+    while (true) {
+      const e = this.#exp[i]!;
+      if (e === 0) return reuse >= 0 ? reuse : -i - 2;
+      if (e < nowSec) {
+        if (reuse < 0) reuse = i;
+      } else if (this.#hi[i] === hi && this.#lo[i] === lo) {
+        return -1;
+      }
+      i = (i + 1) & this.#mask;
+    }
   }
 
   /**

@@ -286,7 +286,7 @@ export class FaildServer {
           );
         }
       }
-      if (route === "/v1/events") return this.#events(caller);
+      if (route === "/v1/events") return this.#events(caller, req.signal);
       const result = await this.#dispatch(req.method, route, name, body, caller);
       const text = typeof result.body === "string" ? result.body : JSON.stringify(result.body);
       bytesOut = text.length;
@@ -699,7 +699,7 @@ export class FaildServer {
     }
   }
 
-  #events(caller: Caller): Response {
+  #events(caller: Caller, disconnected: AbortSignal): Response {
     this.#requireAnyRead(caller, "GET /v1/events");
     if (this.#closed) throw new HttpError(503, "Shutting down: faild is stopping");
     if (this.#streams.size >= this.#ctx.maxStreams) {
@@ -724,6 +724,8 @@ export class FaildServer {
         this.#stopKeepaliveIfIdle();
       },
     }, new CountQueuingStrategy({ highWaterMark: MAX_QUEUED_EVENTS }));
+    // Deno aborts the request's signal when the client goes away: free the slot at once.
+    disconnected.addEventListener("abort", () => this.#endStream(stream), { once: true });
     if (this.#keepalive === undefined) {
       this.#keepalive = setInterval(() => this.#sendKeepalive(), this.#ctx.keepaliveMs);
     }
