@@ -56,8 +56,14 @@ Deno.test("hc sets the web service FAIL in faild when the web check fails, and U
       web.behaviour.status = 503;
       await waitFor("faild web FAIL", () => faild.store.get("web")?.state === "FAIL");
       assert.match(faild.store.get("web")!.detail, /web FAIL: HTTP 503 .*status is not 200/);
-      const logged = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === "action faild done");
-      assert.ok(logged.some((l) => l.state === "FAIL" && l.facility === "hc"));
+      // The action is logged once faild has answered (just after the store changed).
+      await waitFor(
+        "the action's log line",
+        () =>
+          lines.map((l) => JSON.parse(l)).some((l) =>
+            l.msg === "action faild done" && l.state === "FAIL" && l.facility === "hc"
+          ),
+      );
     });
     await t.step("it recovers: UP again", async () => {
       web.behaviour.status = 200;

@@ -74,10 +74,10 @@ function startHc(name: string, text: string): Instance {
 }
 
 function deadUrl(): string {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const l = Deno.listen({ hostname: "127.0.0.2", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
-  return `http://127.0.0.1:${port}`;
+  return `http://127.0.0.2:${port}`;
 }
 
 /** Two hc instances: "web1" with gateway -> dns -> web, "mail1" with one smtp-ish tcp check. */

@@ -173,14 +173,14 @@ Deno.test("the root cause passes down a chain of dependencies", async () => {
 
 Deno.test("runOnce() runs dependencies first and reports dependents of a failure as BLOCKED", async () => {
   const web = startHttpServer();
-  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const closed = Deno.listen({ hostname: "127.0.0.2", port: 0 });
   const deadPort = (closed.addr as Deno.NetAddr).port;
   closed.close();
   const { hc } = checker(
     [
       "defaults rise=1 fall=1 timeout=500ms",
       `web: db\n\thttp url=${web.url}/`,
-      `db:\n\ttcp host=127.0.0.1 port=${deadPort}`,
+      `db:\n\ttcp host=127.0.0.2 port=${deadPort}`,
       `static:\n\thttp url=${web.url}/static`,
       "",
     ].join("\n"),
