@@ -551,6 +551,7 @@ export class Scheduler {
 
   #pollSucceeded(host: HostRuntime, r: PollResult, latencyMs: number): void {
     const now = this.#timers.now();
+    const wasFailing = host.misses > 0 || host.lastConnect === null;
     host.misses = 0;
     host.goods++;
     host.lastConnect = now;
@@ -562,6 +563,12 @@ export class Scheduler {
 
     // Flap detection and trap events for visible changes of the host's services.
     const sameBoot = host.bootId === r.bootId;
+    const differs = !sameBoot || wasFailing || r.services.length !== host.services.length ||
+      r.services.some((x, i) => {
+        const y = host.services[i];
+        return !y || y.name !== x.name || y.state !== x.state || y.changes !== x.changes ||
+          y.detail !== x.detail;
+      });
     const before = new Map(host.services.map((s) => [s.name, s]));
     host.flapped.clear();
     for (const rec of r.services) {
@@ -622,7 +629,8 @@ export class Scheduler {
     }
     this.#updateHostReach(host);
     for (const svc of this.#servicesOf(host)) this.#evaluate(svc);
-    this.#changed();
+    // A poll that only refreshed timestamps is no change: idle monitor streams stay quiet.
+    if (differs) this.#changed();
   }
 
   /**
@@ -688,7 +696,12 @@ export class Scheduler {
     }
     this.#updateHostReach(host);
     for (const svc of this.#servicesOf(host)) this.#evaluate(svc);
-    this.#changed();
+    // Misses matter to watchers until the host is counted unreachable; after that, silence.
+    const maxFall = Math.max(
+      ...this.#servicesOf(host).map((s) => scaled(s.decl.fall, s.decl.intervalMs, host.intervalMs)),
+      1,
+    );
+    if (host.misses <= maxFall) this.#changed();
   }
 
   #updateHostReach(host: HostRuntime): void {
@@ -780,6 +793,8 @@ export class Scheduler {
     }
     const acts = decision.action !== "none" && decision.action !== "wait";
     const newRule = decision.rule !== svc.lastRule;
+    const sameAsBefore = svc.lastDecision?.action === decision.action &&
+      svc.lastDecision.reason === decision.reason;
     svc.lastDecision = { at: now, action: decision.action, reason: decision.reason };
     svc.lastRule = decision.rule;
     if (acts || newRule) {
@@ -809,7 +824,7 @@ export class Scheduler {
       default:
         break;
     }
-    this.#changed();
+    if (!sameAsBefore) this.#changed();
   }
 
   #enqueue(svc: ServiceRuntime, kind: HandlerKind, reason: string): void {
@@ -905,10 +920,7 @@ export class Scheduler {
   }
 
   #setState(svc: ServiceRuntime, state: ServiceState, reason: string): void {
-    if (svc.state === state) {
-      this.#changed();
-      return;
-    }
+    if (svc.state === state) return;
     const previous = svc.state;
     const now = this.#timers.now();
     svc.state = state;

@@ -453,6 +453,22 @@ Deno.test("Scheduler delivers trap events for peer and local changes", async () 
   await scheduler.stop();
 });
 
+Deno.test("Scheduler: steady polls that change nothing notify no listener", async () => {
+  const { time, net, scheduler } = setup("beta", [service("web")]);
+  net.set("alpha", "web", "UP");
+  scheduler.start();
+  await time.advance(500);
+  let changes = 0;
+  const off = scheduler.onChange(() => changes++);
+  await time.advance(2000);
+  assert.equal(changes, 0);
+  net.set("alpha", "web", "FAIL");
+  await time.advance(100);
+  assert.ok(changes > 0, "a peer's change is a change");
+  off();
+  await scheduler.stop();
+});
+
 Deno.test("Scheduler keeps at most 200 recent events and notifies listeners", async () => {
   const { time, net, scheduler } = setup("beta", [service("web")]);
   let changes = 0;
