@@ -10,12 +10,12 @@
  */
 import denoConfig from "../deno.json" with { type: "json" };
 import { Logger, logger as processLogger } from "../lib/log.ts";
-import { DEFAULT_MAX_SKEW_MS } from "../lib/sign.ts";
 import { isValidName } from "../lib/types.ts";
 import { type CommunityRules, loadCommunityFile, parseCommunity } from "./community.ts";
 import { Metrics } from "./metrics.ts";
 import { CompactNonceCache, DEFAULT_NONCE_SLOTS } from "./nonce.ts";
 import { loadStateFile, serializeState, StateWriter, writeFileAtomic } from "./persist.ts";
+import { DEFAULT_MAX_SKEW_MS } from "./verify.ts";
 import {
   DEFAULT_BODY_TIMEOUT_MS,
   DEFAULT_MAX_BODY_BYTES,

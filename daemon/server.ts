@@ -6,12 +6,6 @@
  */
 import type { Logger } from "../lib/log.ts";
 import {
-  canonicalRequest,
-  parseAuthorization,
-  RESPONSE_SIGNATURE_HEADER,
-  type SignatureParts,
-} from "../lib/sign.ts";
-import {
   type ChangeEvent,
   type Health,
   isServiceState,
@@ -25,6 +19,13 @@ import { accessFor, type CommunityRules, hasRulesFor, type Right } from "./commu
 import type { AuthFailureReason, Metrics } from "./metrics.ts";
 import { constantTimeEqual, HmacKey, sha256Hex } from "./hmac.ts";
 import type { CompactNonceCache } from "./nonce.ts";
+import {
+  canonicalRequestText,
+  parseAuthorizationHeader,
+  RESPONSE_SIGNATURE_HEADER,
+  responseSignature,
+  type SignatureParts,
+} from "./verify.ts";
 import type { StateWriter } from "./persist.ts";
 import { type ServiceStore, TooManyServicesError } from "./store.ts";
 
@@ -99,19 +100,6 @@ interface Stream {
   controller: ReadableStreamDefaultController<Uint8Array>;
   caller: Caller;
   closed: boolean;
-}
-
-/**
- * The response signature of `lib/sign.ts` (`signResponse`), from a precomputed body digest and a
- * prepared key; `hmac_test.ts` checks that both agree.
- */
-export function responseSignature(
-  key: HmacKey,
-  nonce: string,
-  status: number,
-  digest: string,
-): string {
-  return key.hex(`FAILOVER-V1-RESPONSE\n${nonce}\n${status}\n${digest}`);
 }
 
 /** Route templates, for metrics and method checks. */
@@ -401,7 +389,7 @@ export class FaildServer {
     if (header === null) return { keyId: null, community: null, nonce: null };
     let parts: SignatureParts;
     try {
-      parts = parseAuthorization(header);
+      parts = parseAuthorizationHeader(header);
     } catch (error) {
       throw this.#authFail(401, "malformed", (error as Error).message, info);
     }
@@ -416,7 +404,7 @@ export class FaildServer {
     }
     const digest = body.byteLength === 0 ? EMPTY_DIGEST : sha256Hex(body);
     const key = this.#hmacKey(community);
-    const expected = key.hex(canonicalRequest(req.method, path, digest, parts));
+    const expected = key.hex(canonicalRequestText(req.method, path, digest, parts));
     if (!constantTimeEqual(expected, parts.sig)) {
       throw this.#authFail(
         401,
