@@ -37,6 +37,17 @@ export interface PeerInput {
    * than the visible state change explains (it flapped between polls).
    */
   flapped?: boolean;
+  /**
+   * `true` when the host's faild restarted recently and this record was restored from its state
+   * file and not set since: an `UP` there is not confirmed. A stale holder neither makes this
+   * host yield nor lets it start (it waits until the owner sets the record or the window ends).
+   */
+  stale?: boolean;
+  /**
+   * `true` when the record has never changed since it was created (change counter 0): the host
+   * registered the service and has not held it yet, e.g. a master in its start-up grace.
+   */
+  neverHeld?: boolean;
 }
 
 /** Everything {@linkcode decide} looks at. */
@@ -191,10 +202,13 @@ export function decide(input: DecisionInput): Decision {
   }
   const myRank = rankOf(service, self);
   const peers = input.peers.filter((p) => p.name !== self && roleOf(service, p.name) !== null);
-  const holders = peers.filter((p) => {
+  const claimants = peers.filter((p) => {
     const s = effective(p);
     return s === "UP" || s === "RECOVER";
   });
+  // A restored, unconfirmed UP is not acted on either way (see PeerInput.stale).
+  const holders = claimants.filter((p) => p.stale !== true);
+  const staleHolders = claimants.filter((p) => p.stale === true);
   const higherHolders = holders.filter((p) => rankOf(service, p.name) < myRank);
   const selfReachable = input.selfReachable ?? true;
 
@@ -242,6 +256,15 @@ export function decide(input: DecisionInput): Decision {
         `${self} is RECOVER and waits for ${names(holders)} to stop (${
           holders.map(describe).join("; ")
         })`,
+      );
+    }
+    if (staleHolders.length > 0) {
+      return d(
+        "wait",
+        "stale-wait",
+        `${
+          names(staleHolders)
+        } restarted its faild and its ${service.name} record is not confirmed yet; ${self} waits before reclaiming`,
       );
     }
     const flapping = peers.filter((p) => p.reachable && p.flapped === true);
@@ -325,6 +348,15 @@ export function decide(input: DecisionInput): Decision {
       `nobody holds ${service.name} (${everyone}) but the arbiter denies ${self} the takeover`,
     );
   }
+  if (staleHolders.length > 0) {
+    return d(
+      "wait",
+      "stale-wait",
+      `${
+        names(staleHolders)
+      } restarted its faild and reports ${service.name} UP from its state file, not confirmed yet; ${self} waits`,
+    );
+  }
   const flapping = peers.filter((p) => p.reachable && p.flapped === true);
   if (flapping.length > 0) {
     return d(
@@ -338,8 +370,13 @@ export function decide(input: DecisionInput): Decision {
   // Race: a reachable higher-priority host of the same role is FAIL and may start at the same
   // moment. Defer to it for a bounded time so that exactly one starts.
   const sameRole = role === "master" ? service.masters : service.slaves;
+  // A slave also defers to a reachable master that registered the service and has never held
+  // it (its start-up): no needless flip at a cold start. A master that held the service and
+  // failed (changes > 0) is not waited for: that FAIL is why the slave takes over.
   const contenders = peers.filter((p) =>
-    p.reachable && sameRole.includes(p.name) && rankOf(service, p.name) < myRank
+    p.reachable && rankOf(service, p.name) < myRank &&
+    (sameRole.includes(p.name) ||
+      (role === "slave" && service.masters.includes(p.name) && p.neverHeld === true))
   );
   if (contenders.length > 0 && input.deferredMs < input.maxDeferMs) {
     return d(

@@ -20,7 +20,7 @@ import { type Logger, logger as processLogger } from "../lib/log.ts";
 import { FaildClient } from "../lib/client.ts";
 import { AuditLog } from "./audit.ts";
 import { createNetDriver, type NetDriver } from "./netops.ts";
-import { loadPolicy, parsePolicy, PolicyError, readKey } from "./policy.ts";
+import { loadPolicy, parseCidr, parsePolicy, PolicyError, readKey } from "./policy.ts";
 import { createSandbox, type FailshSandbox } from "./sandbox.ts";
 import { type PollResult, Scheduler, type Timers } from "./scheduler.ts";
 import { metricsText, type PortHandle, startDebugPort, startMonitor } from "./monitor.ts";
@@ -172,6 +172,22 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
     reporter,
     logger: log,
     addresses: () => net.held(),
+    onHandlerFailed: async (service) => {
+      for (const a of net.held().filter((h) => h.service === service)) {
+        const cidr = parseCidr(a.address);
+        if (!cidr) continue;
+        log.warn(
+          "net",
+          `${service}: releasing ${a.address} on ${a.device} after its handler failed`,
+        );
+        scheduler.note(
+          "address",
+          `${service}: released ${a.address} after its handler failed`,
+          service,
+        );
+        await net.release(cidr, a.device);
+      }
+    },
     urlOf: (h) =>
       h.name === policy.host
         ? policy.faild.url

@@ -97,6 +97,11 @@ export interface SchedulerOptions {
   deferIntervals?: number;
   /** Arbiter verdict per service (default: no arbiter). */
   arbiter?: (service: string) => "grant" | "deny" | undefined;
+  /**
+   * Called after a handler threw or timed out, before the service is set FAIL: failsh releases
+   * the addresses the service still holds, so a half-done takeover is not left behind.
+   */
+  onHandlerFailed?: (service: string, kind: HandlerKind) => Promise<void>;
   /** Called with every decision that changes something and every handler run (for simulate). */
   onDecision?: (entry: DecisionLogEntry) => void;
 }
@@ -189,6 +194,10 @@ interface HostRuntime {
   services: ServiceRecord[];
   bootId: string | null;
   flapped: Set<string>;
+  /** After a restart of the host's faild: restored records (name -> changes) not yet confirmed. */
+  restored: Map<string, number>;
+  /** Until when restored records count as stale (ms since epoch). */
+  staleUntil: number;
   /** Reachable as the snapshot shows it (null until known). */
   reachable: boolean | null;
 }
@@ -453,6 +462,8 @@ export class Scheduler {
         services: [],
         bootId: null,
         flapped: new Set(),
+        restored: new Map(),
+        staleUntil: 0,
         reachable: null,
       });
     }
@@ -616,6 +627,14 @@ export class Scheduler {
       }
       this.#event("info", null, host.decl.name, "the local faild restarted; states reported again");
     }
+    if (!host.self && !sameBoot && host.bootId !== null) {
+      // The peer's faild restarted: what it restored from its state file is not confirmed until
+      // its owner sets it again (docs/protocol.md), or for a few intervals.
+      const fall = Math.max(...this.#servicesOf(host).map((s) => s.decl.fall), 2);
+      host.restored = new Map(r.services.map((x) => [x.name, x.changes]));
+      host.staleUntil = now + host.intervalMs * (fall + 1);
+      this.#event("peer", null, host.decl.name, `${host.decl.name}'s faild restarted`);
+    }
     if (host.self) this.#externalChanges(r, sameBoot);
     host.bootId = r.bootId;
     host.services = r.services;
@@ -745,11 +764,14 @@ export class Scheduler {
       if (name === self) continue;
       const host = this.#hosts.get(name)!;
       const rec = host.services.find((r) => r.name === svc.decl.name);
+      const restored = host.restored.get(svc.decl.name);
       peers.push({
         name,
         reachable: reach === true,
         state: rec?.state ?? null,
         flapped: host.flapped.has(svc.decl.name),
+        stale: rec !== undefined && restored === rec.changes && now < host.staleUntil,
+        neverHeld: rec !== undefined && rec.changes === 0,
       });
     }
     const graceOver = known && now - this.#startedAt >= svc.decl.graceMs;
@@ -893,6 +915,16 @@ export class Scheduler {
         kind,
       });
       result = "FAIL";
+      if (this.#opts.onHandlerFailed) {
+        try {
+          await this.#opts.onHandlerFailed(name, kind);
+        } catch (e) {
+          this.#log.error(
+            "handler",
+            `${name}: cleanup after the failed ${kind} failed: ${(e as Error).message}`,
+          );
+        }
+      }
     }
     run.durationMs = this.#timers.now() - startedAt;
     let hist = this.stats.handlerDurations.get(key);

@@ -259,6 +259,37 @@ Deno.test("Scheduler: a timed-out handler leaves the service FAIL and others kee
   await scheduler.stop();
 });
 
+Deno.test("Scheduler calls onHandlerFailed before leaving a timed-out service FAIL", async () => {
+  const time = new FakeTime();
+  const decl: ScriptDecl = {
+    hosts: ["alpha", "beta"].map(host),
+    services: [service("web", { timeouts: { start: 300, stop: 300, reclaim: 300 } })],
+    traps: 0,
+  };
+  const sandbox = new FakeSandbox(decl, time);
+  sandbox.behaviour.set("web/start", { hang: true });
+  const net = new FakeNet(time, "beta");
+  net.reachable.set("alpha", false);
+  const failed: string[] = [];
+  const scheduler = new Scheduler({
+    self: "beta",
+    sandbox,
+    poller: net.poller,
+    reporter: net.reporter,
+    timers: time,
+    logger: quiet,
+    onHandlerFailed: (svc, kind) => {
+      failed.push(`${svc}/${kind}:${scheduler.state(svc)}`);
+      return Promise.resolve();
+    },
+  });
+  scheduler.start();
+  await time.advance(700);
+  assert.deepEqual(failed, ["web/start:FAIL"]);
+  assert.equal(scheduler.state("web"), "FAIL");
+  await scheduler.stop();
+});
+
 Deno.test("Scheduler: a throwing handler leaves the service FAIL and is retried later", async () => {
   const { time, sandbox, net, scheduler } = setup("beta", [service("web")]);
   sandbox.behaviour.set("web/start", { throws: "Cannot take over 198.18.0.100/24: refused" });

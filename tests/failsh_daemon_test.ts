@@ -186,3 +186,82 @@ Deno.test("failsh runs as a daemon: reports, monitors, dumps, reloads and releas
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("failsh releases the address a start handler took before it hung", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "failsh-daemon-test-" });
+  const key = "daemon-test-secret";
+  const faild = await startFaild({
+    listen: "127.0.0.1:0",
+    community: `*  ${key}  RW\n`,
+    name: "alpha",
+    logger: new Logger({ level: "error", sink: () => {} }),
+    nonceSlots: 1 << 12,
+  });
+  const monitorPort = freePort();
+  let child: Deno.ChildProcess | null = null;
+  try {
+    await Deno.writeTextFile(`${dir}/key`, key + "\n", { mode: 0o600 });
+    await Deno.writeTextFile(
+      `${dir}/failover.ts`,
+      `import { host, service } from ${JSON.stringify(`${ROOT}mod.ts`)};
+host("alpha", { address: "127.0.0.1", port: ${faild.addr.port}, key: "k" });
+host("beta", { address: "127.0.0.1", port: ${freePort()}, key: "k" });
+service("web", {
+  masters: ["alpha"], slaves: ["beta"], interval: "100ms", fall: 2, grace: "200ms",
+  timeouts: { start: "600ms", stop: "5s", reclaim: "600ms" },
+  async start(ctx) {
+    await ctx.takeover("127.0.0.100/32", { device: "lo" });
+    while (true) { /* hangs: the supervisor kills the child */ }
+  },
+  async stop(ctx) { await ctx.release("127.0.0.100/32", { device: "lo" }); return "FAIL"; },
+});
+`,
+    );
+    await Deno.writeTextFile(
+      `${dir}/policy.json`,
+      JSON.stringify({
+        host: "alpha",
+        faild: { url: faild.url, key: "k" },
+        keys: { k: { file: `${dir}/key` } },
+        addresses: [{ prefix: "127.0.0.100/32", devices: ["lo"] }],
+        netDriver: "simulated",
+        monitor: `127.0.0.1:${monitorPort}`,
+        audit: `${dir}/audit.log`,
+        dumpFile: `${dir}/dump.json`,
+      }),
+    );
+    child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        `${ROOT}shell/failsh.ts`,
+        "--policy",
+        `${dir}/policy.json`,
+        `${dir}/failover.ts`,
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    const s = await until("the timed-out start and its cleanup", async () => {
+      const s = await (await fetch(`http://127.0.0.1:${monitorPort}/v1/snapshot`))
+        .json() as FailshSnapshot;
+      return s.events.some((e) =>
+          /released 127\.0\.0\.100\/32 after its handler failed/.test(e.message)
+        )
+        ? s
+        : null;
+    });
+    const web = s.services[0]!;
+    assert.equal(web.state, "FAIL");
+    assert.match(web.lastHandler?.error ?? "", /timed out/);
+    const audit = await Deno.readTextFile(`${dir}/audit.log`);
+    assert.match(audit, /sim-addr-del/, "the half-taken address was released");
+  } finally {
+    if (child) {
+      child.kill("SIGTERM");
+      await child.status;
+    }
+    await faild.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
