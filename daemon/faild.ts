@@ -456,6 +456,14 @@ export function parseFaildArgs(args: string[]): FaildArgs {
     else if (arg === "-V" || arg === "--version") out.version = true;
     else if (arg === "-F" || arg === "--foreground") {
       // Always in the foreground; kept for the original's command lines.
+    } else if (arg === "-u" || arg === "-m" || arg === "-d") {
+      throw new TypeError(
+        `Unsupported option "${arg}" of the original faild: ` + {
+          "-u": "start faild as the user it should run as (systemd User=); it needs no root",
+          "-m": "memory locking is not available to a Deno process",
+          "-d": "logs go to stderr as JSON lines (journald); set levels with --log-level",
+        }[arg],
+      );
     } else if (arg in valued) {
       if (value === undefined) {
         value = args[++i];

@@ -38,6 +38,7 @@ Deno.test("parseFaildArgs() explains bad options", () => {
   assert.throws(() => parseFaildArgs(["--max-services", "0"]), /integer from 1 to/);
   assert.throws(() => parseFaildArgs(["--listen", "7100"]), /Invalid listen address "7100"/);
   assert.throws(() => parseFaildArgs(["--name", "a b"]), /Invalid --name/);
+  assert.throws(() => parseFaildArgs(["-u", "nobody"]), /Unsupported option "-u" of the original/);
 });
 
 Deno.test("parseListen() handles IPv4, IPv6 and an empty host", () => {

@@ -164,6 +164,16 @@ async function readBody(req: Request, limit: number, timeoutMs: number): Promise
   return out;
 }
 
+/** Bytes of a string in UTF-8, without encoding it. */
+function utf8Length(text: string): number {
+  let n = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x80) n += c < 0x800 ? 1 : c >= 0xd800 && c <= 0xdbff ? 1 : 2;
+  }
+  return n;
+}
+
 /** Logs at most `perSecond` lines a second, then counts what it dropped. */
 class RateLimitedLog {
   #window = 0;
@@ -277,7 +287,7 @@ export class FaildServer {
       if (route === "/v1/events") return this.#events(caller, req.signal);
       const result = await this.#dispatch(req.method, route, name, body, caller);
       const text = typeof result.body === "string" ? result.body : JSON.stringify(result.body);
-      bytesOut = text.length;
+      bytesOut = utf8Length(text);
       response = this.#respond(
         result.status,
         text,
@@ -302,7 +312,7 @@ export class FaildServer {
         });
       }
       const text = JSON.stringify({ error: message });
-      bytesOut = text.length;
+      bytesOut = utf8Length(text);
       response = this.#respond(status, text, caller, "application/json", headers);
     }
     this.#ctx.metrics.request(route, response.status, bytesIn, bytesOut);
@@ -765,7 +775,7 @@ export class FaildServer {
         text += `sig: ${sig}\n`;
       }
       text += "\n";
-      if (this.#enqueue(s, text)) this.#ctx.metrics.streamed(text.length);
+      if (this.#enqueue(s, text)) this.#ctx.metrics.streamed(utf8Length(text));
     }
   }
 
