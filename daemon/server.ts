@@ -284,7 +284,7 @@ export class FaildServer {
           );
         }
       }
-      if (route === "/v1/events") return this.#events(caller, req.signal);
+      if (route === "/v1/events") return this.#events(caller, info?.completed);
       const result = await this.#dispatch(req.method, route, name, body, caller);
       const text = typeof result.body === "string" ? result.body : JSON.stringify(result.body);
       bytesOut = utf8Length(text);
@@ -697,7 +697,7 @@ export class FaildServer {
     }
   }
 
-  #events(caller: Caller, disconnected: AbortSignal): Response {
+  #events(caller: Caller, completed: Promise<void> | undefined): Response {
     this.#requireAnyRead(caller, "GET /v1/events");
     if (this.#closed) throw new HttpError(503, "Shutting down: faild is stopping");
     if (this.#streams.size >= this.#ctx.maxStreams) {
@@ -722,8 +722,8 @@ export class FaildServer {
         this.#stopKeepaliveIfIdle();
       },
     }, new CountQueuingStrategy({ highWaterMark: MAX_QUEUED_EVENTS }));
-    // Deno aborts the request's signal when the client goes away: free the slot at once.
-    disconnected.addEventListener("abort", () => this.#endStream(stream), { once: true });
+    // Deno settles `completed` when the client goes away (rejecting): free the slot at once.
+    completed?.then(() => this.#endStream(stream), () => this.#endStream(stream));
     if (this.#keepalive === undefined) {
       this.#keepalive = setInterval(() => this.#sendKeepalive(), this.#ctx.keepaliveMs);
     }

@@ -528,3 +528,37 @@ Deno.test("faild writes the state file before it answers a change", async () => 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("faild drops an event stream whose client stops reading, and keeps serving", async () => {
+  await withFaild({}, async (f, lines) => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: f.addr.port });
+    const client = new FaildClient(f.url, { key: OPS });
+    try {
+      const auth = signRequest(OPS, { method: "GET", path: "/v1/events", body: "" }).header;
+      await conn.write(
+        new TextEncoder().encode(
+          `GET /v1/events HTTP/1.1\r\nhost: x\r\nauthorization: ${auth}\r\n\r\n`,
+        ),
+      );
+      for (let i = 0; i < 100 && !(await client.metrics()).includes("faild_event_streams 1"); i++) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      // This client never reads: once its socket buffers and 1024 queued events are full, faild
+      // lets it go instead of queueing without bound.
+      let dropped = false;
+      for (let i = 0; i < 30_000 && !dropped; i++) {
+        f.store.set("web", i % 2 ? "UP" : "FAIL", { setBy: "test", detail: "d".repeat(500) });
+        if (i % 100 === 0) {
+          await new Promise((r) => setTimeout(r, 0));
+          dropped = lines.some((l) => l.includes("dropping a stream whose client does not read"));
+        }
+      }
+      assert.ok(dropped, "the stream of the client that does not read was not dropped");
+      assert.match(await client.metrics(), /faild_event_streams 0/);
+      assert.equal((await client.get("web")).name, "web");
+    } finally {
+      client.close();
+      conn.close();
+    }
+  });
+});
