@@ -241,11 +241,11 @@ export async function startFaild(options: FaildOptions = {}): Promise<FaildHandl
     keepaliveMs: options.keepaliveMs ?? KEEPALIVE_MS,
   });
 
-  let server: Deno.HttpServer<Deno.NetAddr>;
-  try {
-    server = Deno.serve({
+  const serve = (listenPort: number, signal: AbortSignal) =>
+    Deno.serve({
       hostname,
-      port,
+      port: listenPort,
+      signal,
       ...(tls ?? {}),
       onListen() {},
       onError(error) {
@@ -256,6 +256,11 @@ export async function startFaild(options: FaildOptions = {}): Promise<FaildHandl
         });
       },
     }, (req, info) => api.handle(req, info));
+
+  let abort = new AbortController();
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = serve(port, abort.signal);
   } catch (error) {
     api.close();
     if (options.pidFile !== undefined) await Deno.remove(options.pidFile).catch(() => {});
@@ -267,6 +272,43 @@ export async function startFaild(options: FaildOptions = {}): Promise<FaildHandl
   const addr = server.addr;
   const shownHost = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const url = `${tls ? "https" : "http"}://${shownHost}:${addr.port}`;
+
+  // Deno.serve's accept loop ends for good on an accept error such as "Too many open files"
+  // (a flood of connections): faild would stay up without serving. Watch for that, drop every
+  // connection, and listen again on the same port after a pause, until faild is closed.
+  let closed = false;
+  let restartTimer: ReturnType<typeof setTimeout> | undefined;
+  let wakeRestart: (() => void) | undefined;
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      wakeRestart = resolve;
+      restartTimer = setTimeout(resolve, ms);
+    });
+  const watch = (current: Deno.HttpServer<Deno.NetAddr>) => {
+    current.finished.catch(async (error) => {
+      let delay = 1000;
+      while (!closed) {
+        log.error("http", "HTTP server stopped accepting, dropping connections and restarting", {
+          error: String(error),
+          retryInMs: delay,
+        });
+        abort.abort();
+        await pause(delay);
+        if (closed) return;
+        abort = new AbortController();
+        try {
+          server = serve(addr.port, abort.signal);
+          log.info("http", "HTTP server listening again", { url });
+          watch(server);
+          return;
+        } catch (next) {
+          error = next;
+          delay = Math.min(delay * 2, 30_000);
+        }
+      }
+    });
+  };
+  watch(server);
 
   const reload = async (): Promise<void> => {
     try {
@@ -300,8 +342,11 @@ export async function startFaild(options: FaildOptions = {}): Promise<FaildHandl
   const close = (): Promise<void> => {
     closing ??= (async () => {
       if (options.handleSignals) Deno.removeSignalListener("SIGHUP", onHup);
+      closed = true;
+      clearTimeout(restartTimer);
+      wakeRestart?.();
       api.close();
-      await server.shutdown();
+      await server.shutdown().catch(() => {});
       if (writer !== null) {
         await writer.flush();
         await writer.save().catch((error) => {

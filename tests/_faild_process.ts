@@ -36,11 +36,18 @@ export interface FaildProcess {
  * Starts faild on a free loopback port and waits for its "faild listening on URL" line.
  *
  * @param args Extra faild arguments (`--listen 127.0.0.1:0` is added).
+ * @param options `maxFiles` runs it under `ulimit -n` (through `sh`).
  * @returns The running process.
  */
-export async function spawnFaild(args: string[]): Promise<FaildProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [...FAILD_ARGS, "--listen", "127.0.0.1:0", ...args],
+export async function spawnFaild(
+  args: string[],
+  options: { maxFiles?: number } = {},
+): Promise<FaildProcess> {
+  const full = [...FAILD_ARGS, "--listen", "127.0.0.1:0", ...args];
+  const child = new Deno.Command(options.maxFiles ? "sh" : Deno.execPath(), {
+    args: options.maxFiles
+      ? ["-c", `ulimit -n ${options.maxFiles} && exec "$0" "$@"`, Deno.execPath(), ...full]
+      : full,
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
