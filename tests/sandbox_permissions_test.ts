@@ -8,7 +8,7 @@ import {
   ok as assert,
   rejects,
 } from "node:assert/strict";
-import { call, makeHarness } from "./_sandbox_util.ts";
+import { call, makeHarness, MOD_URL } from "./_sandbox_util.ts";
 
 const PROBES = `
 import { host, service, PolicyDeniedError } from "MOD";
@@ -333,4 +333,110 @@ service("web", {
       }
     },
   );
+});
+
+const HAS_SETPRIV = (() => {
+  try {
+    return Deno.statSync("/usr/bin/setpriv").isFile;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name: `the child runs with no capabilities and no new privileges${
+    HAS_SETPRIV ? "" : " (skipped: needs util-linux setpriv)"
+  }`,
+  ignore: !HAS_SETPRIV,
+  async fn() {
+    const h = await makeHarness(
+      `
+import { host, service } from "MOD";
+host("alpha", { address: "127.0.0.1" });
+service("web", { masters: ["alpha"], interval: "1s", start: async () => "UP", stop: async () => "FAIL" });
+`,
+      {},
+    );
+    try {
+      assert(h.sandbox.childCommand().includes("--pdeathsig"));
+      await h.sandbox.start();
+      // The children of this test process are the sandbox's (setpriv execs deno: same pid).
+      const out = new Deno.Command("/usr/bin/pgrep", {
+        args: ["-P", String(Deno.pid)],
+        stdout: "piped",
+      })
+        .outputSync();
+      const pids = new TextDecoder().decode(out.stdout).trim().split("\n").filter((l) => l !== "");
+      assert(pids.length >= 1);
+      for (const pid of pids) {
+        const status = await Deno.readTextFile(`/proc/${pid}/status`);
+        assertMatch(status, /^CapEff:\s+0000000000000000$/m);
+        assertMatch(status, /^NoNewPrivs:\s+1$/m);
+        if (Deno.uid() === 0) assertMatch(status, /^CapBnd:\s+0000000000000000$/m);
+      }
+      assertEquals(await h.sandbox.invoke(call("web"), 5000), "UP");
+    } finally {
+      await h.close();
+    }
+  },
+});
+
+Deno.test({
+  name: `a child stuck in a loop dies with its supervisor${
+    HAS_SETPRIV ? "" : " (skipped: needs util-linux setpriv)"
+  }`,
+  ignore: !HAS_SETPRIV,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "failsh_orphan_" });
+    try {
+      await Deno.writeTextFile(
+        `${dir}/failover.ts`,
+        `import { host, service } from ${JSON.stringify(MOD_URL)};
+host("alpha", { address: "127.0.0.1" });
+service("web", { masters: ["alpha"], interval: "1s", start() { while (true) {} }, stop: async () => "FAIL" });
+`,
+      );
+      // A supervisor in its own process: it starts the handler, prints the child's pid, exits.
+      const supervisor = `
+import { createSandbox } from ${
+        JSON.stringify(new URL("../shell/sandbox.ts", import.meta.url).href)
+      };
+import { parsePolicy } from ${JSON.stringify(new URL("../shell/policy.ts", import.meta.url).href)};
+const policy = parsePolicy('{"host":"alpha","netDriver":"simulated"}', ${
+        JSON.stringify(`${dir}/policy.json`)
+      });
+const sandbox = createSandbox(${
+        JSON.stringify(`${dir}/failover.ts`)
+      }, policy, { onOutput: () => {} });
+await sandbox.start();
+sandbox.invoke({ service: "web", kind: "start", self: "alpha", reason: "", peers: {} }, 60000).catch(() => {});
+await new Promise((r) => setTimeout(r, 300));
+const ps = new Deno.Command("/usr/bin/pgrep", { args: ["-P", String(Deno.pid)], stdout: "piped" }).outputSync();
+console.log(new TextDecoder().decode(ps.stdout).trim().split("\\n").join(","));
+Deno.exit(0);
+`;
+      await Deno.writeTextFile(`${dir}/supervisor.ts`, supervisor);
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--no-config", `${dir}/supervisor.ts`],
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      const pids = new TextDecoder().decode(out.stdout).trim().split(",").map(Number).filter((n) =>
+        n > 0
+      );
+      assert(pids.length >= 1, "the supervisor had children");
+      const alive = (pid: number) => {
+        try {
+          return !/^\d+ \(.*\) Z/.test(Deno.readTextFileSync(`/proc/${pid}/stat`));
+        } catch {
+          return false;
+        }
+      };
+      const deadline = Date.now() + 5000;
+      while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assertEquals(pids.filter(alive), [], "no child outlived the supervisor");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });
