@@ -209,7 +209,16 @@ export function decide(input: DecisionInput): Decision {
   // A restored, unconfirmed UP is not acted on either way (see PeerInput.stale).
   const holders = claimants.filter((p) => p.stale !== true);
   const staleHolders = claimants.filter((p) => p.stale === true);
-  const higherHolders = holders.filter((p) => rankOf(service, p.name) < myRank);
+  // Who wins when two hosts hold the service (after a partition heals): the higher rank; but
+  // without preempt, between a master and a slave that are both UP the slave keeps it (it took
+  // over and announced the address last; handing it back would be the flip nopreempt avoids).
+  const isMaster = (h: string) => service.masters.includes(h);
+  const crossRoleNoPreempt = (p: PeerInput) =>
+    !service.preempt && local === "UP" && effective(p) === "UP" &&
+    isMaster(p.name) !== (role === "master");
+  const higherHolders = holders.filter((p) =>
+    crossRoleNoPreempt(p) ? !isMaster(p.name) : rankOf(service, p.name) < myRank
+  );
   const selfReachable = input.selfReachable ?? true;
 
   // This host holds the service (UP) or is about to take it back (RECOVER).
@@ -233,6 +242,13 @@ export function decide(input: DecisionInput): Decision {
     }
     if (higherHolders.length > 0) {
       const h = higherHolders[0]!;
+      if (crossRoleNoPreempt(h)) {
+        return d(
+          "stop",
+          "nopreempt-yield",
+          `slave ${h.name} is UP too and preempt is off, so master ${self} leaves it the service (no flip-back)`,
+        );
+      }
       const why = role === "slave" && service.masters.includes(h.name)
         ? `master ${h.name} is ${effective(h)}, so slave ${self} yields`
         : `${h.name} is ${effective(h)} and outranks ${self}`;

@@ -218,6 +218,30 @@ const ROWS: Row[] = [
     mentions: ["alpha holds web"],
   },
   {
+    name: "partition heals with master and slave UP, nopreempt: the master leaves it to the slave",
+    input: input({
+      self: "alpha",
+      local: "UP",
+      service: { ...WEB, preempt: false },
+      peers: [peer("beta", "UP")],
+    }),
+    action: "stop",
+    rule: "nopreempt-yield",
+    mentions: ["preempt is off"],
+  },
+  {
+    name: "partition heals with master and slave UP, nopreempt: the slave keeps it",
+    input: input({
+      self: "beta",
+      local: "UP",
+      service: { ...WEB, preempt: false },
+      peers: [peer("alpha", "UP")],
+    }),
+    action: "none",
+    rule: "holding",
+    mentions: ["beta holds web"],
+  },
+  {
     name: "a holder whose own faild is unreachable stops",
     input: input({ local: "UP", selfReachable: false, peers: [peer("alpha", "FAIL")] }),
     action: "stop",
@@ -438,13 +462,16 @@ Deno.test("decide() marks only race deferrals as deferring", () => {
 
 Deno.test("decide() leaves exactly one holder whatever two UP hosts see of each other", () => {
   const hosts = ["alpha", "beta", "gamma"];
-  for (const a of hosts) {
-    for (const b of hosts) {
-      if (a === b) continue;
-      const da = decide(input({ self: a, local: "UP", peers: [peer(b, "UP")] }));
-      const db = decide(input({ self: b, local: "UP", peers: [peer(a, "UP")] }));
-      const keepers = [da, db].filter((x) => x.action === "none").length;
-      assert.equal(keepers, 1, `${a} and ${b}: ${da.reason} / ${db.reason}`);
+  for (const preempt of [true, false]) {
+    for (const a of hosts) {
+      for (const b of hosts) {
+        if (a === b) continue;
+        const service = { ...WEB, preempt };
+        const da = decide(input({ service, self: a, local: "UP", peers: [peer(b, "UP")] }));
+        const db = decide(input({ service, self: b, local: "UP", peers: [peer(a, "UP")] }));
+        const keepers = [da, db].filter((x) => x.action === "none").length;
+        assert.equal(keepers, 1, `${a} and ${b}: ${da.reason} / ${db.reason}`);
+      }
     }
   }
 });

@@ -172,6 +172,17 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
     reporter,
     logger: log,
     addresses: () => net.held(),
+    onReannounce: async (service) => {
+      for (const a of net.held().filter((h) => h.service === service)) {
+        const cidr = parseCidr(a.address);
+        if (!cidr) continue;
+        await net.takeover(cidr, a.device, {
+          arpCount: running.policy.arp.count,
+          refreshMs: running.policy.arp.refreshMs,
+          service,
+        });
+      }
+    },
     onHandlerFailed: async (service) => {
       for (const a of net.held().filter((h) => h.service === service)) {
         const cidr = parseCidr(a.address);

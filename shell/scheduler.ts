@@ -102,6 +102,12 @@ export interface SchedulerOptions {
    * the addresses the service still holds, so a half-done takeover is not left behind.
    */
   onHandlerFailed?: (service: string, kind: HandlerKind) => Promise<void>;
+  /**
+   * Called when this host holds a service and a peer that also held it gives it up (after a
+   * partition heals): failsh announces the service's addresses again (gratuitous ARP), since
+   * clients may still point at the peer.
+   */
+  onReannounce?: (service: string) => Promise<void>;
   /** Called with every decision that changes something and every handler run (for simulate). */
   onDecision?: (entry: DecisionLogEntry) => void;
 }
@@ -598,6 +604,23 @@ export class Scheduler {
               } times between polls (now ${rec.state})`,
             );
           }
+        }
+      }
+      if (
+        !host.self && prev && (prev.state === "UP" || prev.state === "RECOVER") &&
+        rec.state === "FAIL"
+      ) {
+        const mine = this.#services.get(rec.name);
+        if (mine?.state === "UP" && this.#opts.onReannounce) {
+          this.#event(
+            "address",
+            rec.name,
+            this.#opts.self,
+            `${rec.name}: ${host.decl.name} gave it up; announcing this host's addresses again`,
+          );
+          this.#opts.onReannounce(rec.name).catch((e) =>
+            this.#log.warn("net", `${rec.name}: announcing again failed: ${(e as Error).message}`)
+          );
         }
       }
       if (!host.self && prev?.state !== rec.state) {

@@ -290,6 +290,42 @@ Deno.test("Scheduler calls onHandlerFailed before leaving a timed-out service FA
   await scheduler.stop();
 });
 
+Deno.test("Scheduler announces again when a peer that also held the service gives it up", async () => {
+  const time = new FakeTime();
+  const decl: ScriptDecl = {
+    hosts: ["alpha", "beta"].map(host),
+    services: [service("web")],
+    traps: 0,
+  };
+  const sandbox = new FakeSandbox(decl, time);
+  const net = new FakeNet(time, "alpha");
+  net.set("beta", "web", "FAIL");
+  const announced: string[] = [];
+  const scheduler = new Scheduler({
+    self: "alpha",
+    sandbox,
+    poller: net.poller,
+    reporter: net.reporter,
+    timers: time,
+    logger: quiet,
+    onReannounce: (svc) => {
+      announced.push(svc);
+      return Promise.resolve();
+    },
+  });
+  scheduler.start();
+  await time.advance(300);
+  assert.equal(scheduler.state("web"), "UP");
+  // After a partition: beta held it too, then yields.
+  net.set("beta", "web", "UP");
+  await time.advance(100);
+  assert.deepEqual(announced, []);
+  net.set("beta", "web", "FAIL");
+  await time.advance(100);
+  assert.deepEqual(announced, ["web"]);
+  await scheduler.stop();
+});
+
 Deno.test("Scheduler: a throwing handler leaves the service FAIL and is retried later", async () => {
   const { time, sandbox, net, scheduler } = setup("beta", [service("web")]);
   sandbox.behaviour.set("web/start", { throws: "Cannot take over 198.18.0.100/24: refused" });
