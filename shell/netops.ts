@@ -73,6 +73,10 @@ function firstExisting(candidates: string[]): string | null {
 
 let setsidPath: string | null | undefined;
 
+const SETPRIV_CANDIDATES = ["/usr/bin/setpriv", "/bin/setpriv"];
+
+let setprivPath: string | null | undefined;
+
 async function readBounded(
   stream: ReadableStream<Uint8Array>,
   max: number,
@@ -112,7 +116,8 @@ async function readBounded(
 /**
  * Runs an executable with a fixed argument list (no shell), a clean environment, stdin closed,
  * bounded output and a time limit. The program runs in its own session (`setsid`), so on timeout
- * or abort the whole process group is killed, not just the program.
+ * or abort the whole process group is killed, not just the program; and with a parent-death
+ * signal (`setpriv --pdeathsig KILL`), so it does not outlive failsh.
  *
  * @param path Absolute path of the executable.
  * @param args Its arguments.
@@ -135,7 +140,14 @@ export async function runFixed(
   const started = performance.now();
   const max = options.maxOutput ?? DEFAULT_MAX_OUTPUT;
   if (setsidPath === undefined) setsidPath = firstExisting(SETSID_CANDIDATES);
-  const argv = setsidPath ? [setsidPath, path, ...args] : [path, ...args];
+  if (setprivPath === undefined) setprivPath = firstExisting(SETPRIV_CANDIDATES);
+  // setsid: its own process group, killed whole; setpriv --pdeathsig: killed if failsh dies.
+  const argv = [
+    ...(setsidPath ? [setsidPath] : []),
+    ...(setprivPath ? [setprivPath, "--pdeathsig", "KILL", "--"] : []),
+    path,
+    ...args,
+  ];
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(argv[0] as string, {
