@@ -231,7 +231,7 @@ host("alpha", { address: "127.0.0.1" });
 service("web", {
   masters: ["alpha"], interval: "1s",
   async start(ctx) {
-    const results = await Promise.allSettled(Array.from({ length: 40 }, () => ctx.run(["sleep", "0.2"])));
+    const results = await Promise.allSettled(Array.from({ length: 40 }, () => ctx.run(["sleep", "1"])));
     const refused = results.filter((r) => r.status === "rejected");
     ctx.log(refused.length + " " + (refused[0]?.reason?.message ?? ""));
     return "UP";
@@ -240,7 +240,7 @@ service("web", {
 });
 `,
     {
-      programs: [{ name: "sleep", path: "/bin/sleep", args: [], rest: "[0-9.]+", timeoutMs: 300 }],
+      programs: [{ name: "sleep", path: "/bin/sleep", args: [], rest: "[0-9.]+", timeoutMs: 5000 }],
     },
   );
   try {
