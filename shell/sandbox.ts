@@ -663,6 +663,8 @@ class SandboxImpl implements Host {
   #secrets = new Map<string, string | null>();
   #faild: FaildClient | null = null;
   #reaping = new Set<Promise<void>>();
+  #requests = new Set<Promise<unknown>>();
+  #closing = new AbortController();
 
   constructor(script: string, policy: Policy, options: SandboxOptions) {
     this.#script = script;
@@ -792,6 +794,9 @@ class SandboxImpl implements Host {
     const children = [this.#main, ...this.#children.values()].filter((c) => c !== null);
     await Promise.all(children.map((c) => c.close()));
     await Promise.allSettled([...this.#reaping]);
+    // Programs still running for a handler are killed; every request settles before we return.
+    this.#closing.abort();
+    await Promise.allSettled([...this.#requests]);
     if (this.#ownNet) await this.net.close();
     if (this.#ownAudit) this.audit.close();
     this.#faild?.close();
@@ -840,9 +845,15 @@ class SandboxImpl implements Host {
       );
     }
     child.inflight++;
-    this.#perform(op, args, service, inv?.abort.signal ?? null).finally(() => {
+    const signal = inv
+      ? AbortSignal.any([inv.abort.signal, this.#closing.signal])
+      : this.#closing.signal;
+    const performed = this.#perform(op, args, service, signal).finally(() => {
       child.inflight--;
-    }).then(
+    });
+    this.#requests.add(performed);
+    performed.finally(() => this.#requests.delete(performed)).catch(() => {});
+    performed.then(
       ({ value, audit }) => {
         if (counters) counters.allowed++;
         if (audit) this.audit.write(service, request, "done", audit);
@@ -927,6 +938,7 @@ class SandboxImpl implements Host {
         }
         const ac = new AbortController();
         const t = setTimeout(() => ac.abort(), 10_000);
+        signal?.addEventListener("abort", () => ac.abort(), { once: true });
         try {
           const value = this.#options.poll
             ? await this.#options.poll(host, { signal: ac.signal })

@@ -253,3 +253,37 @@ service("web", {
     await h.close();
   }
 });
+
+Deno.test("close() kills the programs still running and leaves nothing behind", async () => {
+  const h = await makeHarness(
+    `
+import { host, service, trap } from "MOD";
+host("alpha", { address: "127.0.0.1" });
+service("web", { masters: ["alpha"], interval: "1s", start: async () => "UP", stop: async () => "FAIL" });
+trap(async (event, ctx) => {
+  ctx.log("sleeping");
+  await ctx.run(["sleep", "30"]);
+});
+`,
+    { programs: [{ name: "sleep", path: "/bin/sleep", args: ["[0-9]+"], timeoutMs: 60_000 }] },
+  );
+  await h.sandbox.start();
+  h.sandbox.trap({
+    type: "host",
+    host: "alpha",
+    service: null,
+    state: "UP",
+    previous: null,
+    at: 1,
+  });
+  const deadline = Date.now() + 5000;
+  while (
+    h.sandbox.counters().requests.run.allowed === 0 && !h.logs.length && Date.now() < deadline
+  ) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await new Promise((r) => setTimeout(r, 200));
+  const started = performance.now();
+  await h.close();
+  assert(performance.now() - started < 5000, "close() did not wait for the 30 s program");
+});
