@@ -538,6 +538,7 @@ Deno.test("Scheduler: steady polls that change nothing notify no listener", asyn
 
 Deno.test("Scheduler keeps at most 200 recent events and notifies listeners", async () => {
   const { time, net, scheduler } = setup("beta", [service("web")]);
+  time.flushTurns = 1;
   let changes = 0;
   const off = scheduler.onChange(() => changes++);
   net.set("alpha", "web", "UP");
