@@ -29,8 +29,15 @@ Deno.test("failsh --check passes the loopback demo sample cleanly", async (t) =>
         `${ROOT}samples/loopback_demo/failover.ts`,
         `${ROOT}samples/loopback_demo/policy_${host}.json`,
       );
-      if (Deno.statSync("/usr/bin/deno").isFile) assert.equal(r.code, 0, r.out);
-      else assert.ok(r.code <= 1, r.out);
+      // The sample names /usr/bin/deno as its program; without it that is one warning.
+      let hasDeno = false;
+      try {
+        hasDeno = Deno.statSync("/usr/bin/deno").isFile;
+      } catch {
+        hasDeno = false;
+      }
+      if (hasDeno) assert.equal(r.code, 0, r.out);
+      else assert.ok(r.code <= 1 && !/^error:/m.test(r.out), r.out);
       assert.match(r.out, /services: web|warning/);
     });
   }
