@@ -61,8 +61,8 @@ Options:
   --services N        services faild holds (default 5)
   --client raw|fetch  raw HTTP/1.1 over Deno.connect (default) or FaildClient (fetch)
   --no-verify         do not verify answer signatures (raw client only)
-  --faild-v8-flags F  V8 flags for faild (default --max-semi-space-size=1, as the faild task;
-                      "" for none)
+  --faild-v8-flags F  V8 flags for faild (default --max-semi-space-size=1,--max-opt=2, the
+                      small-memory profile of the faild task; "" for V8's defaults)
   -h, --help          this help`;
 
 function parseOptions(args: string[]): BenchOptions | null {
@@ -76,7 +76,7 @@ function parseOptions(args: string[]): BenchOptions | null {
     services: 5,
     client: "raw",
     verify: true,
-    v8Flags: "--max-semi-space-size=1",
+    v8Flags: "--max-semi-space-size=1,--max-opt=2",
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
