@@ -173,6 +173,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const samples: Sample[] = [];
   const clients = new Map<HostName, FaildClient>();
 
+  const monitors: Record<string, string> = {};
   // The failover script: the sample, configured for this run.
   const script = `${dir}/failover.ts`;
   await Deno.writeTextFile(
@@ -196,6 +197,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     template.keys = { demo: { file: `${dir}/demo.key` } };
     template.programs[0].path = Deno.execPath();
     template.monitor = `127.0.0.1:${freePort("127.0.0.1")}`;
+    monitors[name] = `http://${template.monitor}/`;
     template.audit = `${dir}/audit-${name}.log`;
     template.dumpFile = `${dir}/failsh-${name}.dump`;
     await Deno.writeTextFile(`${dir}/policy_${name}.json`, JSON.stringify(template, null, 2));
@@ -328,6 +330,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     await startHost("alpha");
     await startHost("beta");
     background.push(client(), watcher());
+    say(`Live monitor pages: alpha ${monitors.alpha}  beta ${monitors.beta}`, "info");
     await until("alpha to serve the virtual address", 30_000, servedBy("alpha", 0));
     say(`${(since() / 1000).toFixed(2).padStart(6)} s  the client is served by alpha`, "good");
     await sleep(holdMs, signal);
