@@ -50,7 +50,7 @@ export const EVENT_IDLE_TIMEOUT_MS = 45_000;
  * Statuses faild may send before it could verify a request's signature, so their answers may be
  * unsigned. Every other answer to a signed request must carry a valid signature.
  */
-const MAY_BE_UNSIGNED = new Set([400, 401, 413, 415, 429, 503]);
+const MAY_BE_UNSIGNED = new Set([400, 401, 408, 413, 415, 429, 503]);
 
 /**
  * faild answered with an error status (4xx or 5xx) other than an authentication refusal.
