@@ -18,7 +18,7 @@
  */
 import { FaildClient } from "../lib/client.ts";
 import { canonicalRequest, keyId, RESPONSE_SIGNATURE_HEADER } from "../lib/sign.ts";
-import { constantTimeEqual, HmacKey, sha256Hex } from "../daemon/hmac.ts";
+import { constantTimeEqual, HmacKey, sha256Hex } from "../lib/hmac.ts";
 
 const KEY = "bench-community-secret";
 const BUCKET_US = 10;

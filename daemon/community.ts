@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { communityKeyId } from "./verify.ts";
+import { keyId } from "../lib/sign.ts";
 
 /** A right a rule grants. */
 export type Right = "RO" | "RW";
@@ -123,7 +123,7 @@ export function parseCommunity(text: string, options: { file?: string } = {}): C
       if (community.length < 8) {
         warnings.push(`${where} line ${i + 1} has a community shorter than 8 characters`);
       }
-      id = communityKeyId(community);
+      id = keyId(community);
       keys.set(id, community);
     }
     if (rules.length >= MAX_RULES) {

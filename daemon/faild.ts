@@ -15,7 +15,7 @@ import { type CommunityRules, loadCommunityFile, parseCommunity } from "./commun
 import { Metrics } from "./metrics.ts";
 import { CompactNonceCache, DEFAULT_NONCE_SLOTS } from "./nonce.ts";
 import { loadStateFile, serializeState, StateWriter, writeFileAtomic } from "./persist.ts";
-import { DEFAULT_MAX_SKEW_MS } from "./verify.ts";
+import { DEFAULT_MAX_SKEW_MS } from "../lib/sign.ts";
 import {
   DEFAULT_BODY_TIMEOUT_MS,
   DEFAULT_MAX_BODY_BYTES,

@@ -17,15 +17,15 @@ import {
 } from "../lib/types.ts";
 import { accessFor, type CommunityRules, hasRulesFor, type Right } from "./community.ts";
 import type { AuthFailureReason, Metrics } from "./metrics.ts";
-import { constantTimeEqual, HmacKey, sha256Hex } from "./hmac.ts";
+import { constantTimeEqual, HmacKey, sha256Hex } from "../lib/hmac.ts";
 import type { CompactNonceCache } from "./nonce.ts";
 import {
-  canonicalRequestText,
-  parseAuthorizationHeader,
+  canonicalRequest,
+  parseAuthorization,
   RESPONSE_SIGNATURE_HEADER,
   responseSignature,
   type SignatureParts,
-} from "./verify.ts";
+} from "../lib/sign.ts";
 import type { StateWriter } from "./persist.ts";
 import { type ServiceStore, TooManyServicesError } from "./store.ts";
 
@@ -399,7 +399,7 @@ export class FaildServer {
     if (header === null) return { keyId: null, community: null, nonce: null };
     let parts: SignatureParts;
     try {
-      parts = parseAuthorizationHeader(header);
+      parts = parseAuthorization(header);
     } catch (error) {
       throw this.#authFail(401, "malformed", (error as Error).message, info);
     }
@@ -414,7 +414,7 @@ export class FaildServer {
     }
     const digest = body.byteLength === 0 ? EMPTY_DIGEST : sha256Hex(body);
     const key = this.#hmacKey(community);
-    const expected = key.hex(canonicalRequestText(req.method, path, digest, parts));
+    const expected = key.hex(canonicalRequest(req.method, path, digest, parts));
     if (!constantTimeEqual(expected, parts.sig)) {
       throw this.#authFail(
         401,

@@ -9,7 +9,9 @@
  *
  * @module
  */
-import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { constantTimeEqual, HmacKey, sha256Hex } from "./hmac.ts";
+
+export { HmacKey } from "./hmac.ts";
 
 /** Name of the authorization scheme in the `Authorization` header. */
 export const AUTH_SCHEME = "FAILOVER-HMAC-SHA256";
@@ -46,7 +48,7 @@ export interface SignatureParts {
  * ```
  */
 export function keyId(community: string): string {
-  return createHash("sha256").update("failover-key-id:" + community).digest("hex").slice(0, 16);
+  return sha256Hex("failover-key-id:" + community).slice(0, 16);
 }
 
 /**
@@ -62,7 +64,7 @@ export function keyId(community: string): string {
  * ```
  */
 export function bodyDigest(body: Uint8Array | string): string {
-  return createHash("sha256").update(body).digest("hex");
+  return sha256Hex(body);
 }
 
 /**
@@ -89,8 +91,34 @@ export function canonicalRequest(
   return `FAILOVER-V1\n${method}\n${path}\n${digest}\n${options.ts}\n${options.nonce}`;
 }
 
-function hmacHex(secret: string, text: string): string {
-  return createHmac("sha256", secret).update(text).digest("hex");
+/**
+ * The exact string a response signature covers.
+ *
+ * @param nonce The request's nonce.
+ * @param status The HTTP status.
+ * @param digest {@linkcode bodyDigest} of the response body.
+ * @returns The canonical string.
+ *
+ * @example
+ * ```ts
+ * import { canonicalResponse } from "./sign.ts";
+ * console.log(canonicalResponse("ab", 200, "e3b0"));
+ * ```
+ */
+export function canonicalResponse(nonce: string, status: number, digest: string): string {
+  return `FAILOVER-V1-RESPONSE\n${nonce}\n${status}\n${digest}`;
+}
+
+/** A community as text, or prepared once as an {@linkcode HmacKey} (cheaper on a hot path). */
+export type Secret = string | HmacKey;
+
+function hmacHex(secret: Secret, text: string): string {
+  return (typeof secret === "string" ? new HmacKey(secret) : secret).hex(text);
+}
+
+function randomHex(bytes: number): string {
+  const buf = crypto.getRandomValues(new Uint8Array(bytes));
+  return Array.from(buf, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /**
@@ -112,7 +140,7 @@ export function signRequest(
   request: { method: string; path: string; body: Uint8Array | string; now?: number },
 ): { header: string; nonce: string } {
   const ts = request.now ?? Date.now();
-  const nonce = randomBytes(16).toString("hex");
+  const nonce = randomHex(16);
   const sig = hmacHex(
     community,
     canonicalRequest(request.method, request.path, bodyDigest(request.body), { ts, nonce }),
@@ -185,7 +213,7 @@ export function parseAuthorization(header: string): SignatureParts {
  * ```
  */
 export function verifyRequest(
-  community: string,
+  community: Secret,
   parts: SignatureParts,
   request: { method: string; path: string; digest: string },
 ): boolean {
@@ -193,7 +221,7 @@ export function verifyRequest(
     community,
     canonicalRequest(request.method, request.path, request.digest, parts),
   );
-  return timingSafeEqual(new TextEncoder().encode(expected), new TextEncoder().encode(parts.sig));
+  return constantTimeEqual(expected, parts.sig);
 }
 
 /**
@@ -210,13 +238,35 @@ export function verifyRequest(
  * ```
  */
 export function signResponse(
-  community: string,
+  community: Secret,
   response: { nonce: string; status: number; body: Uint8Array | string },
 ): string {
-  return hmacHex(
-    community,
-    `FAILOVER-V1-RESPONSE\n${response.nonce}\n${response.status}\n${bodyDigest(response.body)}`,
-  );
+  return responseSignature(community, response.nonce, response.status, bodyDigest(response.body));
+}
+
+/**
+ * {@linkcode signResponse} from a body digest computed once (a server signing the same body for
+ * many callers, or an event stream).
+ *
+ * @param community The secret the request was signed with.
+ * @param nonce The request's nonce.
+ * @param status The HTTP status.
+ * @param digest {@linkcode bodyDigest} of the response body.
+ * @returns 64 hex digits.
+ *
+ * @example
+ * ```ts
+ * import { bodyDigest, HmacKey, responseSignature } from "./sign.ts";
+ * console.log(responseSignature(new HmacKey("k"), "00", 200, bodyDigest("{}")).length); // 64
+ * ```
+ */
+export function responseSignature(
+  community: Secret,
+  nonce: string,
+  status: number,
+  digest: string,
+): string {
+  return hmacHex(community, canonicalResponse(nonce, status, digest));
 }
 
 /**
@@ -235,13 +285,13 @@ export function signResponse(
  * ```
  */
 export function verifyResponse(
-  community: string,
+  community: Secret,
   signature: string | null,
   response: { nonce: string; status: number; body: Uint8Array | string },
 ): boolean {
   if (signature === null || !/^[0-9a-f]{64}$/.test(signature)) return false;
   const expected = signResponse(community, response);
-  return timingSafeEqual(new TextEncoder().encode(expected), new TextEncoder().encode(signature));
+  return constantTimeEqual(expected, signature);
 }
 
 /**
