@@ -78,6 +78,14 @@ export type {
   TrapEvent,
 } from "./shell/contract.ts";
 export type { ServiceRecord, ServiceState } from "./lib/types.ts";
+// The typed faild client, for tools and the REPL (a handler asks failsh to poll with ctx.poll).
+export {
+  AuthError,
+  FaildClient,
+  FaildError,
+  PeerUnreachableError,
+  resolveKey,
+} from "./lib/client.ts";
 
 const registry = new ScriptRegistry();
 /** Whether the main module itself (directly or through its functions) declared something. */
