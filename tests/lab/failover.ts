@@ -166,6 +166,7 @@ export async function startFailover(
   const hosts = new Map<string, FailoverHost>();
   const deno = Deno.execPath();
   const dirs = new Map<string, string>();
+  const failds = new Map<string, ManagedProcess>();
   let generation = 0;
 
   for (const h of lab.hosts) {
@@ -183,7 +184,7 @@ export async function startFailover(
   const startFaild = async (h: string): Promise<ManagedProcess> => {
     const dir = dirs.get(h);
     if (!dir) throw new RangeError(`Unknown lab host: ${h}`);
-    const old = hosts.get(h)?.faild;
+    const old = failds.get(h);
     if (old && !old.done) return old;
     const p = lab.spawn(h, [
       deno,
@@ -211,6 +212,7 @@ export async function startFailover(
       }
       await new Promise((r) => setTimeout(r, 50));
     }
+    failds.set(h, p);
     const entry = hosts.get(h);
     if (entry) entry.faild = p;
     return p;
