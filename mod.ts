@@ -163,9 +163,23 @@ globalThis.addEventListener("load", () => {
   setTimeout(finish, 0);
 });
 
+// Ctrl-C in a terminal and systemd's KillMode=control-group signal every process of the group:
+// the child must outlive that SIGINT/SIGTERM so failsh can still run the stop handlers on its way
+// out. The child dies with failsh all the same (setpriv --pdeathsig KILL, and its closed stdin).
+function ignoreGroupSignals(): void {
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    try {
+      Deno.addSignalListener(signal, () => {});
+    } catch {
+      // Not supported here: the default action stays.
+    }
+  }
+}
+
 async function finish(): Promise<void> {
   if (isChild()) {
     if (loadFailed) return;
+    ignoreGroupSignals();
     await serveChild(registry);
     // The supervisor closed the channel: nothing more to do.
     Deno.exit(0);
