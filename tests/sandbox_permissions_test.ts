@@ -366,7 +366,16 @@ service("web", { masters: ["alpha"], interval: "1s", start: async () => "UP", st
         stdout: "piped",
       })
         .outputSync();
-      const pids = new TextDecoder().decode(out.stdout).trim().split("\n").filter((l) => l !== "");
+      // Other test files run in this same process under --parallel: keep only this harness's
+      // sandbox children (their command line names the harness's script).
+      const pids = new TextDecoder().decode(out.stdout).trim().split("\n").filter((pid) => {
+        if (pid === "") return false;
+        try {
+          return Deno.readTextFileSync(`/proc/${pid}/cmdline`).includes(h.dir);
+        } catch {
+          return false;
+        }
+      });
       assert(pids.length >= 1);
       for (const pid of pids) {
         const status = await Deno.readTextFile(`/proc/${pid}/status`);
