@@ -42,7 +42,9 @@ export interface LabOptions {
 }
 
 const active = new Set<Lab>();
-let counter = 0;
+// Labs are numbered per worker; workers of one process (deno test --parallel) share the pid, so
+// each starts at its own random base.
+let counter = Math.floor(Math.random() * 90_000) * 10;
 let signalHandler: (() => void) | null = null;
 let unloadHooked = false;
 
@@ -105,7 +107,9 @@ export function sweepStaleNamespaces(): string[] {
     if (!m) continue;
     const pid = Number(m[1]);
     if (mine.has(ns)) continue;
-    if (pid !== Deno.pid && pidAlive(pid)) continue;
+    // A live pid may be this very process: `deno test --parallel` runs other test files in
+    // workers of the same process, whose labs are not in this worker's `active` set.
+    if (pidAlive(pid)) continue;
     killNamespaceSync(ns);
     removed.push(ns);
   }
