@@ -45,8 +45,14 @@ interface System {
   describe(intervalMs: number): string;
 }
 
-/** failover's miss count: keepalived's down timer is 3 × advert_int + skew, so 3 misses. */
-const FALL = 3;
+/**
+ * failover's miss count, chosen so both systems declare the master dead after the same silence.
+ * keepalived's backup does so `3 × advert_int` (+ skew, ~0 at priority 253) after the last
+ * advert it received. failsh polls every interval and counts a poll as missed when it is still
+ * unanswered at the next tick, so with `fall` misses it declares the peer FAIL `(fall + 1) ×
+ * interval` after the last answered poll was sent: `fall = 2` is the same 3 intervals of silence.
+ */
+const FALL = 2;
 
 const SYSTEMS: Record<string, System> = {
   keepalived: {
@@ -67,6 +73,12 @@ interface CutResult {
   sinceFaultMs: number | null;
   servedBy: string | null;
   failures: number;
+  /** Outage the client saw when h1 returned and took the VIP back (0: none). */
+  failbackOutageMs: number | null;
+  /** Failed attempts in the failback window. */
+  failbackFailures: number;
+  /** From link up to h1 holding and serving the VIP again. */
+  backAfterMs: number | null;
 }
 
 /** Summary of a series of cuts. */
@@ -79,6 +91,11 @@ interface OutageSeries {
   worstMs: number | null;
   meanMs: number | null;
   failedCuts: number;
+  /** Median and worst outage when h1 returned (preempt), ms. */
+  failbackMedianMs: number | null;
+  failbackWorstMs: number | null;
+  /** Cuts whose failback made the client fail at least once. */
+  failbackGlitches: number;
   error: string | null;
 }
 
@@ -116,6 +133,29 @@ async function waitH1(lab: Lab, probe: Probe, timeoutMs: number): Promise<boolea
   return await probe.waitServedBy("h1", timeoutMs, 10);
 }
 
+/** How long the client must have been served without a failure before a cut. */
+const QUIET_MS = 1000;
+
+/** How long a failback is watched (covers a 3-packet gratuitous ARP burst, one a second). */
+const FAILBACK_WATCH_MS = 3500;
+
+/** Waits until every attempt of the last `quietMs` (that has reported) was answered by `who`. */
+async function waitQuiet(
+  probe: Probe,
+  who: string,
+  quietMs: number,
+  timeoutMs: number,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const to = Date.now() - probe.attemptTimeoutMs - 20;
+    const recent = probe.between(to - quietMs, to);
+    if (recent.length >= quietMs / 20 && recent.every((a) => a.ok && a.who === who)) return true;
+    await sleep(100);
+  }
+  return false;
+}
+
 async function measureOutages(
   system: System,
   intervalMs: number,
@@ -131,6 +171,9 @@ async function measureOutages(
     worstMs: null,
     meanMs: null,
     failedCuts: 0,
+    failbackMedianMs: null,
+    failbackWorstMs: null,
+    failbackGlitches: 0,
     error: null,
   };
   const lab = await Lab.create({ hosts: 2 });
@@ -142,6 +185,10 @@ async function measureOutages(
       if (!await waitH1(lab, probe, 30_000)) throw new Error("h1 never served the VIP");
       const bound = 20 * intervalMs + 15_000;
       for (let i = 0; i < cuts; i++) {
+        // Cut only a quiet system: served by h1, no failure, for a while.
+        if (!await waitQuiet(probe, "h1", QUIET_MS, bound)) {
+          throw new Error(`the client was not served steadily by h1 before cut ${i + 1}`);
+        }
         await sleep(Math.random() * intervalMs); // Random phase against the system's timers.
         const cutAt = Date.now();
         await lab.linkDown("h1");
@@ -152,6 +199,9 @@ async function measureOutages(
           sinceFaultMs: served ? r.sinceFaultMs : null,
           servedBy: r.servedBy,
           failures: r.failures,
+          failbackOutageMs: null,
+          failbackFailures: 0,
+          backAfterMs: null,
         };
         series.cuts.push(cut);
         const upAt = Date.now();
@@ -159,11 +209,18 @@ async function measureOutages(
         if (!await waitH1(lab, probe, bound + 30_000)) {
           throw new Error(`h1 did not take the VIP back after cut ${i + 1}`);
         }
+        cut.backAfterMs = Date.now() - upAt;
+        // Watch the failback long enough for late gratuitous ARP bursts (arping sends one a
+        // second) to show: a stale one moves the client to a host that no longer holds the VIP.
+        await sleep(FAILBACK_WATCH_MS);
+        const fb = probe.outage(upAt, Date.now() - probe.attemptTimeoutMs - 50);
+        cut.failbackOutageMs = fb.outageMs;
+        cut.failbackFailures = fb.failures;
         log(
-          `  ${system.name} ${intervalMs} ms cut ${i + 1}/${cuts}: outage ${cut.outageMs} ms ` +
-            `(h1 back after ${Date.now() - upAt} ms)`,
+          `  ${system.name} ${intervalMs} ms cut ${i + 1}/${cuts}: outage ${cut.outageMs} ms; ` +
+            `h1 back after ${cut.backAfterMs} ms, failback outage ${fb.outageMs} ms ` +
+            `(${fb.failures} failed attempts)`,
         );
-        await sleep(Math.max(500, 2 * intervalMs));
       }
     } finally {
       await probe.stop();
@@ -179,6 +236,10 @@ async function measureOutages(
   series.medianMs = median(ok);
   series.worstMs = ok.length ? Math.max(...ok) : null;
   series.meanMs = ok.length ? Math.round(ok.reduce((a, b) => a + b, 0) / ok.length) : null;
+  const fb = series.cuts.map((c) => c.failbackOutageMs).filter((v): v is number => v !== null);
+  series.failbackMedianMs = median(fb);
+  series.failbackWorstMs = fb.length ? Math.max(...fb) : null;
+  series.failbackGlitches = series.cuts.filter((c) => c.failbackFailures > 0).length;
   return series;
 }
 
@@ -303,8 +364,8 @@ function markdown(report: Report): string {
     "Client-visible outage when the master's switch port goes down (" +
       `${report.cuts} cuts each; ms):`,
     "",
-    "| interval | system | config | median | worst | mean | failed cuts | ratio (median) |",
-    "|---|---|---|---|---|---|---|---|",
+    "| interval | system | config | median | worst | mean | failed cuts | ratio (median) | failback: median / worst outage, glitches |",
+    "|---|---|---|---|---|---|---|---|---|",
   );
   for (const s of report.outages) {
     const ka = report.outages.find((x) =>
@@ -317,7 +378,10 @@ function markdown(report: Report): string {
       `| ${s.intervalMs} ms | ${s.system} | ${s.config} | ${fmt(s.medianMs)} | ${
         fmt(s.worstMs)
       } | ` +
-        `${fmt(s.meanMs)} | ${s.failedCuts}${s.error ? " (error)" : ""} | ${ratio} |`,
+        `${fmt(s.meanMs)} | ${s.failedCuts}${s.error ? " (error)" : ""} | ${ratio} | ` +
+        `${fmt(s.failbackMedianMs)} / ${
+          fmt(s.failbackWorstMs)
+        }, ${s.failbackGlitches} of ${s.cuts.length} |`,
     );
   }
   if (report.falseRuns.length) {
@@ -333,7 +397,7 @@ function markdown(report: Report): string {
         `| ${f.intervalMs} ms | ${f.system} | ${f.stressSeconds} s | ${f.falseTakeovers}` +
           `${
             f.error ? " (error)" : ""
-          } | ${f.secondHolderEvents} | ${f.clientFailures}/${f.clientAttempts} |`,
+          } | ${f.falseReleases} | ${f.secondHolderEvents} | ${f.clientFailures}/${f.clientAttempts} |`,
       );
     }
   }

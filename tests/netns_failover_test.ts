@@ -369,3 +369,59 @@ test("three hosts, two standbys: exactly one standby (the first) takes over", as
     }
   });
 });
+
+test("failback: once the primary has taken the VIP back, the client stays with it (no late gratuitous ARP from the standby)", async () => {
+  await withFailover({ preempt: true }, async (scene) => {
+    const { lab, probe } = scene;
+    await lab.linkDown("h1");
+    assert.ok(await probe.waitFor((a) => a.ok && a.who === "h2", scene.bound), "h2 took over");
+    // Return at once, while the standby's gratuitous ARP burst (one packet a second) still runs.
+    await lab.linkUp("h1");
+    await assertSoleHolder(scene, "h1", scene.bound * 2);
+    const from = Date.now();
+    await sleep(3500); // Longer than a 3-packet arping burst.
+    const after = probe.between(from, Date.now() - probe.attemptTimeoutMs);
+    const bad = after.filter((a) => !a.ok || a.who !== "h1");
+    assert.equal(
+      bad.length,
+      0,
+      `the client lost h1 after the failback: ${bad.length} of ${after.length} attempts, ` +
+        `first at +${(bad[0]?.start ?? from) - from} ms (a host that released the VIP must not ` +
+        `announce it any more)`,
+    );
+    assert.equal((await lab.neighbour("client"))?.mac, await lab.mac("h1"));
+  });
+});
+
+test("a cold start of both hosts at once (50 ms interval): only the master ever takes the VIP", async () => {
+  const lab = await Lab.create({ hosts: 2 });
+  let watch: Awaited<ReturnType<Lab["watchAddress"]>> | null = null;
+  try {
+    const cluster = await startFailover(lab, {
+      intervalMs: 50,
+      fall: FALL,
+      beforeFailsh: async () => {
+        watch = await lab.watchAddress();
+      },
+    });
+    try {
+      await sleep(2000);
+      assert.deepEqual(await lab.holders(), ["h1"]);
+      const w = watch as Awaited<ReturnType<Lab["watchAddress"]>> | null;
+      assert.ok(w);
+      assert.equal(
+        w.added.get("h2") ?? 0,
+        0,
+        `h2 took the VIP during the cold start: ${w.events.join("; ")}`,
+      );
+    } finally {
+      await cluster.stop();
+    }
+  } catch (e) {
+    (e as Error).message += "\n" + lab.diagnostics(30);
+    throw e;
+  } finally {
+    await (watch as Awaited<ReturnType<Lab["watchAddress"]>> | null)?.stop();
+    await lab.teardown();
+  }
+});

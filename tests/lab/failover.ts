@@ -51,6 +51,8 @@ export interface FailoverOptions {
   startTimeoutMs?: number;
   /** Hosts to start (default all). */
   only?: string[];
+  /** Called once every faild listens, before any failsh starts (e.g. to start watching). */
+  beforeFailsh?: () => Promise<void>;
 }
 
 /** One host's failover processes and files. */
@@ -275,6 +277,7 @@ export async function startFailover(
 
   try {
     for (const h of options.only ?? lab.hosts) await startFaild(h);
+    await options.beforeFailsh?.();
     for (const h of options.only ?? lab.hosts) await startHost(h);
     const expect = options.expectHolder === undefined
       ? (options.masters ?? ["h1"])[0] ?? null
