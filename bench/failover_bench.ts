@@ -553,7 +553,10 @@ export async function main(args: string[]): Promise<number> {
     await Deno.rename(tmp, values.out);
   }
   const md = markdown(report);
-  if (values.docs) await updateDocs("docs/performance.md", md);
+  if (values.docs) {
+    await updateDocs("docs/performance.md", md);
+    await run([Deno.execPath(), "fmt", "docs/performance.md"], { check: false, timeoutMs: 30_000 });
+  }
   console.log(values.json ? json : md);
   const errors = [...report.outages, ...report.falseRuns].some((x) => x.error);
   return errors ? 1 : 0;
