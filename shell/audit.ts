@@ -13,7 +13,7 @@
  */
 
 /** What happened to a request. */
-export type AuditVerdict = "allowed" | "refused" | "failed" | "done";
+export type AuditVerdict = "allowed" | "refused" | "failed" | "done" | "aborted";
 
 /** One line of the audit log. */
 export interface AuditRecord {

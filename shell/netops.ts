@@ -319,6 +319,7 @@ export class LinuxNetDriver implements NetDriver {
   >();
   #inflight = new Set<Promise<unknown>>();
   #refreshing = new Set<string>();
+  #announcing = new Map<string, Set<AbortController>>();
   #ip: string;
   #arping: string | null;
   #netns: string | null;
@@ -346,13 +347,18 @@ export class LinuxNetDriver implements NetDriver {
     timeoutMs: number,
     service: string | null,
     op: string,
+    signal?: AbortSignal,
   ): Promise<RunOutcome> {
     const full = this.#netns === null ? argv : [this.#ip, "netns", "exec", this.#netns, ...argv];
-    const r = await runFixed(full[0] as string, full.slice(1), { timeoutMs });
+    const r = await runFixed(
+      full[0] as string,
+      full.slice(1),
+      signal === undefined ? { timeoutMs } : { timeoutMs, signal },
+    );
     this.#audit?.write(
       service,
       { op, argv: full },
-      r.code === 0 ? "done" : "failed",
+      r.code === 0 ? "done" : r.aborted ? "aborted" : "failed",
       describe(r),
     );
     return r;
@@ -402,32 +408,48 @@ export class LinuxNetDriver implements NetDriver {
     };
     this.#held.set(key, entry);
     if (!v6 && options.arpCount > 0) {
-      this.#announce(address, device, options.arpCount, options.service);
+      this.#announce(key, address, device, options.arpCount, options.service);
     }
     if (!v6 && options.refreshMs > 0 && !this.#closed) {
       entry.refresh = setInterval(() => {
         if (this.#refreshing.has(key)) return;
         this.#refreshing.add(key);
-        const p = this.#announce(address, device, 1, options.service);
+        const p = this.#announce(key, address, device, 1, options.service);
         p.finally(() => this.#refreshing.delete(key));
       }, options.refreshMs);
     }
   }
 
-  #announce(address: Cidr, device: string, count: number, service: string | null): Promise<void> {
+  #announce(
+    key: string,
+    address: Cidr,
+    device: string,
+    count: number,
+    service: string | null,
+  ): Promise<void> {
     if (this.#arping === null) {
       this.#onError(`Cannot send gratuitous ARP for ${address.ip}: arping is not installed`);
       return Promise.resolve();
     }
     const argv = [this.#arping, "-U", "-c", String(count), "-I", device, address.ip];
+    // A release aborts the burst: an arping still announcing an address this host gave up would
+    // point clients back here after the new holder's own announcement.
+    const abort = new AbortController();
+    let bursts = this.#announcing.get(key);
+    if (bursts === undefined) this.#announcing.set(key, bursts = new Set());
+    bursts.add(abort);
     // arping sends one packet a second; allow the burst plus a margin.
-    const p = this.#exec(argv, count * 1000 + 3000, service, "arping").then((r) => {
-      if (r.code !== 0) {
+    const p = this.#exec(argv, count * 1000 + 3000, service, "arping", abort.signal).then((r) => {
+      if (r.code !== 0 && !r.aborted) {
         this.#onError(`Gratuitous ARP for ${address.ip} on ${device} failed: ${describe(r)}`);
       }
     });
     this.#inflight.add(p);
-    p.finally(() => this.#inflight.delete(p));
+    p.finally(() => {
+      this.#inflight.delete(p);
+      bursts.delete(abort);
+      if (bursts.size === 0 && this.#announcing.get(key) === bursts) this.#announcing.delete(key);
+    });
     return p;
   }
 
@@ -436,6 +458,7 @@ export class LinuxNetDriver implements NetDriver {
     const key = keyOf(address, device);
     const entry = this.#held.get(key);
     if (entry?.refresh != null) clearInterval(entry.refresh);
+    for (const abort of this.#announcing.get(key) ?? []) abort.abort();
     const argv = [this.#ip, ...(address.family === 6 ? ["-6"] : []), "addr", "del", address.text];
     argv.push("dev", device);
     const r = await this.#exec(argv, IP_TIMEOUT_MS, entry?.service ?? null, "ip-addr-del");

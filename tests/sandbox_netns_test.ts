@@ -192,7 +192,9 @@ Deno.test({
           devA,
           "198.18.203.100",
         ]);
-        assertEquals(arping.verdict, "done");
+        // The release above stops a burst still running (so a released address is never
+        // announced again): the burst either ended or was aborted, never failed.
+        assert(["done", "aborted"].includes(arping.verdict), arping.verdict);
       });
       assertEquals(errors, []);
     } finally {
