@@ -216,6 +216,8 @@ interface ServiceRuntime {
   reported: ServiceState | null;
   /** faild's change counter after our last report (null if unknown). */
   reportedChanges: number | null;
+  /** The detail of our last report (null if unknown): tells another writer's FAIL from ours. */
+  reportedDetail: string | null;
   /** Who set the service FAIL in the local faild behind failsh's back, or null. */
   veto: string | null;
   reportDetail: string;
@@ -357,6 +359,7 @@ export class Scheduler {
         svc.lastHandler = before.lastHandler;
         svc.reported = before.reported;
         svc.reportedChanges = before.reportedChanges;
+        svc.reportedDetail = before.reportedDetail;
         svc.veto = before.veto;
       }
     }
@@ -485,6 +488,7 @@ export class Scheduler {
         lastChange: now,
         reported: null,
         reportedChanges: null,
+        reportedDetail: null,
         veto: null,
         reportDetail: "registered by failsh",
         reporting: null,
@@ -647,6 +651,7 @@ export class Scheduler {
       for (const svc of this.#services.values()) {
         svc.reported = null;
         svc.reportedChanges = null;
+        svc.reportedDetail = null;
       }
       this.#event("info", null, host.decl.name, "the local faild restarted; states reported again");
     }
@@ -689,8 +694,15 @@ export class Scheduler {
         if (rec.state === svc.reported) svc.reportedChanges = rec.changes;
         continue;
       }
-      if (rec.changes <= svc.reportedChanges || rec.state === svc.reported) continue;
-      // faild's counter moved past our last write and shows another state: not ours.
+      // faild counts state changes only, and hc may sign with failsh's own key: a FAIL written
+      // over our FAIL shows only in its detail.
+      const failOverFail = svc.veto === null && rec.state === "FAIL" && svc.reported === "FAIL" &&
+        svc.reportedDetail !== null && rec.detail !== svc.reportedDetail;
+      if (!failOverFail && (rec.changes <= svc.reportedChanges || rec.state === svc.reported)) {
+        continue;
+      }
+      // faild's counter moved past our last write and shows another state, or another writer's
+      // FAIL replaced ours: not ours.
       svc.reportedChanges = rec.changes;
       svc.reported = rec.state;
       const name = svc.decl.name;
@@ -1019,8 +1031,11 @@ export class Scheduler {
     try {
       while (svc.reported !== svc.state) {
         const state = svc.state;
-        const rec = await this.#opts.reporter(svc.decl.name, state, svc.reportDetail);
+        const detail = svc.reportDetail;
+        const rec = await this.#opts.reporter(svc.decl.name, state, detail);
         svc.reported = state;
+        // What faild stored (the reporter may decorate the detail).
+        svc.reportedDetail = rec ? rec.detail : detail;
         if (rec) svc.reportedChanges = rec.changes;
       }
     } catch (error) {

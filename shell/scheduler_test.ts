@@ -118,6 +118,7 @@ class FakeNet {
     state: ServiceState,
     extraChanges = 0,
     setBy = "test",
+    detail = "",
   ): ServiceRecord {
     let m = this.records.get(hostName);
     if (!m) this.records.set(hostName, m = new Map());
@@ -128,7 +129,7 @@ class FakeNet {
       state,
       lastChange: this.#time.now(),
       changes: (prev?.changes ?? 0) + changed + extraChanges,
-      detail: "",
+      detail,
       setBy,
     };
     m.set(svc, rec);
@@ -146,9 +147,9 @@ class FakeNet {
     });
   };
 
-  reporter = (svc: string, state: ServiceState): Promise<ServiceRecord> => {
+  reporter = (svc: string, state: ServiceState, detail = ""): Promise<ServiceRecord> => {
     this.reports.push({ service: svc, state });
-    return Promise.resolve(this.set(this.#self, svc, state, 0, "failsh"));
+    return Promise.resolve(this.set(this.#self, svc, state, 0, "failsh", detail));
   };
 }
 
@@ -487,6 +488,35 @@ Deno.test("Scheduler: a FAIL written to the local faild by a health check makes 
     net.set("alpha", "web", "UP", 0, "hc");
     await time.advance(200);
     assert.deepEqual(kinds(sandbox), ["start", "stop", "start"]);
+    assert.equal(scheduler.state("web"), "UP");
+  });
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler: a FAIL written over a standby's own FAIL keeps it from taking over", async (t) => {
+  // hc signs with the same key as failsh and faild counts only state changes, so only the
+  // detail tells hc's FAIL apart from failsh's own.
+  const { time, sandbox, net, scheduler } = setup("beta", [service("web")]);
+  net.set("alpha", "web", "UP");
+  scheduler.start();
+  await time.advance(300);
+  assert.equal(scheduler.state("web"), "FAIL");
+  await t.step(
+    "hc marks web FAIL on the standby, then the master dies: beta stays off",
+    async () => {
+      net.set("beta", "web", "FAIL", 0, "failsh", "hc: web: connection refused");
+      await time.advance(100);
+      net.reachable.set("alpha", false);
+      await time.advance(1000);
+      assert.deepEqual(kinds(sandbox), []);
+      assert.match(scheduler.snapshot().services[0]!.lastDecision!.reason, /local faild/);
+      assert.equal(net.records.get("beta")?.get("web")?.detail, "hc: web: connection refused");
+    },
+  );
+  await t.step("hc sets web UP: the veto is lifted and beta takes over", async () => {
+    net.set("beta", "web", "UP", 0, "failsh", "hc: web: ok");
+    await time.advance(300);
+    assert.deepEqual(kinds(sandbox), ["start"]);
     assert.equal(scheduler.state("web"), "UP");
   });
   await scheduler.stop();

@@ -230,7 +230,12 @@ export async function simulate(decl: ScriptDecl, scenario: Scenario): Promise<Si
   const arbiter = new Map<string, "grant" | "deny">();
   let scheduler: Scheduler | null = null;
 
-  function setRecord(host: string, service: string, state: ServiceState | null): void {
+  function setRecord(
+    host: string,
+    service: string,
+    state: ServiceState | null,
+    detail = "",
+  ): void {
     let m = records.get(host);
     if (!m) records.set(host, m = new Map());
     const prev = m.get(service);
@@ -243,7 +248,7 @@ export async function simulate(decl: ScriptDecl, scenario: Scenario): Promise<Si
       state,
       lastChange: prev?.state === state ? prev.lastChange : time.now(),
       changes: (prev?.changes ?? 0) + (prev?.state === state ? 0 : 1),
-      detail: "",
+      detail,
       setBy: "scenario",
     });
   }
@@ -282,8 +287,8 @@ export async function simulate(decl: ScriptDecl, scenario: Scenario): Promise<Si
       ),
     });
   };
-  const reporter = (service: string, state: ServiceState): Promise<void> => {
-    setRecord(scenario.self, service, state);
+  const reporter = (service: string, state: ServiceState, detail: string): Promise<void> => {
+    setRecord(scenario.self, service, state, detail);
     return Promise.resolve();
   };
 
