@@ -18,7 +18,11 @@ export const LAB_NS_PATTERN: RegExp = /^folab(\d+)\.(\d+)-([a-z0-9]+)$/;
 /** The device every member's link is called inside its namespace. */
 export const LAB_DEVICE = "eth0";
 
-/** Why the lab cannot run here, or `null` when it can (root, `ip netns` works). */
+/**
+ * Tells why the lab cannot run here.
+ *
+ * @returns The reason (not Linux, not root, no `ip netns`), or `null` when the lab can run.
+ */
 export async function labUnavailable(): Promise<string | null> {
   if (Deno.build.os !== "linux") return "network namespaces need Linux";
   if (Deno.uid() !== 0) return "network-namespace tests need root (run as root, as CI does)";
@@ -141,7 +145,12 @@ function unhookSignals(): void {
   signalHandler = null;
 }
 
-/** Absolute path of a file in this folder. */
+/**
+ * Absolute path of a file in this folder.
+ *
+ * @param name File name, e.g. `probe_client.ts`.
+ * @returns The path.
+ */
 export function labFile(name: string): string {
   return fileURLToPath(new URL(name, import.meta.url));
 }
@@ -264,7 +273,12 @@ export class Lab {
     return `${this.net}.${m[1]}`;
   }
 
-  /** The bridge port (in the `br` namespace) of a member. */
+  /**
+   * The bridge port (in the `br` namespace) of a member.
+   *
+   * @param member `h1`… or `client`.
+   * @returns The port's interface name.
+   */
   port(member: string): string {
     return `p-${member}`;
   }
