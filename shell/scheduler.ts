@@ -615,17 +615,7 @@ export class Scheduler {
         rec.state === "FAIL"
       ) {
         const mine = this.#services.get(rec.name);
-        if (mine?.state === "UP" && this.#opts.onReannounce) {
-          this.#event(
-            "address",
-            rec.name,
-            this.#opts.self,
-            `${rec.name}: ${host.decl.name} gave it up; announcing this host's addresses again`,
-          );
-          this.#opts.onReannounce(rec.name).catch((e) =>
-            this.#log.warn("net", `${rec.name}: announcing again failed: ${(e as Error).message}`)
-          );
-        }
+        if (mine?.state === "UP") this.#reannounce(rec.name, `${host.decl.name} gave it up`);
       }
       if (!host.self && prev?.state !== rec.state) {
         if (prev) {
@@ -667,6 +657,13 @@ export class Scheduler {
     host.bootId = r.bootId;
     host.services = r.services;
 
+    // Services this peer was not yet counted as holding (unreachable, or another state).
+    const heldBefore = new Set(
+      this.#servicesOf(host).filter((svc) =>
+        svc.reach.get(host.decl.name) === true &&
+        before.get(svc.decl.name)?.state === "UP"
+      ).map((svc) => svc.decl.name),
+    );
     for (const svc of this.#servicesOf(host)) {
       const k = svc.reach.get(host.decl.name);
       const rise = scaled(svc.decl.rise, svc.decl.intervalMs, host.intervalMs);
@@ -676,6 +673,19 @@ export class Scheduler {
     }
     this.#updateHostReach(host);
     for (const svc of this.#servicesOf(host)) this.#evaluate(svc);
+    if (!host.self) {
+      for (const svc of this.#servicesOf(host)) {
+        const rec = r.services.find((x) => x.name === svc.decl.name);
+        const heldNow = svc.reach.get(host.decl.name) === true && rec?.state === "UP";
+        // A second holder (a partition healed): if this host keeps the service (no stop was
+        // decided), it announces at once, so clients come back before the peer even yields.
+        if (
+          heldNow && !heldBefore.has(svc.decl.name) && svc.state === "UP" && !svc.handlerRunning
+        ) {
+          this.#reannounce(svc.decl.name, `${host.decl.name} holds it too`);
+        }
+      }
+    }
     // A poll that only refreshed timestamps is no change: idle monitor streams stay quiet.
     if (differs) this.#changed();
   }
@@ -733,6 +743,19 @@ export class Scheduler {
         );
       }
     }
+  }
+
+  #reannounce(service: string, why: string): void {
+    if (!this.#opts.onReannounce) return;
+    this.#event(
+      "address",
+      service,
+      this.#opts.self,
+      `${service}: ${why}; announcing this host's addresses again`,
+    );
+    this.#opts.onReannounce(service).catch((e) =>
+      this.#log.warn("net", `${service}: announcing again failed: ${(e as Error).message}`)
+    );
   }
 
   #pollFailed(host: HostRuntime, message: string): void {
