@@ -673,6 +673,7 @@ export class Scheduler {
     }
     this.#updateHostReach(host);
     for (const svc of this.#servicesOf(host)) this.#evaluate(svc);
+    if (!host.self) this.#hurryHandOver(host, r);
     if (!host.self) {
       for (const svc of this.#servicesOf(host)) {
         const rec = r.services.find((x) => x.name === svc.decl.name);
@@ -743,6 +744,23 @@ export class Scheduler {
         );
       }
     }
+  }
+
+  /**
+   * While this host waits in RECOVER for a peer to give a service up, it polls that peer at a
+   * twentieth of the interval (at least 10 ms apart), so it reclaims right after the peer's stop
+   * instead of up to a whole interval later. Bounded: only for as long as the handshake lasts.
+   */
+  #hurryHandOver(host: HostRuntime, r: PollResult): void {
+    const waiting = this.#servicesOf(host).some((svc) =>
+      svc.state === "RECOVER" &&
+      r.services.some((x) => x.name === svc.decl.name && x.state !== "FAIL")
+    );
+    if (!waiting || host.timer === null) return;
+    const fast = Math.max(10, Math.floor(host.intervalMs / 20));
+    if (fast >= host.intervalMs) return;
+    this.#clear(host);
+    this.#scheduleHost(host, fast);
   }
 
   #reannounce(service: string, why: string): void {

@@ -330,6 +330,27 @@ Deno.test("Scheduler announces again when a peer also holds the service, and whe
   await scheduler.stop();
 });
 
+Deno.test("Scheduler: a master in RECOVER polls the holder often, so it reclaims right after the stop", async () => {
+  const { time, sandbox, net, scheduler } = setup("alpha", [service("web")]);
+  net.set("beta", "web", "UP");
+  scheduler.start();
+  await time.advance(300);
+  assert.equal(scheduler.state("web"), "RECOVER");
+  const before = net.polls.get("beta") ?? 0;
+  await time.advance(100);
+  // Interval 100 ms: at least a poll every 10 ms while waiting, not one per interval.
+  assert.ok((net.polls.get("beta") ?? 0) - before >= 8, "beta polled often while waiting");
+  net.set("beta", "web", "FAIL");
+  await time.advance(15);
+  assert.deepEqual(kinds(sandbox), ["reclaim"]);
+  assert.equal(scheduler.state("web"), "UP");
+  // Once the hand-over is done, back to one poll per interval.
+  const after = net.polls.get("beta") ?? 0;
+  await time.advance(500);
+  assert.ok((net.polls.get("beta") ?? 0) - after <= 6, "one poll per interval again");
+  await scheduler.stop();
+});
+
 Deno.test("Scheduler: a throwing handler leaves the service FAIL and is retried later", async () => {
   const { time, sandbox, net, scheduler } = setup("beta", [service("web")]);
   sandbox.behaviour.set("web/start", { throws: "Cannot take over 198.18.0.100/24: refused" });
