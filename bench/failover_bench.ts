@@ -358,8 +358,7 @@ function markdown(report: Report): string {
   const m = report.machine;
   lines.push(
     `Machine: ${m.nproc} cores (${m.cpu}), ${m.memory}, kernel ${m.kernel}, Deno ${m.deno}, ` +
-      `${m.keepalived}; load average at start ${m.load}. The machine was shared with other ` +
-      "engineers' work while measuring, so expect noise.",
+      `${m.keepalived}; load average at start ${m.load} (a load near 0 means nothing else ran).`,
     "",
     "Client-visible outage when the master's switch port goes down (" +
       `${report.cuts} cuts each; ms):`,
