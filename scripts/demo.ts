@@ -125,6 +125,80 @@ function gapIn(samples: Sample[], from: number, to: number): { gap: number; fail
   return { gap, failed };
 }
 
+/** Where the demo cluster's hosts listen (see {@linkcode writeDemoCluster}). */
+export interface DemoClusterPorts {
+  /** Each host's faild port (on its loopback address). */
+  faild: Record<HostName, number>;
+  /** Each host's failsh monitor port (on 127.0.0.1). */
+  monitor: Record<HostName, number>;
+  /** Each host's failsh debug port (on 127.0.0.1), or none. */
+  debug?: Record<HostName, number>;
+  /** The service's port on 127.0.0.100. */
+  service: number;
+}
+
+/** The loopback addresses of the demo's two hosts. */
+export const DEMO_HOSTS: Readonly<Record<HostName, string>> = HOSTS;
+
+/**
+ * Writes the demo cluster's failover script and one policy per host into `dir` (the sample
+ * `samples/loopback_demo`, configured for these ports). `dir/demo.key` must hold the key.
+ *
+ * @param dir The cluster's directory.
+ * @param options Ports, poll interval and the service's state directory.
+ * @returns The script's path and each host's policy path.
+ *
+ * @example
+ * ```ts ignore
+ * import { writeDemoCluster } from "./demo.ts";
+ * const ports = { alpha: 7101, beta: 7102 };
+ * await writeDemoCluster("/tmp/demo", {
+ *   ports: { faild: ports, monitor: { alpha: 1848, beta: 1849 }, service: 18080 },
+ *   intervalMs: 100,
+ *   stateDir: "/tmp/demo/service",
+ * });
+ * ```
+ */
+export async function writeDemoCluster(
+  dir: string,
+  options: { ports: DemoClusterPorts; intervalMs: number; stateDir: string },
+): Promise<{ script: string; policies: Record<HostName, string> }> {
+  const { ports } = options;
+  const script = `${dir}/failover.ts`;
+  await Deno.writeTextFile(
+    script,
+    `import { loopbackDemo } from ${JSON.stringify(`file://${SAMPLE}failover.ts`)};\n` +
+      `loopbackDemo(${
+        JSON.stringify({
+          hosts: {
+            alpha: { address: HOSTS.alpha, port: ports.faild.alpha },
+            beta: { address: HOSTS.beta, port: ports.faild.beta },
+          },
+          stateDir: options.stateDir,
+          port: ports.service,
+          intervalMs: options.intervalMs,
+        })
+      });\n`,
+  );
+  const policies = {} as Record<HostName, string>;
+  for (const name of ["alpha", "beta"] as const) {
+    const policy = JSON.parse(await Deno.readTextFile(`${SAMPLE}policy_${name}.json`));
+    policy.faild.url = `http://${HOSTS[name]}:${ports.faild[name]}`;
+    policy.keys = { demo: { file: `${dir}/demo.key` } };
+    policy.programs[0].path = Deno.execPath();
+    policy.monitor = `127.0.0.1:${ports.monitor[name]}`;
+    if (ports.debug) {
+      policy.debug = `127.0.0.1:${ports.debug[name]}`;
+      policy.debugKey = "demo";
+    }
+    policy.audit = `${dir}/audit-${name}.log`;
+    policy.dumpFile = `${dir}/failsh-${name}.dump`;
+    policies[name] = `${dir}/policy_${name}.json`;
+    await Deno.writeTextFile(policies[name], JSON.stringify(policy, null, 2));
+  }
+  return { script, policies };
+}
+
 /**
  * Runs the demo.
  *
@@ -174,34 +248,19 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const clients = new Map<HostName, FaildClient>();
 
   const monitors: Record<string, string> = {};
-  // The failover script: the sample, configured for this run.
-  const script = `${dir}/failover.ts`;
-  await Deno.writeTextFile(
-    script,
-    `import { loopbackDemo } from ${JSON.stringify(`file://${SAMPLE}failover.ts`)};\n` +
-      `loopbackDemo(${
-        JSON.stringify({
-          hosts: {
-            alpha: { address: HOSTS.alpha, port: ports.alpha },
-            beta: { address: HOSTS.beta, port: ports.beta },
-          },
-          stateDir,
-          port,
-          intervalMs,
-        })
-      });\n`,
-  );
+  // The failover script and the policies: the sample, configured for this run.
+  const monitorPorts = { alpha: freePort("127.0.0.1"), beta: freePort("127.0.0.1") };
+  const { script, policies } = await writeDemoCluster(dir, {
+    ports: { faild: ports, monitor: monitorPorts, service: port },
+    intervalMs,
+    stateDir,
+  });
   for (const name of ["alpha", "beta"] as const) {
-    const template = JSON.parse(await Deno.readTextFile(`${SAMPLE}policy_${name}.json`));
-    template.faild.url = `http://${HOSTS[name]}:${ports[name]}`;
-    template.keys = { demo: { file: `${dir}/demo.key` } };
-    template.programs[0].path = Deno.execPath();
-    template.monitor = `127.0.0.1:${freePort("127.0.0.1")}`;
-    monitors[name] = `http://${template.monitor}/`;
-    template.audit = `${dir}/audit-${name}.log`;
-    template.dumpFile = `${dir}/failsh-${name}.dump`;
-    await Deno.writeTextFile(`${dir}/policy_${name}.json`, JSON.stringify(template, null, 2));
-    clients.set(name, new FaildClient(template.faild.url, { key, timeoutMs: 500 }));
+    monitors[name] = `http://127.0.0.1:${monitorPorts[name]}/`;
+    clients.set(
+      name,
+      new FaildClient(`http://${HOSTS[name]}:${ports[name]}`, { key, timeoutMs: 500 }),
+    );
   }
 
   async function startHost(name: HostName): Promise<void> {
@@ -220,7 +279,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
         "-A",
         `${REPO}shell/failsh.ts`,
         "--policy",
-        `${dir}/policy_${name}.json`,
+        policies[name],
         script,
       ],
       stdin: "null",

@@ -10,14 +10,14 @@
 import { randomBytes } from "node:crypto";
 import { type FaildHandle, startFaild } from "../daemon/faild.ts";
 import { Logger } from "../lib/log.ts";
+import { DEMO_HOSTS, writeDemoCluster } from "../scripts/demo.ts";
 import type { FailshSnapshot } from "../lib/types.ts";
 
 const REPO = new URL("../", import.meta.url).pathname;
-const SAMPLE = `${REPO}samples/loopback_demo/`;
-const ADDRESSES = { alpha: "127.0.0.11", beta: "127.0.0.12" } as const;
+const ADDRESSES = DEMO_HOSTS;
 
 /** A host of the demo cluster. */
-export type DemoHost = keyof typeof ADDRESSES;
+export type DemoHost = "alpha" | "beta";
 
 /** A running demo cluster. */
 export interface DemoCluster {
@@ -58,34 +58,11 @@ export async function prepareDemoCluster(): Promise<DemoCluster> {
   const faildPorts = { alpha: freePort(ADDRESSES.alpha), beta: freePort(ADDRESSES.beta) };
   const monitor = { alpha: freePort("127.0.0.1"), beta: freePort("127.0.0.1") };
   const debug = { alpha: freePort("127.0.0.1"), beta: freePort("127.0.0.1") };
-  const script = `${dir}/failover.ts`;
-  await Deno.writeTextFile(
-    script,
-    `import { loopbackDemo } from ${JSON.stringify(`file://${SAMPLE}failover.ts`)};\n` +
-      `loopbackDemo(${
-        JSON.stringify({
-          hosts: {
-            alpha: { address: ADDRESSES.alpha, port: faildPorts.alpha },
-            beta: { address: ADDRESSES.beta, port: faildPorts.beta },
-          },
-          stateDir,
-          port: servicePort,
-          intervalMs: 100,
-        })
-      });\n`,
-  );
-  for (const name of ["alpha", "beta"] as const) {
-    const policy = JSON.parse(await Deno.readTextFile(`${SAMPLE}policy_${name}.json`));
-    policy.faild.url = `http://${ADDRESSES[name]}:${faildPorts[name]}`;
-    policy.keys = { demo: { file: `${dir}/demo.key` } };
-    policy.programs[0].path = Deno.execPath();
-    policy.monitor = `127.0.0.1:${monitor[name]}`;
-    policy.debug = `127.0.0.1:${debug[name]}`;
-    policy.debugKey = "demo";
-    policy.audit = `${dir}/audit-${name}.log`;
-    policy.dumpFile = `${dir}/failsh-${name}.dump`;
-    await Deno.writeTextFile(`${dir}/policy_${name}.json`, JSON.stringify(policy, null, 2));
-  }
+  const { script, policies } = await writeDemoCluster(dir, {
+    ports: { faild: faildPorts, monitor, debug, service: servicePort },
+    intervalMs: 100,
+    stateDir,
+  });
   const quiet = new Logger({ level: "error", sink: () => {} });
   const faild: Partial<Record<DemoHost, FaildHandle>> = {};
   const failsh: Partial<Record<DemoHost, Deno.ChildProcess>> = {};
@@ -140,7 +117,7 @@ export async function prepareDemoCluster(): Promise<DemoCluster> {
           "-A",
           `${REPO}shell/failsh.ts`,
           "--policy",
-          `${dir}/policy_${name}.json`,
+          policies[name],
           script,
         ],
         stdin: "null",
