@@ -18,6 +18,39 @@ function freePort(): number {
   return port;
 }
 
+/** The policy of the test host alpha (simulated net driver, onExit release by default). */
+async function writePolicy(dir: string, faildUrl: string, monitorPort: number): Promise<void> {
+  await Deno.writeTextFile(
+    `${dir}/policy.json`,
+    JSON.stringify({
+      host: "alpha",
+      faild: { url: faildUrl, key: "k" },
+      keys: { k: { file: `${dir}/key` } },
+      addresses: [{ prefix: "127.0.0.100/32", devices: ["lo"] }],
+      netDriver: "simulated",
+      monitor: `127.0.0.1:${monitorPort}`,
+      audit: `${dir}/audit.log`,
+      dumpFile: `${dir}/dump.json`,
+    }),
+  );
+}
+
+/** failsh as a real process on the directory's script and policy. */
+function spawnFailsh(dir: string): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      `${ROOT}shell/failsh.ts`,
+      "--policy",
+      `${dir}/policy.json`,
+      `${dir}/failover.ts`,
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+}
+
 function script(extraService: boolean, peerPort: number): string {
   return `import { host, service } from ${JSON.stringify(`${ROOT}mod.ts`)};
 host("alpha", { address: "127.0.0.1", port: ${peerPort}, key: "k" });
@@ -68,32 +101,8 @@ Deno.test("failsh runs as a daemon: reports, monitors, dumps, reloads and releas
   try {
     await Deno.writeTextFile(`${dir}/key`, key + "\n", { mode: 0o600 });
     await Deno.writeTextFile(`${dir}/failover.ts`, script(false, faild.addr.port));
-    await Deno.writeTextFile(
-      `${dir}/policy.json`,
-      JSON.stringify({
-        host: "alpha",
-        faild: { url: faild.url, key: "k" },
-        keys: { k: { file: `${dir}/key` } },
-        addresses: [{ prefix: "127.0.0.100/32", devices: ["lo"] }],
-        netDriver: "simulated",
-        onExit: "release",
-        monitor: `127.0.0.1:${monitorPort}`,
-        audit: `${dir}/audit.log`,
-        dumpFile: `${dir}/dump.json`,
-      }),
-    );
-    child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        `${ROOT}shell/failsh.ts`,
-        "--policy",
-        `${dir}/policy.json`,
-        `${dir}/failover.ts`,
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+    await writePolicy(dir, faild.url, monitorPort);
+    child = spawnFailsh(dir);
     const snap = async () => await (await fetch(`${monitor}/v1/snapshot`)).json() as FailshSnapshot;
 
     await t.step("the master takes the service and reports it to faild", async () => {
@@ -217,31 +226,8 @@ service("web", {
 });
 `,
     );
-    await Deno.writeTextFile(
-      `${dir}/policy.json`,
-      JSON.stringify({
-        host: "alpha",
-        faild: { url: faild.url, key: "k" },
-        keys: { k: { file: `${dir}/key` } },
-        addresses: [{ prefix: "127.0.0.100/32", devices: ["lo"] }],
-        netDriver: "simulated",
-        monitor: `127.0.0.1:${monitorPort}`,
-        audit: `${dir}/audit.log`,
-        dumpFile: `${dir}/dump.json`,
-      }),
-    );
-    child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        `${ROOT}shell/failsh.ts`,
-        "--policy",
-        `${dir}/policy.json`,
-        `${dir}/failover.ts`,
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+    await writePolicy(dir, faild.url, monitorPort);
+    child = spawnFailsh(dir);
     const s = await until("the timed-out start and its cleanup", async () => {
       const s = await (await fetch(`http://127.0.0.1:${monitorPort}/v1/snapshot`))
         .json() as FailshSnapshot;

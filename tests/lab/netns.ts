@@ -559,23 +559,15 @@ export class Lab {
    * nothing wrong locally) but the bridge forwards nothing to or from it (port state `disabled`).
    */
   async blackhole(member: string): Promise<void> {
-    await run([
-      "bridge",
-      "-n",
-      this.ns("br"),
-      "link",
-      "set",
-      "dev",
-      this.port(member),
-      "state",
-      "0",
-    ], {
-      timeoutMs: 5000,
-    });
+    await this.#portState(member, 0);
   }
 
   /** Ends a black-hole (port state `forwarding`). */
   async unblackhole(member: string): Promise<void> {
+    await this.#portState(member, 3);
+  }
+  /** Sets the STP state of a member's bridge port (0 disabled, 3 forwarding). */
+  async #portState(member: string, state: 0 | 3): Promise<void> {
     await run([
       "bridge",
       "-n",
@@ -585,7 +577,7 @@ export class Lab {
       "dev",
       this.port(member),
       "state",
-      "3",
+      String(state),
     ], {
       timeoutMs: 5000,
     });
