@@ -17,7 +17,7 @@
  * @module
  */
 import { FaildClient } from "../lib/client.ts";
-import { canonicalRequest, keyId, RESPONSE_SIGNATURE_HEADER } from "../lib/sign.ts";
+import { canonicalRequest, keyId, NonceSequence, RESPONSE_SIGNATURE_HEADER } from "../lib/sign.ts";
 import { constantTimeEqual, HmacKey, sha256Hex } from "../lib/hmac.ts";
 
 const KEY = "bench-community-secret";
@@ -44,6 +44,7 @@ interface BenchOptions {
   services: number;
   client: "raw" | "fetch";
   verify: boolean;
+  randomNonces: boolean;
   v8Flags: string;
 }
 
@@ -61,6 +62,8 @@ Options:
   --services N        services faild holds (default 5)
   --client raw|fetch  raw HTTP/1.1 over Deno.connect (default) or FaildClient (fetch)
   --no-verify         do not verify answer signatures (raw client only)
+  --random-nonces     sign with 16 random bytes per request instead of each client's nonce
+                      sequence (raw client only): faild keeps one replay-cache entry per request
   --faild-v8-flags F  V8 flags for faild (default --max-semi-space-size=1,--max-opt=2, the
                       small-memory profile of the faild task; "" for V8's defaults)
   -h, --help          this help`;
@@ -76,6 +79,7 @@ function parseOptions(args: string[]): BenchOptions | null {
     services: 5,
     client: "raw",
     verify: true,
+    randomNonces: false,
     v8Flags: "--max-semi-space-size=1,--max-opt=2",
   };
   for (let i = 0; i < args.length; i++) {
@@ -103,6 +107,7 @@ function parseOptions(args: string[]): BenchOptions | null {
       if (v !== "raw" && v !== "fetch") throw new TypeError(`Invalid --client "${v}"`);
       o.client = v;
     } else if (a === "--no-verify") o.verify = false;
+    else if (a === "--random-nonces") o.randomNonces = true;
     else if (a === "--faild-v8-flags") o.v8Flags = next();
     else throw new TypeError(`Unknown option "${a}": see --help`);
   }
@@ -139,20 +144,22 @@ class RawPoller {
   #id: string;
   #host: string;
   #verify: boolean;
+  #nonces: NonceSequence | null;
   #dec = new TextDecoder();
   #enc = new TextEncoder();
 
-  constructor(conn: Deno.TcpConn, host: string, key: HmacKey, verify: boolean) {
+  constructor(conn: Deno.TcpConn, host: string, key: HmacKey, verify: boolean, random: boolean) {
     this.#conn = conn;
     this.#host = host;
     this.#key = key;
     this.#id = keyId(KEY);
     this.#verify = verify;
+    this.#nonces = random ? null : new NonceSequence();
   }
 
   async poll(): Promise<void> {
     const ts = Date.now();
-    const n = nonce();
+    const n = this.#nonces?.next() ?? nonce();
     const sig = this.#key.hex(
       canonicalRequest("GET", "/v1/services", EMPTY_DIGEST, { ts, nonce: n }),
     );
@@ -208,7 +215,7 @@ class RawPoller {
 }
 
 async function worker(args: string[]): Promise<number> {
-  const [url, connsText, durText, warmText, mode, verifyText] = args;
+  const [url, connsText, durText, warmText, mode, verifyText, noncesText] = args;
   const conns = Number(connsText);
   const duration = Number(durText) * 1000;
   const warmup = Number(warmText) * 1000;
@@ -252,7 +259,9 @@ async function worker(args: string[]): Promise<number> {
     for (let i = 0; i < conns; i++) {
       const conn = await Deno.connect({ hostname: u.hostname, port: Number(u.port) });
       conn.setNoDelay(true);
-      pollers.push(new RawPoller(conn, u.host, key, verifyText !== "false"));
+      pollers.push(
+        new RawPoller(conn, u.host, key, verifyText !== "false", noncesText === "random"),
+      );
     }
     await Promise.all(pollers.map((p) => loop(() => p.poll())));
     for (const p of pollers) p.close();
@@ -377,6 +386,7 @@ async function runLoad(
         String(o.warmup),
         o.client,
         String(o.verify),
+        o.randomNonces ? "random" : "sequenced",
       ],
       stdout: "piped",
       stderr: "inherit",
@@ -528,7 +538,9 @@ async function bench(o: BenchOptions): Promise<number> {
     else {
       console.log(
         `faild benchmark: signed GET /v1/services with ${o.services} services, ${o.client} ` +
-          `client${o.verify ? ", answers verified" : ""}, ${o.workers} worker process(es), ` +
+          `client${o.verify ? ", answers verified" : ""}${
+            o.randomNonces ? ", random nonces" : ", sequenced nonces"
+          }, ${o.workers} worker process(es), ` +
           `${o.runs} x ${o.duration} s runs (medians)`,
       );
       console.log("clients   polls/s   p50 ms   p99 ms   faild CPU   peak RSS MiB   errors");

@@ -1,9 +1,15 @@
 /**
  * A compact replay cache for faild. It keeps the same promise as `NonceCache` of `lib/sign.ts`
  * (a nonce is accepted once inside the time window; when full, requests are refused rather than
- * nonces forgotten early) but stores 64 bits of each nonce and its expiry in fixed typed arrays,
- * so that tens of thousands of signed polls a second fit in a few megabytes: an open-addressing
- * hash table with linear probing, whose expired slots are reclaimed by a periodic rebuild.
+ * nonces forgotten early) in two parts:
+ *
+ * - **Sequenced nonces** (see `NonceSequence` in `lib/sign.ts`: a random session id, eight zero
+ *   digits, a counter), which FaildClient and failsh send: one small record per client session
+ *   holds the highest counter seen and a 64-counter window below it, like the anti-replay window
+ *   of IPsec. Memory grows with the number of clients, not with their request rate.
+ * - **Random nonces** (any other 32 hex digits): 64 bits of each nonce and its expiry in typed
+ *   arrays, an open-addressing hash table with linear probing whose expired slots are reclaimed
+ *   by a periodic rebuild.
  *
  * @module
  */
@@ -18,6 +24,48 @@ const MAX_LOAD = 0.75;
 
 /** After a clean-up, the table doubles when more than this share of it is still live. */
 const GROW_AT = 0.6;
+
+/** Default most client sessions of sequenced nonces held at once (about 150 bytes each). */
+export const DEFAULT_NONCE_SESSIONS = 16_384;
+
+/** Counters below a session's highest that are still accepted once (out-of-order requests). */
+export const SEQUENCE_WINDOW = 64;
+
+/** Frees a typed array's memory at once by detaching its buffer (it is unusable afterwards). */
+function release(array: Uint32Array): void {
+  if (array.buffer instanceof ArrayBuffer) array.buffer.transfer(0);
+}
+
+/** One client session of sequenced nonces. */
+interface Session {
+  /** Highest counter accepted. */
+  top: number;
+  /** Bits for counters top-1 .. top-32 (bit 0 = top-1): 1 when already accepted. */
+  low: number;
+  /** Bits for counters top-33 .. top-64. */
+  high: number;
+  /** Expiry, ms: the latest accepted timestamp plus the window. */
+  expires: number;
+}
+
+/**
+ * Splits a sequenced nonce (16 hex digits of session, `00000000`, 8 hex digits of counter) into
+ * its session and counter; `null` for a random nonce.
+ *
+ * @param nonce 32 lowercase hex digits.
+ * @returns The session id and the counter, or `null`.
+ *
+ * @example
+ * ```ts
+ * import { parseSequenced } from "./nonce.ts";
+ * console.log(parseSequenced("0123456789abcdef000000000000002a")); // { session: "0123456789abcdef", counter: 42 }
+ * console.log(parseSequenced("0123456789abcdef0123456789abcdef")); // null
+ * ```
+ */
+export function parseSequenced(nonce: string): { session: string; counter: number } | null {
+  if (nonce.length !== 32 || !nonce.startsWith("00000000", 16)) return null;
+  return { session: nonce.slice(0, 16), counter: parseInt(nonce.slice(24), 16) };
+}
 
 /**
  * The replay cache.
@@ -45,15 +93,25 @@ export class CompactNonceCache {
   #used = 0;
   #live = 0;
   #lastCleanSec = -1;
+  #sessions = new Map<string, Session>();
+  #maxSessions: number;
+  #lastSweep = -Infinity;
 
   /**
    * Creates an empty cache.
    *
-   * @param options Window (ms either side of now) and the most slots (a power of two); the
-   * cache starts small and grows up to that.
+   * @param options Window (ms either side of now), the most slots for random nonces (a power
+   * of two; the table starts small and grows up to that) and the most sessions of sequenced
+   * nonces.
    */
-  constructor(options: { maxSkewMs?: number; slots?: number } = {}) {
+  constructor(options: { maxSkewMs?: number; slots?: number; sessions?: number } = {}) {
     this.#maxSkewMs = options.maxSkewMs ?? 30_000;
+    this.#maxSessions = options.sessions ?? DEFAULT_NONCE_SESSIONS;
+    if (!Number.isSafeInteger(this.#maxSessions) || this.#maxSessions < 1) {
+      throw new RangeError(
+        `Invalid session limit ${this.#maxSessions}: expected a positive integer`,
+      );
+    }
     const slots = options.slots ?? DEFAULT_NONCE_SLOTS;
     if (!Number.isSafeInteger(slots) || slots < 16 || (slots & (slots - 1)) !== 0) {
       throw new RangeError(`Invalid nonce cache size ${slots}: expected a power of two >= 16`);
@@ -67,9 +125,14 @@ export class CompactNonceCache {
     this.#base = NaN;
   }
 
-  /** Nonces held (live or expired but not yet reclaimed). */
+  /** Random nonces held (live or expired but not yet reclaimed) plus sessions held. */
   get size(): number {
-    return this.#used;
+    return this.#used + this.#sessions.size;
+  }
+
+  /** Sessions of sequenced nonces held (live or expired but not yet swept). */
+  get sessions(): number {
+    return this.#sessions.size;
   }
 
   /** Most live nonces the cache can hold once grown to its largest. */
@@ -92,6 +155,10 @@ export class CompactNonceCache {
    */
   check(nonce: string, ts: number, now: number): "ok" | "stale" | "replayed" | "full" {
     if (Math.abs(now - ts) > this.#maxSkewMs) return "stale";
+    const sequenced = parseSequenced(nonce);
+    if (sequenced !== null) {
+      return this.#checkSequenced(sequenced.session, sequenced.counter, ts, now);
+    }
     const hi = parseInt(nonce.slice(0, 8), 16) >>> 0;
     const lo = parseInt(nonce.slice(8, 16), 16) >>> 0;
     let nowSec = Math.floor(now / 1000) - this.#base + 1;
@@ -126,6 +193,75 @@ export class CompactNonceCache {
     this.#lo[slot] = lo;
     this.#exp[slot] = exp;
     return "ok";
+  }
+
+  /**
+   * A sequenced nonce: new counters above the session's highest move the window up; counters
+   * inside the window are accepted once; counters below it are refused as replays (a request
+   * delayed behind 64 newer ones of the same client). A session is forgotten once its latest
+   * accepted timestamp is out of the window, when every request it signed is stale anyway.
+   */
+  #checkSequenced(
+    id: string,
+    counter: number,
+    ts: number,
+    now: number,
+  ): "ok" | "replayed" | "full" {
+    const expires = ts + this.#maxSkewMs;
+    let s = this.#sessions.get(id);
+    if (s !== undefined && s.expires < now) {
+      this.#sessions.delete(id);
+      s = undefined;
+    }
+    if (s === undefined) {
+      if (this.#sessions.size >= this.#maxSessions) {
+        this.#sweep(now);
+        if (this.#sessions.size >= this.#maxSessions) return "full";
+      }
+      this.#sessions.set(id, { top: counter, low: 0, high: 0, expires });
+      return "ok";
+    }
+    if (counter > s.top) {
+      const shift = counter - s.top;
+      // The old top becomes bit shift-1 of the window.
+      if (shift >= SEQUENCE_WINDOW + 1) {
+        s.low = 0;
+        s.high = 0;
+      } else if (shift > 32) {
+        const k = shift - 32; // 1 .. 32; JavaScript shifts count modulo 32
+        s.high = ((k === 32 ? 0 : s.low << k) | (1 << (k - 1))) >>> 0;
+        s.low = 0;
+      } else if (shift === 32) {
+        s.high = s.low;
+        s.low = 0x80000000;
+      } else {
+        s.high = ((s.high << shift) | (s.low >>> (32 - shift))) >>> 0;
+        s.low = ((s.low << shift) | (1 << (shift - 1))) >>> 0;
+      }
+      s.top = counter;
+    } else {
+      const back = s.top - counter; // 0 = the top itself
+      if (back === 0 || back > SEQUENCE_WINDOW) return "replayed";
+      const bit = back - 1;
+      if (bit < 32) {
+        const m = (1 << bit) >>> 0;
+        if (s.low & m) return "replayed";
+        s.low = (s.low | m) >>> 0;
+      } else {
+        const m = (1 << (bit - 32)) >>> 0;
+        if (s.high & m) return "replayed";
+        s.high = (s.high | m) >>> 0;
+      }
+    }
+    if (expires > s.expires) s.expires = expires;
+    if (now - this.#lastSweep > 1000) this.#sweep(now);
+    return "ok";
+  }
+
+  /** Forgets the sessions whose every request is stale by now. */
+  #sweep(now: number): void {
+    this.#lastSweep = now;
+    for (const [id, s] of this.#sessions) if (s.expires < now) this.#sessions.delete(id);
   }
 
   #reset(now: number): void {
@@ -185,9 +321,12 @@ export class CompactNonceCache {
       this.#lo.fill(0);
       this.#exp.fill(0);
     } else {
+      // Detaching the old arrays frees their memory now rather than at the next full GC.
+      const before = [this.#hi, this.#lo, this.#exp];
       this.#hi = new Uint32Array(slots);
       this.#lo = new Uint32Array(slots);
       this.#exp = new Uint32Array(slots);
+      for (const a of before) release(a);
     }
     this.#slots = slots;
     this.#mask = slots - 1;
@@ -199,6 +338,7 @@ export class CompactNonceCache {
       this.#lo[i] = lo;
       this.#exp[i] = keep[j + 2]!;
     }
+    release(keep);
     this.#used = live;
     this.#live = live;
   }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { CompactNonceCache } from "./nonce.ts";
 
 function hexNonce(i: number): string {
-  return (i.toString(16).padStart(8, "0") + "9e3779b9" + "0".repeat(16)).slice(0, 32);
+  return i.toString(16).padStart(8, "0") + "9e3779b9" + "5bd1e995" + "0".repeat(8);
 }
 
 Deno.test("CompactNonceCache accepts a nonce once and refuses its replay", () => {
@@ -51,4 +51,70 @@ Deno.test("CompactNonceCache keeps remembering after clean-ups of expired entrie
     // The last few nonces are inside the window and must be refused.
     assert.equal(cache.check(recent[0]!, now, now), "replayed");
   }
+});
+
+function sequenced(session: number, counter: number): string {
+  return session.toString(16).padStart(16, "0") + "00000000" +
+    counter.toString(16).padStart(8, "0");
+}
+
+Deno.test("CompactNonceCache: a sequenced nonce is accepted once, out of order within 64", () => {
+  const cache = new CompactNonceCache({ maxSkewMs: 30_000, slots: 1024 });
+  const now = 1_764_000_000_000;
+  assert.equal(cache.check(sequenced(7, 1), now, now), "ok");
+  assert.equal(cache.check(sequenced(7, 1), now, now), "replayed");
+  assert.equal(cache.check(sequenced(7, 3), now, now), "ok");
+  assert.equal(cache.check(sequenced(7, 2), now, now), "ok", "late but inside the window");
+  assert.equal(cache.check(sequenced(7, 2), now, now), "replayed");
+  assert.equal(cache.check(sequenced(7, 100), now, now), "ok");
+  assert.equal(cache.check(sequenced(7, 36), now, now), "ok", "64 behind the highest");
+  assert.equal(cache.check(sequenced(7, 35), now, now), "replayed", "65 behind: too old");
+  // Another session's counters are its own.
+  assert.equal(cache.check(sequenced(8, 1), now, now), "ok");
+  // A random nonce never lands in a session.
+  assert.equal(cache.check("0".repeat(16) + "1".repeat(16), now, now), "ok");
+  assert.equal(cache.sessions, 2);
+});
+
+Deno.test("CompactNonceCache: sequenced nonces match a reference model under random order", () => {
+  const cache = new CompactNonceCache({ maxSkewMs: 30_000, slots: 1024 });
+  const now = 1_764_000_000_000;
+  // Reference: accepted counters, and the highest; a counter is accepted when unseen and at
+  // most 64 below the highest.
+  const seen = new Set<number>();
+  let top = -1;
+  let seed = 12345;
+  const rand = (n: number) => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed % n;
+  };
+  let next = 1;
+  for (let i = 0; i < 20_000; i++) {
+    // Mostly forward steps of 1 to 80, sometimes a replay or a late counter up to 90 behind.
+    const r = rand(10);
+    const c = r < 6 ? (next += 1 + rand(r < 5 ? 3 : 80)) : Math.max(1, next - rand(90));
+    const expected = seen.has(c) || (top >= 0 && top - c > 64) ? "replayed" : "ok";
+    const got = cache.check(sequenced(1, c), now, now);
+    assert.equal(got, expected, `step ${i}: counter ${c}, highest ${top}`);
+    if (got === "ok") {
+      seen.add(c);
+      top = Math.max(top, c);
+    }
+  }
+});
+
+Deno.test("CompactNonceCache: sessions are bounded and forgotten once stale", () => {
+  const cache = new CompactNonceCache({ maxSkewMs: 1_000, slots: 1024, sessions: 3 });
+  const now = 1_764_000_000_000;
+  for (let s = 1; s <= 3; s++) assert.equal(cache.check(sequenced(s, 1), now, now), "ok");
+  assert.equal(cache.check(sequenced(4, 1), now, now), "full");
+  // Session 1 stays live by its requests; 2 and 3 go stale after the window.
+  const later = now + 1_500;
+  assert.equal(cache.check(sequenced(1, 2), now + 900, now + 900), "ok");
+  assert.equal(cache.check(sequenced(4, 1), later, later), "ok");
+  assert.equal(cache.sessions, 2);
+  // A stale session's counters are refused by their timestamp, not by the cache.
+  assert.equal(cache.check(sequenced(2, 1), now, later), "stale");
+  // Session 1 still remembers its counters.
+  assert.equal(cache.check(sequenced(1, 2), now + 900, later), "replayed");
 });

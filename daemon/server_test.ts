@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { AuthError, FaildClient, FaildError } from "../lib/client.ts";
 import { Logger } from "../lib/log.ts";
-import { keyId, RESPONSE_SIGNATURE_HEADER, signRequest, verifyResponse } from "../lib/sign.ts";
+import {
+  keyId,
+  NonceSequence,
+  RESPONSE_SIGNATURE_HEADER,
+  signRequest,
+  verifyResponse,
+} from "../lib/sign.ts";
 import type { ChangeEvent } from "../lib/types.ts";
 import { type FaildHandle, type FaildOptions, startFaild } from "./faild.ts";
 
@@ -202,6 +208,20 @@ Deno.test("faild refuses wrong keys, tampered, stale and replayed requests with 
       assert.equal(again.status, 401);
       assert.match(again.json.error as string, /^Replayed request: /);
       assert.equal(f.store.get("web"), undefined);
+    });
+    await t.step("a client's sequenced nonces: late ones pass once, replays do not", async () => {
+      const nonces = new NonceSequence();
+      const sign = () => signRequest(RW, { method: "GET", path: "/v1/services", body: "", nonces });
+      const first = sign(), second = sign(), third = sign();
+      for (const s of [first, third, second]) {
+        const r = await raw(f, "GET", "/v1/services", { authorization: s.header });
+        assert.equal(r.status, 200, "in order or one late: accepted");
+      }
+      for (const s of [first, second, third]) {
+        const r = await raw(f, "GET", "/v1/services", { authorization: s.header });
+        assert.equal(r.status, 401);
+        assert.match(r.json.error as string, /^Replayed request: /);
+      }
     });
     await t.step("a malformed authorization header", async () => {
       const r = await raw(f, "GET", "/v1/services", { authorization: "Basic dXNlcjpwYXNz" });

@@ -20,7 +20,7 @@
  *
  * @module
  */
-import { RESPONSE_SIGNATURE_HEADER, signRequest, verifyResponse } from "./sign.ts";
+import { NonceSequence, RESPONSE_SIGNATURE_HEADER, signRequest, verifyResponse } from "./sign.ts";
 import {
   type ChangeEvent,
   type Health,
@@ -309,6 +309,8 @@ interface Answer {
 export class FaildClient {
   #base: URL;
   #key: string | undefined;
+  /** This client's nonces: one session of counters (see NonceSequence). */
+  #nonces = new NonceSequence();
   #timeoutMs: number;
   #http: Deno.HttpClient;
   #closed = false;
@@ -674,7 +676,7 @@ export class FaildClient {
     const headers: Record<string, string> = { ...extraHeaders };
     let nonce: string | undefined;
     if (this.#key !== undefined) {
-      const signed = signRequest(this.#key, { method, path, body });
+      const signed = signRequest(this.#key, { method, path, body, nonces: this.#nonces });
       headers["authorization"] = signed.header;
       nonce = signed.nonce;
     }
