@@ -188,6 +188,8 @@ interface HostRuntime {
   self: boolean;
   intervalMs: number;
   timer: number | null;
+  /** When the pending poll tick is due (the schedule is absolute, so timer lateness does not add up). */
+  dueAt: number;
   inFlight: boolean;
   /** Ticks counted as misses while the current poll is still in flight. */
   inFlightMisses: number;
@@ -460,6 +462,7 @@ export class Scheduler {
         self: h.name === this.#opts.self,
         intervalMs: Math.min(...services.map((s) => s.intervalMs)),
         timer: null,
+        dueAt: 0,
         inFlight: false,
         inFlightMisses: 0,
         misses: 0,
@@ -510,13 +513,29 @@ export class Scheduler {
     x.timer = null;
   }
 
+  /**
+   * Polls a host `delay` ms from now, then every interval after that tick. Ticks are due at
+   * absolute times (a late timer does not push the later ticks back), so `fall` missed polls take
+   * `fall` intervals, not `fall` intervals plus the timers' lateness. A tick more than an interval
+   * late (a stalled event loop) starts a new schedule from now instead of firing a burst.
+   */
   #scheduleHost(host: HostRuntime, delay: number): void {
     if (!this.#running) return;
+    host.dueAt = this.#timers.now() + delay;
+    this.#armHost(host);
+  }
+
+  #armHost(host: HostRuntime): void {
+    const wait = Math.max(0, host.dueAt - this.#timers.now());
     host.timer = this.#timers.setTimeout(() => {
       host.timer = null;
       this.#pollHost(host);
-      this.#scheduleHost(host, host.intervalMs);
-    }, delay);
+      if (!this.#running) return;
+      const now = this.#timers.now();
+      host.dueAt += host.intervalMs;
+      if (host.dueAt <= now) host.dueAt = now + host.intervalMs;
+      this.#armHost(host);
+    }, wait);
   }
 
   #scheduleService(svc: ServiceRuntime): void {
