@@ -79,6 +79,8 @@ interface CutResult {
   failbackFailures: number;
   /** From link up to h1 holding and serving the VIP again. */
   backAfterMs: number | null;
+  /** When h1 was not back 3 s after link up: what the lab looked like then. */
+  stuck?: string;
 }
 
 /** Summary of a series of cuts. */
@@ -156,6 +158,35 @@ async function waitQuiet(
   return false;
 }
 
+/** Holders, the client's neighbour entry, the MACs and every process's last lines. */
+async function stuckSnapshot(lab: Lab, upAt: number): Promise<string> {
+  const lines = [`at link up + ${Date.now() - upAt} ms`];
+  try {
+    lines.push(`holders: ${JSON.stringify(await lab.holders())}`);
+    lines.push(`client neighbour: ${JSON.stringify(await lab.neighbour("client"))}`);
+    lines.push(`MACs: h1 ${await lab.mac("h1")}, h2 ${await lab.mac("h2")}`);
+  } catch (e) {
+    lines.push(`(lab query failed: ${(e as Error).message})`);
+  }
+  lines.push(lab.diagnostics(40));
+  // failover's audit logs (one per host directory), last lines.
+  try {
+    for (const e of Deno.readDirSync(lab.dir)) {
+      const file = `${lab.dir}/${e.name}/audit.jsonl`;
+      let text: string;
+      try {
+        text = Deno.readTextFileSync(file);
+      } catch {
+        continue;
+      }
+      lines.push(`--- ${e.name}/audit.jsonl`, ...text.trim().split("\n").slice(-30));
+    }
+  } catch {
+    // No directory: nothing more to show.
+  }
+  return lines.join("\n");
+}
+
 async function measureOutages(
   system: System,
   intervalMs: number,
@@ -206,9 +237,16 @@ async function measureOutages(
         series.cuts.push(cut);
         const upAt = Date.now();
         await lab.linkUp("h1");
-        if (!await waitH1(lab, probe, bound + 30_000)) {
-          throw new Error(`h1 did not take the VIP back after cut ${i + 1}`);
+        // A failback that takes long is a bug worth a look: keep a snapshot of the lab from then.
+        let snapshot: Promise<string> | null = null;
+        const watch = setTimeout(() => snapshot = stuckSnapshot(lab, upAt), 3000);
+        const back = await waitH1(lab, probe, bound + 30_000);
+        clearTimeout(watch);
+        if (snapshot !== null) {
+          cut.stuck = await snapshot;
+          log(`  cut ${i + 1}: h1 not back 3 s after link up:\n${cut.stuck}`);
         }
+        if (!back) throw new Error(`h1 did not take the VIP back after cut ${i + 1}`);
         cut.backAfterMs = Date.now() - upAt;
         // Watch the failback long enough for late gratuitous ARP bursts (arping sends one a
         // second) to show: a stale one moves the client to a host that no longer holds the VIP.

@@ -683,11 +683,14 @@ export class Scheduler {
         before.get(svc.decl.name)?.state === "UP"
       ).map((svc) => svc.decl.name),
     );
+    // Services for which this peer counts as reachable again after having been unreachable.
+    const cameBack = new Set<string>();
     for (const svc of this.#servicesOf(host)) {
       const k = svc.reach.get(host.decl.name);
       const rise = scaled(svc.decl.rise, svc.decl.intervalMs, host.intervalMs);
       if (k === null || (k === false && host.goods >= rise)) {
         svc.reach.set(host.decl.name, true);
+        if (k === false) cameBack.add(svc.decl.name);
       }
     }
     this.#updateHostReach(host);
@@ -695,15 +698,21 @@ export class Scheduler {
     if (!host.self) this.#hurryHandOver(host, r);
     if (!host.self) {
       for (const svc of this.#servicesOf(host)) {
+        if (svc.state !== "UP" || svc.handlerRunning) continue;
         const rec = r.services.find((x) => x.name === svc.decl.name);
         const heldNow = svc.reach.get(host.decl.name) === true && rec?.state === "UP";
-        // A second holder (a partition healed): if this host keeps the service (no stop was
-        // decided), it announces at once, so clients come back before the peer even yields.
-        if (
-          heldNow && !heldBefore.has(svc.decl.name) && svc.state === "UP" && !svc.handlerRunning
-        ) {
-          this.#reannounce(svc.decl.name, `${host.decl.name} holds it too`);
-        }
+        // After a partition heals, the peer may have taken the service over and announced it
+        // while this host could not see it, and may even have given it up again before this
+        // host sees it: if this host keeps the service (no stop was decided), it announces at
+        // once, whether the peer holds it too, has come back, or changed it while unseen.
+        const why = heldNow && !heldBefore.has(svc.decl.name)
+          ? `${host.decl.name} holds it too`
+          : cameBack.has(svc.decl.name)
+          ? `${host.decl.name} is reachable again`
+          : host.flapped.has(svc.decl.name) && svc.reach.get(host.decl.name) === true
+          ? `${host.decl.name} changed it between polls`
+          : null;
+        if (why !== null) this.#reannounce(svc.decl.name, why);
       }
     }
     // A poll that only refreshed timestamps is no change: idle monitor streams stay quiet.

@@ -330,6 +330,48 @@ Deno.test("Scheduler announces again when a peer also holds the service, and whe
   await scheduler.stop();
 });
 
+Deno.test("Scheduler announces again when a peer comes back after holding the service unseen", async () => {
+  const time = new FakeTime();
+  const decl: ScriptDecl = {
+    hosts: ["alpha", "beta"].map(host),
+    services: [service("web", { fall: 2 })],
+    traps: 0,
+  };
+  const sandbox = new FakeSandbox(decl, time);
+  const net = new FakeNet(time, "alpha");
+  net.set("beta", "web", "FAIL");
+  const announced: string[] = [];
+  const scheduler = new Scheduler({
+    self: "alpha",
+    sandbox,
+    poller: net.poller,
+    reporter: net.reporter,
+    timers: time,
+    logger: quiet,
+    onReannounce: (svc) => {
+      announced.push(svc);
+      return Promise.resolve();
+    },
+  });
+  scheduler.start();
+  await time.advance(300);
+  assert.equal(scheduler.state("web"), "UP");
+  // alpha's link goes down: beta takes the service over (and announces it), then sees alpha
+  // again and gives it back, all before alpha can poll beta again. alpha only ever sees FAIL.
+  net.reachable.set("beta", false);
+  await time.advance(500);
+  net.set("beta", "web", "UP");
+  net.set("beta", "web", "FAIL");
+  assert.deepEqual(announced, []);
+  net.reachable.set("beta", true);
+  await time.advance(400);
+  // beta's last announcement pointed clients at beta: alpha must announce again.
+  assert.deepEqual(announced, ["web"]);
+  await time.advance(500);
+  assert.deepEqual(announced, ["web"], "once, not at every poll");
+  await scheduler.stop();
+});
+
 Deno.test("Scheduler: a master in RECOVER polls the holder often, so it reclaims right after the stop", async () => {
   const { time, sandbox, net, scheduler } = setup("alpha", [service("web")]);
   net.set("beta", "web", "UP");
