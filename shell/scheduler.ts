@@ -182,6 +182,9 @@ const MAX_EVENTS = 200;
 /** After a failed start or reclaim, the shortest wait before the next attempt, in ms. */
 export const RETRY_HOLDOFF_MS = 1000;
 
+/** Most polls of one host outstanding at once (each on its own connection). */
+export const MAX_POLLS_IN_FLIGHT = 3;
+
 interface HostRuntime {
   decl: HostDecl;
   url: string;
@@ -190,9 +193,15 @@ interface HostRuntime {
   timer: number | null;
   /** When the pending poll tick is due (the schedule is absolute, so timer lateness does not add up). */
   dueAt: number;
-  inFlight: boolean;
-  /** Ticks counted as misses while the current poll is still in flight. */
-  inFlightMisses: number;
+  /** Polls sent and not yet answered or failed (at most {@linkcode MAX_POLLS_IN_FLIGHT}). */
+  inFlight: number;
+  /** Poll ticks so far. */
+  tick: number;
+  /** Number of the last poll sent, and of the newest whose answer was applied. */
+  pollSeq: number;
+  appliedSeq: number;
+  /** Consecutive ticks at which a poll was still unanswered (counted as misses). */
+  silentTicks: number;
   misses: number;
   goods: number;
   lastConnect: number | null;
@@ -463,8 +472,11 @@ export class Scheduler {
         intervalMs: Math.min(...services.map((s) => s.intervalMs)),
         timer: null,
         dueAt: 0,
-        inFlight: false,
-        inFlightMisses: 0,
+        inFlight: 0,
+        tick: 0,
+        pollSeq: 0,
+        appliedSeq: 0,
+        silentTicks: 0,
         misses: 0,
         goods: 0,
         lastConnect: null,
@@ -549,16 +561,25 @@ export class Scheduler {
     }, svc.decl.intervalMs);
   }
 
+  /**
+   * One poll tick. A poll still unanswered at the next tick counts as a miss (a late answer still
+   * resets the count), and a new poll goes out anyway, on another connection: one stuck
+   * connection (a lost TCP segment waits at least 200 ms for its retransmission, a peer that was
+   * cut off even longer) then costs one miss instead of blinding this host until it times out,
+   * and a healed peer is seen at the next tick. At most {@linkcode MAX_POLLS_IN_FLIGHT} polls of
+   * one host are outstanding; an answer older than one already applied is ignored.
+   */
   #pollHost(host: HostRuntime): void {
     const now = this.#timers.now();
-    if (host.inFlight) {
-      // No answer within an interval counts as a miss; the late answer may still reset it.
-      host.inFlightMisses++;
-      this.#pollFailed(host, `no answer within ${host.intervalMs * host.inFlightMisses} ms`);
-      return;
+    host.tick++;
+    if (host.inFlight > 0) {
+      host.silentTicks++;
+      this.#pollFailed(host, `no answer within ${host.intervalMs * host.silentTicks} ms`);
+      if (host.inFlight >= MAX_POLLS_IN_FLIGHT || !this.#running) return;
     }
-    host.inFlight = true;
-    host.inFlightMisses = 0;
+    const seq = ++host.pollSeq;
+    const sentTick = host.tick;
+    host.inFlight++;
     host.lastCall = now;
     const fall = Math.max(...this.#servicesOf(host).map((s) => s.decl.fall), 1);
     const timeoutMs = Math.max(1000, host.intervalMs * (fall + 1));
@@ -570,16 +591,17 @@ export class Scheduler {
     }
     result.then(
       (r) => {
-        host.inFlight = false;
+        host.inFlight--;
         if (!this.#running || this.#hosts.get(host.decl.name) !== host) return;
+        if (seq < host.appliedSeq) return; // a newer answer is already in
+        host.appliedSeq = seq;
+        host.silentTicks = 0;
         this.#pollSucceeded(host, r, this.#timers.now() - now);
       },
       (error: unknown) => {
-        host.inFlight = false;
-        const counted = host.inFlightMisses;
-        host.inFlightMisses = 0;
+        host.inFlight--;
         if (!this.#running || this.#hosts.get(host.decl.name) !== host) return;
-        if (counted > 0) return; // already counted as missed while waiting
+        if (host.tick > sentTick) return; // already counted as missed at a tick
         this.#pollFailed(host, error instanceof Error ? error.message : String(error));
       },
     );

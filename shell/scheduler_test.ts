@@ -136,8 +136,18 @@ class FakeNet {
     return rec;
   }
 
+  /** Polls of a host that never answer (a stuck connection), counted down as they are sent. */
+  hang = new Map<string, number>();
+  pending = 0;
+
   poller = (h: HostDecl): Promise<PollResult> => {
     this.polls.set(h.name, (this.polls.get(h.name) ?? 0) + 1);
+    const hang = this.hang.get(h.name) ?? 0;
+    if (hang > 0) {
+      this.hang.set(h.name, hang - 1);
+      this.pending++;
+      return new Promise(() => {});
+    }
     if (this.reachable.get(h.name) === false) {
       return Promise.reject(new Error(`${h.name} does not answer`));
     }
@@ -390,6 +400,29 @@ Deno.test("Scheduler: a master in RECOVER polls the holder often, so it reclaims
   const after = net.polls.get("beta") ?? 0;
   await time.advance(500);
   assert.ok((net.polls.get("beta") ?? 0) - after <= 6, "one poll per interval again");
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler: one stuck poll costs one miss, a black hole still fails after fall", async (t) => {
+  const { time, sandbox, net, scheduler } = setup("beta", [service("web", { fall: 2 })]);
+  net.set("alpha", "web", "UP");
+  scheduler.start();
+  await time.advance(300);
+  await t.step("a poll that never answers (a lost segment) does not blind the poller", async () => {
+    net.hang.set("alpha", 1);
+    await time.advance(1000);
+    assert.deepEqual(kinds(sandbox), [], "no takeover: the next poll went out and was answered");
+    assert.equal(scheduler.snapshot().hosts.find((h) => h.name === "alpha")?.reachable, true);
+  });
+  await t.step("a peer whose every poll hangs is FAIL after fall intervals", async () => {
+    net.hang.set("alpha", 1000);
+    const sentBefore = net.pending;
+    await time.advance(250);
+    assert.deepEqual(kinds(sandbox), ["start"]);
+    await time.advance(2000);
+    // Outstanding polls are bounded (the first stuck one above never ends in this fake).
+    assert.ok(net.pending - sentBefore <= 3, `${net.pending - sentBefore} polls outstanding`);
+  });
   await scheduler.stop();
 });
 
