@@ -202,6 +202,8 @@ interface HostRuntime {
   appliedSeq: number;
   /** Consecutive ticks at which a poll was still unanswered (counted as misses). */
   silentTicks: number;
+  /** Since when this host and the peer both hold a service (a healed partition), or `null`. */
+  bothSince: number | null;
   misses: number;
   goods: number;
   lastConnect: number | null;
@@ -477,6 +479,7 @@ export class Scheduler {
         pollSeq: 0,
         appliedSeq: 0,
         silentTicks: 0,
+        bothSince: null,
         misses: 0,
         goods: 0,
         lastConnect: null,
@@ -802,11 +805,22 @@ export class Scheduler {
    * instead of up to a whole interval later. Bounded: only for as long as the handshake lasts.
    */
   #hurryHandOver(host: HostRuntime, r: PollResult): void {
+    const now = this.#timers.now();
     const waiting = this.#servicesOf(host).some((svc) =>
       svc.state === "RECOVER" &&
       r.services.some((x) => x.name === svc.decl.name && x.state !== "FAIL")
     );
-    if (!waiting || host.timer === null) return;
+    // Both hold a service (a partition healed) and this host keeps it: the peer is about to
+    // yield; seeing its FAIL at once lets this host announce again right after the peer's last
+    // gratuitous ARP. For at most 10 intervals, in case the peer does not yield.
+    const both = this.#servicesOf(host).some((svc) =>
+      svc.state === "UP" && !svc.handlerRunning && svc.reach.get(host.decl.name) === true &&
+      r.services.some((x) => x.name === svc.decl.name && x.state === "UP")
+    );
+    if (!both) host.bothSince = null;
+    else host.bothSince ??= now;
+    const keeping = both && now - (host.bothSince ?? now) < 10 * host.intervalMs;
+    if ((!waiting && !keeping) || host.timer === null) return;
     const fast = Math.max(10, Math.floor(host.intervalMs / 20));
     if (fast >= host.intervalMs) return;
     this.#clear(host);

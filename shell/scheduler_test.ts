@@ -332,8 +332,16 @@ Deno.test("Scheduler announces again when a peer also holds the service, and whe
   net.set("beta", "web", "UP");
   await time.advance(100);
   assert.deepEqual(announced, ["web"]);
+  // While both hold it, alpha polls beta often, to see beta's FAIL (and announce) at once.
+  let before = net.polls.get("beta") ?? 0;
   await time.advance(200);
   assert.deepEqual(announced, ["web"], "not again while beta still shows UP");
+  assert.ok((net.polls.get("beta") ?? 0) - before >= 10, "fast polls while both hold it");
+  // Bounded: after 10 intervals of beta not yielding, one poll per interval again.
+  await time.advance(1000);
+  before = net.polls.get("beta") ?? 0;
+  await time.advance(500);
+  assert.ok((net.polls.get("beta") ?? 0) - before <= 6, "back to one poll per interval");
   net.set("beta", "web", "FAIL");
   await time.advance(100);
   assert.deepEqual(announced, ["web", "web"]);
