@@ -183,6 +183,17 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
         });
       }
     },
+    onQuiet: (service) => {
+      for (const a of net.held().filter((h) => h.service === service)) {
+        const cidr = parseCidr(a.address);
+        if (cidr && net.quiet(cidr, a.device) > 0) {
+          log.info(
+            "net",
+            `${service}: stopped the ARP burst for ${a.address}: a peer holds it too`,
+          );
+        }
+      }
+    },
     onHandlerFailed: async (service) => {
       for (const a of net.held().filter((h) => h.service === service)) {
         const cidr = parseCidr(a.address);

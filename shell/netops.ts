@@ -277,6 +277,11 @@ export interface NetDriver {
   takeover(address: Cidr, device: string, options: DriverTakeoverOptions): Promise<void>;
   /** Removes the address (an address already absent is not an error). */
   release(address: Cidr, device: string): Promise<void>;
+  /**
+   * Stops the gratuitous ARP bursts still running for a held address, keeping the address (and
+   * its periodic refresh). Returns how many bursts were stopped.
+   */
+  quiet(address: Cidr, device: string): number;
   /** What is held now. */
   held(): HeldAddress[];
   /** Releases every held address; returns the ones that failed, with the error. */
@@ -480,12 +485,19 @@ export class LinuxNetDriver implements NetDriver {
     return p;
   }
 
+  /** Kills the address's ARP bursts in flight (see {@linkcode NetDriver.quiet}). */
+  quiet(address: Cidr, device: string): number {
+    const bursts = [...this.#announcing.get(keyOf(address, device)) ?? []];
+    for (const abort of bursts) abort.abort();
+    return bursts.length;
+  }
+
   /** Removes the address with `ip addr del`. */
   async release(address: Cidr, device: string): Promise<void> {
     const key = keyOf(address, device);
     const entry = this.#held.get(key);
     if (entry?.refresh != null) clearInterval(entry.refresh);
-    for (const abort of this.#announcing.get(key) ?? []) abort.abort();
+    this.quiet(address, device);
     const argv = [this.#ip, ...(address.family === 6 ? ["-6"] : []), "addr", "del", address.text];
     argv.push("dev", device);
     const r = await this.#exec(argv, IP_TIMEOUT_MS, entry?.service ?? null, "ip-addr-del");
@@ -581,6 +593,11 @@ export class SimulatedNetDriver implements NetDriver {
   }
 
   /** Forgets the address. */
+  /** Nothing is announced in simulation: nothing to stop. */
+  quiet(_address: Cidr, _device: string): number {
+    return 0;
+  }
+
   async release(address: Cidr, device: string): Promise<void> {
     const key = keyOf(address, device);
     const entry = this.#held.get(key);

@@ -108,6 +108,13 @@ export interface SchedulerOptions {
    * clients may still point at the peer.
    */
   onReannounce?: (service: string) => Promise<void>;
+  /**
+   * Told when a peer shows a service UP that this host holds too: stop this host's gratuitous
+   * ARP bursts for it still running (keep the addresses). Whichever host keeps the service
+   * announces again (`onReannounce`); a late packet of the other's burst would send clients to
+   * a host about to release.
+   */
+  onQuiet?: (service: string) => void;
   /** Called with every decision that changes something and every handler run (for simulate). */
   onDecision?: (entry: DecisionLogEntry) => void;
 }
@@ -185,6 +192,9 @@ export const RETRY_HOLDOFF_MS = 1000;
 /** Most polls of one host outstanding at once (each on its own connection). */
 export const MAX_POLLS_IN_FLIGHT = 3;
 
+/** Margin added to a held-back yield for the peer's announcement to go out, ms. */
+const YIELD_MARGIN_MS = 50;
+
 interface HostRuntime {
   decl: HostDecl;
   url: string;
@@ -204,6 +214,12 @@ interface HostRuntime {
   silentTicks: number;
   /** Since when this host and the peer both hold a service (a healed partition), or `null`. */
   bothSince: number | null;
+  /** Services this host and the peer were both seen holding at the last poll. */
+  bothHeld: Set<string>;
+  /** Services announced again since this peer answered after being unreachable. */
+  comebackAnnounced: Set<string>;
+  /** When this peer first answered again after being unreachable, or `null`. */
+  backAt: number | null;
   misses: number;
   goods: number;
   lastConnect: number | null;
@@ -246,6 +262,8 @@ interface ServiceRuntime {
   /** No start or reclaim before this time (set after a failed one). */
   holdUntil: number;
   timer: number | null;
+  /** Re-evaluates when a yield held back for a returning peer may go ahead. */
+  yieldTimer: number | null;
 }
 
 /**
@@ -480,6 +498,9 @@ export class Scheduler {
         appliedSeq: 0,
         silentTicks: 0,
         bothSince: null,
+        bothHeld: new Set(),
+        comebackAnnounced: new Set(),
+        backAt: null,
         misses: 0,
         goods: 0,
         lastConnect: null,
@@ -518,14 +539,17 @@ export class Scheduler {
         queue: Promise.resolve(),
         deferStart: null,
         holdUntil: 0,
+        yieldTimer: null,
         timer: null,
       });
     }
   }
 
-  #clear(x: { timer: number | null }): void {
+  #clear(x: { timer: number | null; yieldTimer?: number | null }): void {
     if (x.timer !== null) this.#timers.clearTimeout(x.timer);
     x.timer = null;
+    if (x.yieldTimer != null) this.#timers.clearTimeout(x.yieldTimer);
+    if (x.yieldTimer !== undefined) x.yieldTimer = null;
   }
 
   /**
@@ -708,19 +732,38 @@ export class Scheduler {
         before.get(svc.decl.name)?.state === "UP"
       ).map((svc) => svc.decl.name),
     );
-    // Services for which this peer counts as reachable again after having been unreachable.
+    // Services for which this peer answers again after having been unreachable (first answer,
+    // before `rise` counts it back), announced once per comeback when the peer does not hold
+    // or claim the service (then the decision settles who keeps it, and the keeper announces).
     const cameBack = new Set<string>();
     for (const svc of this.#servicesOf(host)) {
       const k = svc.reach.get(host.decl.name);
       const rise = scaled(svc.decl.rise, svc.decl.intervalMs, host.intervalMs);
+      if (k === false && !host.comebackAnnounced.has(svc.decl.name)) {
+        cameBack.add(svc.decl.name);
+      }
+      if (k === false && host.goods === 1) host.backAt = now;
       if (k === null || (k === false && host.goods >= rise)) {
         svc.reach.set(host.decl.name, true);
-        if (k === false) cameBack.add(svc.decl.name);
       }
     }
     this.#updateHostReach(host);
     for (const svc of this.#servicesOf(host)) this.#evaluate(svc);
     if (!host.self) this.#hurryHandOver(host, r);
+    if (!host.self) {
+      for (const svc of this.#servicesOf(host)) {
+        const rec = r.services.find((x) => x.name === svc.decl.name);
+        const name = svc.decl.name;
+        if (svc.state !== "UP" || rec?.state !== "UP") {
+          host.bothHeld.delete(name);
+        } else if (!host.bothHeld.has(name)) {
+          // Both announce the same address (a partition healed): neither burst goes on. The
+          // keeper announces anew below (or when it counts the peer back), the other releases.
+          host.bothHeld.add(name);
+          this.#opts.onQuiet?.(name);
+        }
+      }
+    }
     if (!host.self) {
       for (const svc of this.#servicesOf(host)) {
         if (svc.state !== "UP" || svc.handlerRunning) continue;
@@ -732,12 +775,13 @@ export class Scheduler {
         // once, whether the peer holds it too, has come back, or changed it while unseen.
         const why = heldNow && !heldBefore.has(svc.decl.name)
           ? `${host.decl.name} holds it too`
-          : cameBack.has(svc.decl.name)
-          ? `${host.decl.name} is reachable again`
+          : cameBack.has(svc.decl.name) && this.#keepsWith(svc, host.decl.name)
+          ? `${host.decl.name} answers again`
           : host.flapped.has(svc.decl.name) && svc.reach.get(host.decl.name) === true
           ? `${host.decl.name} changed it between polls`
           : null;
         if (why !== null) this.#reannounce(svc.decl.name, why);
+        if (cameBack.has(svc.decl.name)) host.comebackAnnounced.add(svc.decl.name);
       }
     }
     // A poll that only refreshed timestamps is no change: idle monitor streams stay quiet.
@@ -851,7 +895,10 @@ export class Scheduler {
     for (const svc of this.#servicesOf(host)) {
       const k = svc.reach.get(host.decl.name);
       const fall = scaled(svc.decl.fall, svc.decl.intervalMs, host.intervalMs);
-      if (k !== false && host.misses >= fall) svc.reach.set(host.decl.name, false);
+      if (k !== false && host.misses >= fall) {
+        svc.reach.set(host.decl.name, false);
+        host.comebackAnnounced.delete(svc.decl.name);
+      }
     }
     this.#updateHostReach(host);
     for (const svc of this.#servicesOf(host)) this.#evaluate(svc);
@@ -936,11 +983,57 @@ export class Scheduler {
     };
   }
 
+  /**
+   * Whether this host keeps a service it holds once `peer` counts as reachable (the decision
+   * with that peer's answers taken at face value, before `rise` good polls make it count).
+   */
+  #keepsWith(svc: ServiceRuntime, peer: string): boolean {
+    const input = this.#input(svc);
+    for (const p of input.peers) if (p.name === peer) p.reachable = true;
+    return decide(input).action === "none";
+  }
+
+  /**
+   * When a yield to a peer should wait: the peer answered again after a partition less than an
+   * interval ago, so it may not have seen this host holding the service yet, nor announced it.
+   * Releasing now would leave clients pointed at this host (its announcement was the last they
+   * heard) until the peer's next poll. Returns when the yield may go ahead, or `null`.
+   */
+  #yieldHeldUntil(svc: ServiceRuntime, decision: Decision): number | null {
+    if (svc.state !== "UP" || decision.action !== "stop") return null;
+    if (decision.rule !== "yield-higher" && decision.rule !== "nopreempt-yield") return null;
+    let until: number | null = null;
+    for (const name of svc.reach.keys()) {
+      const host = this.#hosts.get(name);
+      if (!host || host.self || host.backAt === null) continue;
+      const t = host.backAt + svc.decl.intervalMs + YIELD_MARGIN_MS;
+      if (until === null || t > until) until = t;
+    }
+    return until !== null && until > this.#timers.now() ? until : null;
+  }
+
   #evaluate(svc: ServiceRuntime): void {
     if (!this.#running || svc.handlerRunning) return;
     const now = this.#timers.now();
     const input = this.#input(svc);
     const decision = decide(input);
+    const heldUntil = this.#yieldHeldUntil(svc, decision);
+    if (heldUntil !== null) {
+      if (svc.yieldTimer === null) {
+        this.#event(
+          "decision",
+          svc.decl.name,
+          null,
+          `${svc.decl.name}: stop held back ${heldUntil - now} ms — ${decision.reason}, ` +
+            `but that peer only just answered again: it gets an interval to announce first`,
+        );
+        svc.yieldTimer = this.#timers.setTimeout(() => {
+          svc.yieldTimer = null;
+          this.#evaluate(svc);
+        }, heldUntil - now);
+      }
+      return;
+    }
     if (decision.deferring) svc.deferStart ??= now;
     else svc.deferStart = null;
     this.stats.decisions.set(

@@ -312,6 +312,7 @@ Deno.test("Scheduler announces again when a peer also holds the service, and whe
   const net = new FakeNet(time, "alpha");
   net.set("beta", "web", "FAIL");
   const announced: string[] = [];
+  const quieted: string[] = [];
   const scheduler = new Scheduler({
     self: "alpha",
     sandbox,
@@ -323,6 +324,7 @@ Deno.test("Scheduler announces again when a peer also holds the service, and whe
       announced.push(svc);
       return Promise.resolve();
     },
+    onQuiet: (svc) => quieted.push(svc),
   });
   scheduler.start();
   await time.advance(300);
@@ -332,6 +334,8 @@ Deno.test("Scheduler announces again when a peer also holds the service, and whe
   net.set("beta", "web", "UP");
   await time.advance(100);
   assert.deepEqual(announced, ["web"]);
+  // Its own ARP bursts still running were stopped first, once (then it announced anew).
+  assert.deepEqual(quieted, ["web"]);
   // While both hold it, alpha polls beta often, to see beta's FAIL (and announce) at once.
   let before = net.polls.get("beta") ?? 0;
   await time.advance(200);
@@ -345,6 +349,7 @@ Deno.test("Scheduler announces again when a peer also holds the service, and whe
   net.set("beta", "web", "FAIL");
   await time.advance(100);
   assert.deepEqual(announced, ["web", "web"]);
+  assert.deepEqual(quieted, ["web"], "quieted once per double holding");
   await scheduler.stop();
 });
 
@@ -387,6 +392,32 @@ Deno.test("Scheduler announces again when a peer comes back after holding the se
   assert.deepEqual(announced, ["web"]);
   await time.advance(500);
   assert.deepEqual(announced, ["web"], "once, not at every poll");
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler: after a partition the slave yields one interval after the master answers again", async () => {
+  const { time, sandbox, net, scheduler } = setup("beta", [service("web", { fall: 2 })]);
+  net.set("alpha", "web", "UP");
+  scheduler.start();
+  await time.advance(250);
+  net.reachable.set("alpha", false);
+  await time.advance(400);
+  assert.deepEqual(kinds(sandbox), ["start"]);
+  // The partition heals: alpha (master, UP all along) answers again. It may not have seen beta
+  // holding the service yet: beta waits an interval (100 ms) before it yields, so alpha can
+  // announce first; then it stops.
+  net.reachable.set("alpha", true);
+  const healedAt = time.now();
+  let stoppedAt = -1;
+  sandbox.onInvoke = (call) => {
+    if (call.kind === "stop") stoppedAt = time.now();
+  };
+  await time.advance(400);
+  assert.deepEqual(kinds(sandbox), ["start", "stop"]);
+  assert.ok(stoppedAt - healedAt >= 100, `stopped ${stoppedAt - healedAt} ms after the heal`);
+  assert.ok(stoppedAt - healedAt <= 300, `stopped ${stoppedAt - healedAt} ms after the heal`);
+  const held = scheduler.snapshot().events.find((e) => /stop held back/.test(e.message));
+  assert.ok(held, "the hold-back is in the events");
   await scheduler.stop();
 });
 
