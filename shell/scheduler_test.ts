@@ -301,11 +301,12 @@ Deno.test("Scheduler calls onHandlerFailed before leaving a timed-out service FA
   await scheduler.stop();
 });
 
-Deno.test("Scheduler announces again when a peer also holds the service, and when it gives it up", async () => {
+/** Master alpha holding `web` (beta FAIL), recording what it announces again and quiets. */
+function announcingMaster(over: Partial<ServiceDecl> = {}) {
   const time = new FakeTime();
   const decl: ScriptDecl = {
     hosts: ["alpha", "beta"].map(host),
-    services: [service("web")],
+    services: [service("web", over)],
     traps: 0,
   };
   const sandbox = new FakeSandbox(decl, time);
@@ -326,6 +327,11 @@ Deno.test("Scheduler announces again when a peer also holds the service, and whe
     },
     onQuiet: (svc) => quieted.push(svc),
   });
+  return { time, net, scheduler, announced, quieted };
+}
+
+Deno.test("Scheduler announces again when a peer also holds the service, and when it gives it up", async () => {
+  const { time, net, scheduler, announced, quieted } = announcingMaster();
   scheduler.start();
   await time.advance(300);
   assert.equal(scheduler.state("web"), "UP");
@@ -354,28 +360,7 @@ Deno.test("Scheduler announces again when a peer also holds the service, and whe
 });
 
 Deno.test("Scheduler announces again when a peer comes back after holding the service unseen", async () => {
-  const time = new FakeTime();
-  const decl: ScriptDecl = {
-    hosts: ["alpha", "beta"].map(host),
-    services: [service("web", { fall: 2 })],
-    traps: 0,
-  };
-  const sandbox = new FakeSandbox(decl, time);
-  const net = new FakeNet(time, "alpha");
-  net.set("beta", "web", "FAIL");
-  const announced: string[] = [];
-  const scheduler = new Scheduler({
-    self: "alpha",
-    sandbox,
-    poller: net.poller,
-    reporter: net.reporter,
-    timers: time,
-    logger: quiet,
-    onReannounce: (svc) => {
-      announced.push(svc);
-      return Promise.resolve();
-    },
-  });
+  const { time, net, scheduler, announced } = announcingMaster({ fall: 2 });
   scheduler.start();
   await time.advance(300);
   assert.equal(scheduler.state("web"), "UP");
