@@ -414,8 +414,10 @@ Options:
   --max-services N          most services held (default ${DEFAULT_MAX_SERVICES})
   --max-streams N           most concurrent event streams (default ${DEFAULT_MAX_STREAMS})
   --max-skew SECONDS        accepted clock difference of signed requests (default 30)
-  --max-nonces N            replay cache size: signed requests remembered within the skew
-                            window (default 786432, 12 bytes each; beyond it faild answers 503)
+  --max-nonces N            replay cache size for randomly signed requests remembered within
+                            the skew window (default 786432, 12 bytes each; beyond it faild
+                            answers 503). Clients using nonce sequences (FaildClient, failc,
+                            failsh, hc) take one small record per client instead (16384 at most)
   --cert FILE, --key FILE   TLS certificate chain and private key (PEM): serve HTTPS
   --log-level [FAC=]LEVEL   log level: error, warn, info, debug, trace; alone for every facility
                             or per facility (daemon, http, auth, state, events); repeatable
