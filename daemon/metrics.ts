@@ -149,7 +149,9 @@ export class Metrics {
     out.push("# HELP faild_event_streams Open event streams.");
     out.push("# TYPE faild_event_streams gauge");
     out.push(`faild_event_streams ${snap.eventStreams}`);
-    out.push("# HELP faild_nonce_cache_entries Nonces held by the replay cache.");
+    out.push(
+      "# HELP faild_nonce_cache_entries Replay cache entries: random nonces plus nonce sessions.",
+    );
     out.push("# TYPE faild_nonce_cache_entries gauge");
     out.push(`faild_nonce_cache_entries ${snap.nonces}`);
     out.push("# HELP faild_state_writes_total State file writes.");
