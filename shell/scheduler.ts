@@ -856,16 +856,20 @@ export class Scheduler {
     );
     // Both hold a service (a partition healed) and this host keeps it: the peer is about to
     // yield; seeing its FAIL at once lets this host announce again right after the peer's last
-    // gratuitous ARP. For at most 10 intervals, in case the peer does not yield.
+    // gratuitous ARP. For at most 3 intervals + 500 ms (10 intervals at short intervals), in
+    // case the peer does not yield.
     const both = this.#servicesOf(host).some((svc) =>
       svc.state === "UP" && !svc.handlerRunning && svc.reach.get(host.decl.name) === true &&
       r.services.some((x) => x.name === svc.decl.name && x.state === "UP")
     );
     if (!both) host.bothSince = null;
     else host.bothSince ??= now;
-    const keeping = both && now - (host.bothSince ?? now) < 10 * host.intervalMs;
+    const keepFor = Math.min(10 * host.intervalMs, 3 * host.intervalMs + 500);
+    const keeping = both && now - (host.bothSince ?? now) < keepFor;
     if ((!waiting && !keeping) || host.timer === null) return;
-    const fast = Math.max(10, Math.floor(host.intervalMs / 20));
+    // Keeping: every 10 ms, whatever the interval, so the announcement follows the peer's
+    // release closely; it lasts a few intervals at most (the peer yields within one).
+    const fast = waiting ? Math.max(10, Math.floor(host.intervalMs / 20)) : 10;
     if (fast >= host.intervalMs) return;
     this.#clear(host);
     this.#scheduleHost(host, fast);
