@@ -79,7 +79,10 @@ interface CutResult {
   failbackFailures: number;
   /** From link up to h1 holding and serving the VIP again. */
   backAfterMs: number | null;
-  /** When h1 was not back 3 s after link up: what the lab looked like then. */
+  /**
+   * When h1 was not back 3 s after link up, or the failback gap was longer than half an interval
+   * (at least 200 ms): what the lab looked like then (holders, neighbour entry, logs, audit).
+   */
   stuck?: string;
 }
 
@@ -254,6 +257,11 @@ async function measureOutages(
         const fb = probe.outage(upAt, Date.now() - probe.attemptTimeoutMs - 50);
         cut.failbackOutageMs = fb.outageMs;
         cut.failbackFailures = fb.failures;
+        // A long failback gap is worth a look too (what the hosts logged and ran around it).
+        if (cut.stuck === undefined && (fb.outageMs ?? 0) > Math.max(200, intervalMs / 2)) {
+          cut.stuck = await stuckSnapshot(lab, upAt);
+          log(`  cut ${i + 1}: failback gap of ${fb.outageMs} ms:\n${cut.stuck}`);
+        }
         log(
           `  ${system.name} ${intervalMs} ms cut ${i + 1}/${cuts}: outage ${cut.outageMs} ms; ` +
             `h1 back after ${cut.backAfterMs} ms, failback outage ${fb.outageMs} ms ` +
