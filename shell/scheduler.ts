@@ -766,7 +766,8 @@ export class Scheduler {
     }
     if (!host.self) {
       for (const svc of this.#servicesOf(host)) {
-        if (svc.state !== "UP" || svc.handlerRunning) continue;
+        // A stop decided (running, or held back for the peer to announce first): not the keeper.
+        if (svc.state !== "UP" || svc.handlerRunning || svc.yieldTimer !== null) continue;
         const rec = r.services.find((x) => x.name === svc.decl.name);
         const heldNow = svc.reach.get(host.decl.name) === true && rec?.state === "UP";
         // After a partition heals, the peer may have taken the service over and announced it
@@ -859,8 +860,9 @@ export class Scheduler {
     // gratuitous ARP. For at most 3 intervals + 500 ms (10 intervals at short intervals), in
     // case the peer does not yield.
     const both = this.#servicesOf(host).some((svc) =>
-      svc.state === "UP" && !svc.handlerRunning && svc.reach.get(host.decl.name) === true &&
-      r.services.some((x) => x.name === svc.decl.name && x.state === "UP")
+      svc.state === "UP" && !svc.handlerRunning && svc.yieldTimer === null &&
+      r.services.some((x) => x.name === svc.decl.name && x.state === "UP") &&
+      (svc.reach.get(host.decl.name) === true || this.#keepsWith(svc, host.decl.name))
     );
     if (!both) host.bothSince = null;
     else host.bothSince ??= now;
