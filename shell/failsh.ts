@@ -165,6 +165,12 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
   };
   const reporter = (service: string, state: ServiceState, detail: string) =>
     running.local.set(service, state, { detail: `failsh: ${detail}`.slice(0, 500) });
+  /** The addresses held for a service, with their parsed form. */
+  const heldBy = (service: string) =>
+    net.held().flatMap((h) => {
+      const cidr = h.service === service ? parseCidr(h.address) : null;
+      return cidr ? [{ ...h, cidr }] : [];
+    });
   const scheduler = new Scheduler({
     self: policy.host,
     sandbox: running.sandbox,
@@ -173,10 +179,8 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
     logger: log,
     addresses: () => net.held(),
     onReannounce: async (service) => {
-      for (const a of net.held().filter((h) => h.service === service)) {
-        const cidr = parseCidr(a.address);
-        if (!cidr) continue;
-        await net.takeover(cidr, a.device, {
+      for (const a of heldBy(service)) {
+        await net.takeover(a.cidr, a.device, {
           arpCount: running.policy.arp.count,
           refreshMs: running.policy.arp.refreshMs,
           service,
@@ -184,9 +188,8 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
       }
     },
     onQuiet: (service) => {
-      for (const a of net.held().filter((h) => h.service === service)) {
-        const cidr = parseCidr(a.address);
-        if (cidr && net.quiet(cidr, a.device) > 0) {
+      for (const a of heldBy(service)) {
+        if (net.quiet(a.cidr, a.device) > 0) {
           log.info(
             "net",
             `${service}: stopped the ARP burst for ${a.address}: a peer holds it too`,
@@ -195,9 +198,7 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
       }
     },
     onHandlerFailed: async (service) => {
-      for (const a of net.held().filter((h) => h.service === service)) {
-        const cidr = parseCidr(a.address);
-        if (!cidr) continue;
+      for (const a of heldBy(service)) {
         log.warn(
           "net",
           `${service}: releasing ${a.address} on ${a.device} after its handler failed`,
@@ -207,7 +208,7 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
           `${service}: released ${a.address} after its handler failed`,
           service,
         );
-        await net.release(cidr, a.device);
+        await net.release(a.cidr, a.device);
       }
     },
     urlOf: (h) =>

@@ -212,10 +212,8 @@ interface HostRuntime {
   appliedSeq: number;
   /** Consecutive ticks at which a poll was still unanswered (counted as misses). */
   silentTicks: number;
-  /** Since when this host and the peer both hold a service (a healed partition), or `null`. */
-  bothSince: number | null;
-  /** Services this host and the peer were both seen holding at the last poll. */
-  bothHeld: Set<string>;
+  /** Services this host and the peer were both seen holding at the last poll, and since when. */
+  bothHeld: Map<string, number>;
   /** Services announced again since this peer answered after being unreachable. */
   comebackAnnounced: Set<string>;
   /** When this peer first answered again after being unreachable, or `null`. */
@@ -497,8 +495,7 @@ export class Scheduler {
         pollSeq: 0,
         appliedSeq: 0,
         silentTicks: 0,
-        bothSince: null,
-        bothHeld: new Set(),
+        bothHeld: new Map(),
         comebackAnnounced: new Set(),
         backAt: null,
         misses: 0,
@@ -749,7 +746,6 @@ export class Scheduler {
     }
     this.#updateHostReach(host);
     for (const svc of this.#servicesOf(host)) this.#evaluate(svc);
-    if (!host.self) this.#hurryHandOver(host, r);
     if (!host.self) {
       for (const svc of this.#servicesOf(host)) {
         const rec = r.services.find((x) => x.name === svc.decl.name);
@@ -759,10 +755,11 @@ export class Scheduler {
         } else if (!host.bothHeld.has(name)) {
           // Both announce the same address (a partition healed): neither burst goes on. The
           // keeper announces anew below (or when it counts the peer back), the other releases.
-          host.bothHeld.add(name);
+          host.bothHeld.set(name, now);
           this.#opts.onQuiet?.(name);
         }
       }
+      this.#hurryHandOver(host, r);
     }
     if (!host.self) {
       for (const svc of this.#servicesOf(host)) {
@@ -859,15 +856,13 @@ export class Scheduler {
     // yield; seeing its FAIL at once lets this host announce again right after the peer's last
     // gratuitous ARP. For at most 3 intervals + 500 ms (10 intervals at short intervals), in
     // case the peer does not yield.
-    const both = this.#servicesOf(host).some((svc) =>
-      svc.state === "UP" && !svc.handlerRunning && svc.yieldTimer === null &&
-      r.services.some((x) => x.name === svc.decl.name && x.state === "UP") &&
-      (svc.reach.get(host.decl.name) === true || this.#keepsWith(svc, host.decl.name))
-    );
-    if (!both) host.bothSince = null;
-    else host.bothSince ??= now;
     const keepFor = Math.min(10 * host.intervalMs, 3 * host.intervalMs + 500);
-    const keeping = both && now - (host.bothSince ?? now) < keepFor;
+    const keeping = this.#servicesOf(host).some((svc) => {
+      const since = host.bothHeld.get(svc.decl.name);
+      return since !== undefined && now - since < keepFor && !svc.handlerRunning &&
+        svc.yieldTimer === null &&
+        (svc.reach.get(host.decl.name) === true || this.#keepsWith(svc, host.decl.name));
+    });
     if ((!waiting && !keeping) || host.timer === null) return;
     // Keeping: every 10 ms, whatever the interval, so the announcement follows the peer's
     // release closely; it lasts a few intervals at most (the peer yields within one).
