@@ -333,6 +333,24 @@ export class Lab {
   }
 
   /**
+   * Adds a namespace for an extra member (e.g. an etcd member), named like the others and torn
+   * down with the lab: `lo` up, IPv6 off, no link (plug it in from the `br` namespace, as
+   * `tests/lab/etcd.ts` does for its management bridge).
+   *
+   * @param member A new member name: lower-case letters and digits, not one already made.
+   * @returns The namespace name.
+   */
+  async addNamespace(member: string): Promise<string> {
+    if (this.#torn) throw new Error(`Cannot add ${member}: the lab is torn down`);
+    if (!/^[a-z0-9]{1,12}$/.test(member) || this.#created.includes(this.ns(member))) {
+      throw new RangeError(
+        `Invalid lab member: ${JSON.stringify(member)}: expected a new name of a-z and 0-9`,
+      );
+    }
+    return await this.#addNs(member);
+  }
+
+  /**
    * Runs a command inside a member's namespace.
    *
    * @param member `h1`…, `client` or `br`.
