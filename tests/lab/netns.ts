@@ -387,11 +387,17 @@ export class Lab {
    * Starts the name-answering TCP service on every host (bound to 0.0.0.0).
    *
    * @param port TCP port.
+   * @param options `epochFile(host)`: a file whose epoch the host's service adds to its answer
+   * (`h1@42`, see `tcp_service.ts --epoch-file`).
    * @returns The processes, by host.
    */
-  async startServices(port: number): Promise<Map<string, ManagedProcess>> {
+  async startServices(
+    port: number,
+    options: { epochFile?: (host: string) => string } = {},
+  ): Promise<Map<string, ManagedProcess>> {
     const out = new Map<string, ManagedProcess>();
     for (const h of this.hosts) {
+      const epoch = options.epochFile?.(h);
       out.set(
         h,
         this.spawn(h, [
@@ -399,11 +405,13 @@ export class Lab {
           "run",
           "--no-lock",
           "--allow-net",
+          ...(epoch ? [`--allow-read=${epoch}`] : []),
           labFile("tcp_service.ts"),
           "--port",
           String(port),
           "--name",
           h,
+          ...(epoch ? ["--epoch-file", epoch] : []),
         ], { label: `${h}-service`, stdin: true }),
       );
     }
