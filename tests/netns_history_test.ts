@@ -200,3 +200,42 @@ test("a clean hand-over (failsh on h1 stopped: it releases, then reports FAIL): 
     "h2",
   ]);
 });
+
+test("epochs reach the checker: the service answers name@epoch from its file, and an epoch going back is reported (I3)", async () => {
+  const lab = await Lab.create({ hosts: 2 });
+  try {
+    const epochFile = (h: string) => `${lab.dir}/${h}.epoch`;
+    await lab.startServices(PORT, { epochFile });
+    await lab.exec("h1", ["ip", "addr", "add", `${lab.vip}/24`, "dev", "eth0"]);
+    await Deno.writeTextFile(epochFile("h1"), "7\n");
+    const probe = lab.startProbe(PORT);
+    const from = Date.now();
+    try {
+      assert.ok(await probe.waitServedBy("h1@7", 20_000), "the client sees h1@7");
+      await Deno.writeTextFile(epochFile("h1"), "5\n"); // A stale holder's epoch.
+      assert.ok(await probe.waitServedBy("h1@5", 5000), "the client sees h1@5");
+    } finally {
+      await probe.stop();
+    }
+    const requests = requestsFromProbe(probe.between(from));
+    const r = checkHistory({
+      address: lab.vip,
+      hosts: lab.hosts,
+      from,
+      to: Date.now(),
+      initial: [],
+      addresses: [],
+      carriers: [],
+      requests,
+      arp: [],
+      macs: {},
+    });
+    console.log(formatHistory(r, "epoch file on h1: 7, then 5"));
+    assert.ok(r.i3.withEpoch >= 10, `${r.i3.withEpoch} answers with an epoch`);
+    assert.equal(r.i3.ok, false);
+    assert.deepEqual([r.i3.regressions[0]?.epoch, r.i3.regressions[0]?.after], ["5", "7"]);
+    assert.equal(r.i3.regressions[0]?.host, "h1");
+  } finally {
+    await lab.teardown();
+  }
+});
