@@ -165,3 +165,96 @@ for (let i = 0; i < 40; i++) {
     );
   });
 });
+
+test("without a quorum: a keepalive may still answer, but the linearizable confirmation never does, and a watch is cancelled", async () => {
+  await withEtcd(async (lab, etcd) => {
+    const leader = await etcd.leader();
+    assert.ok(leader);
+    const endpoint = `http://${etcd.address(leader)}:${ETCD_CLIENT_PORT}`;
+    // In h1's namespace, through our gateway, talking to the leader only: take a key, start a
+    // watch, wait for the go, then renew and confirm a few times.
+    const script = `
+import { EtcdGateway } from ${JSON.stringify(`${REPO_ROOT}shell/arbiter/etcd_gateway.ts`)};
+const gw = new EtcdGateway({ endpoints: [${JSON.stringify(endpoint)}], timeoutMs: 1000 });
+const out = (o) => console.log(JSON.stringify(o));
+const lease = await gw.grant(5);
+const got = await gw.acquire("/q/web", "h1", lease.id);
+out({ step: "ready", acquired: got.acquired });
+const started = Date.now();
+(async () => {
+  try {
+    for await (const _ of gw.watch("/q/web", { signal: AbortSignal.timeout(20000) })) { /* events */ }
+    out({ step: "watch", ended: "stream ended" });
+  } catch (e) {
+    out({ step: "watch", ended: e.name, message: e.message, afterMs: Date.now() - started });
+  }
+})();
+while (true) {
+  try { await Deno.stat(${
+      JSON.stringify(`${lab.dir}/go`)
+    }); break; } catch { await new Promise((r) => setTimeout(r, 5)); }
+}
+for (let i = 0; i < 5; i++) {
+  const t = Date.now();
+  try {
+    const k = await gw.keepAlive(lease.id);
+    out({ step: "keepalive", ok: true, ttl: k.ttlSeconds, ms: Date.now() - t });
+  } catch (e) {
+    out({ step: "keepalive", ok: false, error: e.name, message: e.message, ms: Date.now() - t });
+  }
+  const u = Date.now();
+  try {
+    const c = await gw.confirm(["/q/web"], lease.id);
+    out({ step: "confirm", ok: true, owned: c.allOwned, ms: Date.now() - u });
+  } catch (e) {
+    out({ step: "confirm", ok: false, error: e.name, message: e.message, ms: Date.now() - u });
+  }
+  await new Promise((r) => setTimeout(r, 500));
+}
+await new Promise((r) => setTimeout(r, 9000));
+out({ step: "done" });
+`;
+    const file = `${lab.dir}/quorum.ts`;
+    await Deno.writeTextFile(file, script);
+    const lines: Record<string, unknown>[] = [];
+    const p = lab.spawn("h1", [Deno.execPath(), "run", "-A", "--no-lock", file], {
+      label: "h1-quorum",
+      onStdoutLine: (l) => {
+        try {
+          lines.push(JSON.parse(l));
+        } catch {
+          // Not ours.
+        }
+      },
+    });
+    const wait = async (step: string, ms: number) => {
+      const deadline = Date.now() + ms;
+      while (!lines.some((l) => l.step === step) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return lines.find((l) => l.step === step);
+    };
+    try {
+      assert.equal((await wait("ready", 20_000))?.acquired, true, p.tail());
+      for (const m of etcd.members) if (m !== leader) await etcd.kill(m);
+      await Deno.writeTextFile(`${lab.dir}/go`, "");
+      await wait("done", 30_000);
+    } finally {
+      await p.stop();
+    }
+    const renewals = lines.filter((l) => l.step === "keepalive");
+    const confirms = lines.filter((l) => l.step === "confirm");
+    console.log(lines.map((l) => JSON.stringify(l)).join("\n"));
+    assert.equal(confirms.length, 5);
+    // The safety point: no confirmation succeeds without a quorum, whatever the keepalive said.
+    assert.deepEqual(confirms.filter((c) => c.ok), [], "no confirmation without a quorum");
+    assert.ok(confirms.every((c) => c.error === "EtcdUnreachableError"));
+    // Once the old leader stepped down, it says so at once (require-leader header).
+    assert.match(String(renewals.at(-1)?.message), /no leader/);
+    assert.match(String(confirms.at(-1)?.message), /no leader/);
+    // The watch, created with the header, is cancelled with "no leader".
+    const watch = lines.find((l) => l.step === "watch");
+    assert.equal(watch?.ended, "EtcdUnreachableError", JSON.stringify(watch));
+    assert.match(String(watch?.message), /no leader/);
+  });
+});

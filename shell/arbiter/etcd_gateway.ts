@@ -536,12 +536,17 @@ function gatewayError(e: Json, endpoint: string, path: string, status: number): 
     : `HTTP ${status}`;
   const raw = inner.grpc_code ?? inner.code;
   const code = typeof raw === "number" && Number.isInteger(raw) ? raw : null;
-  const what = `etcd ${endpoint} answered ${path} with: ${message}` +
-    (code === null ? "" : ` (gRPC code ${code})`);
+  const detail = message + (code === null ? "" : ` (gRPC code ${code})`);
   if (transient(code, message) || (code === null && status >= 502 && status <= 504)) {
-    return new EtcdUnreachableError(`Cannot use ${what}`, { endpoint, grpcCode: code });
+    return new EtcdUnreachableError(`Cannot use etcd ${endpoint} for ${path}: ${detail}`, {
+      endpoint,
+      grpcCode: code,
+    });
   }
-  return new EtcdRefusedError(`Cannot do ${path}: ${what}`, { endpoint, grpcCode: code });
+  return new EtcdRefusedError(`Cannot do ${path}: etcd ${endpoint} answered: ${detail}`, {
+    endpoint,
+    grpcCode: code,
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -795,7 +800,9 @@ export class EtcdGateway {
           const err = gatewayError(e, endpoint, path, response.status);
           if (err instanceof EtcdUnreachableError) {
             last = err;
-            failures.push(`${endpoint}: ${err.message}`);
+            failures.push(
+              err.message.replace(`Cannot use etcd ${endpoint} for ${path}: `, `${endpoint}: `),
+            );
             continue;
           }
           this.#preferred = index;
