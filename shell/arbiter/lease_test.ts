@@ -641,6 +641,32 @@ Deno.test("on fake time: after failsafe, etcd answers again: a free key is taken
   });
 });
 
+Deno.test("on fake time: services of one host share its lease; one confirmation covers every key, and a key lost is only that service's loss", async () => {
+  const time = new FakeTime(0);
+  const store = new FakeEtcd(time);
+  const a = fakeHost(store, time, "h1");
+  a.arbiter.want("web");
+  a.arbiter.want("db");
+  await time.advance(3100);
+  assert.deepEqual(a.arbiter.statuses().map((s) => [s.service, s.verdict]), [
+    ["db", "grant"],
+    ["web", "grant"],
+  ]);
+  const grants = store.calls.filter((c) => c.op === "grant").length;
+  assert.equal(grants, 1, "one lease for the host");
+  assert.equal(store.keys.get("/failover/t/web")?.lease, store.keys.get("/failover/t/db")?.lease);
+  await time.advance(4000);
+  const confirmsPerKeepalive = store.calls.filter((c) => c.op === "confirm").length /
+    keepalives(store, "h1").length;
+  assert.equal(confirmsPerKeepalive, 1, "one confirmation per renewal, for both keys");
+  // An operator deletes web's key: web is lost at the next renewal, db stays held.
+  store.keys.delete("/failover/t/web");
+  await time.advance(2000);
+  assert.equal(a.arbiter.status("web").state, "lost");
+  assert.equal(a.arbiter.status("db").state, "held");
+  await stopOnFakeTime(time, a);
+});
+
 Deno.test("EtcdArbiter refuses a bad host, prefix, policy or timing", () => {
   const gw = {} as ArbiterGateway;
   assert.throws(() => new EtcdArbiter({ gateway: gw, host: "h 1", prefix: "/f/" }), /host name/);
