@@ -6,6 +6,9 @@
  * @module
  */
 
+/** Longest life of a test etcd, in seconds. */
+const MAX_LIFE_S = 600;
+
 /** Where the Debian package installs etcd. */
 const ETCD_PATHS = ["/usr/bin/etcd", "/usr/local/bin/etcd"];
 
@@ -45,7 +48,7 @@ export function freePort(): number {
 export interface TestEtcd {
   /** Its client URL, `http://127.0.0.1:PORT`. */
   endpoint: string;
-  /** The process id. */
+  /** The process id (of `timeout`, which runs etcd and bounds its life). */
   pid: number;
   /** Its log so far (bounded). */
   log(): string;
@@ -78,8 +81,14 @@ export async function startEtcd(options: TestEtcdOptions = {}): Promise<TestEtcd
     const dir = await Deno.makeTempDir({ prefix: "failover-etcd-" });
     const client = freePort();
     const peer = freePort();
-    const child = new Deno.Command(bin, {
+    // Under `timeout`: an etcd orphaned by a test process killed hard dies within 10 minutes.
+    // `timeout` passes our SIGTERM on to etcd.
+    const child = new Deno.Command("timeout", {
       args: [
+        "-s",
+        "KILL",
+        String(MAX_LIFE_S),
+        bin,
         "--name",
         "t1",
         "--data-dir",
@@ -121,14 +130,18 @@ export async function startEtcd(options: TestEtcdOptions = {}): Promise<TestEtcd
     });
     const endpoint = `http://127.0.0.1:${client}`;
     const stop = async () => {
-      if (!exited) {
+      const signal = (sig: Deno.Signal) => {
+        if (exited) return;
         try {
-          child.kill("SIGKILL");
+          child.kill(sig);
         } catch {
           // Gone.
         }
-      }
+      };
+      signal("SIGTERM");
+      const killer = setTimeout(() => signal("SIGKILL"), 3000);
       await status;
+      clearTimeout(killer);
       await drained;
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     };
