@@ -333,6 +333,24 @@ export class Lab {
   }
 
   /**
+   * Adds a namespace for an extra member (e.g. an etcd member), named like the others and torn
+   * down with the lab: `lo` up, IPv6 off, no link (plug it in from the `br` namespace, as
+   * `tests/lab/etcd.ts` does for its management bridge).
+   *
+   * @param member A new member name: lower-case letters and digits, not one already made.
+   * @returns The namespace name.
+   */
+  async addNamespace(member: string): Promise<string> {
+    if (this.#torn) throw new Error(`Cannot add ${member}: the lab is torn down`);
+    if (!/^[a-z0-9]{1,12}$/.test(member) || this.#created.includes(this.ns(member))) {
+      throw new RangeError(
+        `Invalid lab member: ${JSON.stringify(member)}: expected a new name of a-z and 0-9`,
+      );
+    }
+    return await this.#addNs(member);
+  }
+
+  /**
    * Runs a command inside a member's namespace.
    *
    * @param member `h1`…, `client` or `br`.
@@ -369,11 +387,17 @@ export class Lab {
    * Starts the name-answering TCP service on every host (bound to 0.0.0.0).
    *
    * @param port TCP port.
+   * @param options `epochFile(host)`: a file whose epoch the host's service adds to its answer
+   * (`h1@42`, see `tcp_service.ts --epoch-file`).
    * @returns The processes, by host.
    */
-  async startServices(port: number): Promise<Map<string, ManagedProcess>> {
+  async startServices(
+    port: number,
+    options: { epochFile?: (host: string) => string } = {},
+  ): Promise<Map<string, ManagedProcess>> {
     const out = new Map<string, ManagedProcess>();
     for (const h of this.hosts) {
+      const epoch = options.epochFile?.(h);
       out.set(
         h,
         this.spawn(h, [
@@ -381,11 +405,13 @@ export class Lab {
           "run",
           "--no-lock",
           "--allow-net",
+          ...(epoch ? [`--allow-read=${epoch}`] : []),
           labFile("tcp_service.ts"),
           "--port",
           String(port),
           "--name",
           h,
+          ...(epoch ? ["--epoch-file", epoch] : []),
         ], { label: `${h}-service`, stdin: true }),
       );
     }

@@ -9,6 +9,10 @@
  * It binds 0.0.0.0, so it answers on the VIP whenever the VIP is on this host. It stops on SIGTERM,
  * on stdin EOF, or after `--max-life` ms.
  *
+ * With `--epoch-file PATH` it answers `name@epoch` while that file holds an epoch (a decimal
+ * number, read at each connection; written by whatever holds the service under an arbiter), so
+ * the history checker (`history.ts`) can see which epoch served each request.
+ *
  * @module
  */
 import { parseArgs } from "node:util";
@@ -27,6 +31,7 @@ export async function main(args: string[]): Promise<number> {
       name: { type: "string" },
       host: { type: "string", default: "0.0.0.0" },
       "max-life": { type: "string", default: "1800000" },
+      "epoch-file": { type: "string" },
     },
   });
   const port = Number(values.port);
@@ -38,7 +43,18 @@ export async function main(args: string[]): Promise<number> {
     console.error("Missing --name: the name to answer with");
     return 2;
   }
-  const answer = new TextEncoder().encode(values.name + "\n");
+  const plain = new TextEncoder().encode(values.name + "\n");
+  const epochFile = values["epoch-file"];
+  const answer = (): Uint8Array => {
+    if (!epochFile) return plain;
+    try {
+      const epoch = Deno.readTextFileSync(epochFile).trim();
+      if (/^\d{1,20}$/.test(epoch)) return new TextEncoder().encode(`${values.name}@${epoch}\n`);
+    } catch {
+      // No epoch (yet): the plain name.
+    }
+    return plain;
+  };
   const listener = Deno.listen({ hostname: values.host, port });
   console.log(`listening ${values.host}:${port} as ${values.name}`);
   const stop = () => {
@@ -61,7 +77,7 @@ export async function main(args: string[]): Promise<number> {
   })();
   try {
     for await (const conn of listener) {
-      conn.write(answer).catch(() => {}).finally(() => {
+      conn.write(answer()).catch(() => {}).finally(() => {
         try {
           conn.close();
         } catch {
