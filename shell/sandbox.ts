@@ -33,6 +33,7 @@ import { type Logger, logger as processLogger } from "../lib/log.ts";
 import { FaildClient } from "../lib/client.ts";
 import { AuditLog } from "./audit.ts";
 import { fromWireError, PolicyDeniedError, ScriptError, TimeoutError } from "./errors.ts";
+import { assertModuleGraph } from "./module_graph.ts";
 import { createNetDriver, type NetDriver, runFixed } from "./netops.ts";
 import { checkRelease, checkRun, checkTakeover, readKey } from "./policy.ts";
 import {
@@ -711,6 +712,14 @@ class SandboxImpl implements Host {
   async start(): Promise<ScriptDecl> {
     if (this.#closed) throw new Error("Cannot start the sandbox: it is closed");
     if (this.#decl !== null) return this.#decl;
+    // deno loads the module graph without the read permission: check it before any child runs.
+    await assertModuleGraph(this.#script, this.policy, {
+      audit: this.audit,
+      denoPath: this.argv[0] as string,
+      prefix: this.confinement,
+      env: childEnv(),
+      timeoutMs: this.startTimeoutMs,
+    });
     const main = new ScriptChild("main", this);
     this.#main = main;
     const decl = await main.start();
