@@ -24,6 +24,7 @@
  */
 import { fileURLToPath } from "node:url";
 import type { Policy } from "./contract.ts";
+import { checkReadPaths } from "./policy.ts";
 import { ScriptError } from "./errors.ts";
 
 /** Extensions of the files a script may load as code (`.d.ts` ends in `.ts`). */
@@ -431,25 +432,27 @@ export async function checkModuleGraph(
 }
 
 /**
- * Checks the script's module graph against the policy (its `read` paths and keys) and throws
- * when an import breaks the rules, after writing one audit line per refused import.
+ * Checks what a script could read before it runs: the policy's `read` paths on disk (no symlink
+ * leading out of them, see `checkReadPaths`) and the script's module graph (see
+ * {@linkcode checkModuleGraph}). Each problem is an audit line (`"op":"read-path"` or
+ * `"op":"import"`, verdict `refused`); any problem throws.
  *
  * @param script The script (absolute path).
  * @param policy The policy.
  * @param options How to run deno (`denoPath`, `prefix`, `env`, `timeoutMs`) and where to record
  *   refusals (`audit`, with the `write` method of `AuditLog`).
- * @returns The report (no problem) when the script may run.
- * @throws {ModuleGraphError} Listing every refused import (one `  - ` line each).
+ * @returns The graph report (no problem) when the script may run.
+ * @throws {ModuleGraphError} Listing every problem (one `  - ` line each).
  *
  * @example
  * ```ts ignore
- * import { assertModuleGraph } from "./module_graph.ts";
+ * import { assertScriptAccess } from "./module_graph.ts";
  * import { loadPolicy } from "./policy.ts";
  * const policy = await loadPolicy("/etc/failover/policy.json");
- * await assertModuleGraph("/etc/failover/failover.ts", policy);
+ * await assertScriptAccess("/etc/failover/failover.ts", policy);
  * ```
  */
-export async function assertModuleGraph(
+export async function assertScriptAccess(
   script: string,
   policy: Policy,
   options: Omit<GraphOptions, "read" | "forbidden"> & {
@@ -464,6 +467,10 @@ export async function assertModuleGraph(
   } = {},
 ): Promise<GraphReport> {
   const { audit, ...rest } = options;
+  const readProblems = checkReadPaths(policy);
+  for (const p of readProblems.slice(0, 20)) {
+    audit?.write(null, { op: "read-path" }, "refused", p);
+  }
   let report: GraphReport;
   try {
     report = await checkModuleGraph(script, {
@@ -475,7 +482,7 @@ export async function assertModuleGraph(
     audit?.write(null, { op: "import", script }, "refused", (e as Error).message);
     throw e;
   }
-  if (report.problems.length === 0) return report;
+  if (report.problems.length === 0 && readProblems.length === 0) return report;
   const shown = report.problems.slice(0, 20);
   for (const p of shown) {
     audit?.write(
@@ -495,10 +502,12 @@ export async function assertModuleGraph(
   if (more > 0) {
     audit?.write(null, { op: "import", script }, "refused", `${more} more imports refused`);
   }
+  const items = [...readProblems, ...shown.map((p) => p.message)];
+  if (more > 0) items.push(`and ${more} more imports`);
   throw new ModuleGraphError(
-    `Cannot run the script ${script}: it imports what the sandbox never loads:\n  - ${
-      shown.map((p) => p.message).join("\n  - ")
-    }${more > 0 ? `\n  - and ${more} more` : ""}`,
+    `Cannot run the script ${script}: it could read what the policy does not allow:\n  - ${
+      items.join("\n  - ")
+    }`,
     report.problems,
   );
 }

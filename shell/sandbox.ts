@@ -33,9 +33,9 @@ import { type Logger, logger as processLogger } from "../lib/log.ts";
 import { FaildClient } from "../lib/client.ts";
 import { AuditLog } from "./audit.ts";
 import { fromWireError, PolicyDeniedError, ScriptError, TimeoutError } from "./errors.ts";
-import { assertModuleGraph } from "./module_graph.ts";
+import { assertScriptAccess } from "./module_graph.ts";
 import { createNetDriver, type NetDriver, runFixed } from "./netops.ts";
-import { checkRelease, checkRun, checkTakeover, readKey } from "./policy.ts";
+import { checkArp, checkRelease, checkRun, checkTakeover, readKey } from "./policy.ts";
 import {
   checkDecl,
   CHILD_FLAG,
@@ -712,8 +712,9 @@ class SandboxImpl implements Host {
   async start(): Promise<ScriptDecl> {
     if (this.#closed) throw new Error("Cannot start the sandbox: it is closed");
     if (this.#decl !== null) return this.#decl;
-    // deno loads the module graph without the read permission: check it before any child runs.
-    await assertModuleGraph(this.#script, this.policy, {
+    // deno loads the module graph without the read permission, and follows symlinks in the read
+    // paths: check both before any child runs.
+    await assertScriptAccess(this.#script, this.policy, {
       audit: this.audit,
       denoPath: this.argv[0] as string,
       prefix: this.confinement,
@@ -888,25 +889,9 @@ class SandboxImpl implements Host {
     switch (op) {
       case "takeover": {
         const allowed = checkTakeover(this.policy, args.address as string, args.device as string);
-        const arpCount = args.arpCount ?? this.policy.arp.count;
-        const refreshMs = args.refreshMs ?? this.policy.arp.refreshMs;
-        if (!Number.isInteger(arpCount) || (arpCount as number) < 0 || (arpCount as number) > 100) {
-          throw new PolicyDeniedError(
-            `Cannot take over ${allowed.cidr.text}: arpCount must be an integer from 0 to 100`,
-          );
-        }
-        const r = refreshMs as number;
-        if (!Number.isInteger(r) || (r !== 0 && (r < 1000 || r > 3_600_000))) {
-          throw new PolicyDeniedError(
-            `Cannot take over ${allowed.cidr.text}: refreshMs must be 0 or from 1000 to 3600000`,
-          );
-        }
+        const arp = checkArp(this.policy, allowed.cidr.text, args);
         this.audit.write(service, { op, ...args }, "allowed", `within ${allowed.rule.prefix}`);
-        await this.net.takeover(allowed.cidr, allowed.device, {
-          arpCount: arpCount as number,
-          refreshMs: r,
-          service,
-        });
+        await this.net.takeover(allowed.cidr, allowed.device, { ...arp, service });
         return { value: null, audit: `${allowed.cidr.text} is on ${allowed.device}` };
       }
       case "release": {
