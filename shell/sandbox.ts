@@ -31,7 +31,7 @@ import type { HeldAddress, ServiceState } from "../lib/types.ts";
 import { isServiceState, MAX_DETAIL_LENGTH } from "../lib/types.ts";
 import { type Logger, logger as processLogger } from "../lib/log.ts";
 import { FaildClient } from "../lib/client.ts";
-import { AuditLog } from "./audit.ts";
+import { AuditLog, auditRequest, MAX_PRIVILEGED_BURST, PRIVILEGED_PER_SECOND } from "./audit.ts";
 import { fromWireError, PolicyDeniedError, ScriptError, TimeoutError } from "./errors.ts";
 import { assertScriptAccess } from "./module_graph.ts";
 import { createNetDriver, type NetDriver, runFixed } from "./netops.ts";
@@ -841,10 +841,13 @@ class SandboxImpl implements Host {
         error: { name: error.name, message: error.message.slice(0, 2000) },
       });
     };
-    const request = { op, ...args };
+    // Only the request's known fields, under its real op: a script's extra fields cannot
+    // rewrite its record.
+    const request = auditRequest(op, args);
     const refuse = (e: PolicyDeniedError) => {
       if (counters) counters.refused++;
-      this.audit.write(service, request, "refused", e.message);
+      // Rate limited per child: a flood of refusals is summarised.
+      this.audit.refused(child.label, service, request, e.message);
       fail(e);
     };
     if (child.inflight >= MAX_INFLIGHT_REQUESTS) {
@@ -858,7 +861,7 @@ class SandboxImpl implements Host {
     const signal = inv
       ? AbortSignal.any([inv.abort.signal, this.#closing.signal])
       : this.#closing.signal;
-    const performed = this.#perform(op, args, service, signal).finally(() => {
+    const performed = this.#perform(op, args, service, signal, child.label).finally(() => {
       child.inflight--;
     });
     this.#requests.add(performed);
@@ -885,25 +888,29 @@ class SandboxImpl implements Host {
     args: Record<string, unknown>,
     service: string | null,
     signal: AbortSignal | null,
+    source: string,
   ): Promise<{ value: unknown; audit: string | null }> {
+    // The record of a privileged action is written before it runs, or the action is refused.
+    const allow = (verb: string, target: string, reason: string) =>
+      this.#allow(source, service, auditRequest(op, args), { verb, target }, reason);
     switch (op) {
       case "takeover": {
         const allowed = checkTakeover(this.policy, args.address as string, args.device as string);
         const arp = checkArp(this.policy, allowed.cidr.text, args);
-        this.audit.write(service, { op, ...args }, "allowed", `within ${allowed.rule.prefix}`);
+        allow("take over", allowed.cidr.text, `within ${allowed.rule.prefix}`);
         await this.net.takeover(allowed.cidr, allowed.device, { ...arp, service });
         return { value: null, audit: `${allowed.cidr.text} is on ${allowed.device}` };
       }
       case "release": {
         const allowed = checkRelease(this.policy, args.address as string, args.device as string);
-        this.audit.write(service, { op, ...args }, "allowed", `within ${allowed.rule.prefix}`);
+        allow("release", allowed.cidr.text, `within ${allowed.rule.prefix}`);
         await this.net.release(allowed.cidr, allowed.device);
         return { value: null, audit: `${allowed.cidr.text} is off ${allowed.device}` };
       }
       case "run": {
         const timeout = args.timeoutMs === undefined ? {} : { timeoutMs: args.timeoutMs as number };
         const allowed = checkRun(this.policy, args.argv as string[], timeout);
-        this.audit.write(service, { op, ...args }, "allowed", `program ${allowed.path}`);
+        allow("run", allowed.path, `program ${allowed.path}`);
         const r = await runFixed(allowed.path, allowed.args, {
           timeoutMs: allowed.timeoutMs,
           ...(signal ? { signal } : {}),
@@ -955,12 +962,42 @@ class SandboxImpl implements Host {
             `Cannot set state of ${service}: ${JSON.stringify(state)} is not UP, RECOVER or FAIL`,
           );
         }
+        allow("set state of", service, `${service} to ${state}`);
         if (this.#options.setState) await this.#options.setState(service, state, detail);
         else await this.#faildClient().then((c) => c.set(service, state, { detail }));
         return { value: null, audit: `${service} is ${state}` };
       }
       default:
         throw new TypeError(`Unknown request ${JSON.stringify(op)}`);
+    }
+  }
+
+  /**
+   * Takes the action from the child's privileged budget and writes its `allowed` record; throws
+   * a PolicyDeniedError (the action must not run) when either fails.
+   */
+  #allow(
+    source: string,
+    service: string | null,
+    request: Record<string, unknown>,
+    { verb, target }: { verb: string; target: string },
+    reason: string,
+  ): void {
+    if (!this.audit.admit(source)) {
+      throw new PolicyDeniedError(
+        `Cannot ${
+          verb.replace(/ of$/, "")
+        }: the script made more than ${MAX_PRIVILEGED_BURST} privileged requests (at most ${PRIVILEGED_PER_SECOND} a second); the audit log keeps a record of each, so the rest are refused`,
+      );
+    }
+    try {
+      this.audit.writeOrThrow(service, request, "allowed", reason);
+    } catch (e) {
+      throw new PolicyDeniedError(
+        `Cannot ${verb} ${target}: ${
+          (e as Error).message
+        }, and no privileged action runs without its record`,
+      );
     }
   }
 
