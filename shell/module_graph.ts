@@ -24,7 +24,7 @@
  */
 import { fileURLToPath } from "node:url";
 import type { Policy } from "./contract.ts";
-import { checkReadPaths } from "./policy.ts";
+import { checkReadPaths, childUserIds, readableBy } from "./policy.ts";
 import { ScriptError } from "./errors.ts";
 
 /** Extensions of the files a script may load as code (`.d.ts` ends in `.ts`). */
@@ -431,6 +431,39 @@ export async function checkModuleGraph(
   return { files, roots, problems };
 }
 
+/** With `childUser`: the child must really switch, and read its code and the `read` paths. */
+function checkChildUser(policy: Policy, files: string[], prefix: readonly string[]): string[] {
+  if (policy.childUser === null || policy.childUser === undefined) return [];
+  let ids;
+  try {
+    ids = childUserIds(policy);
+  } catch (e) {
+    return [(e as Error).message];
+  }
+  if (ids === null) return [];
+  const who = `${ids.uid}:${ids.gid}`;
+  if (!prefix.includes(`--reuid=${ids.uid}`)) {
+    return [
+      `childUser ${policy.childUser} cannot be honoured: the child is not started under setpriv`,
+    ];
+  }
+  const problems: string[] = [];
+  for (const f of [...new Set([...files, ...policy.read])]) {
+    let exists = true;
+    try {
+      Deno.statSync(f);
+    } catch {
+      exists = false;
+    }
+    if (exists && !readableBy(f, ids)) {
+      problems.push(
+        `${f} is not readable by the child's user ${who} (childUser): make it readable by that user (and the directories above it searchable), or set childUser to null`,
+      );
+    }
+  }
+  return problems;
+}
+
 /**
  * Checks what a script could read before it runs: the policy's `read` paths on disk (no symlink
  * leading out of them, see `checkReadPaths`) and the script's module graph (see
@@ -482,6 +515,11 @@ export async function assertScriptAccess(
     audit?.write(null, { op: "import", script }, "refused", (e as Error).message);
     throw e;
   }
+  const userProblems = checkChildUser(policy, report.files, rest.prefix ?? []);
+  for (const p of userProblems.slice(0, 20)) {
+    audit?.write(null, { op: "child-user" }, "refused", p);
+  }
+  readProblems.push(...userProblems);
   if (report.problems.length === 0 && readProblems.length === 0) return report;
   const shown = report.problems.slice(0, 20);
   for (const p of shown) {

@@ -230,6 +230,7 @@ const TOP_FIELDS = [
   "programs",
   "net",
   "read",
+  "childUser",
   "onExit",
   "monitor",
   "debug",
@@ -293,7 +294,8 @@ export function compileArgPattern(pattern: string): RegExp {
  *
  * Defaults: `faild` `{ url: "http://127.0.0.1:7100", key: null }`, `keys` `{}`, `addresses`
  * `[]`, `netDriver` `linux`, `arp` `{ count: 3, refreshMs: 0 }`, `programs` `[]` (each with
- * `timeoutMs` 10000), `net` `[]`, `read` `[]`, `onExit` `release`, `monitor` `127.0.0.1:1848`,
+ * `timeoutMs` 10000), `net` `[]`, `read` `[]`, `childUser` `null`, `onExit` `release`,
+ * `monitor` `127.0.0.1:1848`,
  * `debug` `null`, `debugKey` `null`, `audit` `./failsh-audit.log`, `dumpFile` `./failsh.dump`.
  * Fields whose name starts with `_` or `$` are comments and ignored.
  *
@@ -583,6 +585,24 @@ export function parsePolicy(text: string, source: string): Policy {
     }
   }
 
+  // childUser
+  let childUser: string | null = null;
+  if (raw.childUser !== undefined && raw.childUser !== null) {
+    const u = raw.childUser;
+    if (
+      typeof u !== "string" ||
+      !(/^[a-z_][a-z0-9_-]{0,31}$/.test(u) || /^[0-9]{1,10}:[0-9]{1,10}$/.test(u))
+    ) {
+      problems.push(
+        `childUser must be a user name like "nobody", "UID:GID" like "65534:65534", or null, got ${
+          quote(u)
+        }`,
+      );
+    } else if (u === "root" || u.startsWith("0:") || u.endsWith(":0")) {
+      problems.push(`childUser ${quote(u)} is root: use another user, or null`);
+    } else childUser = u;
+  }
+
   // onExit
   const onExit = raw.onExit ?? "release";
   if (onExit !== "release" && onExit !== "keep") {
@@ -630,6 +650,7 @@ export function parsePolicy(text: string, source: string): Policy {
     programs,
     net,
     read,
+    childUser,
     onExit: onExit as Policy["onExit"],
     monitor,
     debug,
@@ -706,6 +727,92 @@ export async function readKey(policy: Policy, name: string | null): Promise<stri
   const secret = text.trim();
   if (secret === "") throw new Error(`Cannot read key ${name}: ${key.file} is empty`);
   return secret;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The child's user
+// ---------------------------------------------------------------------------------------------
+
+/** A user and group id. */
+export interface UserIds {
+  /** The user id. */
+  uid: number;
+  /** The (primary) group id. */
+  gid: number;
+}
+
+/**
+ * The ids of the policy's `childUser`: `UID:GID` as given, or a name looked up in `/etc/passwd`
+ * (with its primary group).
+ *
+ * @param policy The policy.
+ * @param passwd The text of `/etc/passwd` (default: read it).
+ * @returns The ids, or `null` when `childUser` is `null`.
+ * @throws {Error} When the name is not in `/etc/passwd` (or it cannot be read).
+ *
+ * @example
+ * ```ts
+ * import { childUserIds, parsePolicy } from "./policy.ts";
+ * const policy = parsePolicy('{"host":"a","childUser":"nobody"}', "/tmp/p.json");
+ * console.log(childUserIds(policy, "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"));
+ * // { uid: 65534, gid: 65534 }
+ * ```
+ */
+export function childUserIds(policy: Policy, passwd?: string): UserIds | null {
+  const spec = policy.childUser;
+  if (spec === null || spec === undefined) return null;
+  const numeric = /^([0-9]+):([0-9]+)$/.exec(spec);
+  if (numeric) return { uid: Number(numeric[1]), gid: Number(numeric[2]) };
+  let text = passwd;
+  if (text === undefined) {
+    try {
+      text = Deno.readTextFileSync("/etc/passwd");
+    } catch (e) {
+      throw new Error(`Cannot find childUser ${spec}: ${(e as Error).message}`);
+    }
+  }
+  for (const line of text.split("\n")) {
+    const f = line.split(":");
+    if (f[0] === spec && f.length >= 4) return { uid: Number(f[2]), gid: Number(f[3]) };
+  }
+  throw new Error(`Cannot find childUser ${spec}: no such user in /etc/passwd`);
+}
+
+/**
+ * Tells whether a user (with only its primary group) may read a path: search permission on every
+ * directory above it, read permission on it (and search, for a directory), from the mode bits
+ * (ACLs are not consulted).
+ *
+ * @param path An absolute path.
+ * @param ids The user.
+ * @returns `true` when readable; `false` when not, or when the path does not exist.
+ *
+ * @example
+ * ```ts
+ * import { readableBy } from "./policy.ts";
+ * console.log(readableBy("/", { uid: 65534, gid: 65534 })); // true
+ * ```
+ */
+export function readableBy(path: string, ids: UserIds): boolean {
+  const allows = (info: Deno.FileInfo, bit: number): boolean => {
+    const mode = info.mode ?? 0;
+    if (info.uid === ids.uid) return (mode & (bit << 6)) !== 0;
+    if (info.gid === ids.gid) return (mode & (bit << 3)) !== 0;
+    return (mode & bit) !== 0;
+  };
+  const parts = path.split("/").filter((p) => p !== "");
+  let dir = "";
+  try {
+    for (let i = 0; i < parts.length; i++) {
+      const info = Deno.statSync(dir === "" ? "/" : dir);
+      if (!allows(info, 1)) return false;
+      dir += "/" + parts[i];
+    }
+    const info = Deno.statSync(path);
+    return allows(info, 4) && (!info.isDirectory || allows(info, 1));
+  } catch {
+    return false;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -35,7 +35,15 @@ import { AuditLog, auditRequest, MAX_PRIVILEGED_BURST, PRIVILEGED_PER_SECOND } f
 import { fromWireError, PolicyDeniedError, ScriptError, TimeoutError } from "./errors.ts";
 import { assertScriptAccess } from "./module_graph.ts";
 import { createNetDriver, type NetDriver, runFixed } from "./netops.ts";
-import { checkArp, checkRelease, checkRun, checkTakeover, readKey } from "./policy.ts";
+import {
+  checkArp,
+  checkRelease,
+  checkRun,
+  checkTakeover,
+  childUserIds,
+  readKey,
+  type UserIds,
+} from "./policy.ts";
 import {
   checkDecl,
   CHILD_FLAG,
@@ -206,9 +214,11 @@ export function childCommand(
  * killed if the supervisor dies (`--pdeathsig`, so a script stuck in a loop is never orphaned),
  * can never gain privileges (`--no-new-privs`), and, when the supervisor is root, runs with no
  * Linux capability at all (empty bounding set): even a script escaping deno's permissions could
- * not change the network.
+ * not change the network. With `user` (the policy's `childUser`), the child runs as that user
+ * and group with no supplementary group, so files only root may read stay closed to it.
  *
- * @returns The argv prefix, or an empty list without `setpriv`.
+ * @param options `user`: the ids the child runs as (default: failsh's own).
+ * @returns The argv prefix, or an empty list without `setpriv` (and no `user`).
  *
  * @example
  * ```ts
@@ -216,7 +226,7 @@ export function childCommand(
  * console.log(confinementPrefix().join(" "));
  * ```
  */
-export function confinementPrefix(): string[] {
+export function confinementPrefix(options: { user?: UserIds | null } = {}): string[] {
   let setpriv: string | null = null;
   for (const candidate of ["/usr/bin/setpriv", "/bin/setpriv"]) {
     try {
@@ -228,8 +238,15 @@ export function confinementPrefix(): string[] {
       // try the next one
     }
   }
-  if (setpriv === null) return [];
+  const user = options.user ?? null;
+  if (setpriv === null) {
+    if (user === null) return [];
+    throw new Error(
+      `Cannot run the script as childUser ${user.uid}:${user.gid}: setpriv (util-linux) is not installed`,
+    );
+  }
   const argv = [setpriv, "--pdeathsig", "KILL", "--no-new-privs", "--inh-caps", "-all"];
+  if (user !== null) argv.push(`--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups");
   let root = false;
   try {
     root = Deno.uid() === 0;
@@ -679,7 +696,9 @@ class SandboxImpl implements Host {
     if (options.denoPath !== undefined) cmd.denoPath = options.denoPath;
     if (options.memoryMb !== undefined) cmd.memoryMb = options.memoryMb;
     this.argv = childCommand(script, policy, cmd);
-    this.confinement = options.confine === false ? [] : confinementPrefix();
+    this.confinement = options.confine === false
+      ? []
+      : confinementPrefix({ user: childUserIds(policy) });
     this.startTimeoutMs = options.startTimeoutMs ?? 20_000;
     this.trapTimeoutMs = options.trapTimeoutMs ?? 30_000;
     this.logger = options.logger ?? processLogger;

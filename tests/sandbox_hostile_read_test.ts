@@ -336,3 +336,60 @@ service("web", { masters: ["alpha"], slaves: ["beta"], interval: "1s", start: ()
     await Deno.remove(work, { recursive: true });
   }
 });
+
+const SKIP_NOT_ROOT = Deno.uid() === 0 && Deno.build.os === "linux"
+  ? ""
+  : " (skipped: switching the child's user needs root)";
+
+Deno.test({
+  name: `with childUser the child runs unprivileged: root's 0600 files stay unreadable${SKIP_NOT_ROOT}`,
+  ignore: SKIP_NOT_ROOT !== "",
+  fn: async () => {
+    // Defence in depth: even a read the policy allows (or a graph trick the check missed)
+    // cannot open a file only root may read.
+    const readable = await Deno.makeTempDir({ prefix: "failsh_readable_" });
+    await Deno.chmod(readable, 0o755);
+    await Deno.writeTextFile(`${readable}/public.txt`, "PUBLIC", { mode: 0o644 });
+    await Deno.writeTextFile(`${readable}/root-only.txt`, KEY, { mode: 0o600 });
+    const h = await makeHarness(
+      `${HEADER}${
+        serviceRunning(`
+        const pub = await Deno.readTextFile(${JSON.stringify(`${readable}/public.txt`)});
+        let secret;
+        try { secret = await Deno.readTextFile(${
+          JSON.stringify(`${readable}/root-only.txt`)
+        }); } catch (e) { secret = e.name; }
+        return pub + " " + secret;`)
+      }`,
+      { read: [readable], childUser: "65534:65534" },
+    );
+    try {
+      await t_start_fails_while_unreadable(h);
+      await Deno.chmod(h.dir, 0o755);
+      await Deno.chmod(`${h.dir}/failover.ts`, 0o644);
+      await h.sandbox.start();
+      assert(
+        h.sandbox.childCommand().some((a) => a === "--reuid=65534"),
+        h.sandbox.childCommand().join(" "),
+      );
+      assertEquals(await h.sandbox.invoke(call("web"), 20_000), "UP");
+      assertEquals(h.logs.map((l) => l.message), ["RESULT PUBLIC PermissionDenied"]);
+    } finally {
+      await h.close();
+      await Deno.remove(readable, { recursive: true });
+    }
+  },
+});
+
+/** A script only root may read cannot run as another user: start says so before any child. */
+async function t_start_fails_while_unreadable(h: Awaited<ReturnType<typeof makeHarness>>) {
+  await rejects(h.sandbox.start(), (e: Error) => {
+    assert(e instanceof ScriptError, e.message);
+    assertMatch(
+      e.message,
+      /failover\.ts is not readable by the child's user 65534:65534 \(childUser\)/,
+    );
+    return true;
+  });
+  assertEquals(h.sandbox.counters().children.started, 0);
+}
