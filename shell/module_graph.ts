@@ -131,6 +131,16 @@ function realPathOrNull(path: string): string | null {
   }
 }
 
+/** `inode:DEV:INO` of a file, or `null`. */
+function inodeOf(path: string): string | null {
+  try {
+    const info = Deno.statSync(path);
+    return info.ino === null ? null : `inode:${info.dev}:${info.ino}`;
+  } catch {
+    return null;
+  }
+}
+
 function isUnder(path: string, root: string): boolean {
   return root === "/" || path === root || path.startsWith(root + "/");
 }
@@ -352,6 +362,9 @@ export async function checkModuleGraph(
     forbidden.set(f.path, f.name);
     const real = realPathOrNull(f.path);
     if (real !== null) forbidden.set(real, f.name);
+    // A hard link to the key is the key under another name (and maybe a code extension).
+    const id = inodeOf(f.path);
+    if (id !== null) forbidden.set(id, f.name);
   }
   const modules = await denoInfo(script, options);
   const rootUrl = new URL(`file://${script}`).href;
@@ -397,7 +410,9 @@ export async function checkModuleGraph(
     const target = real ?? path;
     if (real !== null) files.push(real);
     const link = real !== null && real !== path ? `it is a link to ${real}, ` : "";
-    const key = forbidden.get(target) ?? forbidden.get(path);
+    const id = real === null ? null : inodeOf(real);
+    const key = forbidden.get(target) ?? forbidden.get(path) ??
+      (id === null ? undefined : forbidden.get(id));
     if (key !== undefined) {
       problem(
         "key",

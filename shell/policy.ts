@@ -839,7 +839,8 @@ function under(path: string, root: string): boolean {
  * path as written (after removing `.` and `..`) and the kernel then follows symlinks, so a link
  * inside a readable directory lets the script read its target. Refused: a link (to a file or a
  * directory, dangling or not) whose target is outside every `read` path (after resolving
- * symlinks) or is a key file, and a `read` path whose real location holds a key file.
+ * symlinks) or is a key file, a hard link to a key file, and a `read` path whose real location
+ * holds a key file.
  *
  * @param policy The policy (`read` and `keys`, absolute paths).
  * @param options `maxEntries` walked in all (default {@linkcode MAX_READ_ENTRIES}).
@@ -855,9 +856,17 @@ function under(path: string, root: string): boolean {
 export function checkReadPaths(policy: Policy, options: { maxEntries?: number } = {}): string[] {
   const maxEntries = options.maxEntries ?? MAX_READ_ENTRIES;
   const problems: string[] = [];
-  const keys: { name: string; file: string; real: string }[] = [];
+  const keys: { name: string; file: string; real: string; inode: string | null }[] = [];
+  const inodeOf = (path: string): string | null => {
+    try {
+      const info = Deno.statSync(path);
+      return info.ino === null ? null : `${info.dev}:${info.ino}`;
+    } catch {
+      return null;
+    }
+  };
   for (const [name, k] of Object.entries(policy.keys)) {
-    keys.push({ name, file: k.file, real: realOrNull(k.file) ?? k.file });
+    keys.push({ name, file: k.file, real: realOrNull(k.file) ?? k.file, inode: inodeOf(k.file) });
   }
   const roots = policy.read.map((r) => realOrNull(r));
   const inRoots = (p: string) => roots.some((r) => r !== null && under(p, r));
@@ -896,7 +905,19 @@ export function checkReadPaths(policy: Policy, options: { maxEntries?: number } 
           stack.push([path, pathShown]);
           continue;
         }
-        if (!e.isSymlink) continue;
+        if (!e.isSymlink) {
+          // A hard link to a key is the key under another name.
+          const inode = keys.length > 0 ? inodeOf(path) : null;
+          const key = inode === null ? undefined : keys.find((k) => k.inode === inode);
+          if (key) {
+            problems.push(
+              `read[${i}] ${read} holds ${pathShown}, a hard link to the secret of key ${
+                JSON.stringify(key.name)
+              } (${key.file})`,
+            );
+          }
+          continue;
+        }
         let target = realOrNull(path);
         if (target === null) {
           // Dangling: judge where it would lead once its target exists.

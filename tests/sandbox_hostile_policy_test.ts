@@ -131,6 +131,7 @@ Deno.test("a symlink in a readable directory cannot lead the script out of it", 
     name: string;
     link: (b: string) => [target: string, path: string];
     read?: (b: string) => string;
+    hard?: boolean;
     expected: RegExp;
   }[] = [
     {
@@ -152,6 +153,13 @@ Deno.test("a symlink in a readable directory cannot lead the script out of it", 
         /holds a symlink [^ ]*\/readable\/k to [^ ]*\/private\/cluster\.key, the secret of key "cluster"/,
     },
     {
+      name: "a hard link to the key file",
+      link: (b) => [`${b}/private/cluster.key`, `${b}/readable/sub/notes.txt`],
+      hard: true,
+      expected:
+        /holds [^ ]*\/readable\/sub\/notes\.txt, a hard link to the secret of key "cluster"/,
+    },
+    {
       name: "a read path that is itself a link to the key's directory",
       link: (b) => [`${b}/private`, `${b}/alias`],
       read: (b) => `${b}/alias`,
@@ -162,7 +170,8 @@ Deno.test("a symlink in a readable directory cannot lead the script out of it", 
     await t.step(c.name, async () => {
       const { base } = await readableWithSecret();
       const [target, path] = c.link(base);
-      await Deno.symlink(target, path);
+      if (c.hard) await Deno.link(target, path);
+      else await Deno.symlink(target, path);
       const readPath = c.read?.(base) ?? `${base}/readable`;
       const h = await makeHarness(
         probes(`

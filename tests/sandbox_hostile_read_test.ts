@@ -199,6 +199,15 @@ Deno.test("a script cannot read a file through the module graph", async (t) => {
         { prepare: (d) => Deno.symlink(`${dir}/cluster.key`, `${d}/helper.ts`) },
       );
     });
+    await t.step("a hard link to the key beside the script, named like code", async () => {
+      // deno would run the key as TypeScript: `cluster-key-…` throws a ReferenceError naming it.
+      await expectRefused(
+        `${HEADER}${serviceRunning(`return String(await import("./k.ts"));`)}`,
+        dir,
+        [/imports "\.\/k\.ts": the secret of key "cluster"/],
+        { prepare: (d) => Deno.link(`${dir}/cluster.key`, `${d}/k.ts`) },
+      );
+    });
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -342,7 +351,8 @@ const SKIP_NOT_ROOT = Deno.uid() === 0 && Deno.build.os === "linux"
   : " (skipped: switching the child's user needs root)";
 
 Deno.test({
-  name: `with childUser the child runs unprivileged: root's 0600 files stay unreadable${SKIP_NOT_ROOT}`,
+  name:
+    `with childUser the child runs unprivileged: root's 0600 files stay unreadable${SKIP_NOT_ROOT}`,
   ignore: SKIP_NOT_ROOT !== "",
   fn: async () => {
     // Defence in depth: even a read the policy allows (or a graph trick the check missed)
