@@ -125,11 +125,15 @@ Deno.test("a script cannot read a file through the module graph", async (t) => {
       await expectRefused(
         `${HEADER}${
           serviceRunning(
-            `await import("/etc/shadow", { with: { type: "text" } }); return (await import("SECRETS_DIR/shadow")).default;`,
+            `await import("/etc/shadow", { with: { type: "text" } }); await import("SECRETS_DIR/secret.json", { with: { type: "bytes" } }); return (await import("SECRETS_DIR/shadow")).default;`,
           )
         }`,
         dir,
-        [/imports "\/etc\/shadow" \(type "text"\)/, /imports "[^"]*\/shadow": .*outside/],
+        [
+          /imports "\/etc\/shadow" \(type "text"\)/,
+          /imports "[^"]*\/shadow": .*outside/,
+          /imports "[^"]*\/secret\.json" \(type "bytes"\)/,
+        ],
       );
     });
     await t.step("a computed import of a path written literally in dead code", async () => {
