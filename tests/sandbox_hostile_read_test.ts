@@ -407,3 +407,42 @@ async function t_start_fails_while_unreadable(h: Awaited<ReturnType<typeof makeH
   });
   assertEquals(h.sandbox.counters().children.started, 0);
 }
+
+Deno.test("failsh --check warns when others could change the script after the graph check", async () => {
+  const work = await Deno.makeTempDir({ prefix: "failsh_check_writable_" });
+  try {
+    await Deno.chmod(work, 0o777);
+    await Deno.writeTextFile(
+      `${work}/failover.ts`,
+      `${HEADER.replaceAll("MOD", MOD_URL)}
+service("web", { masters: ["alpha"], slaves: ["beta"], interval: "1s", start: () => "UP", stop: () => "FAIL" });
+`,
+    );
+    await Deno.writeTextFile(
+      `${work}/policy.json`,
+      JSON.stringify({ host: "alpha", netDriver: "simulated", monitor: null }),
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../shell/failsh.ts", import.meta.url).pathname,
+        "--check",
+        "--policy",
+        `${work}/policy.json`,
+        `${work}/failover.ts`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assertEquals(out.code, 1, text);
+    assertMatch(
+      text,
+      /^warning: [^ ]*failover\.ts: its directory [^ ]+ is writable by others than its owner: someone could change the code between failsh's check of the module graph and a child loading it$/m,
+    );
+  } finally {
+    await Deno.remove(work, { recursive: true });
+  }
+});
