@@ -4,6 +4,7 @@
  */
 import { createSandbox } from "../shell/sandbox.ts";
 import { parsePolicy } from "../shell/policy.ts";
+import { AuditLog } from "../shell/audit.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "failsh_bench_" });
 const mod = new URL("../mod.ts", import.meta.url).href;
@@ -31,6 +32,12 @@ const policy = parsePolicy(
   `${dir}/policy.json`,
 );
 const sandbox = createSandbox(`${dir}/failover.ts`, policy, {
+  // Thousands of takeovers a second: far beyond the privileged budget a real child gets.
+  audit: new AuditLog({
+    script: `${dir}/failover.ts`,
+    path: policy.audit,
+    budget: { burst: 1e9, perSecond: 1e9 },
+  }),
   onOutput: () => {},
   onLog: () => {},
 });

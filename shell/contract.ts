@@ -154,6 +154,11 @@ export interface Policy {
   net: string[];
   /** Files or directories the script may read. */
   read: string[];
+  /**
+   * The user the sandboxed child runs as (`"nobody"` or `"UID:GID"`), or `null` to keep failsh's
+   * (root without capabilities). Needs failsh to run as root and util-linux `setpriv`.
+   */
+  childUser: string | null;
   /** What failsh does with held addresses on SIGTERM. */
   onExit: "release" | "keep";
   /** Monitor port listen address (`127.0.0.1:1848`), or null to disable. */

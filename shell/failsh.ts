@@ -544,6 +544,25 @@ export async function checkFailsh(script: string, policyPath: string): Promise<C
       }
     }
   }
+  // The module graph is checked once, when the sandbox starts: code others may write could be
+  // changed between that check and a child loading it.
+  const scriptDir = dirname(scriptAbs);
+  const writable: [string, string][] = [
+    ["the script", scriptAbs],
+    [`its directory ${scriptDir}`, scriptDir],
+  ];
+  for (const [what, path] of writable) {
+    try {
+      if (((Deno.statSync(path).mode ?? 0) & 0o022) !== 0) {
+        warn(
+          scriptAbs,
+          `${what} is writable by others than its owner: someone could change the code between failsh's check of the module graph and a child loading it`,
+        );
+      }
+    } catch {
+      // missing: reported above
+    }
+  }
   if (decl && policy) {
     const self = decl.hosts.find((h) => h.name === policy!.host);
     if (!self) {

@@ -432,6 +432,9 @@ export class LinuxNetDriver implements NetDriver {
     };
     this.#held.set(key, entry);
     if (!v6 && options.arpCount > 0) {
+      // One burst per address: a takeover of an address still announcing replaces its burst, so
+      // a script repeating takeover in a loop cannot pile up arping processes.
+      this.quiet(address, device);
       // The first gratuitous ARP is what clients wait for: a one-packet arping started directly
       // (no setsid/setpriv, about 1.5 ms sooner on the wire; it ends by itself within a second),
       // the rest of the burst from an isolated arping as usual.

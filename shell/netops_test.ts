@@ -1,5 +1,5 @@
 import { deepEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert/strict";
-import { runFixed, SimulatedNetDriver } from "./netops.ts";
+import { LinuxNetDriver, runFixed, SimulatedNetDriver } from "./netops.ts";
 import { parseCidr } from "./policy.ts";
 import { AuditLog } from "./audit.ts";
 
@@ -89,6 +89,40 @@ Deno.test("the simulated driver records holdings and writes them atomically", as
       "sim-addr-del",
       "sim-addr-del",
     ]);
+    await net.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the linux driver runs one ARP burst per address: a new takeover replaces the running one", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // A stand-in arping that never ends by itself, and `ip` that always succeeds.
+    await Deno.writeTextFile(`${dir}/arping`, "#!/bin/sh\nexec sleep 30\n", { mode: 0o755 });
+    const lines: string[] = [];
+    const audit = new AuditLog({ script: "/s.ts", sink: (l) => lines.push(l) });
+    const net = new LinuxNetDriver({
+      audit,
+      ipPath: "/bin/true",
+      arpingPath: `${dir}/arping`,
+      onError: () => {},
+    });
+    const a = parseCidr("198.18.0.100/24")!;
+    const opts = { arpCount: 3, refreshMs: 0, service: "web" };
+    for (let i = 0; i < 5; i++) await net.takeover(a, "lo", opts);
+    // Let the replaced bursts end and be recorded.
+    const deadline = Date.now() + 5000;
+    const aborted = () =>
+      lines.map((l) => JSON.parse(l)).filter((r) =>
+        r.request.op === "arping" && r.verdict === "aborted"
+      );
+    while (aborted().length < 8 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assertEquals(aborted().length, 8, "four takeovers each replaced the two arpings before them");
+    assertEquals(net.quiet(a, "lo"), 2, "one burst (its direct first packet and the rest) runs");
+    await net.release(a, "lo");
     await net.close();
   } finally {
     await Deno.remove(dir, { recursive: true });

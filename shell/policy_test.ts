@@ -5,14 +5,17 @@ import {
   throws,
 } from "node:assert/strict";
 import {
+  checkArp,
   checkRelease,
   checkRun,
   checkTakeover,
+  childUserIds,
   cidrContains,
   parseCidr,
   parsePolicy,
   PolicyDeniedError,
   PolicyError,
+  readableBy,
 } from "./policy.ts";
 import { isValidName } from "../lib/types.ts";
 
@@ -324,5 +327,64 @@ Deno.test("every policy under samples/ is valid", async () => {
   for (const path of found) {
     const p = parsePolicy(await Deno.readTextFile(path), path);
     assert(isValidName(p.host), path);
+  }
+});
+
+Deno.test("checkArp() treats the policy's arp values as caps", async (t) => {
+  const p = policy({ arp: { count: 3, refreshMs: 5000 } });
+  await t.step("defaults and smaller values pass", () => {
+    assertEquals(checkArp(p, "198.18.0.1/24", {}), { arpCount: 3, refreshMs: 5000 });
+    assertEquals(checkArp(p, "198.18.0.1/24", { arpCount: 0, refreshMs: 0 }), {
+      arpCount: 0,
+      refreshMs: 0,
+    });
+    assertEquals(checkArp(p, "198.18.0.1/24", { refreshMs: 60_000 }).refreshMs, 60_000);
+  });
+  await t.step("more, faster or malformed is refused", () => {
+    throws(() => checkArp(p, "198.18.0.1/24", { arpCount: 4 }), PolicyDeniedError);
+    throws(() => checkArp(p, "198.18.0.1/24", { arpCount: 1.5 }), /an integer from 0 to 3/);
+    throws(() => checkArp(p, "198.18.0.1/24", { refreshMs: 4999 }), /more often than/);
+    throws(() => checkArp(p, "198.18.0.1/24", { refreshMs: 3_600_001 }), /up to 3600000/);
+    throws(() => checkArp(p, "198.18.0.1/24", { refreshMs: "1s" }), /got "1s"/);
+  });
+});
+
+Deno.test("parsePolicy() checks childUser; childUserIds() resolves it", () => {
+  assertEquals(policy().childUser, null);
+  assertEquals(childUserIds(policy({ childUser: "65534:65534" })), { uid: 65534, gid: 65534 });
+  assertEquals(
+    childUserIds(
+      policy({ childUser: "failsh" }),
+      "root:x:0:0::/root:/bin/sh\nfailsh:x:990:980::/:/x\n",
+    ),
+    { uid: 990, gid: 980 },
+  );
+  throws(() => childUserIds(policy({ childUser: "ghost" }), "root:x:0:0::/:/x\n"), /no such user/);
+  const p = problemsOf('{"host":"a","childUser":"root"}').join("\n");
+  assertMatch(p, /childUser "root" is root/);
+  assertMatch(problemsOf('{"host":"a","childUser":"0:0"}').join("\n"), /is root/);
+  assertMatch(
+    problemsOf('{"host":"a","childUser":"x y"}').join("\n"),
+    /childUser must be a user name like "nobody"/,
+  );
+});
+
+Deno.test("readableBy() follows the mode bits of the path and the directories above it", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.chmod(dir, 0o755);
+    await Deno.writeTextFile(`${dir}/open`, "x", { mode: 0o644 });
+    await Deno.writeTextFile(`${dir}/closed`, "x", { mode: 0o600 });
+    await Deno.mkdir(`${dir}/private`, { mode: 0o700 });
+    await Deno.writeTextFile(`${dir}/private/open`, "x", { mode: 0o644 });
+    const other = { uid: 65534, gid: 65534 };
+    assert(readableBy(`${dir}/open`, other));
+    assert(!readableBy(`${dir}/closed`, other));
+    assert(!readableBy(`${dir}/private/open`, other), "its directory is not searchable");
+    assert(!readableBy(`${dir}/missing`, other));
+    const owner = { uid: Deno.uid()!, gid: Deno.gid()! };
+    assert(readableBy(`${dir}/private/open`, owner));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -120,9 +120,9 @@ export interface PollResult {
 export interface TakeoverOptions {
   /** The network device, e.g. `eth0` (must be listed for the address in the policy). */
   device: string;
-  /** Gratuitous ARP packets sent after taking an IPv4 address (default: the policy's). */
+  /** Gratuitous ARP packets sent after taking an IPv4 address (default and most: the policy's). */
   arpCount?: number;
-  /** Period of a one-packet ARP refresh while held, ms (default: the policy's; 0 = none). */
+  /** Period of a one-packet ARP refresh while held, ms (default and shortest: the policy's; 0 = none). */
   refreshMs?: number;
 }
 

@@ -31,10 +31,19 @@ import type { HeldAddress, ServiceState } from "../lib/types.ts";
 import { isServiceState, MAX_DETAIL_LENGTH } from "../lib/types.ts";
 import { type Logger, logger as processLogger } from "../lib/log.ts";
 import { FaildClient } from "../lib/client.ts";
-import { AuditLog } from "./audit.ts";
+import { AuditLog, auditRequest, MAX_PRIVILEGED_BURST, PRIVILEGED_PER_SECOND } from "./audit.ts";
 import { fromWireError, PolicyDeniedError, ScriptError, TimeoutError } from "./errors.ts";
+import { assertScriptAccess } from "./module_graph.ts";
 import { createNetDriver, type NetDriver, runFixed } from "./netops.ts";
-import { checkRelease, checkRun, checkTakeover, readKey } from "./policy.ts";
+import {
+  checkArp,
+  checkRelease,
+  checkRun,
+  checkTakeover,
+  childUserIds,
+  readKey,
+  type UserIds,
+} from "./policy.ts";
 import {
   checkDecl,
   CHILD_FLAG,
@@ -205,9 +214,11 @@ export function childCommand(
  * killed if the supervisor dies (`--pdeathsig`, so a script stuck in a loop is never orphaned),
  * can never gain privileges (`--no-new-privs`), and, when the supervisor is root, runs with no
  * Linux capability at all (empty bounding set): even a script escaping deno's permissions could
- * not change the network.
+ * not change the network. With `user` (the policy's `childUser`), the child runs as that user
+ * and group with no supplementary group, so files only root may read stay closed to it.
  *
- * @returns The argv prefix, or an empty list without `setpriv`.
+ * @param options `user`: the ids the child runs as (default: failsh's own).
+ * @returns The argv prefix, or an empty list without `setpriv` (and no `user`).
  *
  * @example
  * ```ts
@@ -215,7 +226,7 @@ export function childCommand(
  * console.log(confinementPrefix().join(" "));
  * ```
  */
-export function confinementPrefix(): string[] {
+export function confinementPrefix(options: { user?: UserIds | null } = {}): string[] {
   let setpriv: string | null = null;
   for (const candidate of ["/usr/bin/setpriv", "/bin/setpriv"]) {
     try {
@@ -227,8 +238,15 @@ export function confinementPrefix(): string[] {
       // try the next one
     }
   }
-  if (setpriv === null) return [];
+  const user = options.user ?? null;
+  if (setpriv === null) {
+    if (user === null) return [];
+    throw new Error(
+      `Cannot run the script as childUser ${user.uid}:${user.gid}: setpriv (util-linux) is not installed`,
+    );
+  }
   const argv = [setpriv, "--pdeathsig", "KILL", "--no-new-privs", "--inh-caps", "-all"];
+  if (user !== null) argv.push(`--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups");
   let root = false;
   try {
     root = Deno.uid() === 0;
@@ -678,7 +696,9 @@ class SandboxImpl implements Host {
     if (options.denoPath !== undefined) cmd.denoPath = options.denoPath;
     if (options.memoryMb !== undefined) cmd.memoryMb = options.memoryMb;
     this.argv = childCommand(script, policy, cmd);
-    this.confinement = options.confine === false ? [] : confinementPrefix();
+    this.confinement = options.confine === false
+      ? []
+      : confinementPrefix({ user: childUserIds(policy) });
     this.startTimeoutMs = options.startTimeoutMs ?? 20_000;
     this.trapTimeoutMs = options.trapTimeoutMs ?? 30_000;
     this.logger = options.logger ?? processLogger;
@@ -711,6 +731,15 @@ class SandboxImpl implements Host {
   async start(): Promise<ScriptDecl> {
     if (this.#closed) throw new Error("Cannot start the sandbox: it is closed");
     if (this.#decl !== null) return this.#decl;
+    // deno loads the module graph without the read permission, and follows symlinks in the read
+    // paths: check both before any child runs.
+    await assertScriptAccess(this.#script, this.policy, {
+      audit: this.audit,
+      denoPath: this.argv[0] as string,
+      prefix: this.confinement,
+      env: childEnv(),
+      timeoutMs: this.startTimeoutMs,
+    });
     const main = new ScriptChild("main", this);
     this.#main = main;
     const decl = await main.start();
@@ -831,10 +860,13 @@ class SandboxImpl implements Host {
         error: { name: error.name, message: error.message.slice(0, 2000) },
       });
     };
-    const request = { op, ...args };
+    // Only the request's known fields, under its real op: a script's extra fields cannot
+    // rewrite its record.
+    const request = auditRequest(op, args);
     const refuse = (e: PolicyDeniedError) => {
       if (counters) counters.refused++;
-      this.audit.write(service, request, "refused", e.message);
+      // Rate limited per child: a flood of refusals is summarised.
+      this.audit.refused(child.label, service, request, e.message);
       fail(e);
     };
     if (child.inflight >= MAX_INFLIGHT_REQUESTS) {
@@ -848,7 +880,7 @@ class SandboxImpl implements Host {
     const signal = inv
       ? AbortSignal.any([inv.abort.signal, this.#closing.signal])
       : this.#closing.signal;
-    const performed = this.#perform(op, args, service, signal).finally(() => {
+    const performed = this.#perform(op, args, service, signal, child.label).finally(() => {
       child.inflight--;
     });
     this.#requests.add(performed);
@@ -875,41 +907,29 @@ class SandboxImpl implements Host {
     args: Record<string, unknown>,
     service: string | null,
     signal: AbortSignal | null,
+    source: string,
   ): Promise<{ value: unknown; audit: string | null }> {
+    // The record of a privileged action is written before it runs, or the action is refused.
+    const allow = (verb: string, target: string, reason: string) =>
+      this.#allow(source, service, auditRequest(op, args), { verb, target }, reason);
     switch (op) {
       case "takeover": {
         const allowed = checkTakeover(this.policy, args.address as string, args.device as string);
-        const arpCount = args.arpCount ?? this.policy.arp.count;
-        const refreshMs = args.refreshMs ?? this.policy.arp.refreshMs;
-        if (!Number.isInteger(arpCount) || (arpCount as number) < 0 || (arpCount as number) > 100) {
-          throw new PolicyDeniedError(
-            `Cannot take over ${allowed.cidr.text}: arpCount must be an integer from 0 to 100`,
-          );
-        }
-        const r = refreshMs as number;
-        if (!Number.isInteger(r) || (r !== 0 && (r < 1000 || r > 3_600_000))) {
-          throw new PolicyDeniedError(
-            `Cannot take over ${allowed.cidr.text}: refreshMs must be 0 or from 1000 to 3600000`,
-          );
-        }
-        this.audit.write(service, { op, ...args }, "allowed", `within ${allowed.rule.prefix}`);
-        await this.net.takeover(allowed.cidr, allowed.device, {
-          arpCount: arpCount as number,
-          refreshMs: r,
-          service,
-        });
+        const arp = checkArp(this.policy, allowed.cidr.text, args);
+        allow("take over", allowed.cidr.text, `within ${allowed.rule.prefix}`);
+        await this.net.takeover(allowed.cidr, allowed.device, { ...arp, service });
         return { value: null, audit: `${allowed.cidr.text} is on ${allowed.device}` };
       }
       case "release": {
         const allowed = checkRelease(this.policy, args.address as string, args.device as string);
-        this.audit.write(service, { op, ...args }, "allowed", `within ${allowed.rule.prefix}`);
+        allow("release", allowed.cidr.text, `within ${allowed.rule.prefix}`);
         await this.net.release(allowed.cidr, allowed.device);
         return { value: null, audit: `${allowed.cidr.text} is off ${allowed.device}` };
       }
       case "run": {
         const timeout = args.timeoutMs === undefined ? {} : { timeoutMs: args.timeoutMs as number };
         const allowed = checkRun(this.policy, args.argv as string[], timeout);
-        this.audit.write(service, { op, ...args }, "allowed", `program ${allowed.path}`);
+        allow("run", allowed.path, `program ${allowed.path}`);
         const r = await runFixed(allowed.path, allowed.args, {
           timeoutMs: allowed.timeoutMs,
           ...(signal ? { signal } : {}),
@@ -961,12 +981,42 @@ class SandboxImpl implements Host {
             `Cannot set state of ${service}: ${JSON.stringify(state)} is not UP, RECOVER or FAIL`,
           );
         }
+        allow("set state of", service, `${service} to ${state}`);
         if (this.#options.setState) await this.#options.setState(service, state, detail);
         else await this.#faildClient().then((c) => c.set(service, state, { detail }));
         return { value: null, audit: `${service} is ${state}` };
       }
       default:
         throw new TypeError(`Unknown request ${JSON.stringify(op)}`);
+    }
+  }
+
+  /**
+   * Takes the action from the child's privileged budget and writes its `allowed` record; throws
+   * a PolicyDeniedError (the action must not run) when either fails.
+   */
+  #allow(
+    source: string,
+    service: string | null,
+    request: Record<string, unknown>,
+    { verb, target }: { verb: string; target: string },
+    reason: string,
+  ): void {
+    if (!this.audit.admit(source)) {
+      throw new PolicyDeniedError(
+        `Cannot ${
+          verb.replace(/ of$/, "")
+        }: the script made more than ${MAX_PRIVILEGED_BURST} privileged requests (at most ${PRIVILEGED_PER_SECOND} a second); the audit log keeps a record of each, so the rest are refused`,
+      );
+    }
+    try {
+      this.audit.writeOrThrow(service, request, "allowed", reason);
+    } catch (e) {
+      throw new PolicyDeniedError(
+        `Cannot ${verb} ${target}: ${
+          (e as Error).message
+        }, and no privileged action runs without its record`,
+      );
     }
   }
 
