@@ -46,6 +46,7 @@
 import type { HostDecl, ScriptDecl, ServiceDecl } from "./shell/contract.ts";
 import {
   CHILD_FLAG,
+  confineChild,
   type HostOptions,
   ScriptRegistry,
   sendToSupervisor,
@@ -136,6 +137,7 @@ function describeError(error: unknown): string {
 }
 
 if (isChild()) {
+  confineChild();
   // While the script loads, an uncaught error is reported to the supervisor as the reason it
   // failed (deno then exits). After that, an error a handler left unhandled is logged and the
   // child keeps serving: one sloppy handler must not take the other services' child down.

@@ -753,6 +753,37 @@ function stdio(): ChildIo {
   };
 }
 
+/** Message of the error `new Worker()` throws in the sandboxed child. */
+export const NO_WORKER_MESSAGE =
+  "Cannot start a Worker: a failover script runs in one thread (see docs/sandbox.md)";
+
+/**
+ * Confines the child's JavaScript before the script's own code runs (`mod.ts` calls it in the
+ * sandboxed child): `new Worker()` throws a clear `TypeError`. This is a courtesy, not the
+ * bound: `node:worker_threads` reaches the runtime another way, and it is the child's
+ * `RLIMIT_DATA` (no room for a second V8 code range) that stops every Worker.
+ *
+ * @example
+ * ```ts ignore
+ * import { confineChild } from "./runtime.ts";
+ * confineChild();
+ * new Worker("data:text/javascript,"); // TypeError: Cannot start a Worker: …
+ * ```
+ */
+export function confineChild(): void {
+  class Worker {
+    constructor() {
+      throw new TypeError(NO_WORKER_MESSAGE);
+    }
+  }
+  Object.defineProperty(globalThis, "Worker", {
+    value: Worker,
+    writable: false,
+    configurable: false,
+    enumerable: false,
+  });
+}
+
 /**
  * Serves the supervisor: sends the declarations, then runs handlers and traps on request until
  * the supervisor closes stdin. Used by `mod.ts` in the sandboxed child.
@@ -862,7 +893,9 @@ export async function serveChild(registry: ScriptRegistry, io: ChildIo = stdio()
     const errors: WireError[] = [];
     for (const fn of registry.traps()) {
       try {
-        await fn(event, trapContext(null));
+        // The trap event's id names the requests it makes: the supervisor refuses requests
+        // that belong to no running handler or trap.
+        await fn(event, trapContext(id));
       } catch (e) {
         errors.push(toWireError(e));
       }

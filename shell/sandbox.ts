@@ -14,8 +14,10 @@
  *
  * A handler that does not answer in time gets its child killed (a `while (true) {}` loop
  * cannot be interrupted any other way) and the next call starts a fresh child, which must
- * declare exactly what the first one did. By default each service has its own child, so a
- * runaway handler of one service never stalls the handlers of another.
+ * declare exactly what the first one did. The services share a few children (4 by default),
+ * a service whose handler timed out gets a child of its own, and the other handlers its kill
+ * interrupted run again once. Every queue between the supervisor and a child is bounded, and
+ * each child runs under OS limits (`./limits.ts`). See `docs/sandbox.md`.
  *
  * @module
  */
@@ -45,6 +47,13 @@ import {
   type UserIds,
 } from "./policy.ts";
 import {
+  ChildCgroups,
+  type ChildLimits,
+  childLimits,
+  limitPrefix,
+  readProcStat,
+} from "./limits.ts";
+import {
   checkDecl,
   CHILD_FLAG,
   type ChildMessage,
@@ -66,8 +75,44 @@ export const MAX_OUTPUT_LINES_PER_SECOND = 100;
 /** Most privileged requests one child may have in progress at once (more are refused). */
 export const MAX_INFLIGHT_REQUESTS = 32;
 
-/** Most bytes queued towards a child that does not read (traps are dropped beyond). */
-const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
+/**
+ * Most bytes queued towards one child (replies, invocations) while it does not read: a child
+ * over it is killed and restarted at its next handler. Traps are dropped beyond a quarter.
+ */
+export const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+
+/** Most privileged requests one child may send in one second (a child over it is killed). */
+export const MAX_REQUESTS_PER_SECOND = 1000;
+
+/** Most messages of any kind one child may send in one second (a child over it is killed). */
+export const MAX_MESSAGES_PER_SECOND = 5000;
+
+/** Most bytes one child may write (stdout and stderr) in one second (a child over it is killed). */
+export const MAX_INPUT_BYTES_PER_SECOND = 16 * 1024 * 1024;
+
+/** Trap errors logged per event; the others are counted and summed up in one line. */
+export const MAX_TRAP_ERRORS_LOGGED = 5;
+
+/** Default number of children running the services' handlers (plus the main one for traps). */
+export const DEFAULT_CHILDREN = 4;
+
+/** Most services moved to a child of their own after a handler of theirs timed out. */
+export const MAX_OWN_CHILDREN = 4;
+
+/**
+ * A child running, or waiting to run, this share of the time while none of its handlers or
+ * traps runs…
+ */
+export const IDLE_CPU_SHARE = 0.5;
+
+/** …for this long is killed, ms. */
+export const IDLE_BURN_MS = 2000;
+
+/** Most threads of one child (one runs 7; a Worker adds more). */
+export const MAX_CHILD_THREADS = 32;
+
+/** How often each child's CPU time and threads are sampled, ms. */
+const WATCH_MS = 500;
 
 const REQUEST_OPS: RequestOp[] = ["poll", "takeover", "release", "run", "setState"];
 
@@ -102,16 +147,29 @@ export interface SandboxOptions {
    * no new privileges, no capabilities when root).
    */
   confine?: boolean;
-  /** One child per service (default `true`); `false` runs every handler in one child. */
-  perService?: boolean;
-  /** Start the service children in `start()` rather than at their first handler (default true). */
+  /**
+   * Children running the services' handlers (default {@linkcode DEFAULT_CHILDREN}); the
+   * services are spread over them in declaration order, and a service whose handler timed out
+   * gets a child of its own (at most {@linkcode MAX_OWN_CHILDREN}). `1` runs every handler in
+   * one child; traps always run in the main child.
+   */
+  children?: number;
+  /** Start the services' children in `start()` rather than at their first handler (default true). */
   prespawn?: boolean;
   /** Time the script has to load and declare itself, ms (default 20000). */
   startTimeoutMs?: number;
   /** Time the traps have to handle one event, ms (default 30000). */
   trapTimeoutMs?: number;
-  /** V8 heap limit of each child, MiB (default 256). */
+  /**
+   * V8 heap limit of each child, MiB (default 256); the OS limits follow from it
+   * (`childLimits()` in `shell/limits.ts`).
+   */
   memoryMb?: number;
+  /**
+   * Apply the OS limits (default `true`): `prlimit`, `nice`, and cgroup v2 when failsh's cgroup
+   * is delegated to it.
+   */
+  limits?: boolean;
   /** The deno executable (default `Deno.execPath()`). */
   denoPath?: string;
 }
@@ -126,16 +184,31 @@ export interface RequestCounters {
   failed: number;
 }
 
+/** The bounds a child can be killed for passing. */
+export type BoundKind =
+  | "requests"
+  | "messages"
+  | "bytes"
+  | "queue"
+  | "cpu"
+  | "threads"
+  | "protocol";
+
 /** What the sandbox counted since it was created (for metrics). */
 export interface SandboxCounters {
   /** Privileged requests by kind. */
   requests: Record<RequestOp, RequestCounters>;
-  /** Handler invocations: returned a state, threw (or the child died), timed out. */
-  handlers: { ok: number; errors: number; timeouts: number };
+  /**
+   * Handler invocations: returned a state, threw (or the child died), timed out, and run again
+   * because another handler's timeout killed their child.
+   */
+  handlers: { ok: number; errors: number; timeouts: number; retried: number };
   /** Trap events: delivered, traps that threw, timed out, dropped (child not reading). */
   traps: { delivered: number; errors: number; timeouts: number; dropped: number };
   /** Children started and children that ended (killed or exited). */
   children: { started: number; ended: number };
+  /** Children killed for passing a bound, by bound. */
+  bounds: Record<BoundKind, number>;
   /** Script output lines logged and dropped (rate or length bound). */
   output: { lines: number; dropped: number };
 }
@@ -280,10 +353,25 @@ interface Invocation {
   abort: AbortController;
 }
 
+/**
+ * A handler interrupted because another handler's timeout killed the child they shared: it did
+ * nothing wrong, so the sandbox runs it again (once) in the restarted child.
+ */
+class CollateralError extends ScriptError {}
+
+const MiB = 1024 * 1024;
+
+/** Names each child's cgroup uniquely in this process. */
+let childSerial = 0;
+
 /** What a child needs from its sandbox. */
 interface Host {
   readonly argv: string[];
   readonly confinement: string[];
+  /** `prlimit` / `nice` prefix (empty when limits are off). */
+  readonly limitArgv: string[];
+  readonly limits: ChildLimits;
+  readonly cgroups: ChildCgroups | null;
   readonly startTimeoutMs: number;
   readonly trapTimeoutMs: number;
   readonly counters: SandboxCounters;
@@ -291,6 +379,25 @@ interface Host {
   output(line: string, stream: "stdout" | "stderr", child: string): void;
   request(child: ScriptChild, msg: Extract<ChildMessage, { t: "req" }>): void;
   log(msg: Extract<ChildMessage, { t: "log" }>, service: string | null): void;
+  /** A handler of `service` timed out in `child` (which is killed right after). */
+  handlerTimedOut(child: ScriptChild, call: HandlerInvocation): void;
+}
+
+function describeWireError(e: unknown): string {
+  if (typeof e !== "object" || e === null) return String(e).slice(0, 500);
+  const { name, message } = e as { name?: unknown; message?: unknown };
+  return `${String(name).slice(0, 100)}: ${String(message).slice(0, 500)}`;
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  if (chunks.length === 1) return chunks[0] as Uint8Array;
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return out;
 }
 
 /** One sandboxed child process running the script. */
@@ -299,12 +406,15 @@ class ScriptChild {
   #host: Host;
   #process: Deno.ChildProcess | null = null;
   #writer: WritableStreamDefaultWriter<Uint8Array> | null = null;
+  /** Bytes waiting to be written to the child, in order; one write at a time drains them. */
+  #outbox: Uint8Array[] = [];
   #queued = 0;
-  #chain: Promise<void> = Promise.resolve();
+  #pumping: Promise<void> | null = null;
   #state: "new" | "starting" | "ready" | "dead" = "new";
   #declared: Promise<ScriptDecl> | null = null;
   #onDecl: ((d: ScriptDecl) => void) | null = null;
   #onFatal: ((e: Error) => void) | null = null;
+  #declaredTraps = 0;
   #invocations = new Map<number, Invocation>();
   #traps = new Map<number, ReturnType<typeof setTimeout>>();
   #nextId = 1;
@@ -312,7 +422,16 @@ class ScriptChild {
   #exited: Promise<Deno.CommandStatus> | null = null;
   #deathReason: string | null = null;
   #outputWindow = { start: 0, count: 0, dropped: 0 };
+  /** What the child sent in the current second: requests, messages, bytes. */
+  #inputWindow = { start: 0, requests: 0, messages: 0, bytes: 0 };
   #lastErrors: string[] = [];
+  #cgroup: string | null = null;
+  #watch: ReturnType<typeof setInterval> | null = null;
+  #sampling = false;
+  #lastCpu: { at: number; cpuMs: number; runnableMs: number | null } | null = null;
+  /** Whether a handler or trap ran at some point since the last sample. */
+  #busy = false;
+  #burn = { ms: 0, wantedMs: 0 };
 
   constructor(label: string, host: Host) {
     this.label = label;
@@ -328,7 +447,12 @@ class ScriptChild {
 
   /** The invocation a request belongs to, if it is one of this child's running handlers. */
   invocation(id: number | null): Invocation | undefined {
-    return id === null ? undefined : this.#invocations.get(id);
+    return typeof id === "number" ? this.#invocations.get(id) : undefined;
+  }
+
+  /** Whether `id` is a trap event this child is handling now. */
+  trapRunning(id: number | null): boolean {
+    return typeof id === "number" && this.#traps.has(id);
   }
 
   start(): Promise<ScriptDecl> {
@@ -340,7 +464,25 @@ class ScriptChild {
     });
     // Avoid an unhandled rejection when nobody awaits a failed restart.
     this.#declared.catch(() => {});
-    const [cmd, ...args] = [...this.#host.confinement, ...this.#host.argv];
+    let wrapper: string[] = [];
+    const cgroups = this.#host.cgroups;
+    if (cgroups) {
+      try {
+        this.#cgroup = cgroups.create(`${this.label}-${++childSerial}`, this.#host.limits);
+        wrapper = cgroups.wrapper(this.#cgroup);
+      } catch (e) {
+        this.#host.logger.warn("sandbox", "Cannot create the child's cgroup: prlimit only", {
+          child: this.label,
+          error: (e as Error).message,
+        });
+      }
+    }
+    const [cmd, ...args] = [
+      ...wrapper,
+      ...this.#host.limitArgv,
+      ...this.#host.confinement,
+      ...this.#host.argv,
+    ];
     try {
       this.#process = new Deno.Command(cmd as string, {
         args,
@@ -352,6 +494,7 @@ class ScriptChild {
       }).spawn();
     } catch (e) {
       this.#state = "dead";
+      this.#removeCgroup();
       this.#onFatal?.(new ScriptError(`Cannot start the script: ${(e as Error).message}`));
       return this.#declared;
     }
@@ -365,6 +508,7 @@ class ScriptChild {
       await this.#onExit(status);
       return status;
     });
+    this.#watch = setInterval(() => this.#sample(), WATCH_MS);
     const timer = setTimeout(() => {
       if (this.#state === "starting") {
         this.kill(
@@ -376,15 +520,55 @@ class ScriptChild {
     return this.#declared;
   }
 
+  /**
+   * Counts what the child sent in the current second; kills it over a bound.
+   *
+   * @returns Whether the child is still alive.
+   */
+  #account(bytes: number, message: "req" | "other" | null): boolean {
+    const now = Date.now();
+    const w = this.#inputWindow;
+    if (now - w.start >= 1000) {
+      w.start = now;
+      w.requests = 0;
+      w.messages = 0;
+      w.bytes = 0;
+    }
+    w.bytes += bytes;
+    if (message !== null) w.messages++;
+    if (message === "req") w.requests++;
+    if (w.requests > MAX_REQUESTS_PER_SECOND) {
+      this.#killFor(
+        "requests",
+        `it sent more than ${MAX_REQUESTS_PER_SECOND} requests in one second`,
+      );
+    } else if (w.messages > MAX_MESSAGES_PER_SECOND) {
+      this.#killFor(
+        "messages",
+        `it sent more than ${MAX_MESSAGES_PER_SECOND} messages in one second`,
+      );
+    } else if (w.bytes > MAX_INPUT_BYTES_PER_SECOND) {
+      this.#killFor(
+        "bytes",
+        `it wrote more than ${MAX_INPUT_BYTES_PER_SECOND / MiB} MiB in one second`,
+      );
+    }
+    return this.alive;
+  }
+
   async #readStdout(stream: ReadableStream<Uint8Array>): Promise<void> {
     for await (
       const line of readLines(stream, MAX_RPC_LINE, (n) => {
-        this.#host.output(`[line of ${n} characters dropped]`, "stdout", this.label);
+        if (this.#account(n, null)) {
+          this.#host.output(`[line of ${n} characters dropped]`, "stdout", this.label);
+        }
       })
     ) {
+      // A dead child's remaining lines are read (so that it never blocks) but not handled.
+      if (!this.alive) continue;
       const at = line.indexOf(RPC_MAGIC);
       if (at < 0) {
-        this.#output(line, "stdout");
+        if (this.#account(line.length + 1, null)) this.#output(line, "stdout");
         continue;
       }
       if (at > 0) this.#output(line.slice(0, at), "stdout");
@@ -392,20 +576,30 @@ class ScriptChild {
       try {
         msg = JSON.parse(line.slice(at + RPC_MAGIC.length));
       } catch {
-        this.#output(line.slice(at + RPC_MAGIC.length), "stdout");
+        if (this.#account(line.length + 1, null)) {
+          this.#output(line.slice(at + RPC_MAGIC.length), "stdout");
+        }
         continue;
       }
+      const kind = typeof msg === "object" && msg !== null && msg.t === "req" ? "req" : "other";
+      if (!this.#account(line.length + 1, kind)) continue;
       try {
         this.#handle(msg);
       } catch (e) {
         // Only a child writing malformed messages gets here.
-        this.kill(`it broke the sandbox protocol: ${(e as Error).message}`);
+        this.#killFor("protocol", `it broke the sandbox protocol: ${(e as Error).message}`);
       }
     }
   }
 
   async #readStderr(stream: ReadableStream<Uint8Array>): Promise<void> {
-    for await (const line of readLines(stream, 64 * 1024)) {
+    for await (
+      const line of readLines(stream, 64 * 1024, (n) => {
+        this.#account(n, null);
+      })
+    ) {
+      // Counted against the bounds; still kept below, since they say why a child died.
+      this.#account(line.length + 1, null);
       // Keep the last lines (deno's own load errors) to explain a failed start.
       // deno-lint-ignore no-control-regex
       const clean = line.replace(/\x1b\[[0-9;]*m/g, "").trim();
@@ -447,7 +641,54 @@ class ScriptChild {
     );
   }
 
+  /**
+   * Samples the child's CPU time and threads: a child running too many threads, or burning CPU
+   * while none of its handlers or traps runs (a loop started from a timer), is killed.
+   */
+  async #sample(): Promise<void> {
+    if (this.#state !== "ready" || this.#sampling || this.#process === null) return;
+    this.#sampling = true;
+    const at = performance.now();
+    const stat = await readProcStat(this.#process.pid);
+    this.#sampling = false;
+    if (stat === null || this.#state !== "ready") return;
+    if (stat.threads > MAX_CHILD_THREADS) {
+      this.#killFor(
+        "threads",
+        `it ran ${stat.threads} threads (at most ${MAX_CHILD_THREADS}): a failover script may not start Workers`,
+      );
+      return;
+    }
+    const busy = this.#busy || this.#invocations.size > 0 || this.#traps.size > 0;
+    this.#busy = false;
+    const last = this.#lastCpu;
+    this.#lastCpu = { at, cpuMs: stat.cpuMs, runnableMs: stat.runnableMs };
+    if (last === null) return;
+    const elapsed = at - last.at;
+    // The CPU it got, or (not shrinking when the machine is busy) the time it wanted one.
+    const used = stat.cpuMs - last.cpuMs;
+    const wanted = stat.runnableMs !== null && last.runnableMs !== null
+      ? stat.runnableMs - last.runnableMs
+      : 0;
+    if (busy || Math.max(used, wanted) < IDLE_CPU_SHARE * elapsed) {
+      this.#burn = { ms: 0, wantedMs: 0 };
+      return;
+    }
+    this.#burn.ms += elapsed;
+    this.#burn.wantedMs += Math.max(used, wanted);
+    if (this.#burn.ms >= IDLE_BURN_MS) {
+      const share = Math.min(100, Math.round((100 * this.#burn.wantedMs) / this.#burn.ms));
+      this.#killFor(
+        "cpu",
+        `it kept a CPU busy ${share}% of the time for ${
+          Math.round(this.#burn.ms / 1000)
+        } s while no handler or trap ran`,
+      );
+    }
+  }
+
   #handle(msg: ChildMessage): void {
+    if (typeof msg !== "object" || msg === null) throw new TypeError("a message is not an object");
     switch (msg.t) {
       case "decl": {
         if (this.#state !== "starting") return;
@@ -460,6 +701,7 @@ class ScriptChild {
           return;
         }
         this.#state = "ready";
+        this.#declaredTraps = decl.traps;
         this.#onDecl?.(decl);
         return;
       }
@@ -467,7 +709,7 @@ class ScriptChild {
         this.#onFatal?.(
           new ScriptError(
             `Invalid failover script:\n  - ${
-              (Array.isArray(msg.problems) ? msg.problems : [String(msg.problems)])
+              (Array.isArray(msg.problems) ? msg.problems.slice(0, 100) : [String(msg.problems)])
                 .map((p) => String(p).slice(0, 2000)).join("\n  - ")
             }`,
           ),
@@ -507,32 +749,89 @@ class ScriptChild {
       case "trapdone": {
         const timer = this.#traps.get(msg.id);
         if (timer === undefined) return;
+        const errors: unknown = msg.errors ?? [];
+        if (!Array.isArray(errors)) throw new TypeError("trapdone without a list of errors");
+        // Each trap fails at most once per event: more errors than traps is a forgery.
+        if (errors.length > this.#declaredTraps) {
+          throw new TypeError(
+            `trapdone reports ${errors.length} errors for ${this.#declaredTraps} traps`,
+          );
+        }
         clearTimeout(timer);
         this.#traps.delete(msg.id);
-        if (Array.isArray(msg.errors) && msg.errors.length > 0) {
-          this.#host.counters.traps.errors += msg.errors.length;
-          for (const e of msg.errors) {
-            this.#host.logger.warn("sandbox", "trap failed", { error: `${e.name}: ${e.message}` });
+        if (errors.length > 0) {
+          this.#host.counters.traps.errors += errors.length;
+          for (const e of errors.slice(0, MAX_TRAP_ERRORS_LOGGED)) {
+            this.#host.logger.warn("sandbox", "trap failed", { error: describeWireError(e) });
+          }
+          if (errors.length > MAX_TRAP_ERRORS_LOGGED) {
+            this.#host.logger.warn("sandbox", "traps failed", {
+              more: errors.length - MAX_TRAP_ERRORS_LOGGED,
+            });
           }
         }
         return;
       }
+      default:
+        throw new TypeError(
+          `unknown message ${String(JSON.stringify((msg as { t: unknown }).t)).slice(0, 64)}`,
+        );
     }
   }
 
+  /**
+   * Queues a message for the child. Never waits: one write at a time drains the queue, so a
+   * child that stops reading costs the supervisor memory up to {@linkcode MAX_QUEUED_BYTES},
+   * then the child is killed.
+   *
+   * @param msg The message.
+   * @param droppable Drop it (return `false`) rather than kill the child when the queue is
+   *   a quarter full (trap events).
+   * @returns Whether the message was queued.
+   */
   send(msg: SupervisorMessage, droppable = false): boolean {
     if (!this.alive || this.#writer === null) return false;
     const data = new TextEncoder().encode(JSON.stringify(msg) + "\n");
-    if (droppable && this.#queued + data.length > MAX_QUEUED_BYTES) return false;
+    if (this.#queued + data.length > (droppable ? MAX_QUEUED_BYTES / 4 : MAX_QUEUED_BYTES)) {
+      if (droppable) return false;
+      this.#killFor(
+        "queue",
+        `it did not read its replies (more than ${MAX_QUEUED_BYTES / MiB} MiB waiting)`,
+      );
+      return false;
+    }
+    this.#outbox.push(data);
     this.#queued += data.length;
-    const writer = this.#writer;
-    this.#chain = this.#chain.then(() => writer.write(data)).catch(() => {}).finally(() => {
-      this.#queued -= data.length;
+    // `.finally` always runs after this assignment, even when the drain ends at once.
+    this.#pumping ??= this.#drain().finally(() => {
+      this.#pumping = null;
     });
     return true;
   }
 
-  invoke(call: HandlerInvocation, timeoutMs: number): Promise<ServiceState> {
+  /** Writes the queued bytes, all that piled up during the previous write at once. */
+  async #drain(): Promise<void> {
+    const writer = this.#writer as WritableStreamDefaultWriter<Uint8Array>;
+    try {
+      while (this.#outbox.length > 0 && this.alive) {
+        const batch = concat(this.#outbox);
+        this.#outbox = [];
+        await writer.write(batch);
+        this.#queued -= batch.length;
+      }
+    } catch {
+      // The child is gone: its exit is handled by #onExit.
+    }
+  }
+
+  /**
+   * Runs a handler.
+   *
+   * @param call The invocation.
+   * @param timeoutMs Time it has left.
+   * @param limitMs Its whole time limit, for the messages (a retry has less time left).
+   */
+  invoke(call: HandlerInvocation, timeoutMs: number, limitMs = timeoutMs): Promise<ServiceState> {
     return new Promise<ServiceState>((resolve, reject) => {
       const id = this.#nextId++;
       const timer = setTimeout(() => {
@@ -541,12 +840,14 @@ class ScriptChild {
         this.#host.counters.handlers.timeouts++;
         inv.abort.abort();
         const message =
-          `Handler ${call.kind} of ${call.service} timed out after ${timeoutMs} ms: the script was killed and will be restarted`;
+          `Handler ${call.kind} of ${call.service} timed out after ${limitMs} ms: the script was killed and will be restarted`;
         reject(new TimeoutError(message));
-        this.kill(`handler ${call.kind} of ${call.service} timed out after ${timeoutMs} ms`);
+        this.#host.handlerTimedOut(this, call);
+        this.kill(`handler ${call.kind} of ${call.service} timed out after ${limitMs} ms`, id);
       }, Math.max(1, timeoutMs));
       const inv: Invocation = { id, call, resolve, reject, timer, abort: new AbortController() };
       this.#invocations.set(id, inv);
+      this.#busy = true;
       if (!this.send({ t: "invoke", id, call, timeoutMs })) {
         this.#invocations.delete(id);
         clearTimeout(timer);
@@ -562,6 +863,7 @@ class ScriptChild {
   trap(event: TrapEvent): boolean {
     const id = this.#nextId++;
     if (!this.send({ t: "trap", id, event }, true)) return false;
+    this.#busy = true;
     this.#traps.set(
       id,
       setTimeout(() => {
@@ -573,26 +875,43 @@ class ScriptChild {
     return true;
   }
 
-  /** Kills the child now; pending handlers reject with a {@linkcode ScriptError}. */
-  kill(reason: string): void {
+  /** Kills the child for passing a bound (counted by kind). */
+  #killFor(kind: BoundKind, reason: string): void {
+    if (!this.alive) return;
+    this.#host.counters.bounds[kind]++;
+    this.kill(reason);
+  }
+
+  /**
+   * Kills the child now; pending handlers reject with a {@linkcode ScriptError}.
+   *
+   * @param reason Why, for the log and the interrupted handlers.
+   * @param culprit The invocation whose timeout is the reason: the others are collateral.
+   */
+  kill(reason: string, culprit?: number): void {
     if (this.#deathReason === null) this.#deathReason = reason;
     if (this.#process && this.#state !== "dead") {
       this.#host.logger.warn("sandbox", "killing the script's child", {
         child: this.label,
         reason,
       });
+      if (this.#cgroup !== null) this.#host.cgroups?.kill(this.#cgroup);
       try {
         this.#process.kill("SIGKILL");
       } catch {
         // already gone
       }
     }
-    this.#fail(reason);
+    this.#fail(reason, culprit);
   }
 
-  #fail(reason: string): void {
+  #fail(reason: string, culprit?: number): void {
     const wasStarting = this.#state === "starting";
     this.#state = "dead";
+    if (this.#watch !== null) clearInterval(this.#watch);
+    this.#watch = null;
+    this.#outbox = [];
+    this.#queued = 0;
     if (wasStarting) {
       const said = this.#lastErrors.length > 0 ? `; it said: ${this.#lastErrors.join(" / ")}` : "";
       this.#onFatal?.(new ScriptError(`The script failed to start: ${reason}${said}`));
@@ -601,10 +920,11 @@ class ScriptChild {
       clearTimeout(inv.timer);
       inv.abort.abort();
       this.#host.counters.handlers.errors++;
+      const message = `Handler ${inv.call.kind} of ${inv.call.service} was interrupted: ${reason}`;
       inv.reject(
-        new ScriptError(
-          `Handler ${inv.call.kind} of ${inv.call.service} was interrupted: ${reason}`,
-        ),
+        culprit !== undefined && inv.id !== culprit
+          ? new CollateralError(message)
+          : new ScriptError(message),
       );
     }
     this.#invocations.clear();
@@ -612,10 +932,16 @@ class ScriptChild {
     this.#traps.clear();
   }
 
+  #removeCgroup(): void {
+    if (this.#cgroup !== null) this.#host.cgroups?.remove(this.#cgroup);
+    this.#cgroup = null;
+  }
+
   async #onExit(status: Deno.CommandStatus): Promise<void> {
     // Let the last stderr lines arrive: they say why a starting script died.
     if (this.#state === "starting") await Promise.allSettled(this.#readers);
     this.#host.counters.children.ended++;
+    this.#removeCgroup();
     const how = status.signal ? `signal ${status.signal}` : `code ${status.code}`;
     if (this.#deathReason === null) {
       this.#host.logger.warn("sandbox", `the script's child exited with ${how}`, {
@@ -643,7 +969,7 @@ class ScriptChild {
       if (!exited) this.kill("the sandbox was closed");
     }
     await this.#exited;
-    await Promise.allSettled([...this.#readers, this.#chain]);
+    await Promise.allSettled([...this.#readers, this.#pumping]);
   }
 }
 
@@ -652,12 +978,43 @@ function emptyCounters(): SandboxCounters {
   for (const op of REQUEST_OPS) requests[op] = { allowed: 0, refused: 0, failed: 0 };
   return {
     requests,
-    handlers: { ok: 0, errors: 0, timeouts: 0 },
+    handlers: { ok: 0, errors: 0, timeouts: 0, retried: 0 },
     traps: { delivered: 0, errors: 0, timeouts: 0, dropped: 0 },
     children: { started: 0, ended: 0 },
+    bounds: {
+      requests: 0,
+      messages: 0,
+      bytes: 0,
+      queue: 0,
+      cpu: 0,
+      threads: 0,
+      protocol: 0,
+    },
     output: { lines: 0, dropped: 0 },
   };
 }
+
+/** What a request asks, for a refusal: `take over 198.18.0.1/24`, `run systemctl`… */
+function describeRequest(op: unknown, args: Record<string, unknown>): string {
+  const short = (v: unknown) => String(v).slice(0, 64);
+  switch (op) {
+    case "takeover":
+      return `take over ${short(args.address)}`;
+    case "release":
+      return `release ${short(args.address)}`;
+    case "run":
+      return `run ${short(Array.isArray(args.argv) ? args.argv[0] : args.argv)}`;
+    case "poll":
+      return `poll ${short(args.host)}`;
+    case "setState":
+      return "set state";
+    default:
+      return short(op);
+  }
+}
+
+/** Whether OS-limit problems were logged already (once per process, not per sandbox). */
+let limitsReported = false;
 
 class SandboxImpl implements Host {
   readonly policy: Policy;
@@ -665,18 +1022,25 @@ class SandboxImpl implements Host {
   readonly audit: AuditLog;
   readonly argv: string[];
   readonly confinement: string[];
+  readonly limits: ChildLimits;
+  readonly limitArgv: string[];
+  readonly cgroups: ChildCgroups | null;
   readonly startTimeoutMs: number;
   readonly trapTimeoutMs: number;
   readonly logger: Logger;
   readonly counters_: SandboxCounters = emptyCounters();
-  #script: string;
   #options: SandboxOptions;
   #ownNet: boolean;
   #ownAudit: boolean;
   #decl: ScriptDecl | null = null;
   #declJson = "";
-  #main: ScriptChild | null = null;
+  /** Children by key: `main` (traps), `pool:N` (shared), `own:SERVICE`. */
   #children = new Map<string, ScriptChild>();
+  /** Each service's place in the declaration (its pool slot is this modulo the pool size). */
+  #index = new Map<string, number>();
+  /** Services moved to a child of their own after a timeout. */
+  #own = new Set<string>();
+  #poolSize: number;
   #closed = false;
   #secrets = new Map<string, string | null>();
   #faild: FaildClient | null = null;
@@ -685,7 +1049,6 @@ class SandboxImpl implements Host {
   #closing = new AbortController();
 
   constructor(script: string, policy: Policy, options: SandboxOptions) {
-    this.#script = script;
     this.policy = policy;
     this.#options = options;
     this.#ownAudit = options.audit === undefined;
@@ -702,6 +1065,30 @@ class SandboxImpl implements Host {
     this.startTimeoutMs = options.startTimeoutMs ?? 20_000;
     this.trapTimeoutMs = options.trapTimeoutMs ?? 30_000;
     this.logger = options.logger ?? processLogger;
+    this.#poolSize = Math.max(1, Math.floor(options.children ?? DEFAULT_CHILDREN));
+    this.limits = childLimits(options.memoryMb ?? 256);
+    if (options.limits === false) {
+      this.limitArgv = [];
+      this.cgroups = null;
+    } else {
+      const prefix = limitPrefix(this.limits);
+      this.limitArgv = prefix.argv;
+      const cgroups = ChildCgroups.setup();
+      this.cgroups = typeof cgroups === "string" ? null : cgroups;
+      if (!limitsReported) {
+        limitsReported = true;
+        if (prefix.missing.length > 0) {
+          this.logger.warn("sandbox", "the children run without some OS limits", {
+            missing: prefix.missing.join(", "),
+          });
+        }
+        if (typeof cgroups === "string") {
+          this.logger.info("sandbox", "children are limited with prlimit, not cgroup v2", {
+            reason: cgroups,
+          });
+        }
+      }
+    }
   }
 
   get counters(): SandboxCounters {
@@ -716,7 +1103,7 @@ class SandboxImpl implements Host {
   }
 
   childCommand(): string[] {
-    return [...this.confinement, ...this.argv];
+    return [...this.limitArgv, ...this.confinement, ...this.argv];
   }
 
   heldAddresses(): HeldAddress[] {
@@ -741,34 +1128,42 @@ class SandboxImpl implements Host {
       timeoutMs: this.startTimeoutMs,
     });
     const main = new ScriptChild("main", this);
-    this.#main = main;
+    this.#children.set("main", main);
     const decl = await main.start();
     this.#decl = decl;
     this.#declJson = JSON.stringify(decl);
-    if ((this.#options.perService ?? true) && (this.#options.prespawn ?? true)) {
+    decl.services.forEach((s, i) => this.#index.set(s.name, i));
+    if (this.#options.prespawn ?? true) {
       const mine = decl.services.filter((s) =>
         s.masters.includes(this.policy.host) || s.slaves.includes(this.policy.host)
       );
-      await Promise.all(mine.map((s) => this.#childFor(s.name)));
+      const keys = new Set(mine.map((s) => this.#keyFor(s.name)));
+      await Promise.all([...keys].map((key) => this.#ensure(key)));
     }
     return decl;
   }
 
-  #childFor(service: string): Promise<ScriptChild> {
-    return this.#ensure((this.#options.perService ?? true) ? `service:${service}` : "main");
+  /** The child a service's handlers run in: its own, or its slot of the pool. */
+  #keyFor(service: string): string {
+    if (this.#own.has(service)) return `own:${service}`;
+    return `pool:${(this.#index.get(service) ?? 0) % this.#poolSize}`;
   }
 
-  /** The running child for a key (`main` or `service:NAME`), restarted if it died. */
+  /** The running child for a key, restarted if it died. */
   async #ensure(key: string): Promise<ScriptChild> {
-    let child = key === "main" ? this.#main : this.#children.get(key);
+    let child = this.#children.get(key);
     if (child && child.alive) {
       await child.start();
       return child;
     }
     const old = child;
-    child = new ScriptChild(key === "main" ? "main" : key.slice("service:".length), this);
-    if (key === "main") this.#main = child;
-    else this.#children.set(key, child);
+    const label = key === "main"
+      ? "main"
+      : key.startsWith("pool:")
+      ? `pool-${key.slice("pool:".length)}`
+      : key.slice("own:".length);
+    child = new ScriptChild(label, this);
+    this.#children.set(key, child);
     // The old child is dead: collect its process and streams in the background.
     if (old) {
       const reaped: Promise<void> = old.close(0).finally(() => this.#reaping.delete(reaped));
@@ -796,8 +1191,50 @@ class SandboxImpl implements Host {
         `Cannot run a handler of ${call.service}: the script declares no such service`,
       );
     }
-    const child = await this.#childFor(call.service);
-    return await child.invoke(call, timeoutMs);
+    const deadline = performance.now() + timeoutMs;
+    let retried = false;
+    while (true) {
+      const child = await this.#ensure(this.#keyFor(call.service));
+      const left = Math.round(deadline - performance.now());
+      try {
+        return await child.invoke(call, retried ? Math.max(1, left) : timeoutMs, timeoutMs);
+      } catch (e) {
+        // A handler interrupted by another's timeout runs again, once, in the restarted child,
+        // within what is left of its own time limit.
+        const remaining = deadline - performance.now();
+        if (!(e instanceof CollateralError) || retried || remaining < 100 || this.#closed) {
+          throw e;
+        }
+        retried = true;
+        this.counters_.handlers.retried++;
+        this.logger.warn("sandbox", "retrying a handler its child's kill interrupted", {
+          service: call.service,
+          kind: call.kind,
+          reason: e.message,
+        });
+      }
+    }
+  }
+
+  handlerTimedOut(child: ScriptChild, call: HandlerInvocation): void {
+    const service = call.service;
+    if (this.#own.has(service) || this.#decl === null) return;
+    const key = this.#keyFor(service);
+    const sharing = this.#decl.services.filter((s) => this.#keyFor(s.name) === key).length;
+    if (sharing <= 1) return;
+    if (this.#own.size >= MAX_OWN_CHILDREN) {
+      this.logger.warn("sandbox", "a service keeps its shared child: too many have their own", {
+        service,
+        child: child.label,
+      });
+      return;
+    }
+    this.#own.add(service);
+    this.logger.warn("sandbox", "a service gets a child of its own", {
+      service,
+      child: child.label,
+      reason: `handler ${call.kind} timed out`,
+    });
   }
 
   trap(event: TrapEvent): void {
@@ -806,7 +1243,7 @@ class SandboxImpl implements Host {
       if (child.trap(event)) this.counters_.traps.delivered++;
       else this.counters_.traps.dropped++;
     };
-    const main = this.#main;
+    const main = this.#children.get("main");
     if (main && main.alive) {
       deliver(main);
       return;
@@ -820,8 +1257,7 @@ class SandboxImpl implements Host {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    const children = [this.#main, ...this.#children.values()].filter((c) => c !== null);
-    await Promise.all(children.map((c) => c.close()));
+    await Promise.all([...this.#children.values()].map((c) => c.close()));
     await Promise.allSettled([...this.#reaping]);
     // Programs still running for a handler are killed; every request settles before we return.
     this.#closing.abort();
@@ -869,6 +1305,17 @@ class SandboxImpl implements Host {
       this.audit.refused(child.label, service, request, e.message);
       fail(e);
     };
+    // Only a running handler or trap may ask: not the script's top level, nor a timer or a
+    // promise a handler left behind (it would act for no service, at no decision's request).
+    if (!inv && !child.trapRunning(msg.inv)) {
+      return refuse(
+        new PolicyDeniedError(
+          `Cannot ${
+            describeRequest(op, args)
+          }: privileged requests are allowed only while a handler or trap runs (this one came from outside a running handler or trap: the script's top level, or a timer or promise left running after its handler returned)`,
+        ),
+      );
+    }
     if (child.inflight >= MAX_INFLIGHT_REQUESTS) {
       return refuse(
         new PolicyDeniedError(

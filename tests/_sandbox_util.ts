@@ -76,3 +76,59 @@ export async function makeHarness(
 export function call(service: string, kind: "start" | "stop" | "reclaim" = "start") {
   return { service, kind, self: "alpha", reason: "test", peers: {} };
 }
+
+/**
+ * Waits until `fn` returns something other than `null`/`false`, polling every 20 ms; fails
+ * with `what` after `ms`.
+ */
+export async function until<T>(
+  what: string,
+  fn: () => T | null | false | Promise<T | null | false>,
+  ms = 15_000,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const v = await fn();
+    if (v !== null && v !== false) return v;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
+}
+
+/** A process as `/proc/PID/stat` and `/proc/PID/status` show it. */
+export interface ProcInfo {
+  pid: number;
+  /** The nice value. */
+  nice: number;
+  /** Threads. */
+  threads: number;
+  /** Resident memory, KiB. */
+  rssKiB: number;
+  /** `/proc/PID/limits`, e.g. `Max data size  1000  1000  bytes`. */
+  limits: string;
+}
+
+/** The live (not zombie) direct children of this process: the sandboxed scripts. */
+export function childProcesses(): ProcInfo[] {
+  const out: ProcInfo[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      // f[0] is field 3 (state), f[1] field 4 (ppid), f[16] field 19 (nice), f[17] threads.
+      if (Number(f[1]) !== Deno.pid || f[0] === "Z") continue;
+      const status = Deno.readTextFileSync(`/proc/${e.name}/status`);
+      out.push({
+        pid: Number(e.name),
+        nice: Number(f[16]),
+        threads: Number(f[17]),
+        rssKiB: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0),
+        limits: Deno.readTextFileSync(`/proc/${e.name}/limits`),
+      });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
