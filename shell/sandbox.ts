@@ -1029,6 +1029,7 @@ class SandboxImpl implements Host {
   readonly trapTimeoutMs: number;
   readonly logger: Logger;
   readonly counters_: SandboxCounters = emptyCounters();
+  #script: string;
   #options: SandboxOptions;
   #ownNet: boolean;
   #ownAudit: boolean;
@@ -1049,6 +1050,7 @@ class SandboxImpl implements Host {
   #closing = new AbortController();
 
   constructor(script: string, policy: Policy, options: SandboxOptions) {
+    this.#script = script;
     this.policy = policy;
     this.#options = options;
     this.#ownAudit = options.audit === undefined;
