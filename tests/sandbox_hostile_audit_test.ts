@@ -65,7 +65,10 @@ Deno.test("a flood of refused requests is summarised, not written one line each"
     const big = "x".repeat(4000);
     let refused = 0;
     const started = Date.now();
+    // 3000 refusals, paced under the channel's bound (a child sending more than 1000
+    // requests in one second is killed: tests/sandbox_hostile_flood_test.ts).
     for (let i = 0; i < 3000; i++) {
+      if (i > 0 && i % 600 === 0) await new Promise((r) => setTimeout(r, 1000));
       try { await ctx.run(["rm", big]); } catch (e) { if (e.name === "PolicyDeniedError") refused++; }
     }
     P.refused = { ok: true, value: String(refused) };
@@ -94,7 +97,7 @@ Deno.test("a flood of refused requests is summarised, not written one line each"
     );
     assertMatch(
       summaries[0]?.reason ?? "",
-      /^\d+ more refused requests of web \(run: \d+\) were not recorded one by one: at most \d+ a second per child, \d+ in all$/,
+      /^\d+ more refused requests of (web|pool-\d+) \(run: \d+\) were not recorded one by one: at most \d+ a second per child, \d+ in all$/,
     );
     const size = Deno.statSync(h.policy.audit).size;
     assert(size < 256 * 1024, `the log grew by ${size} bytes for 3000 refusals of 4 KB`);

