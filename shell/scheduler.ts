@@ -596,6 +596,13 @@ export class Scheduler {
   #pollHost(host: HostRuntime): void {
     const now = this.#timers.now();
     host.tick++;
+    if (host.inFlight > 0 && host.lastConnect === null && host.misses === 0) {
+      // Nothing heard from this host yet and its first poll is still out: a process that just
+      // started (this failsh, busy starting its sandbox, or the peer's faild) answers its first
+      // poll late on a busy machine, and counting ticks would call a live peer unreachable (and
+      // take its service) before it could answer. That poll's own time limit decides.
+      return;
+    }
     if (host.inFlight > 0) {
       host.silentTicks++;
       this.#pollFailed(host, `no answer within ${host.intervalMs * host.silentTicks} ms`);
@@ -603,6 +610,7 @@ export class Scheduler {
     }
     const seq = ++host.pollSeq;
     const sentTick = host.tick;
+    const first = host.lastConnect === null && host.misses === 0;
     host.inFlight++;
     host.lastCall = now;
     const fall = Math.max(...this.#servicesOf(host).map((s) => s.decl.fall), 1);
@@ -625,7 +633,8 @@ export class Scheduler {
       (error: unknown) => {
         host.inFlight--;
         if (!this.#running || this.#hosts.get(host.decl.name) !== host) return;
-        if (host.tick > sentTick) return; // already counted as missed at a tick
+        // Already counted as missed at a tick (a first poll is not: see above).
+        if (host.tick > sentTick && !first) return;
         this.#pollFailed(host, error instanceof Error ? error.message : String(error));
       },
     );
@@ -981,6 +990,11 @@ export class Scheduler {
       ...(verdict !== undefined ? { arbiter: verdict } : {}),
       deferredMs: svc.deferStart === null ? 0 : now - svc.deferStart,
       maxDeferMs: svc.decl.intervalMs * (this.#opts.deferIntervals ?? 3),
+      // A master starting up gets its grace (how far apart hosts may start) and at least the
+      // retry hold-off of a failed start (1 s) for its start handler: a start that takes longer
+      // than 3 intervals on a loaded host must not make the slave take the VIP and give it back.
+      maxStartupDeferMs: svc.decl.graceMs +
+        Math.max(svc.decl.intervalMs * (this.#opts.deferIntervals ?? 3), RETRY_HOLDOFF_MS),
     };
   }
 
