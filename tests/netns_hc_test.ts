@@ -8,7 +8,7 @@
  * client is served by h2. When the web service returns, hc writes `vip` UP, the veto lifts, and h1
  * (master, preempt) takes the VIP back: exactly one holder again.
  *
- * Needs root, `ip netns` and `arping`; skips with the reason otherwise.
+ * Needs root, `ip netns` and `arping`; skips naming the missing Debian package otherwise.
  */
 import assert from "node:assert/strict";
 import { Lab, labFile, labUnavailable } from "./lab/netns.ts";
@@ -57,15 +57,13 @@ const RECOVERY_BOUND = HC_RISE * HC_INTERVAL + HC_PROBE_LIMIT + ACTION_TIMEOUT +
   POLL + HANDLER_TIMEOUT + POLL + INTERVAL + HANDLER_TIMEOUT + PROBE_TIMEOUT + SLACK;
 
 async function unavailableReason(): Promise<string | null> {
-  const lab = await labUnavailable();
+  // failsh's linux driver announces the VIP with arping.
+  const lab = await labUnavailable(["arping"]);
   if (lab) return lab;
   for (const f of ["daemon/faild.ts", "shell/failsh.ts", "daemon/hc/hc.ts"]) {
     if (!await Deno.stat(REPO_ROOT + f).then(() => true, () => false)) return `${f} is missing`;
   }
-  for (const p of ["/usr/bin/arping", "/usr/sbin/arping"]) {
-    if (await Deno.stat(p).then(() => true, () => false)) return null;
-  }
-  return "arping is not installed (apt-get install iputils-arping)";
+  return null;
 }
 
 const unavailable = await unavailableReason();

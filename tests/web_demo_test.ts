@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import type { FailshSnapshot } from "../lib/types.ts";
 import { serveAggregate } from "../scripts/failmon/aggregate.ts";
 import { prepareDemoCluster, startAndSettle } from "./web_demo_cluster.ts";
-import { HAVE_TMUX, Tmux } from "./failmon_tmux.ts";
+import { HAVE_TMUX, NO_TMUX, Tmux } from "./failmon_tmux.ts";
 import { launchBrowser, NO_BROWSER } from "./web_browser.ts";
 
 const REPO = new URL("../", import.meta.url).pathname;
@@ -110,7 +110,7 @@ Deno.test({
       });
 
       await t.step({
-        name: "the terminal UI follows the takeover" + (HAVE_TMUX ? "" : " (skipped: no tmux)"),
+        name: "the terminal UI follows the takeover" + NO_TMUX,
         ignore: !HAVE_TMUX,
         fn: async () => {
           await tmux.waitFor(/web\s+UP\s+slave/);
