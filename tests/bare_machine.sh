@@ -33,7 +33,10 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
-[ $# -gt 0 ] || set -- deno task test
+# The README's test command (deno itself, when it is on PATH, is the same Deno 2.9.6).
+if [ $# -eq 0 ]; then
+  if command -v deno >/dev/null 2>&1; then set -- deno task test; else set -- npx -y deno@2.9.6 task test; fi
+fi
 
 # The programs to hide: every file of those packages in a bin or sbin directory. With a merged
 # /usr, dpkg may list /bin/ping for /usr/bin/ping: keep the name only, hide it in every directory.
