@@ -405,6 +405,7 @@ test("a cold start of both hosts at once (50 ms interval): only the master ever 
       // "At once" is as close as this machine starts two failsh: up to a second apart under
       // load. The grace is what an operator sets for the hosts' start-up skew.
       graceMs: 1000,
+      together: true,
       beforeFailsh: async () => {
         watch = await lab.watchAddress();
       },
