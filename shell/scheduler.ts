@@ -972,6 +972,14 @@ export class Scheduler {
       });
     }
     const graceOver = known && now - this.#startedAt >= svc.decl.graceMs;
+    // A higher-priority host that may be starting gets 3 intervals, and at least the retry
+    // hold-off of a failed start (1 s) for its start handler plus one interval to see the
+    // outcome: a start that takes longer than 3 short intervals on a loaded host must not make
+    // a second host take the VIP and give it back.
+    const maxDeferMs = Math.max(
+      svc.decl.intervalMs * (this.#opts.deferIntervals ?? 3),
+      RETRY_HOLDOFF_MS + svc.decl.intervalMs,
+    );
     const verdict = this.#opts.arbiter?.(svc.decl.name);
     return {
       service: {
@@ -989,12 +997,9 @@ export class Scheduler {
       localVeto: svc.veto,
       ...(verdict !== undefined ? { arbiter: verdict } : {}),
       deferredMs: svc.deferStart === null ? 0 : now - svc.deferStart,
-      maxDeferMs: svc.decl.intervalMs * (this.#opts.deferIntervals ?? 3),
-      // A master starting up gets its grace (how far apart hosts may start) and at least the
-      // retry hold-off of a failed start (1 s) for its start handler: a start that takes longer
-      // than 3 intervals on a loaded host must not make the slave take the VIP and give it back.
-      maxStartupDeferMs: svc.decl.graceMs +
-        Math.max(svc.decl.intervalMs * (this.#opts.deferIntervals ?? 3), RETRY_HOLDOFF_MS),
+      maxDeferMs,
+      // A master starting up also gets its grace (how far apart the hosts may start).
+      maxStartupDeferMs: svc.decl.graceMs + maxDeferMs,
     };
   }
 

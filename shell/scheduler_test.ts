@@ -682,6 +682,32 @@ Deno.test("Scheduler: a cold start at 50 ms, only the master ever starts the ser
   );
 });
 
+Deno.test("Scheduler: two slaves racing, the first's start handler takes 800 ms: only it starts", async () => {
+  // At a 200 ms interval the lower slave defers 3 intervals (600 ms); a start handler on a
+  // loaded host takes longer (775 ms seen in the lab), so the deferral lasts at least 1 s for
+  // the handler and one interval to see its outcome.
+  const svc = service("web", { slaves: ["beta", "gamma"], intervalMs: 200 });
+  const hosts = ["alpha", "beta", "gamma"];
+  const b = setup("beta", [svc], hosts);
+  const g = setup("gamma", [svc], hosts);
+  b.sandbox.behaviour.set("web/start", { delayMs: 800 });
+  for (const s of [b, g]) s.net.reachable.set("alpha", false);
+  b.net.set("gamma", "web", "FAIL");
+  g.net.set("beta", "web", "FAIL");
+  b.scheduler.start();
+  g.scheduler.start();
+  for (let i = 0; i < 60; i++) {
+    await b.time.advance(50);
+    await g.time.advance(50);
+    g.net.set("beta", "web", b.scheduler.state("web")!);
+    b.net.set("gamma", "web", g.scheduler.state("web")!);
+  }
+  assert.equal(b.scheduler.state("web"), "UP");
+  assert.deepEqual(kinds(g.sandbox), [], "gamma never started web");
+  await b.scheduler.stop();
+  await g.scheduler.stop();
+});
+
 Deno.test("Scheduler: a peer that flapped between polls delays the takeover by one poll", async () => {
   const { time, sandbox, net, scheduler } = setup("beta", [service("web")]);
   net.set("alpha", "web", "UP");
