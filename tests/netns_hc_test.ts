@@ -217,6 +217,10 @@ Deno.test({
           FAILOVER_BOUND,
         );
         assert.deepEqual(holders, ["h2"], "exactly h2 holds the VIP");
+        // The outage is measured up to a moment the client is served (by h2) again: attempts
+        // that failed while h1 gave up the VIP may still be the last ones in the window when
+        // the holders settle, and the report would show no restoration at all.
+        assert.ok(await probe.waitServedBy("h2", FAILOVER_BOUND), "the client is served by h2");
         const outage = await probe.settledOutage(cutAt);
         console.log(
           `client-visible outage after the web died (hc vip FAIL, local veto): ${
@@ -269,6 +273,7 @@ Deno.test({
           RECOVERY_BOUND,
         );
         assert.deepEqual(back, ["h1"], "exactly h1 holds the VIP after the recovery");
+        assert.ok(await probe.waitServedBy("h1", RECOVERY_BOUND), "the client is served by h1");
         const recovery = await probe.settledOutage(backAt);
         console.log(
           `client-visible outage after the web returned (hc vip UP, preempt): ${
