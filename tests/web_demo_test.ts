@@ -92,9 +92,15 @@ Deno.test({
           await page.locator("table.handlers tr[data-service=web]").innerText(),
           /start/,
         );
+        // The events table follows on its own update: wait for the line (bounded) before
+        // reading it once, as a user looking at the page would.
+        const decision = /decision\s+web\s+web: start — .*alpha is unreachable/;
+        await page.locator("table.events").filter({ hasText: decision }).waitFor({
+          timeout: 15_000,
+        }).catch(() => {});
         assert.match(
           await page.locator("table.events").innerText(),
-          /decision\s+web\s+web: start — .*alpha is unreachable/,
+          decision,
           "the decision to start is listed with its reason",
         );
         assert.equal(await page.evaluate(() => (globalThis as { marker?: number }).marker), 1);
