@@ -98,10 +98,11 @@ Deno.test({
         await page.locator("table.events").filter({ hasText: decision }).waitFor({
           timeout: 15_000,
         }).catch(() => {});
+        const events = await page.locator("table.events").innerText();
         assert.match(
-          await page.locator("table.events").innerText(),
+          events,
           decision,
-          "the decision to start is listed with its reason",
+          `the decision to start is listed with its reason:\n${events}`,
         );
         assert.equal(await page.evaluate(() => (globalThis as { marker?: number }).marker), 1);
 
