@@ -181,6 +181,14 @@ function ignoreGroupSignals(): void {
 async function finish(): Promise<void> {
   if (isChild()) {
     if (loadFailed) return;
+    // A script whose top level threw never finished declaring, and its error arrives after
+    // `load`: on a loaded machine later than the turn above. Before reporting what is missing
+    // ("declares no service"), give that error up to 1 s to arrive: it is the cause to show.
+    if (registry.validate().length > 0) {
+      const deadline = Date.now() + 1000;
+      while (!loadFailed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      if (loadFailed) return;
+    }
     ignoreGroupSignals();
     await serveChild(registry);
     // The supervisor closed the channel: nothing more to do.

@@ -84,6 +84,12 @@ export interface DecisionInput {
   deferredMs: number;
   /** The longest a lower-priority host defers to a higher-priority one that stays FAIL, in ms. */
   maxDeferMs: number;
+  /**
+   * The longest a slave defers to a reachable master that is starting up: its faild answers, and
+   * its record of the service is missing (its failsh has not registered yet) or has never been
+   * held. Covers the master's later start, its grace and its start handler. Default `maxDeferMs`.
+   */
+  maxStartupDeferMs?: number;
 }
 
 /** What {@linkcode decide} answers. */
@@ -386,26 +392,33 @@ export function decide(input: DecisionInput): Decision {
   // Race: a reachable higher-priority host of the same role is FAIL and may start at the same
   // moment. Defer to it for a bounded time so that exactly one starts.
   const sameRole = role === "master" ? service.masters : service.slaves;
-  // A slave also defers to a reachable master that registered the service and has never held
-  // it (its start-up): no needless flip at a cold start. A master that held the service and
-  // failed (changes > 0) is not waited for: that FAIL is why the slave takes over.
+  // A slave also defers to a reachable master that is starting up: its failsh has not registered
+  // the service yet (no record) or registered it and has never held it. No needless flip at a
+  // cold start, where the two never start at the same instant and the master's start handler
+  // takes its time. A master that held the service and failed (changes > 0) is not waited for:
+  // that FAIL is why the slave takes over.
+  const startingMaster = (p: PeerInput) =>
+    role === "slave" && service.masters.includes(p.name) &&
+    (p.neverHeld === true || p.state === null);
   const contenders = peers.filter((p) =>
     p.reachable && rankOf(service, p.name) < myRank &&
-    (sameRole.includes(p.name) ||
-      (role === "slave" && service.masters.includes(p.name) && p.neverHeld === true))
+    (sameRole.includes(p.name) || startingMaster(p))
   );
-  if (contenders.length > 0 && input.deferredMs < input.maxDeferMs) {
+  const maxDeferMs = contenders.some(startingMaster)
+    ? Math.max(input.maxDeferMs, input.maxStartupDeferMs ?? 0)
+    : input.maxDeferMs;
+  if (contenders.length > 0 && input.deferredMs < maxDeferMs) {
     return d(
       "wait",
       "race-defer",
       `nobody holds ${service.name}; ${
         names(contenders)
-      } (higher priority, reachable, FAIL) may start first, so ${self} defers (${input.deferredMs} of ${input.maxDeferMs} ms)`,
+      } (higher priority, reachable, FAIL) may start first, so ${self} defers (${input.deferredMs} of ${maxDeferMs} ms)`,
       true,
     );
   }
   const deferNote = contenders.length > 0
-    ? `; ${names(contenders)} did not start within ${input.maxDeferMs} ms`
+    ? `; ${names(contenders)} did not start within ${maxDeferMs} ms`
     : "";
   return d(
     "start",

@@ -84,11 +84,30 @@ const ROWS: Row[] = [
     mentions: ["alpha is unreachable"],
   },
   {
-    name: "a master without a record counts as FAIL",
+    name:
+      "a cold start: the slave defers to a reachable master whose failsh has not registered yet",
     input: input({ peers: [peer("alpha", null), peer("gamma", "FAIL")] }),
+    action: "wait",
+    rule: "race-defer",
+    mentions: ["alpha", "defers"],
+  },
+  {
+    name: "a master without a record counts as FAIL once the start-up deferral is over",
+    input: input({
+      peers: [peer("alpha", null), peer("gamma", "FAIL")],
+      deferredMs: 4100,
+      maxStartupDeferMs: 4100,
+    }),
     action: "start",
     rule: "slave-start",
-    mentions: ["alpha has no record"],
+    mentions: ["alpha has no record", "did not start within 4100 ms"],
+  },
+  {
+    name: "an unreachable master without a record is not waited for",
+    input: input({ peers: [peer("alpha", null, { reachable: false }), peer("gamma", "FAIL")] }),
+    action: "start",
+    rule: "slave-start",
+    mentions: ["alpha is unreachable"],
   },
   {
     name: "a slave waits during the start-up grace period",
@@ -289,6 +308,29 @@ const ROWS: Row[] = [
     action: "wait",
     rule: "race-defer",
     mentions: ["alpha", "defers"],
+  },
+  {
+    name: "a cold start: the deferral to a starting master lasts maxStartupDeferMs, not maxDeferMs",
+    input: input({
+      peers: [peer("alpha", "FAIL", { neverHeld: true }), peer("gamma", "FAIL")],
+      deferredMs: 3000,
+      maxStartupDeferMs: 4100,
+    }),
+    action: "wait",
+    rule: "race-defer",
+    mentions: ["3000 of 4100 ms"],
+  },
+  {
+    name: "two slaves racing: the start-up bound does not lengthen a race between slaves",
+    input: input({
+      self: "gamma",
+      peers: [peer("alpha", "FAIL", { reachable: false }), peer("beta", "FAIL")],
+      deferredMs: 3000,
+      maxStartupDeferMs: 4100,
+    }),
+    action: "start",
+    rule: "slave-start",
+    mentions: ["did not start within 3000 ms"],
   },
   {
     name: "a slave does not defer to a master that held the service and failed",

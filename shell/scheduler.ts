@@ -596,6 +596,13 @@ export class Scheduler {
   #pollHost(host: HostRuntime): void {
     const now = this.#timers.now();
     host.tick++;
+    if (host.inFlight > 0 && host.lastConnect === null && host.misses === 0) {
+      // Nothing heard from this host yet and its first poll is still out: a process that just
+      // started (this failsh, busy starting its sandbox, or the peer's faild) answers its first
+      // poll late on a busy machine, and counting ticks would call a live peer unreachable (and
+      // take its service) before it could answer. That poll's own time limit decides.
+      return;
+    }
     if (host.inFlight > 0) {
       host.silentTicks++;
       this.#pollFailed(host, `no answer within ${host.intervalMs * host.silentTicks} ms`);
@@ -603,6 +610,7 @@ export class Scheduler {
     }
     const seq = ++host.pollSeq;
     const sentTick = host.tick;
+    const first = host.lastConnect === null && host.misses === 0;
     host.inFlight++;
     host.lastCall = now;
     const fall = Math.max(...this.#servicesOf(host).map((s) => s.decl.fall), 1);
@@ -625,7 +633,8 @@ export class Scheduler {
       (error: unknown) => {
         host.inFlight--;
         if (!this.#running || this.#hosts.get(host.decl.name) !== host) return;
-        if (host.tick > sentTick) return; // already counted as missed at a tick
+        // Already counted as missed at a tick (a first poll is not: see above).
+        if (host.tick > sentTick && !first) return;
         this.#pollFailed(host, error instanceof Error ? error.message : String(error));
       },
     );
@@ -963,6 +972,14 @@ export class Scheduler {
       });
     }
     const graceOver = known && now - this.#startedAt >= svc.decl.graceMs;
+    // A higher-priority host that may be starting gets 3 intervals, and at least the retry
+    // hold-off of a failed start (1 s) for its start handler plus one interval to see the
+    // outcome: a start that takes longer than 3 short intervals on a loaded host must not make
+    // a second host take the VIP and give it back.
+    const maxDeferMs = Math.max(
+      svc.decl.intervalMs * (this.#opts.deferIntervals ?? 3),
+      RETRY_HOLDOFF_MS + svc.decl.intervalMs,
+    );
     const verdict = this.#opts.arbiter?.(svc.decl.name);
     return {
       service: {
@@ -980,7 +997,9 @@ export class Scheduler {
       localVeto: svc.veto,
       ...(verdict !== undefined ? { arbiter: verdict } : {}),
       deferredMs: svc.deferStart === null ? 0 : now - svc.deferStart,
-      maxDeferMs: svc.decl.intervalMs * (this.#opts.deferIntervals ?? 3),
+      maxDeferMs,
+      // A master starting up also gets its grace (how far apart the hosts may start).
+      maxStartupDeferMs: svc.decl.graceMs + maxDeferMs,
     };
   }
 

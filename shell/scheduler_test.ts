@@ -138,6 +138,8 @@ class FakeNet {
 
   /** Polls of a host that never answer (a stuck connection), counted down as they are sent. */
   hang = new Map<string, number>();
+  /** Polls of a host sent before this time answer only then (a busy, just-started process). */
+  slowUntil = new Map<string, number>();
   pending = 0;
 
   poller = (h: HostDecl): Promise<PollResult> => {
@@ -151,10 +153,15 @@ class FakeNet {
     if (this.reachable.get(h.name) === false) {
       return Promise.reject(new Error(`${h.name} does not answer`));
     }
-    return Promise.resolve({
+    const answer = () => ({
       bootId: this.boots.get(h.name) ?? `${h.name}-boot`,
       services: [...(this.records.get(h.name)?.values() ?? [])],
     });
+    const wait = (this.slowUntil.get(h.name) ?? 0) - this.#time.now();
+    if (wait > 0) {
+      return new Promise((resolve) => this.#time.setTimeout(() => resolve(answer()), wait));
+    }
+    return Promise.resolve(answer());
   };
 
   reporter = (svc: string, state: ServiceState, detail = ""): Promise<ServiceRecord> => {
@@ -568,6 +575,135 @@ Deno.test("Scheduler: two slaves racing, exactly one starts", async () => {
     g.scheduler.snapshot().events.some((e) => /defers/.test(e.message)),
     "gamma logged its deferral",
   );
+  await b.scheduler.stop();
+  await g.scheduler.stop();
+});
+
+/**
+ * A cold start of a master and a slave: each host's faild (what its reporter wrote) is copied to
+ * the other's view after every step of 25 ms (half an interval). `alphaLateMs` is how much later alpha's failsh
+ * starts than beta's (processes never start at the same instant); alpha's start handler takes
+ * `startMs`. Returns both, and the handlers beta ran.
+ */
+async function coldStart(
+  options: {
+    alphaLateMs: number;
+    startMs?: number;
+    hang?: boolean;
+    untilMs: number;
+    /** Beta's polls of alpha answer no sooner than this (a just-started process, a busy host). */
+    firstPollMs?: number;
+  },
+): Promise<{ alpha: ServiceState; beta: ServiceState; betaRan: HandlerKind[]; betaAt: number }> {
+  const svc = service("web", {
+    intervalMs: 50,
+    graceMs: 100,
+    timeouts: { start: 2000, stop: 1000, reclaim: 1000 },
+  });
+  const a = setup("alpha", [svc]);
+  const b = setup("beta", [svc]);
+  a.sandbox.behaviour.set(
+    "web/start",
+    options.hang ? { hang: true } : { delayMs: options.startMs ?? 0 },
+  );
+  if (options.firstPollMs !== undefined) {
+    b.net.slowUntil.set("alpha", b.time.now() + options.firstPollMs);
+  }
+  let betaAt = -1;
+  b.sandbox.onInvoke = (call) => {
+    if (call.kind === "start" && betaAt < 0) betaAt = b.time.now() - t0;
+  };
+  const t0 = b.time.now();
+  b.scheduler.start();
+  let aStarted = false;
+  for (let t = 0; t < options.untilMs; t += 25) {
+    if (!aStarted && t >= options.alphaLateMs) {
+      a.scheduler.start();
+      aStarted = true;
+    }
+    await a.time.advance(25);
+    await b.time.advance(25);
+    // Each faild answers with what its own failsh reported (none yet: no record). A real faild
+    // creates the record with 0 changes; FakeNet counts the creation as one.
+    const asFaild = (m: Map<string, ServiceRecord> | undefined) =>
+      new Map([...m ?? []].map(([k, r]) => [k, { ...r, changes: r.changes - 1 }]));
+    b.net.records.set("alpha", asFaild(a.net.records.get("alpha")));
+    a.net.records.set("beta", asFaild(b.net.records.get("beta")));
+  }
+  const result = {
+    alpha: a.scheduler.state("web")!,
+    beta: b.scheduler.state("web")!,
+    betaRan: kinds(b.sandbox),
+    betaAt,
+  };
+  // A hung handler ends at its time limit, in fake time too.
+  const stopping = [a.scheduler.stop(), b.scheduler.stop()];
+  await a.time.advance(3000);
+  await b.time.advance(3000);
+  await Promise.all(stopping);
+  return result;
+}
+
+Deno.test("Scheduler: a cold start at 50 ms, only the master ever starts the service", async (t) => {
+  await t.step(
+    "the master's failsh starts 150 ms after the slave's (after its grace)",
+    async () => {
+      const r = await coldStart({ alphaLateMs: 150, startMs: 20, untilMs: 2000 });
+      assert.deepEqual([r.alpha, r.beta, r.betaRan], ["UP", "FAIL", []]);
+    },
+  );
+  await t.step("the master's start handler takes 300 ms (a loaded machine)", async () => {
+    const r = await coldStart({ alphaLateMs: 0, startMs: 300, untilMs: 2000 });
+    assert.deepEqual([r.alpha, r.beta, r.betaRan], ["UP", "FAIL", []]);
+  });
+  await t.step("both at once: the master 200 ms late, its start handler 400 ms", async () => {
+    const r = await coldStart({ alphaLateMs: 200, startMs: 400, untilMs: 2000 });
+    assert.deepEqual([r.alpha, r.beta, r.betaRan], ["UP", "FAIL", []]);
+  });
+  await t.step("the slave's first polls of the master answer only after 300 ms", async () => {
+    const r = await coldStart({ alphaLateMs: 0, startMs: 20, firstPollMs: 300, untilMs: 2000 });
+    assert.deepEqual([r.alpha, r.beta, r.betaRan], ["UP", "FAIL", []]);
+  });
+  await t.step("a master whose start hangs does not keep the slave waiting long", async () => {
+    // Bounded: grace (100 ms) + the start-up allowance (1 s) after the slave's own grace.
+    const r = await coldStart({ alphaLateMs: 0, hang: true, untilMs: 1500 });
+    assert.ok(r.betaAt > 0 && r.betaAt <= 100 + 100 + 1000 + 100, `beta started at ${r.betaAt} ms`);
+  });
+  await t.step(
+    "a master whose failsh never starts does not keep the slave waiting long",
+    async () => {
+      const r = await coldStart({ alphaLateMs: 1_000_000, untilMs: 3000 });
+      assert.equal(r.beta, "UP");
+      assert.ok(
+        r.betaAt > 0 && r.betaAt <= 100 + 100 + 1000 + 100,
+        `beta started at ${r.betaAt} ms`,
+      );
+    },
+  );
+});
+
+Deno.test("Scheduler: two slaves racing, the first's start handler takes 800 ms: only it starts", async () => {
+  // At a 200 ms interval the lower slave defers 3 intervals (600 ms); a start handler on a
+  // loaded host takes longer (775 ms seen in the lab), so the deferral lasts at least 1 s for
+  // the handler and one interval to see its outcome.
+  const svc = service("web", { slaves: ["beta", "gamma"], intervalMs: 200 });
+  const hosts = ["alpha", "beta", "gamma"];
+  const b = setup("beta", [svc], hosts);
+  const g = setup("gamma", [svc], hosts);
+  b.sandbox.behaviour.set("web/start", { delayMs: 800 });
+  for (const s of [b, g]) s.net.reachable.set("alpha", false);
+  b.net.set("gamma", "web", "FAIL");
+  g.net.set("beta", "web", "FAIL");
+  b.scheduler.start();
+  g.scheduler.start();
+  for (let i = 0; i < 60; i++) {
+    await b.time.advance(50);
+    await g.time.advance(50);
+    g.net.set("beta", "web", b.scheduler.state("web")!);
+    b.net.set("gamma", "web", g.scheduler.state("web")!);
+  }
+  assert.equal(b.scheduler.state("web"), "UP");
+  assert.deepEqual(kinds(g.sandbox), [], "gamma never started web");
   await b.scheduler.stop();
   await g.scheduler.stop();
 });

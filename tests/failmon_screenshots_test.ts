@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { escapeHtml } from "../shell/web/page.ts";
 import { serveAggregate } from "../scripts/failmon/aggregate.ts";
 import { prepareDemoCluster, snapshotOf, startAndSettle, until } from "./web_demo_cluster.ts";
-import { HAVE_TMUX, Tmux } from "./failmon_tmux.ts";
+import { NO_TMUX, Tmux } from "./failmon_tmux.ts";
 import { DOCS_DIR, launchBrowser, NO_BROWSER, WRITE_SCREENSHOTS } from "./web_browser.ts";
 
 const FAILMON = new URL("../scripts/failmon.ts", import.meta.url).pathname;
@@ -111,7 +111,7 @@ Deno.test("ansiToHtml keeps colours, reverse video and escapes text", () => {
 
 const SKIP = !WRITE_SCREENSHOTS
   ? " (skipped: set FAILOVER_SCREENSHOTS=1 to write docs/*.png)"
-  : NO_BROWSER || (HAVE_TMUX ? "" : " (skipped: tmux is not installed)");
+  : NO_BROWSER || NO_TMUX;
 
 Deno.test({
   name: "screenshots: docs/failmon-web.png, failmon-aggregate.png, failmon-tui.png" + SKIP,

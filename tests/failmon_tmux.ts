@@ -5,15 +5,13 @@
  * @module
  */
 
+import { needs } from "./_programs.ts";
+
+/** Why the terminal UI tests are skipped (naming the package), or `""` when tmux is there. */
+export const NO_TMUX: string = needs({ programs: ["tmux"] });
+
 /** Whether tmux is installed. */
-export const HAVE_TMUX: boolean = (() => {
-  try {
-    return new Deno.Command("tmux", { args: ["-V"], stdout: "null", stderr: "null" }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-})();
+export const HAVE_TMUX: boolean = NO_TMUX === "";
 let sessions = 0;
 
 /** A tmux server of its own (unique socket name), killed by {@linkcode Tmux.kill}. */

@@ -5,10 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { failoverSnapshot, startFakeFailsh } from "./fake_failsh.ts";
-import { HAVE_TMUX, Tmux } from "./failmon_tmux.ts";
+import { NO_TMUX, Tmux } from "./failmon_tmux.ts";
 
 const FAILMON = new URL("../scripts/failmon.ts", import.meta.url).pathname;
-const SKIP = HAVE_TMUX ? "" : " (skipped: tmux is not installed)";
+const SKIP = NO_TMUX;
 /** The shell command tmux runs: failmon, then its exit code and the terminal mode. */
 function failmonCommand(url: string, extra = ""): string {
   return `${Deno.execPath()} run -A ${FAILMON} -m c --url ${url} ${extra}; ` +
@@ -17,7 +17,7 @@ function failmonCommand(url: string, extra = ""): string {
 
 Deno.test({
   name: "failmon terminal UI: hosts, l services, s detail, c toggle, live update, q quits" + SKIP,
-  ignore: !HAVE_TMUX,
+  ignore: SKIP !== "",
   async fn(t) {
     const fake = startFakeFailsh();
     const tmux = new Tmux();
@@ -52,7 +52,11 @@ Deno.test({
       });
       await t.step("a failover redraws the open view without a key", async () => {
         fake.set(failoverSnapshot(fake.snapshot));
-        const s = await tmux.waitFor(/Last decision start: master beta is FAIL/);
+        // Wait for the whole redraw, down to the addresses: a capture can catch failmon half-way
+        // through writing the screen (the top new, the bottom still the old view).
+        const s = await tmux.waitFor(
+          /Last decision start: master beta is FAIL[\s\S]*198\.18\.0\.100\/24 on eth0/,
+        );
         assert.match(s, /State\s+UP/);
         assert.match(s, /Last handler\s+start -> UP in 300ms/);
         assert.match(s, /198\.18\.0\.100\/24 on eth0/);
@@ -90,7 +94,7 @@ Deno.test({
 
 Deno.test({
   name: "failmon terminal UI: Ctrl-C quits cleanly, SIGINT from outside too" + SKIP,
-  ignore: !HAVE_TMUX,
+  ignore: SKIP !== "",
   async fn() {
     const fake = startFakeFailsh();
     const tmux = new Tmux();

@@ -8,10 +8,11 @@ import assert from "node:assert/strict";
 import { HealthChecker } from "../daemon/hc/checker.ts";
 import { parseHcfile } from "../daemon/hc/hcfile.ts";
 import { probeDns } from "../daemon/hc/checks/dns.ts";
-import { hasDnsmasq, startDnsmasq, startHttpServer } from "../daemon/hc/_test_servers.ts";
+import { startDnsmasq, startHttpServer } from "../daemon/hc/_test_servers.ts";
 import { memoryLogger, waitFor } from "../daemon/hc/_test_util.ts";
+import { needs } from "./_programs.ts";
 
-const SKIP = hasDnsmasq() ? "" : " (skipped: /usr/sbin/dnsmasq is absent; apt-get install dnsmasq)";
+const SKIP = needs({ programs: ["dnsmasq"] });
 
 Deno.test({
   name: "dns check against a real dnsmasq" + SKIP,

@@ -20,25 +20,8 @@ import {
   renderTable,
   serveHcmon,
 } from "../scripts/hcmon.ts";
+import { CHROMIUM, CHROMIUM_ARGS, NO_BROWSER } from "./web_browser.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
-const NO_BROWSER = (() => {
-  try {
-    return Deno.statSync(CHROMIUM).isFile ? "" : ` (skipped: ${CHROMIUM} is not a file)`;
-  } catch {
-    return ` (skipped: ${CHROMIUM} is absent; install the Debian package chromium)`;
-  }
-})();
 const SCREENSHOTS = (() => {
   try {
     return Deno.env.get("FAILOVER_SCREENSHOTS") === "1";
@@ -93,7 +76,10 @@ async function fixture(): Promise<
 > {
   const gw = startHttpServer();
   const web = startHttpServer();
-  const defaults = "defaults interval=100ms timeout=300ms rise=1 fall=1\n";
+  // The checks' time limit is hc's default (2 s), not a tight one: on a loaded machine a local
+  // HTTP answer can take longer than 300 ms, and a check that times out reports "timed out"
+  // instead of the "HTTP 503" and states the tests assert.
+  const defaults = "defaults interval=100ms timeout=2s rise=1 fall=1\n";
   const a = startHc(
     "web1",
     defaults + `gateway:\n\thttp url=${gw.url}/gw\ndns: gateway\n\thttp url=${gw.url}/dns\n` +
@@ -264,7 +250,8 @@ Deno.test({
       hostname: "127.0.0.1",
       port: 0,
       intervalMs: 150,
-      timeoutMs: 500,
+      // Generous: a fetch that times out under load shows a live hc as unreachable.
+      timeoutMs: 5000,
     });
     const profile = await Deno.makeTempDir({ prefix: "hcmon-chromium-" });
     let context: BrowserContext | null = null;
@@ -272,7 +259,7 @@ Deno.test({
       context = await chromium.launchPersistentContext(profile, {
         executablePath: CHROMIUM,
         headless: true,
-        args: CHROMIUM_ARGS,
+        args: [...CHROMIUM_ARGS],
         viewport: { width: 1200, height: 820 },
         timeout: 60_000,
       });

@@ -3,7 +3,8 @@
  * trust it: namespaces are made and always removed, faults cut what they claim to cut, the client
  * probe sees who serves and every gap, and keepalived (the baseline) fails over in it.
  *
- * Needs root and `ip netns`; skips with the reason otherwise.
+ * Needs root and `ip netns`; the probe test also arping, the baseline keepalived; each skips
+ * naming the missing Debian package otherwise.
  */
 import assert from "node:assert/strict";
 import { Lab, LAB_NS_PATTERN, labFile, labUnavailable, sweepStaleNamespaces } from "./lab/netns.ts";
@@ -11,11 +12,9 @@ import { run } from "./lab/exec.ts";
 import { startKeepalived } from "./lab/keepalived.ts";
 
 const unavailable = await labUnavailable();
-const keepalivedMissing = unavailable ??
-  (await run(["keepalived", "--version"], { check: false, timeoutMs: 5000 }).then(
-    () => null,
-    () => "keepalived is not installed (apt-get install keepalived)",
-  ));
+/** The probe test moves the VIP by hand and announces it with arping. */
+const arpingMissing = await labUnavailable(["arping"]);
+const keepalivedMissing = await labUnavailable(["keepalived"]);
 if (unavailable) console.log(`netns lab tests skipped: ${unavailable}`);
 const PORT = 8080;
 
@@ -97,8 +96,8 @@ Deno.test({
 Deno.test({
   name:
     "lab: the probe sees who serves the VIP, the gap when it moves, and the client's ARP entry" +
-    (unavailable ? ` (skipped: ${unavailable})` : ""),
-  ignore: unavailable !== null,
+    (arpingMissing ? ` (skipped: ${arpingMissing})` : ""),
+  ignore: arpingMissing !== null,
   async fn() {
     const lab = await Lab.create({ hosts: 2 });
     try {

@@ -1,24 +1,18 @@
 /**
  * The `linux` network driver against real interfaces: two network namespaces joined by a veth
- * pair, created here and always deleted. Needs root (skipped otherwise).
+ * pair, created here and always deleted. Needs root, iproute2, iputils-arping and procps (skipped
+ * otherwise, naming what is missing).
  */
 import { deepEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert/strict";
 import { LinuxNetDriver } from "../shell/netops.ts";
 import { parseCidr } from "../shell/policy.ts";
 import { AuditLog } from "../shell/audit.ts";
 import { call, makeHarness } from "./_sandbox_util.ts";
+import { needs } from "./_programs.ts";
 
-function isRoot(): boolean {
-  try {
-    return Deno.uid() === 0 && Deno.statSync("/usr/sbin/ip").isFile &&
-      Deno.statSync("/usr/bin/arping").isFile;
-  } catch {
-    return false;
-  }
-}
-
-const ROOT = isRoot();
-const SKIP = ROOT ? "" : " (skipped: needs root, /usr/sbin/ip and /usr/bin/arping)";
+/** The driver runs ip, arping and sysctl (for IPv6's unsolicited neighbour advertisements). */
+const SKIP = needs({ root: true, programs: ["ip", "arping", "sysctl"] });
+const ROOT = SKIP === "";
 
 async function ip(...args: string[]): Promise<string> {
   const out = await new Deno.Command("/usr/sbin/ip", { args, stdout: "piped", stderr: "piped" })

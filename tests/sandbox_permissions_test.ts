@@ -9,6 +9,7 @@ import {
   rejects,
 } from "node:assert/strict";
 import { call, makeHarness, MOD_URL } from "./_sandbox_util.ts";
+import { needs } from "./_programs.ts";
 
 const PROBES = `
 import { host, service, PolicyDeniedError } from "MOD";
@@ -335,19 +336,12 @@ service("web", {
   );
 });
 
-const HAS_SETPRIV = (() => {
-  try {
-    return Deno.statSync("/usr/bin/setpriv").isFile;
-  } catch {
-    return false;
-  }
-})();
+/** The child drops its privileges through setpriv; the tests find its pid with pgrep. */
+const NO_SETPRIV = needs({ programs: ["setpriv", "pgrep"] });
 
 Deno.test({
-  name: `the child runs with no capabilities and no new privileges${
-    HAS_SETPRIV ? "" : " (skipped: needs util-linux setpriv)"
-  }`,
-  ignore: !HAS_SETPRIV,
+  name: `the child runs with no capabilities and no new privileges${NO_SETPRIV}`,
+  ignore: NO_SETPRIV !== "",
   async fn() {
     const h = await makeHarness(
       `
@@ -391,10 +385,8 @@ service("web", { masters: ["alpha"], interval: "1s", start: async () => "UP", st
 });
 
 Deno.test({
-  name: `a child stuck in a loop dies with its supervisor${
-    HAS_SETPRIV ? "" : " (skipped: needs util-linux setpriv)"
-  }`,
-  ignore: !HAS_SETPRIV,
+  name: `a child stuck in a loop dies with its supervisor${NO_SETPRIV}`,
+  ignore: NO_SETPRIV !== "",
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "failsh_orphan_" });
     try {

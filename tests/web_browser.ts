@@ -6,18 +6,13 @@
  * @module
  */
 import { type BrowserContext, chromium, type Page } from "playwright-core";
+import { needs } from "./_programs.ts";
 
 /** Where Debian's chromium package puts the browser. */
 export const CHROMIUM = "/usr/bin/chromium";
 
-/** Why the browser tests are skipped, or `""` when Chromium is there. */
-export const NO_BROWSER: string = (() => {
-  try {
-    return Deno.statSync(CHROMIUM).isFile ? "" : ` (skipped: ${CHROMIUM} is not a file)`;
-  } catch {
-    return ` (skipped: ${CHROMIUM} is absent; install the Debian package chromium)`;
-  }
-})();
+/** Why the browser tests are skipped (naming the package), or `""` when Chromium is there. */
+export const NO_BROWSER: string = needs({ programs: ["chromium"] });
 
 /** The flags every test browser gets. */
 export const CHROMIUM_ARGS: readonly string[] = [

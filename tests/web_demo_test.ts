@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import type { FailshSnapshot } from "../lib/types.ts";
 import { serveAggregate } from "../scripts/failmon/aggregate.ts";
 import { prepareDemoCluster, startAndSettle } from "./web_demo_cluster.ts";
-import { HAVE_TMUX, Tmux } from "./failmon_tmux.ts";
+import { HAVE_TMUX, NO_TMUX, Tmux } from "./failmon_tmux.ts";
 import { launchBrowser, NO_BROWSER } from "./web_browser.ts";
 
 const REPO = new URL("../", import.meta.url).pathname;
@@ -92,10 +92,17 @@ Deno.test({
           await page.locator("table.handlers tr[data-service=web]").innerText(),
           /start/,
         );
+        // The events table follows on its own update: wait for the line (bounded) before
+        // reading it once, as a user looking at the page would.
+        const decision = /decision\s+web\s+web: start — .*alpha is unreachable/;
+        await page.locator("table.events").filter({ hasText: decision }).waitFor({
+          timeout: 15_000,
+        }).catch(() => {});
+        const events = await page.locator("table.events").innerText();
         assert.match(
-          await page.locator("table.events").innerText(),
-          /decision\s+web\s+web: start — .*alpha is unreachable/,
-          "the decision to start is listed with its reason",
+          events,
+          decision,
+          `the decision to start is listed with its reason:\n${events}`,
         );
         assert.equal(await page.evaluate(() => (globalThis as { marker?: number }).marker), 1);
 
@@ -110,7 +117,7 @@ Deno.test({
       });
 
       await t.step({
-        name: "the terminal UI follows the takeover" + (HAVE_TMUX ? "" : " (skipped: no tmux)"),
+        name: "the terminal UI follows the takeover" + NO_TMUX,
         ignore: !HAVE_TMUX,
         fn: async () => {
           await tmux.waitFor(/web\s+UP\s+slave/);

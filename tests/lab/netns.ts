@@ -11,6 +11,7 @@
 import { fileURLToPath } from "node:url";
 import { ManagedProcess, run, type RunOptions, type RunResult, type SpawnOptions } from "./exec.ts";
 import { Probe } from "./probe.ts";
+import { type Program, unmet } from "../_programs.ts";
 
 /** Name pattern of lab namespaces: `folab<pid>.<n>-<member>`. */
 export const LAB_NS_PATTERN: RegExp = /^folab(\d+)\.(\d+)-([a-z0-9]+)$/;
@@ -18,19 +19,25 @@ export const LAB_NS_PATTERN: RegExp = /^folab(\d+)\.(\d+)-([a-z0-9]+)$/;
 /** The device every member's link is called inside its namespace. */
 export const LAB_DEVICE = "eth0";
 
+/** The programs the lab itself runs: ip and ss (iproute2), sysctl (procps), timeout, bash. */
+export const LAB_PROGRAMS: readonly Program[] = ["ip", "ss", "sysctl", "timeout", "bash"];
+
 /**
  * Tells why the lab cannot run here.
  *
- * @returns The reason (not Linux, not root, no `ip netns`), or `null` when the lab can run.
+ * @param programs Programs the test runs on top of the lab's own (e.g. `arping`, `keepalived`).
+ * @returns The reason (not Linux, not root, a program missing with the Debian package that brings
+ * it, `ip netns` not working), or `null` when the lab can run.
  */
-export async function labUnavailable(): Promise<string | null> {
+export async function labUnavailable(programs: readonly Program[] = []): Promise<string | null> {
   if (Deno.build.os !== "linux") return "network namespaces need Linux";
-  if (Deno.uid() !== 0) return "network-namespace tests need root (run as root, as CI does)";
+  const reason = unmet({ root: true, programs: [...LAB_PROGRAMS, ...programs] });
+  if (reason !== null) return reason;
   try {
     const r = await run(["ip", "netns", "list"], { check: false, timeoutMs: 5000 });
     if (r.code !== 0) return `\`ip netns\` is unavailable: ${r.stderr.trim()}`;
   } catch (e) {
-    return `\`ip\` (iproute2) is not installed: ${(e as Error).message}`;
+    return `\`ip netns list\` cannot run: ${(e as Error).message}`;
   }
   return null;
 }

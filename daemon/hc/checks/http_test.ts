@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { httpCheck, httpsCheck, parseStatus } from "./http.ts";
 import { startHttpServer } from "../_test_servers.ts";
 import { parseHcfile } from "../hcfile.ts";
+import { needs } from "../../../tests/_programs.ts";
 
 function make(line: string, baseDir = "/") {
   const { config, diagnostics } = parseHcfile(`t:\n\t${line}\n`, { file: `${baseDir}/Hcfile` });
@@ -133,19 +134,11 @@ async function makeCa(dir: string): Promise<{ cert: string; key: string; ca: str
   };
 }
 
-const hasOpenssl = (() => {
-  try {
-    return Deno.statSync("/usr/bin/openssl").isFile;
-  } catch {
-    return false;
-  }
-})();
+const NO_OPENSSL = needs({ programs: ["openssl"] });
 
 Deno.test({
-  name: `https check trusts the CA of ca-file${
-    hasOpenssl ? "" : " (skipped: no /usr/bin/openssl)"
-  }`,
-  ignore: !hasOpenssl,
+  name: `https check trusts the CA of ca-file${NO_OPENSSL}`,
+  ignore: NO_OPENSSL !== "",
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "hc_tls_" });
     try {
