@@ -19,6 +19,7 @@ export const PACKAGE_OF = {
   arping: "iputils-arping",
   bash: "bash",
   chromium: "chromium",
+  curl: "curl",
   dnsmasq: "dnsmasq-base",
   etcd: "etcd-server",
   etcdctl: "etcd-client",
