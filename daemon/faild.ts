@@ -13,7 +13,7 @@ import { Logger, logger as processLogger } from "../lib/log.ts";
 import { isValidName } from "../lib/types.ts";
 import { type CommunityRules, loadCommunityFile, parseCommunity } from "./community.ts";
 import { Metrics } from "./metrics.ts";
-import { CompactNonceCache, DEFAULT_NONCE_SLOTS } from "./nonce.ts";
+import { CompactNonceCache, DEFAULT_NONCE_SESSIONS, DEFAULT_NONCE_SLOTS } from "./nonce.ts";
 import { loadStateFile, serializeState, StateWriter, writeFileAtomic } from "./persist.ts";
 import { DEFAULT_MAX_SKEW_MS } from "../lib/sign.ts";
 import {
@@ -57,6 +57,8 @@ export interface FaildOptions {
   maxSkewMs?: number;
   /** Slots of the replay cache, a power of two (default 2^20, holds 786432 nonces). */
   nonceSlots?: number;
+  /** Most sessions of sequenced nonces held (default {@linkcode DEFAULT_NONCE_SESSIONS}). */
+  nonceSessions?: number;
   /** Interval of event stream keep-alive comments, in ms (default 15000). */
   keepaliveMs?: number;
   /** TLS certificate chain file (PEM); with `keyFile` faild speaks HTTPS. */
@@ -227,6 +229,7 @@ export async function startFaild(options: FaildOptions = {}): Promise<FaildHandl
     nonces: new CompactNonceCache({
       maxSkewMs: options.maxSkewMs ?? DEFAULT_MAX_SKEW_MS,
       slots: options.nonceSlots ?? DEFAULT_NONCE_SLOTS,
+      sessions: options.nonceSessions ?? DEFAULT_NONCE_SESSIONS,
     }),
     metrics: new Metrics(),
     log,
@@ -382,6 +385,8 @@ export interface FaildArgs {
   maxSkew?: number;
   /** `--max-nonces N`. */
   maxNonces?: number;
+  /** `--body-timeout SECONDS`. */
+  bodyTimeout?: number;
   /** `--cert FILE`. */
   cert?: string;
   /** `--key FILE`. */
@@ -414,6 +419,7 @@ Options:
   --max-services N          most services held (default ${DEFAULT_MAX_SERVICES})
   --max-streams N           most concurrent event streams (default ${DEFAULT_MAX_STREAMS})
   --max-skew SECONDS        accepted clock difference of signed requests (default 30)
+  --body-timeout SECONDS    time a client has to send a request body (default 5)
   --max-nonces N            replay cache size for randomly signed requests remembered within
                             the skew window (default 786432, 12 bytes each; beyond it faild
                             answers 503). Clients using nonce sequences (FaildClient, failc,
@@ -452,6 +458,14 @@ export function nonceSlotsFor(n: number): number {
   return slots;
 }
 
+function secondsArg(flag: string, value: string): number {
+  const n = Number(value);
+  if (!/^\d+(\.\d+)?$/.test(value) || !(n >= 0.1 && n <= 3600)) {
+    throw new TypeError(`Invalid ${flag} "${value}": expected seconds from 0.1 to 3600`);
+  }
+  return n;
+}
+
 function intArg(flag: string, value: string, min: number, max: number): number {
   const n = Number(value);
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
@@ -488,6 +502,7 @@ export function parseFaildArgs(args: string[]): FaildArgs {
     "--max-streams": "--max-streams",
     "--max-skew": "--max-skew",
     "--max-nonces": "--max-nonces",
+    "--body-timeout": "--body-timeout",
     "--cert": "--cert",
     "--key": "--key",
     "--log-level": "--log-level",
@@ -549,6 +564,9 @@ export function parseFaildArgs(args: string[]): FaildArgs {
           break;
         case "--max-nonces":
           out.maxNonces = intArg(arg, value, 1000, 100_000_000);
+          break;
+        case "--body-timeout":
+          out.bodyTimeout = secondsArg(arg, value);
           break;
         case "--cert":
           out.cert = value;
@@ -624,6 +642,7 @@ export async function main(args: string[]): Promise<number> {
       ...(opts.maxStreams !== undefined ? { maxStreams: opts.maxStreams } : {}),
       ...(opts.maxSkew !== undefined ? { maxSkewMs: opts.maxSkew * 1000 } : {}),
       ...(opts.maxNonces !== undefined ? { nonceSlots: nonceSlotsFor(opts.maxNonces) } : {}),
+      ...(opts.bodyTimeout !== undefined ? { bodyTimeoutMs: opts.bodyTimeout * 1000 } : {}),
       ...(opts.cert !== undefined ? { certFile: opts.cert } : {}),
       ...(opts.key !== undefined ? { keyFile: opts.key } : {}),
     });

@@ -19,6 +19,13 @@ export const AUTH_SCHEME = "FAILOVER-HMAC-SHA256";
 /** Response header carrying the server's signature. */
 export const RESPONSE_SIGNATURE_HEADER = "x-failover-signature";
 
+/**
+ * Request header carrying {@linkcode bodyDigest} of the body, sent with every signed request that
+ * has a body: the signature covers the digest, so faild verifies the whole signature before it
+ * reads a byte of the body, then checks the body against the digest.
+ */
+export const CONTENT_DIGEST_HEADER = "x-failover-content-sha256";
+
 /** Default accepted clock difference between client and server, in ms. */
 export const DEFAULT_MAX_SKEW_MS = 30_000;
 
