@@ -91,10 +91,11 @@ export class RawConnection {
    * Reads one answer (a body framed by content-length, chunked, or by the end of the stream).
    *
    * @param timeoutMs How long to wait (default 5000).
+   * @param headRequest The answer is to a HEAD request: it has no body, whatever its length says.
    * @returns The answer, or `null` when the peer closed the connection before answering.
    * @throws {RawTimeoutError} When nothing complete arrives in time.
    */
-  async read(timeoutMs = 5000): Promise<RawAnswer | null> {
+  async read(timeoutMs = 5000, headRequest = false): Promise<RawAnswer | null> {
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -122,7 +123,7 @@ export class RawConnection {
       this.#consume(headEnd + 4);
       let body: Uint8Array;
       const length = headers.get("content-length");
-      if (status === 100 || status === 101 || status === 204 || status === 304) {
+      if (headRequest || status === 100 || status === 101 || status === 204 || status === 304) {
         body = new Uint8Array(0);
       } else if (length !== undefined) {
         const n = Number(length);
@@ -259,6 +260,8 @@ export interface SignedRequestOptions {
   digestHeader?: boolean;
   /** The Host header value (default `faild`). */
   host?: string;
+  /** Sign this path instead of the target sent (a lie the server must catch). */
+  signedTarget?: string;
 }
 
 /**
@@ -282,7 +285,7 @@ export function signedRequest(
   if (key !== null) {
     const s = signRequest(key, {
       method,
-      path: target,
+      path: options.signedTarget ?? target,
       body,
       ...(options.now !== undefined ? { now: options.now } : {}),
       ...(options.nonces ? { nonces: options.nonces } : {}),

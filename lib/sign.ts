@@ -147,6 +147,16 @@ export class NonceSequence {
   #session = randomHex(8);
   #counter = 0;
 
+  /**
+   * Starts a new session (a new random id, the counter back to 0): what a client does when
+   * faild says a nonce of its session was already used, e.g. because a holder of the same key
+   * who saw a nonce on the wire pushed the session's counter ahead.
+   */
+  renew(): void {
+    this.#session = randomHex(8);
+    this.#counter = 0;
+  }
+
   /** The next nonce of this client. */
   next(): string {
     if (this.#counter >= 0xffffffff) {
