@@ -61,7 +61,9 @@ export class RawConnection {
    * @returns The connection.
    */
   static async open(port: number, hostname = "127.0.0.1"): Promise<RawConnection> {
-    return new RawConnection(await Deno.connect({ hostname, port }));
+    const conn = await Deno.connect({ hostname, port });
+    conn.setNoDelay(true);
+    return new RawConnection(conn);
   }
 
   /** Whether the peer closed its side (a read returned end of stream) or the write failed. */
@@ -158,6 +160,40 @@ export class RawConnection {
       return { status, head, headers, body: decoder.decode(body) };
     } finally {
       clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Reads only the head of an answer (for a stream that does not end), and returns its status.
+   *
+   * @param timeoutMs How long to wait.
+   * @returns The status, or `null` when the peer closed the connection first.
+   */
+  async readHead(timeoutMs = 5000): Promise<number | null> {
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.close();
+    }, timeoutMs);
+    try {
+      while (this.#find() < 0) {
+        if (!(await this.#fill())) {
+          if (timedOut) throw new RawTimeoutError(timeoutMs);
+          return null;
+        }
+      }
+      return Number(decoder.decode(this.#buf.subarray(9, 12)));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Ends our side of the connection (the peer reads end of stream). */
+  async closeWrite(): Promise<void> {
+    try {
+      await this.#conn.closeWrite();
+    } catch {
+      // Already closed.
     }
   }
 

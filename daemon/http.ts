@@ -30,8 +30,29 @@ export const MAX_TARGET_LENGTH = 2048;
 
 /** Descriptors kept free for everything else faild opens (state file and its directory). */
 const RESERVED_FDS = 32;
-const INITIAL_BUFFER = 4096;
-const OUTPUT_BUFFER = 4096;
+/** Size of the buffers connections read into and answer from (a larger head or answer gets its own). */
+const BUFFER_SIZE = 4096;
+
+/**
+ * Buffers reused from one connection to the next: a flood of short connections then reuses a
+ * few hundred buffers instead of allocating two for each (which V8 frees lazily, and the
+ * allocator then keeps).
+ */
+class BufferPool {
+  #free: Uint8Array[] = [];
+  constructor(readonly max: number) {}
+  take(): Uint8Array {
+    return this.#free.pop() ?? new Uint8Array(BUFFER_SIZE);
+  }
+  give(buffer: Uint8Array): void {
+    if (buffer.length === BUFFER_SIZE && this.#free.length < this.max) this.#free.push(buffer);
+  }
+}
+
+const inputs = new BufferPool(256);
+const outputs = new BufferPool(64);
+/** Where bytes faild reads only to drop them go (their content never matters). */
+const DISCARD = new Uint8Array(BUFFER_SIZE);
 /** Longest wait for a client to take our last answer before a close, in ms. */
 const LINGER_MS = 1000;
 /** Most bytes read and dropped while waiting for that. */
@@ -401,27 +422,35 @@ class Connection {
   phase: Phase = "head";
   deadline: number;
   #server: HttpServer;
-  #buf = new Uint8Array(INITIAL_BUFFER);
+  #buf = inputs.take();
+  /** A read into `#buf` is pending (the buffer cannot go back to the pool). */
+  #reading = false;
   #start = 0;
   #end = 0;
   #scanned = 0;
-  #closedResolvers = Promise.withResolvers<void>();
+  #closedResolvers: PromiseWithResolvers<void> | null = null;
   /** A canned answer was written by the sweeper: the handler's answer is dropped. */
   #answered = false;
   /** Close the connection after the answer being written. */
   #closeAfter = false;
-  /** The output buffer, reused from one answer to the next. */
-  #out = new Uint8Array(OUTPUT_BUFFER);
+  /** A write of `#out` is pending (the buffer cannot go back to the pool). */
+  #writing = false;
+  /** The buffer of the answer being written (from the pool when it fits). */
+  #out: Uint8Array | null = null;
 
   constructor(server: HttpServer, conn: Deno.Conn, remote: string, now: number) {
     this.#server = server;
     this.conn = conn;
     this.remote = remote;
     this.deadline = now + server.headerTimeoutMs;
-    this.#closedResolvers.promise.catch(() => {});
   }
 
+  /** Settles when the connection is closed (made only when asked for: event streams). */
   get closed(): Promise<void> {
+    if (this.#closedResolvers === null) {
+      this.#closedResolvers = Promise.withResolvers<void>();
+      if (this.phase === "closed") this.#closedResolvers.resolve();
+    }
     return this.#closedResolvers.promise;
   }
 
@@ -434,6 +463,7 @@ class Connection {
         const answer = await this.#exchange();
         if (answer === null) return;
         await this.#writeAll(answer);
+        this.#releaseOut();
         if (this.#closeAfter) {
           await this.#linger();
           return;
@@ -458,7 +488,7 @@ class Connection {
     if (!head.ok) {
       this.#server.count(head.reason);
       this.#closeAfter = true;
-      return refusal(head.status, head.message);
+      return this.#refusal(head.status, head.message);
     }
     this.phase = "handler";
     let bodyRead = head.contentLength === 0;
@@ -517,12 +547,28 @@ class Connection {
     head += `content-length: ${length < 0 ? bodyBytes : length}\r\n`;
     head += this.#closeAfter ? "connection: close\r\n\r\n" : "\r\n";
     const need = utf8Length(head) + bodyBytes;
-    if (this.#out.length < need || this.#out.length > Math.max(OUTPUT_BUFFER, need * 4)) {
-      this.#out = new Uint8Array(Math.max(OUTPUT_BUFFER, need));
-    }
-    const n = encoder.encodeInto(head, this.#out).written;
-    const m = body === "" ? 0 : encoder.encodeInto(body, this.#out.subarray(n)).written;
-    return this.#out.subarray(0, n + m);
+    const out = need <= BUFFER_SIZE ? outputs.take() : new Uint8Array(need);
+    this.#out = out;
+    const n = encoder.encodeInto(head, out).written;
+    const m = body === "" ? 0 : encoder.encodeInto(body, out.subarray(n)).written;
+    return out.subarray(0, n + m);
+  }
+
+  /** A JSON refusal written by the HTTP layer itself (the connection closes after it). */
+  #refusal(status: number, message: string): Uint8Array {
+    this.#closeAfter = true;
+    return this.#serialize(
+      status,
+      { "content-type": "application/json" },
+      JSON.stringify({ error: message }),
+      -1,
+    );
+  }
+
+  /** The answer is written: its buffer goes back to the pool. */
+  #releaseOut(): void {
+    if (this.#out !== null) outputs.give(this.#out);
+    this.#out = null;
   }
 
   /** Called by the sweeper when the deadline of the current phase has passed. */
@@ -531,7 +577,7 @@ class Connection {
       case "head":
         this.#server.count("header_timeout");
         this.#answerAndClose(
-          refusal(
+          this.#refusal(
             408,
             `Request head too slow: not received within ${this.#server.headerTimeoutMs} ms`,
           ),
@@ -540,7 +586,7 @@ class Connection {
       case "body":
         this.#server.count("body_timeout");
         this.#answerAndClose(
-          refusal(
+          this.#refusal(
             408,
             `Request body too slow: not received within ${this.#server.bodyTimeoutMs} ms`,
           ),
@@ -567,7 +613,11 @@ class Connection {
       // Already closed.
     }
     this.#server.release(this);
-    this.#closedResolvers.resolve();
+    this.#closedResolvers?.resolve();
+    // The buffers go back to the pool unless a read into the input one is still pending.
+    if (!this.#reading) inputs.give(this.#buf);
+    this.#buf = DISCARD;
+    if (!this.#writing) this.#releaseOut();
   }
 
   /** Closes it if it is between requests (for shutdown). */
@@ -579,14 +629,19 @@ class Connection {
     this.#answered = true;
     this.phase = "write";
     this.deadline = Date.now() + 1000;
-    this.conn.write(bytes).catch(() => {}).finally(() => this.close());
+    this.#writing = true;
+    this.conn.write(bytes).catch(() => {}).finally(() => {
+      this.#writing = false;
+      this.close();
+      this.#releaseOut();
+    });
   }
 
   #startNext(): void {
     // Keep the buffer small between requests.
     if (this.#start === this.#end) {
       this.#start = this.#end = this.#scanned = 0;
-      if (this.#buf.length > INITIAL_BUFFER) this.#buf = new Uint8Array(INITIAL_BUFFER);
+      if (this.#buf.length > BUFFER_SIZE) this.#buf = inputs.take();
       this.phase = "idle";
       this.deadline = Date.now() + this.#server.idleTimeoutMs;
     } else {
@@ -625,8 +680,9 @@ class Connection {
       if (this.#end - this.#start >= MAX_HEAD_BYTES) {
         this.#server.count("head_too_large");
         await this.#writeAll(
-          refusal(431, `Request head too large: at most ${MAX_HEAD_BYTES} bytes`),
+          this.#refusal(431, `Request head too large: at most ${MAX_HEAD_BYTES} bytes`),
         );
+        this.#releaseOut();
         await this.#linger();
         return null;
       }
@@ -648,10 +704,9 @@ class Connection {
     this.deadline = Date.now() + LINGER_MS;
     try {
       await this.conn.closeWrite();
-      const scratch = new Uint8Array(4096);
       let n = 0;
       while (n < LINGER_BYTES) {
-        const r = await this.conn.read(scratch);
+        const r = await this.conn.read(DISCARD);
         if (r === null) break;
         n += r;
       }
@@ -669,11 +724,17 @@ class Connection {
       this.#start = 0;
     }
     if (this.#end === this.#buf.length) {
-      const bigger = new Uint8Array(Math.min(this.#buf.length * 2, MAX_HEAD_BYTES + 4));
+      const bigger = new Uint8Array(Math.min(this.#buf.length * 4, MAX_HEAD_BYTES + 4));
       bigger.set(this.#buf.subarray(0, this.#end));
       this.#buf = bigger;
     }
-    const n = await this.conn.read(this.#buf.subarray(this.#end));
+    this.#reading = true;
+    let n: number | null;
+    try {
+      n = await this.conn.read(this.#buf.subarray(this.#end));
+    } finally {
+      this.#reading = false;
+    }
     if (n === null) return false;
     this.#end += n;
     return true;
@@ -718,8 +779,13 @@ class Connection {
   async #writeAll(bytes: Uint8Array): Promise<void> {
     this.phase = "write";
     this.deadline = Date.now() + this.#server.writeTimeoutMs;
-    let off = 0;
-    while (off < bytes.length) off += await this.conn.write(bytes.subarray(off));
+    this.#writing = true;
+    try {
+      let off = 0;
+      while (off < bytes.length) off += await this.conn.write(bytes.subarray(off));
+    } finally {
+      this.#writing = false;
+    }
   }
 
   async #stream(
@@ -733,9 +799,8 @@ class Connection {
     const reader = body.getReader();
     // Anything the client sends now is discarded; its end means it went away.
     const watch = (async () => {
-      const scratch = new Uint8Array(1024);
       try {
-        while ((await this.conn.read(scratch)) !== null) { /* discard */ }
+        while ((await this.conn.read(DISCARD)) !== null) { /* discard */ }
       } catch {
         // Closed.
       }

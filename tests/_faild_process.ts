@@ -17,7 +17,7 @@ export const FAILD_ARGS = [
 ];
 
 /** The V8 flags of the `faild` task (small-memory profile, docs/performance.md). */
-export const FAILD_V8_FLAGS = "--max-semi-space-size=1,--max-opt=2";
+export const FAILD_V8_FLAGS = "--max-semi-space-size=1,--max-opt=2,--optimize-for-size";
 
 /** A faild child process. */
 export interface FaildProcess {
