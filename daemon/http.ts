@@ -492,6 +492,7 @@ class Connection {
     }
     this.phase = "handler";
     let bodyRead = head.contentLength === 0;
+    const closed = () => this.closed;
     const request: HttpRequest = {
       method: head.method,
       target: head.target,
@@ -499,7 +500,9 @@ class Connection {
       headers: head.headers,
       contentLength: head.contentLength,
       remote: this.remote,
-      closed: this.closed,
+      get closed() {
+        return closed();
+      },
       body: () => {
         if (bodyRead) return Promise.resolve(new Uint8Array(0));
         bodyRead = true;
