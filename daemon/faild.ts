@@ -216,13 +216,26 @@ export async function startFaild(options: FaildOptions = {}): Promise<FaildHandl
       });
     }
     const file = options.stateFile;
+    let lastStateError = 0;
+    let suppressedStateErrors = 0;
     writer = new StateWriter(file, () => {
       const now = Date.now();
       return serializeState(host, store.list(), now, nonces.replayMarks(now));
     }, {
       version: () => store.version,
       onError: (error) => {
-        log.error("state", "cannot save state, retrying", { error: error.message });
+        // A full disk fails every write: one line a second at most.
+        const now = Date.now();
+        if (now - lastStateError < 1000) {
+          suppressedStateErrors++;
+          return;
+        }
+        lastStateError = now;
+        log.error("state", "cannot save state, retrying", {
+          error: error.message,
+          ...(suppressedStateErrors > 0 ? { suppressed: suppressedStateErrors } : {}),
+        });
+        suppressedStateErrors = 0;
       },
       onRecovered: () => log.info("state", "state saved again", { file }),
     });

@@ -28,6 +28,8 @@ export const MAX_HEADER_FIELDS = 100;
 /** Longest request target, in bytes. */
 export const MAX_TARGET_LENGTH = 2048;
 
+/** Most refused connections being told 503 at once (beyond, they are closed unanswered). */
+const MAX_REFUSING = 8;
 /** Descriptors kept free for everything else faild opens (state file and its directory). */
 const RESERVED_FDS = 32;
 /** Size of the buffers connections read into and answer from (a larger head or answer gets its own). */
@@ -171,8 +173,11 @@ export interface HttpResponse {
   close?: boolean;
 }
 
-/** Answers a request. */
-export type HttpHandler = (req: HttpRequest) => Promise<HttpResponse>;
+/**
+ * Answers a request: synchronously when it can (the request's objects then die at once), or a
+ * promise when it must wait (a body, a disk write).
+ */
+export type HttpHandler = (req: HttpRequest) => HttpResponse | Promise<HttpResponse>;
 
 /** Options of {@linkcode HttpServer}. */
 export interface HttpServerOptions {
@@ -254,6 +259,23 @@ function serialize(
   return encoder.encode(head + "\r\n" + (headOnly ? "" : body));
 }
 
+/** The status lines faild sends, made once. */
+const STATUS_LINES = new Map(
+  Object.entries(REASONS).map(([code, reason]) => [Number(code), `HTTP/1.1 ${code} ${reason}\r\n`]),
+);
+
+/**
+ * Copies an ASCII string (header names and values are checked to be ASCII, or made of hex
+ * digits and numbers) into a buffer; a character beyond ASCII is written as `?`.
+ */
+function writeAscii(out: Uint8Array, at: number, text: string): number {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    out[at++] = c < 0x80 ? c : 0x3f;
+  }
+  return at;
+}
+
 /** Bytes of a string in UTF-8, without encoding it. */
 export function utf8Length(text: string): number {
   let n = text.length;
@@ -316,11 +338,13 @@ function parseHead(bytes: Uint8Array, maxBody: number): Head {
       );
     }
   }
-  const lines = decoder.decode(bytes).split("\r\n");
-  const requestLine = lines[0]!;
+  const text = decoder.decode(bytes);
+  let eol = text.indexOf("\r\n");
+  if (eol < 0) eol = text.length;
+  const requestLine = eol === text.length ? text : text.slice(0, eol);
   const sp1 = requestLine.indexOf(" ");
   const sp2 = requestLine.lastIndexOf(" ");
-  if (sp1 <= 0 || sp2 === sp1) {
+  if (sp1 <= 0 || sp2 === sp1 || requestLine.includes("\n") || requestLine.includes("\r")) {
     return bad("Invalid request line: expected METHOD TARGET HTTP/1.1");
   }
   const method = requestLine.slice(0, sp1);
@@ -341,27 +365,39 @@ function parseHead(bytes: Uint8Array, maxBody: number): Head {
   if (!target.startsWith("/") || target.includes(" ")) {
     return bad("Invalid request target: expected a path starting with /");
   }
-  if (lines.length - 1 > MAX_HEADER_FIELDS) {
-    return bad(`Too many header fields: at most ${MAX_HEADER_FIELDS}`, 431, "head_too_large");
-  }
+  // Header fields, read in place: one string per name and per value.
   const headers = new Map<string, string>();
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    if (line.includes("\r") || line.includes("\n")) {
-      return bad("Invalid request head: lines must end with CRLF");
+  let line = 1;
+  for (let pos = eol + 2; pos < text.length; line++) {
+    if (line > MAX_HEADER_FIELDS) {
+      return bad(`Too many header fields: at most ${MAX_HEADER_FIELDS}`, 431, "head_too_large");
     }
-    const colon = line.indexOf(":");
-    const name = colon > 0 ? line.slice(0, colon) : "";
+    let end = text.indexOf("\r\n", pos);
+    if (end < 0) end = text.length;
+    const colon = text.indexOf(":", pos);
+    if (colon <= pos || colon > end) {
+      return bad(`Invalid header field on line ${line + 1}: expected "name: value"`);
+    }
+    for (let i = pos; i < end; i++) {
+      const c = text.charCodeAt(i);
+      if (c === 13 || c === 10) return bad("Invalid request head: lines must end with CRLF");
+    }
+    const name = text.slice(pos, colon);
     if (!TOKEN.test(name)) {
-      return bad(`Invalid header field on line ${i + 1}: expected "name: value"`);
+      return bad(`Invalid header field on line ${line + 1}: expected "name: value"`);
     }
+    let from = colon + 1;
+    let to = end;
+    while (from < to && (text.charCodeAt(from) === 32 || text.charCodeAt(from) === 9)) from++;
+    while (to > from && (text.charCodeAt(to - 1) === 32 || text.charCodeAt(to - 1) === 9)) to--;
     const key = name.toLowerCase();
-    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+    const value = text.slice(from, to);
     const previous = headers.get(key);
     if (previous !== undefined) {
       if (SINGLE_FIELDS.has(key)) return bad(`Invalid request head: repeated ${key} field`);
       headers.set(key, `${previous}, ${value}`);
     } else headers.set(key, value);
+    pos = end + 2;
   }
   const host = headers.get("host");
   if (host === undefined ? version === "HTTP/1.1" : !HOST.test(host)) {
@@ -428,6 +464,10 @@ class Connection {
   #start = 0;
   #end = 0;
   #scanned = 0;
+  /** Where the head last found by `#findHead` starts. */
+  #headStart = 0;
+  /** The current request announced a body the handler has not asked for. */
+  #bodyUnread = false;
   #closedResolvers: PromiseWithResolvers<void> | null = null;
   /** A canned answer was written by the sweeper: the handler's answer is dropped. */
   #answered = false;
@@ -454,16 +494,46 @@ class Connection {
     return this.#closedResolvers.promise;
   }
 
-  /** Serves requests until the connection ends. */
+  /**
+   * Serves requests until the connection ends. Waiting for a request or for a write keeps no
+   * per-request object alive (the waits are here, not in nested async calls): with many
+   * connections, whatever waits survives minor collections and ends up in the old generation.
+   */
   async serve(): Promise<void> {
     try {
       while (this.phase !== "closed") {
-        // Only the answer's bytes stay referenced while they are written: the request and
-        // everything made for it can go with the next minor collection.
-        const answer = await this.#exchange();
+        const head = this.#findHead();
+        if (head < 0) {
+          if (this.#end - this.#start >= MAX_HEAD_BYTES) {
+            this.#server.count("head_too_large");
+            await this.#writeAll(
+              this.#refusal(431, `Request head too large: at most ${MAX_HEAD_BYTES} bytes`),
+            );
+            await this.#linger();
+            return;
+          }
+          this.#makeRoom();
+          this.#reading = true;
+          let n: number | null;
+          try {
+            n = await this.conn.read(
+              this.#end === 0 ? this.#buf : this.#buf.subarray(this.#end),
+            );
+          } finally {
+            this.#reading = false;
+          }
+          if (n === null) return;
+          this.#end += n;
+          if (this.phase === "idle") {
+            this.phase = "head";
+            this.deadline = Date.now() + this.#server.headerTimeoutMs;
+          }
+          continue;
+        }
+        let answer = this.#exchange(this.#headStart, head);
+        if (answer instanceof Promise) answer = await answer;
         if (answer === null) return;
         await this.#writeAll(answer);
-        this.#releaseOut();
         if (this.#closeAfter) {
           await this.#linger();
           return;
@@ -478,83 +548,113 @@ class Connection {
   }
 
   /**
-   * Reads a request head, runs the handler, and returns the answer to write (in the output
-   * buffer), or `null` when the connection is done (closed, refused, answered by a stream).
+   * Parses the head found in the buffer, runs the handler, and returns the answer to write (in
+   * an output buffer), or `null` when the connection is done (refused, answered by a stream, or
+   * closed meanwhile). Synchronous when the handler is.
    */
-  async #exchange(): Promise<Uint8Array | null> {
-    const range = await this.#readHead();
-    if (range === null) return null;
-    const head = parseHead(this.#buf.subarray(range[0], range[1]), this.#server.maxBodyBytes);
+  #exchange(from: number, to: number): Uint8Array | null | Promise<Uint8Array | null> {
+    const head = parseHead(this.#buf.subarray(from, to), this.#server.maxBodyBytes);
     if (!head.ok) {
       this.#server.count(head.reason);
-      this.#closeAfter = true;
       return this.#refusal(head.status, head.message);
     }
     this.phase = "handler";
-    let bodyRead = head.contentLength === 0;
+    this.#bodyUnread = head.contentLength > 0;
+    const length = head.contentLength;
+    const expectContinue = head.expectContinue;
     const closed = () => this.closed;
     const request: HttpRequest = {
       method: head.method,
       target: head.target,
       path: head.path,
       headers: head.headers,
-      contentLength: head.contentLength,
+      contentLength: length,
       remote: this.remote,
       get closed() {
         return closed();
       },
       body: () => {
-        if (bodyRead) return Promise.resolve(new Uint8Array(0));
-        bodyRead = true;
-        return this.#readBody(head.contentLength, head.expectContinue);
+        if (!this.#bodyUnread) return Promise.resolve(new Uint8Array(0));
+        this.#bodyUnread = false;
+        return this.#readBody(length, expectContinue);
       },
     };
-    let response: HttpResponse;
+    const wantsClose = head.close;
+    const headOnly = head.method === "HEAD";
+    let response: HttpResponse | Promise<HttpResponse>;
     try {
-      response = await this.#server.handler(request);
+      response = this.#server.handler(request);
     } catch (error) {
-      this.#server.throttle.warn("handler", "request handler failed", { error: String(error) });
-      response = {
-        status: 500,
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ error: "Internal error: see the faild log" }),
-        close: true,
-      };
+      response = this.#internalError(error);
     }
+    if (response instanceof Promise) {
+      return response.then(
+        (r) => this.#answerBytes(r, wantsClose, headOnly),
+        (error) => this.#answerBytes(this.#internalError(error), wantsClose, headOnly),
+      );
+    }
+    return this.#answerBytes(response, wantsClose, headOnly);
+  }
+
+  #internalError(error: unknown): HttpResponse {
+    this.#server.throttle.warn("handler", "request handler failed", { error: String(error) });
+    return {
+      status: 500,
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ error: "Internal error: see the faild log" }),
+      close: true,
+    };
+  }
+
+  /** The bytes of a handler's answer, or `null` (streamed, or the connection is gone). */
+  #answerBytes(
+    response: HttpResponse,
+    wantsClose: boolean,
+    headOnly: boolean,
+  ): Uint8Array | null | Promise<null> {
     if (this.#answered || (this.phase as Phase) === "closed") return null;
     if (typeof response.body !== "string") {
-      await this.#stream(response.status, response.headers, response.body);
-      return null;
+      return this.#stream(response.status, response.headers, response.body).then(() => null);
     }
     // A body the handler did not read is never drained: the connection closes instead.
-    this.#closeAfter = head.close || response.close === true || !bodyRead ||
+    this.#closeAfter = wantsClose || response.close === true || this.#bodyUnread ||
       this.#server.closing;
     return this.#serialize(
       response.status,
       response.headers,
-      head.method === "HEAD" ? "" : response.body,
-      head.method === "HEAD" ? utf8Length(response.body) : -1,
+      headOnly ? "" : response.body,
+      headOnly ? utf8Length(response.body) : -1,
     );
   }
 
-  /** Writes an answer into the connection's output buffer (reused from one answer to the next). */
+  /** Writes an answer into an output buffer, the head byte by byte (no string is built). */
   #serialize(
     status: number,
     headers: Record<string, string>,
     body: string,
     length: number,
   ): Uint8Array {
-    let head = `HTTP/1.1 ${status} ${REASONS[status] ?? "Unknown"}\r\n`;
-    for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
     const bodyBytes = utf8Length(body);
-    head += `content-length: ${length < 0 ? bodyBytes : length}\r\n`;
-    head += this.#closeAfter ? "connection: close\r\n\r\n" : "\r\n";
-    const need = utf8Length(head) + bodyBytes;
+    let headBytes = 64;
+    for (const name in headers) headBytes += name.length + headers[name]!.length + 4;
+    const need = headBytes + bodyBytes;
     const out = need <= BUFFER_SIZE ? outputs.take() : new Uint8Array(need);
     this.#out = out;
-    const n = encoder.encodeInto(head, out).written;
-    const m = body === "" ? 0 : encoder.encodeInto(body, out.subarray(n)).written;
-    return out.subarray(0, n + m);
+    let n = writeAscii(out, 0, STATUS_LINES.get(status) ?? `HTTP/1.1 ${status} Unknown\r\n`);
+    for (const name in headers) {
+      n = writeAscii(out, n, name);
+      out[n++] = 58; // ":"
+      out[n++] = 32;
+      n = writeAscii(out, n, headers[name]!);
+      out[n++] = 13;
+      out[n++] = 10;
+    }
+    n = writeAscii(out, n, "content-length: ");
+    n = writeAscii(out, n, String(length < 0 ? bodyBytes : length));
+    n = writeAscii(out, n, this.#closeAfter ? "\r\nconnection: close\r\n\r\n" : "\r\n\r\n");
+    if (body.length === bodyBytes) n = writeAscii(out, n, body);
+    else n += encoder.encodeInto(body, out.subarray(n)).written;
+    return out.subarray(0, n);
   }
 
   /** A JSON refusal written by the HTTP layer itself (the connection closes after it). */
@@ -654,46 +754,43 @@ class Connection {
   }
 
   /**
-   * Reads up to the end of a head; returns where it lies in the buffer (valid until the next
-   * read), or `null` at the end of the stream.
+   * Looks for the end of a head in what was read: returns the end of the head (its start is
+   * `#headStart`, and `#start` moves past the blank line), or -1 when it is not all there yet.
+   * The blank line is CRLF CRLF; LF LF is found too, and refused by the parser.
    */
-  async #readHead(): Promise<[number, number] | null> {
-    while (true) {
-      // The head ends at a blank line: CRLF CRLF (LF LF is found too, and refused by the parser).
-      const b = this.#buf;
-      let i = Math.max(this.#start, this.#scanned);
-      for (; i < this.#end; i++) {
-        if (b[i] !== 10) continue;
-        if (i + 1 >= this.#end) break;
-        let next: number;
-        if (b[i + 1] === 10) next = i + 2;
-        else if (b[i + 1] === 13) {
-          if (i + 2 >= this.#end) break;
-          if (b[i + 2] !== 10) continue;
-          next = i + 3;
-        } else continue;
-        const head: [number, number] = [
-          this.#start,
-          i > this.#start && b[i - 1] === 13 ? i - 1 : i,
-        ];
-        this.#start = this.#scanned = next;
-        return head;
-      }
-      this.#scanned = i;
-      if (this.#end - this.#start >= MAX_HEAD_BYTES) {
-        this.#server.count("head_too_large");
-        await this.#writeAll(
-          this.#refusal(431, `Request head too large: at most ${MAX_HEAD_BYTES} bytes`),
-        );
-        this.#releaseOut();
-        await this.#linger();
-        return null;
-      }
-      if (!(await this.#fill())) return null;
-      if (this.phase === "idle") {
-        this.phase = "head";
-        this.deadline = Date.now() + this.#server.headerTimeoutMs;
-      }
+  #findHead(): number {
+    const b = this.#buf;
+    let i = Math.max(this.#start, this.#scanned);
+    for (; i < this.#end; i++) {
+      if (b[i] !== 10) continue;
+      if (i + 1 >= this.#end) break;
+      let next: number;
+      if (b[i + 1] === 10) next = i + 2;
+      else if (b[i + 1] === 13) {
+        if (i + 2 >= this.#end) break;
+        if (b[i + 2] !== 10) continue;
+        next = i + 3;
+      } else continue;
+      this.#headStart = this.#start;
+      this.#start = this.#scanned = next;
+      return i > this.#headStart && b[i - 1] === 13 ? i - 1 : i;
+    }
+    this.#scanned = i;
+    return -1;
+  }
+
+  /** Makes room in the input buffer before a read (moving the unread bytes, or growing it). */
+  #makeRoom(): void {
+    if (this.#start > 0 && (this.#end === this.#buf.length || this.#start === this.#end)) {
+      this.#buf.copyWithin(0, this.#start, this.#end);
+      this.#end -= this.#start;
+      this.#scanned = Math.max(0, this.#scanned - this.#start);
+      this.#start = 0;
+    }
+    if (this.#end === this.#buf.length) {
+      const bigger = new Uint8Array(Math.min(this.#buf.length * 4, MAX_HEAD_BYTES + 4));
+      bigger.set(this.#buf.subarray(0, this.#end));
+      this.#buf = bigger;
     }
   }
 
@@ -716,31 +813,6 @@ class Connection {
     } catch {
       // Reset or closed by the sweeper.
     }
-  }
-
-  /** Reads more bytes into the buffer; `false` at the end of the stream. */
-  async #fill(): Promise<boolean> {
-    if (this.#start > 0 && (this.#end === this.#buf.length || this.#start === this.#end)) {
-      this.#buf.copyWithin(0, this.#start, this.#end);
-      this.#end -= this.#start;
-      this.#scanned = Math.max(0, this.#scanned - this.#start);
-      this.#start = 0;
-    }
-    if (this.#end === this.#buf.length) {
-      const bigger = new Uint8Array(Math.min(this.#buf.length * 4, MAX_HEAD_BYTES + 4));
-      bigger.set(this.#buf.subarray(0, this.#end));
-      this.#buf = bigger;
-    }
-    this.#reading = true;
-    let n: number | null;
-    try {
-      n = await this.conn.read(this.#buf.subarray(this.#end));
-    } finally {
-      this.#reading = false;
-    }
-    if (n === null) return false;
-    this.#end += n;
-    return true;
   }
 
   async #readBody(length: number, expectContinue: boolean): Promise<Uint8Array> {
@@ -779,16 +851,18 @@ class Connection {
     return out;
   }
 
+  /** Writes bytes (an answer in `#out` goes back to the pool once written). */
   async #writeAll(bytes: Uint8Array): Promise<void> {
     this.phase = "write";
     this.deadline = Date.now() + this.#server.writeTimeoutMs;
     this.#writing = true;
     try {
-      let off = 0;
+      let off = await this.conn.write(bytes);
       while (off < bytes.length) off += await this.conn.write(bytes.subarray(off));
     } finally {
       this.#writing = false;
     }
+    this.#releaseOut();
   }
 
   async #stream(
@@ -876,6 +950,8 @@ export class HttpServer {
   #tls: boolean;
   /** The connection limit in force: lowered when the process runs out of descriptors. */
   #limit: number;
+  /** Refused connections whose 503 is being written. */
+  #refusing = 0;
   #connections = new Set<Connection>();
   #perAddress = new Map<string, number>();
   #sweeper: ReturnType<typeof setInterval>;
@@ -1037,8 +1113,17 @@ export class HttpServer {
             // Already closed.
           }
         };
-        if (this.#tls) close();
-        else refused.write(TOO_MANY).then(close, close);
+        // At most a few answers in flight: in a flood the others are closed unanswered, so
+        // that refused connections never take the descriptors the limit keeps free.
+        if (this.#tls || this.#refusing >= MAX_REFUSING) close();
+        else {
+          this.#refusing++;
+          const done = () => {
+            this.#refusing--;
+            close();
+          };
+          refused.write(TOO_MANY).then(done, done);
+        }
         continue;
       }
       this.#accepted++;

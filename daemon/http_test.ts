@@ -58,6 +58,8 @@ Deno.test("HttpServer refuses malformed heads with a clear 4xx and closes", asyn
   await withEcho(async (port) => {
     const cases: [string, string, number, RegExp][] = [
       ["bare LF lines", "GET / HTTP/1.1\nhost: x\n\n", 400, /CRLF|request line/],
+      ["a LF in the target", "GET /a\nb HTTP/1.1\r\nhost: x\r\n\r\n", 400, /request line/],
+      ["a CR in a field", "GET / HTTP/1.1\r\nhost: x\r\nx: a\rb\r\n\r\n", 400, /CRLF/],
       ["no Host", "GET / HTTP/1.1\r\n\r\n", 400, /Invalid Host header: HTTP\/1\.1 requires/],
       ["a bad Host", "GET / HTTP/1.1\r\nhost: a b\r\n\r\n", 400, /Invalid Host header/],
       ["two Hosts", "GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", 400, /repeated host/],

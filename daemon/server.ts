@@ -102,6 +102,16 @@ interface Caller {
 }
 
 const UNSIGNED: Caller = { keyId: null, community: null, nonce: null, digest: null };
+const EMPTY_BODY = new Uint8Array(0);
+
+/** What an operation answers, before it is signed. */
+interface Dispatched {
+  status: number;
+  body: unknown;
+  contentType?: string;
+  headers?: Record<string, string>;
+  digest?: string;
+}
 
 class HttpError extends Error {
   constructor(
@@ -216,18 +226,16 @@ export class FaildServer {
   }
 
   /**
-   * Answers one request: head checks first, then the body.
+   * Answers one request: head checks first, then the body. A read without a body is answered
+   * synchronously (nothing made for it stays alive while other connections are served).
    *
    * @param req The request, its body not read yet.
-   * @returns The answer.
+   * @returns The answer, or a promise of it when the body must be read or the state saved.
    */
-  async handle(req: HttpRequest): Promise<HttpResponse> {
+  handle(req: HttpRequest): HttpResponse | Promise<HttpResponse> {
     const started = performance.now();
     const { route, name } = routeOf(req.path);
     let caller: Caller = UNSIGNED;
-    let bytesIn = 0;
-    let response: HttpResponse;
-    let bytesOut = 0;
     try {
       caller = this.#authenticate(req);
       const methods = ROUTES[route];
@@ -256,50 +264,110 @@ export class FaildServer {
         }
       }
       this.#authorize(req.method, route, name, caller);
+      if (req.contentLength > 0) return this.#withBody(req, route, name, caller, started);
+      if (route === "/v1/events") return this.#events(caller, req.closed);
+      const result = this.#dispatch(req.method, route, name, EMPTY_BODY, caller);
+      if (result instanceof Promise) {
+        return result.then(
+          (r) => this.#answer(req, route, started, caller, r, 0),
+          (error) => this.#failure(req, route, started, caller, error, 0),
+        );
+      }
+      return this.#answer(req, route, started, caller, result, 0);
+    } catch (error) {
+      return this.#failure(req, route, started, caller, error, 0);
+    }
+  }
+
+  /** The rest of a request that has a body: read it, check it, then dispatch. */
+  async #withBody(
+    req: HttpRequest,
+    route: string,
+    name: string | undefined,
+    caller: Caller,
+    started: number,
+  ): Promise<HttpResponse> {
+    let bytesIn = 0;
+    try {
       const body = await this.#body(req, caller);
       bytesIn = body.byteLength;
       if (route === "/v1/events") return this.#events(caller, req.closed);
       const result = await this.#dispatch(req.method, route, name, body, caller);
-      const text = typeof result.body === "string" ? result.body : JSON.stringify(result.body);
-      bytesOut = utf8Length(text);
-      response = this.#respond(
-        result.status,
-        text,
-        caller,
-        result.contentType,
-        result.headers,
-        result.digest,
-      );
+      return this.#answer(req, route, started, caller, result, bytesIn);
     } catch (error) {
-      let status = 500;
-      let message = `Internal error: ${(error as Error).message}`;
-      let headers: Record<string, string> = {};
-      let reason: string | undefined;
-      if (error instanceof HttpError) {
-        status = error.status;
-        message = error.message;
-        headers = error.headers;
-        reason = error.reason;
-      } else if (error instanceof HttpBodyError) {
-        status = error.status;
-        message = error.message;
-      } else {
-        const gate = this.#errorLog.allow(Date.now());
-        if (gate.ok) {
-          this.#ctx.log.error("http", "request failed", {
-            method: req.method,
-            path: req.path.slice(0, 200),
-            error: String(error),
-            ...(gate.dropped > 0 ? { suppressed: gate.dropped } : {}),
-          });
-        }
-      }
-      const text = JSON.stringify(
-        reason === undefined ? { error: message } : { error: message, reason },
-      );
-      bytesOut = utf8Length(text);
-      response = this.#respond(status, text, caller, "application/json", headers);
+      return this.#failure(req, route, started, caller, error, bytesIn);
     }
+  }
+
+  /** Turns a dispatch result into the signed answer, and counts and logs it. */
+  #answer(
+    req: HttpRequest,
+    route: string,
+    started: number,
+    caller: Caller,
+    result: Dispatched,
+    bytesIn: number,
+  ): HttpResponse {
+    const text = typeof result.body === "string" ? result.body : JSON.stringify(result.body);
+    const response = this.#respond(
+      result.status,
+      text,
+      caller,
+      result.contentType,
+      result.headers,
+      result.digest,
+    );
+    return this.#done(req, route, started, caller, response, bytesIn, utf8Length(text));
+  }
+
+  /** The error answer of a refused or failed request. */
+  #failure(
+    req: HttpRequest,
+    route: string,
+    started: number,
+    caller: Caller,
+    error: unknown,
+    bytesIn: number,
+  ): HttpResponse {
+    let status = 500;
+    let message = `Internal error: ${(error as Error).message}`;
+    let headers: Record<string, string> = {};
+    let reason: string | undefined;
+    if (error instanceof HttpError) {
+      status = error.status;
+      message = error.message;
+      headers = error.headers;
+      reason = error.reason;
+    } else if (error instanceof HttpBodyError) {
+      status = error.status;
+      message = error.message;
+    } else {
+      const gate = this.#errorLog.allow(Date.now());
+      if (gate.ok) {
+        this.#ctx.log.error("http", "request failed", {
+          method: req.method,
+          path: req.path.slice(0, 200),
+          error: String(error),
+          ...(gate.dropped > 0 ? { suppressed: gate.dropped } : {}),
+        });
+      }
+    }
+    const text = JSON.stringify(
+      reason === undefined ? { error: message } : { error: message, reason },
+    );
+    const response = this.#respond(status, text, caller, "application/json", headers);
+    return this.#done(req, route, started, caller, response, bytesIn, utf8Length(text));
+  }
+
+  #done(
+    req: HttpRequest,
+    route: string,
+    started: number,
+    caller: Caller,
+    response: HttpResponse,
+    bytesIn: number,
+    bytesOut: number,
+  ): HttpResponse {
     this.#ctx.metrics.request(route, response.status, bytesIn, bytesOut);
     if (this.#ctx.log.enabled("http", "debug")) {
       this.#ctx.log.debug("http", "request", {
@@ -581,21 +649,14 @@ export class FaildServer {
     }
   }
 
-  async #dispatch(
+  /** Runs the operation: synchronously for reads, a promise for writes (they save the state). */
+  #dispatch(
     method: string,
     route: string,
     name: string | undefined,
     body: Uint8Array,
     caller: Caller,
-  ): Promise<
-    {
-      status: number;
-      body: unknown;
-      contentType?: string;
-      headers?: Record<string, string>;
-      digest?: string;
-    }
-  > {
+  ): Dispatched | Promise<Dispatched> {
     const ctx = this.#ctx;
     switch (route) {
       case "/v1/health": {
@@ -635,7 +696,9 @@ export class FaildServer {
         return { status: 200, body: text, digest };
       }
       case "/v1/services/:name":
-        return await this.#service(method, name ?? "", body, caller);
+        return method === "GET"
+          ? this.#serviceRead(name ?? "", caller)
+          : this.#serviceWrite(method, name ?? "", body, caller);
       case "/metrics": {
         const text = ctx.metrics.render({
           services: this.#readable(caller),
@@ -702,21 +765,20 @@ export class FaildServer {
     return value;
   }
 
-  async #service(method: string, name: string, body: Uint8Array, caller: Caller) {
+  #serviceRead(name: string, caller: Caller): Dispatched {
+    this.#require(caller, name, "RO", `GET /v1/services/${name}`);
+    const record = this.#ctx.store.get(name);
+    if (record === undefined) throw new HttpError(404, `Service not found: ${name}`);
+    return { status: 200, body: record };
+  }
+
+  async #serviceWrite(
+    method: string,
+    name: string,
+    body: Uint8Array,
+    caller: Caller,
+  ): Promise<Dispatched> {
     const ctx = this.#ctx;
-    if (!isValidName(name)) {
-      throw new HttpError(
-        400,
-        `Invalid service name: ${JSON.stringify(name.slice(0, 80))} must be 1 to 64 letters, ` +
-          `digits, ".", "_" or "-", starting with a letter or digit`,
-      );
-    }
-    if (method === "GET") {
-      this.#require(caller, name, "RO", `GET /v1/services/${name}`);
-      const record = ctx.store.get(name);
-      if (record === undefined) throw new HttpError(404, `Service not found: ${name}`);
-      return { status: 200, body: record };
-    }
     this.#require(caller, name, "RW", `${method} /v1/services/${name}`);
     if (method === "DELETE") {
       const old = ctx.store.delete(name);

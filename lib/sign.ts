@@ -205,6 +205,9 @@ export function signRequest(
   };
 }
 
+const CANONICAL_AUTHORIZATION =
+  /^FAILOVER-HMAC-SHA256 keyId=([0-9a-f]{16}), ts=([0-9]{1,16}), nonce=([0-9a-f]{32}), sig=([0-9a-f]{64})$/;
+
 /**
  * Parses an `Authorization` header of the failover scheme.
  *
@@ -221,6 +224,9 @@ export function signRequest(
  */
 export function parseAuthorization(header: string): SignatureParts {
   if (header.length > 512) throw new SyntaxError("Invalid authorization: header is too long");
+  // The form every client of this project sends, read with one match (faild's hot path).
+  const m = CANONICAL_AUTHORIZATION.exec(header);
+  if (m !== null) return { keyId: m[1]!, ts: Number(m[2]), nonce: m[3]!, sig: m[4]! };
   if (!header.startsWith(AUTH_SCHEME + " ")) {
     throw new SyntaxError(`Invalid authorization: scheme must be ${AUTH_SCHEME}`);
   }
