@@ -451,6 +451,35 @@ function parseHead(bytes: Uint8Array, maxBody: number): Head {
   };
 }
 
+/**
+ * The request a handler sees. A connection serves one request at a time, so it keeps one of these
+ * and sets its fields for each request instead of making a new object with new closures.
+ */
+class ConnectionRequest implements HttpRequest {
+  method = "";
+  target = "";
+  path = "";
+  headers: ReadonlyMap<string, string> = new Map();
+  contentLength = 0;
+  readonly remote: string;
+  #closed: () => Promise<void>;
+  #body: () => Promise<Uint8Array>;
+
+  constructor(remote: string, closed: () => Promise<void>, body: () => Promise<Uint8Array>) {
+    this.remote = remote;
+    this.#closed = closed;
+    this.#body = body;
+  }
+
+  get closed(): Promise<void> {
+    return this.#closed();
+  }
+
+  body(): Promise<Uint8Array> {
+    return this.#body();
+  }
+}
+
 /** One client connection. */
 class Connection {
   readonly conn: Deno.Conn;
@@ -468,6 +497,9 @@ class Connection {
   #headStart = 0;
   /** The current request announced a body the handler has not asked for. */
   #bodyUnread = false;
+  #expectContinue = false;
+  /** The request being served: one object per connection, its fields set for each request. */
+  #request: ConnectionRequest;
   #closedResolvers: PromiseWithResolvers<void> | null = null;
   /** A canned answer was written by the sweeper: the handler's answer is dropped. */
   #answered = false;
@@ -483,6 +515,11 @@ class Connection {
     this.conn = conn;
     this.remote = remote;
     this.deadline = now + server.headerTimeoutMs;
+    this.#request = new ConnectionRequest(remote, () => this.closed, () => {
+      if (!this.#bodyUnread) return Promise.resolve(new Uint8Array(0));
+      this.#bodyUnread = false;
+      return this.#readBody(this.#request.contentLength, this.#expectContinue);
+    });
   }
 
   /** Settles when the connection is closed (made only when asked for: event streams). */
@@ -533,7 +570,17 @@ class Connection {
         let answer = this.#exchange(this.#headStart, head);
         if (answer instanceof Promise) answer = await answer;
         if (answer === null) return;
-        await this.#writeAll(answer);
+        // Written here rather than through #writeAll: no async call per answer.
+        this.phase = "write";
+        this.deadline = Date.now() + this.#server.writeTimeoutMs;
+        this.#writing = true;
+        try {
+          let off = await this.conn.write(answer);
+          while (off < answer.length) off += await this.conn.write(answer.subarray(off));
+        } finally {
+          this.#writing = false;
+        }
+        this.#releaseOut();
         if (this.#closeAfter) {
           await this.#linger();
           return;
@@ -560,25 +607,13 @@ class Connection {
     }
     this.phase = "handler";
     this.#bodyUnread = head.contentLength > 0;
-    const length = head.contentLength;
-    const expectContinue = head.expectContinue;
-    const closed = () => this.closed;
-    const request: HttpRequest = {
-      method: head.method,
-      target: head.target,
-      path: head.path,
-      headers: head.headers,
-      contentLength: length,
-      remote: this.remote,
-      get closed() {
-        return closed();
-      },
-      body: () => {
-        if (!this.#bodyUnread) return Promise.resolve(new Uint8Array(0));
-        this.#bodyUnread = false;
-        return this.#readBody(length, expectContinue);
-      },
-    };
+    this.#expectContinue = head.expectContinue;
+    const request = this.#request;
+    request.method = head.method;
+    request.target = head.target;
+    request.path = head.path;
+    request.headers = head.headers;
+    request.contentLength = head.contentLength;
     const wantsClose = head.close;
     const headOnly = head.method === "HEAD";
     let response: HttpResponse | Promise<HttpResponse>;
