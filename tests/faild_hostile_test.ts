@@ -217,10 +217,14 @@ Deno.test("connections beyond --max-connections are refused, served ones go on (
       await new Promise((r) => setTimeout(r, 300));
       const fds = [...Deno.readDirSync(`/proc/${faild.pid}/fd`)].length;
       assert.ok(fds < 64 + 40, `faild holds ${fds} descriptors with 200 connections open`);
-      // The extra connections are told why and closed.
-      const last = await conns[conns.length - 1]!.read(2000);
-      assert.equal(last?.status, 503);
-      assert.match(last!.body, /Too many connections/);
+      // The extra connections are closed, told why (in a burst, a few only closed).
+      const extra = await Promise.all(conns.slice(-40).map((c) => c.read(2000)));
+      const told = extra.filter((a) => a !== null);
+      assert.ok(told.length > 0, "no refused connection was told why");
+      for (const answer of told) {
+        assert.equal(answer!.status, 503);
+        assert.match(answer!.body, /Too many connections/);
+      }
       // The client connected before the flood keeps its connection and is served.
       assert.equal((await client.list()).services.length, 1);
     } finally {
