@@ -64,8 +64,9 @@ Options:
   --no-verify         do not verify answer signatures (raw client only)
   --random-nonces     sign with 16 random bytes per request instead of each client's nonce
                       sequence (raw client only): faild keeps one replay-cache entry per request
-  --faild-v8-flags F  V8 flags for faild (default --max-semi-space-size=1,--max-opt=2, the
-                      small-memory profile of the faild task; "" for V8's defaults)
+  --faild-v8-flags F  V8 flags for faild (default --max-semi-space-size=1,--max-opt=2,
+                      --optimize-for-size, the small-memory profile of the faild task; ""
+                      for V8's defaults)
   -h, --help          this help`;
 
 function parseOptions(args: string[]): BenchOptions | null {
@@ -80,7 +81,7 @@ function parseOptions(args: string[]): BenchOptions | null {
     client: "raw",
     verify: true,
     randomNonces: false,
-    v8Flags: "--max-semi-space-size=1,--max-opt=2",
+    v8Flags: "--max-semi-space-size=1,--max-opt=2,--optimize-for-size",
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;

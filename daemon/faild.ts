@@ -13,7 +13,7 @@ import { Logger, logger as processLogger } from "../lib/log.ts";
 import { isValidName } from "../lib/types.ts";
 import { type CommunityRules, loadCommunityFile, parseCommunity } from "./community.ts";
 import { Metrics } from "./metrics.ts";
-import { CompactNonceCache, DEFAULT_NONCE_SLOTS } from "./nonce.ts";
+import { CompactNonceCache, DEFAULT_NONCE_SESSIONS, DEFAULT_NONCE_SLOTS } from "./nonce.ts";
 import { loadStateFile, serializeState, StateWriter, writeFileAtomic } from "./persist.ts";
 import { DEFAULT_MAX_SKEW_MS } from "../lib/sign.ts";
 import {
@@ -23,6 +23,7 @@ import {
   FaildServer,
   KEEPALIVE_MS,
 } from "./server.ts";
+import { DEFAULT_HEADER_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, HttpServer } from "./http.ts";
 import { DEFAULT_MAX_SERVICES, ServiceStore } from "./store.ts";
 
 /** faild's version (the package version). */
@@ -53,10 +54,16 @@ export interface FaildOptions {
   maxBodyBytes?: number;
   /** Time a client has to send a request body, in ms (default 5000). */
   bodyTimeoutMs?: number;
+  /** Time a client has to send a request head, in ms (default 10000). */
+  headerTimeoutMs?: number;
+  /** Most open connections (default 1024; a quarter of them from one address). */
+  maxConnections?: number;
   /** Accepted clock difference of signed requests, in ms (default 30000). */
   maxSkewMs?: number;
   /** Slots of the replay cache, a power of two (default 2^20, holds 786432 nonces). */
   nonceSlots?: number;
+  /** Most sessions of sequenced nonces held (default {@linkcode DEFAULT_NONCE_SESSIONS}). */
+  nonceSessions?: number;
   /** Interval of event stream keep-alive comments, in ms (default 15000). */
   keepaliveMs?: number;
   /** TLS certificate chain file (PEM); with `keyFile` faild speaks HTTPS. */
@@ -184,6 +191,11 @@ export async function startFaild(options: FaildOptions = {}): Promise<FaildHandl
   }
 
   const store = new ServiceStore({ maxServices: options.maxServices ?? DEFAULT_MAX_SERVICES });
+  const nonces = new CompactNonceCache({
+    maxSkewMs: options.maxSkewMs ?? DEFAULT_MAX_SKEW_MS,
+    slots: options.nonceSlots ?? DEFAULT_NONCE_SLOTS,
+    sessions: options.nonceSessions ?? DEFAULT_NONCE_SESSIONS,
+  });
   let writer: StateWriter | null = null;
   if (options.stateFile !== undefined) {
     const state = await loadStateFile(options.stateFile);
@@ -195,14 +207,52 @@ export async function startFaild(options: FaildOptions = {}): Promise<FaildHandl
         );
       }
       store.load(state.services);
+      // The writes the last run accepted stay refused as replays for the rest of their window.
+      if (state.replay !== undefined) nonces.restore(state.replay, Date.now());
       log.info("state", "state restored", {
         file: options.stateFile,
         services: state.services.length,
         savedAt: new Date(state.savedAt).toISOString(),
       });
     }
-    writer = new StateWriter(options.stateFile, () => serializeState(host, store.list()));
-    await writer.save();
+    const file = options.stateFile;
+    let lastStateError = 0;
+    let suppressedStateErrors = 0;
+    writer = new StateWriter(file, () => {
+      const now = Date.now();
+      return serializeState(host, store.list(), now, nonces.replayMarks(now));
+    }, {
+      version: () => store.version,
+      onError: (error) => {
+        // A full disk fails every write: one line a second at most.
+        const now = Date.now();
+        if (now - lastStateError < 1000) {
+          suppressedStateErrors++;
+          return;
+        }
+        lastStateError = now;
+        log.error("state", "cannot save state, retrying", {
+          error: error.message,
+          ...(suppressedStateErrors > 0 ? { suppressed: suppressedStateErrors } : {}),
+        });
+        suppressedStateErrors = 0;
+      },
+      onRecovered: () => log.info("state", "state saved again", { file }),
+    });
+    if (state !== null) writer.assumeSaved();
+    try {
+      await writer.save();
+    } catch (error) {
+      // Without a file yet, a state file faild cannot write is a configuration error. With one,
+      // the file holds what faild just read: serve it, and refuse changes until it can save.
+      if (state === null) {
+        writer.close();
+        throw error;
+      }
+      log.error("state", "cannot write the state file: changes are refused until it can", {
+        error: (error as Error).message,
+      });
+    }
   }
   if (options.pidFile !== undefined) await writePidFile(options.pidFile, log);
 
@@ -221,13 +271,11 @@ export async function startFaild(options: FaildOptions = {}): Promise<FaildHandl
     }
   }
 
+  let server: HttpServer | undefined;
   const api = new FaildServer({
     store,
     rules: () => rules,
-    nonces: new CompactNonceCache({
-      maxSkewMs: options.maxSkewMs ?? DEFAULT_MAX_SKEW_MS,
-      slots: options.nonceSlots ?? DEFAULT_NONCE_SLOTS,
-    }),
+    nonces,
     metrics: new Metrics(),
     log,
     writer,
@@ -239,76 +287,39 @@ export async function startFaild(options: FaildOptions = {}): Promise<FaildHandl
     bodyTimeoutMs: options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
     maxStreams: options.maxStreams ?? DEFAULT_MAX_STREAMS,
     keepaliveMs: options.keepaliveMs ?? KEEPALIVE_MS,
+    http: () => server!.stats,
   });
 
-  const serve = (listenPort: number, signal: AbortSignal) =>
-    Deno.serve({
-      hostname,
-      port: listenPort,
-      signal,
-      ...(tls ?? {}),
-      onListen() {},
-      onError(error) {
-        log.error("http", "handler failed", { error: String(error) });
-        return new Response(JSON.stringify({ error: "Internal error: see the faild log" }), {
-          status: 500,
-          headers: { "content-type": "application/json" },
-        });
-      },
-    }, (req, info) => api.handle(req, info));
-
-  let abort = new AbortController();
-  let server: Deno.HttpServer<Deno.NetAddr>;
   try {
-    server = serve(port, abort.signal);
+    server = new HttpServer({
+      hostname,
+      port,
+      ...(tls ? { tls } : {}),
+      maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+      headerTimeoutMs: options.headerTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS,
+      bodyTimeoutMs: options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
+      maxBodyBytes: options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+      log,
+    }, (req) => api.handle(req));
   } catch (error) {
     api.close();
+    writer?.close();
     if (options.pidFile !== undefined) await Deno.remove(options.pidFile).catch(() => {});
     throw new Error(
       `Cannot listen on ${options.listen ?? DEFAULT_LISTEN}: ${(error as Error).message}`,
       { cause: error },
     );
   }
-  const addr = server.addr;
+  const http = server;
+  const addr = http.addr;
   const shownHost = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const url = `${tls ? "https" : "http"}://${shownHost}:${addr.port}`;
-
-  // Deno.serve's accept loop ends for good on an accept error such as "Too many open files"
-  // (a flood of connections): faild would stay up without serving. Watch for that, drop every
-  // connection, and listen again on the same port after a pause, until faild is closed.
-  let closed = false;
-  let restartTimer: ReturnType<typeof setTimeout> | undefined;
-  let wakeRestart: (() => void) | undefined;
-  const pause = (ms: number) =>
-    new Promise<void>((resolve) => {
-      wakeRestart = resolve;
-      restartTimer = setTimeout(resolve, ms);
+  if (http.maxConnections < (options.maxConnections ?? DEFAULT_MAX_CONNECTIONS)) {
+    log.warn("http", "connection limit lowered to fit the descriptor limit", {
+      maxConnections: http.maxConnections,
+      hint: "raise LimitNOFILE (ulimit -n)",
     });
-  const watch = (current: Deno.HttpServer<Deno.NetAddr>) => {
-    current.finished.catch(async (error) => {
-      let delay = 1000;
-      while (!closed) {
-        log.error("http", "HTTP server stopped accepting, dropping connections and restarting", {
-          error: String(error),
-          retryInMs: delay,
-        });
-        abort.abort();
-        await pause(delay);
-        if (closed) return;
-        abort = new AbortController();
-        try {
-          server = serve(addr.port, abort.signal);
-          log.info("http", "HTTP server listening again", { url });
-          watch(server);
-          return;
-        } catch (next) {
-          error = next;
-          delay = Math.min(delay * 2, 30_000);
-        }
-      }
-    });
-  };
-  watch(server);
+  }
 
   const reload = async (): Promise<void> => {
     try {
@@ -342,12 +353,10 @@ export async function startFaild(options: FaildOptions = {}): Promise<FaildHandl
   const close = (): Promise<void> => {
     closing ??= (async () => {
       if (options.handleSignals) Deno.removeSignalListener("SIGHUP", onHup);
-      closed = true;
-      clearTimeout(restartTimer);
-      wakeRestart?.();
       api.close();
-      await server.shutdown().catch(() => {});
+      await http.close();
       if (writer !== null) {
+        writer.close();
         await writer.flush();
         await writer.save().catch((error) => {
           log.error("state", "cannot save state at shutdown", { error: (error as Error).message });
@@ -382,6 +391,12 @@ export interface FaildArgs {
   maxSkew?: number;
   /** `--max-nonces N`. */
   maxNonces?: number;
+  /** `--body-timeout SECONDS`. */
+  bodyTimeout?: number;
+  /** `--header-timeout SECONDS`. */
+  headerTimeout?: number;
+  /** `--max-connections N`. */
+  maxConnections?: number;
   /** `--cert FILE`. */
   cert?: string;
   /** `--key FILE`. */
@@ -414,6 +429,11 @@ Options:
   --max-services N          most services held (default ${DEFAULT_MAX_SERVICES})
   --max-streams N           most concurrent event streams (default ${DEFAULT_MAX_STREAMS})
   --max-skew SECONDS        accepted clock difference of signed requests (default 30)
+  --max-connections N       most open connections (default ${DEFAULT_MAX_CONNECTIONS}, a quarter of them
+                            from one address; lowered to fit the descriptor limit); beyond
+                            it a new connection gets 503 and is closed
+  --header-timeout SECONDS  time a client has to send a request head (default 10)
+  --body-timeout SECONDS    time a client has to send a request body (default 5)
   --max-nonces N            replay cache size for randomly signed requests remembered within
                             the skew window (default 786432, 12 bytes each; beyond it faild
                             answers 503). Clients using nonce sequences (FaildClient, failc,
@@ -431,8 +451,9 @@ file); SIGHUP re-reads the community file (a broken file keeps the old rules, lo
 Once listening, faild prints "faild listening on URL" on stdout; logs are JSON lines on stderr.
 Exit codes: 0 stopped normally, 1 could not start (bad file, address in use), 2 usage error.
 Permissions: --allow-net --allow-read --allow-write (state, pid files) --allow-sys=hostname.
-Small-memory profile (about 57 MiB under a flood of polls): --v8-flags=--max-semi-space-size=1,
---max-opt=2 on the deno command line (docs/performance.md).`;
+Small-memory profile (about 55 MiB under a flood of polls, 70 MiB at most under the fuzz
+harness): --v8-flags=--max-semi-space-size=1,--max-opt=2,--optimize-for-size on the deno command
+line (docs/performance.md, docs/security.md).`;
 
 /**
  * The replay cache slots needed to hold `n` nonces (a power of two, at most 75 % full).
@@ -450,6 +471,14 @@ export function nonceSlotsFor(n: number): number {
   let slots = 16;
   while (slots * 0.75 < n) slots *= 2;
   return slots;
+}
+
+function secondsArg(flag: string, value: string): number {
+  const n = Number(value);
+  if (!/^\d+(\.\d+)?$/.test(value) || !(n >= 0.1 && n <= 3600)) {
+    throw new TypeError(`Invalid ${flag} "${value}": expected seconds from 0.1 to 3600`);
+  }
+  return n;
 }
 
 function intArg(flag: string, value: string, min: number, max: number): number {
@@ -488,6 +517,9 @@ export function parseFaildArgs(args: string[]): FaildArgs {
     "--max-streams": "--max-streams",
     "--max-skew": "--max-skew",
     "--max-nonces": "--max-nonces",
+    "--body-timeout": "--body-timeout",
+    "--header-timeout": "--header-timeout",
+    "--max-connections": "--max-connections",
     "--cert": "--cert",
     "--key": "--key",
     "--log-level": "--log-level",
@@ -549,6 +581,15 @@ export function parseFaildArgs(args: string[]): FaildArgs {
           break;
         case "--max-nonces":
           out.maxNonces = intArg(arg, value, 1000, 100_000_000);
+          break;
+        case "--body-timeout":
+          out.bodyTimeout = secondsArg(arg, value);
+          break;
+        case "--header-timeout":
+          out.headerTimeout = secondsArg(arg, value);
+          break;
+        case "--max-connections":
+          out.maxConnections = intArg(arg, value, 1, 1_000_000);
           break;
         case "--cert":
           out.cert = value;
@@ -624,6 +665,9 @@ export async function main(args: string[]): Promise<number> {
       ...(opts.maxStreams !== undefined ? { maxStreams: opts.maxStreams } : {}),
       ...(opts.maxSkew !== undefined ? { maxSkewMs: opts.maxSkew * 1000 } : {}),
       ...(opts.maxNonces !== undefined ? { nonceSlots: nonceSlotsFor(opts.maxNonces) } : {}),
+      ...(opts.bodyTimeout !== undefined ? { bodyTimeoutMs: opts.bodyTimeout * 1000 } : {}),
+      ...(opts.headerTimeout !== undefined ? { headerTimeoutMs: opts.headerTimeout * 1000 } : {}),
+      ...(opts.maxConnections !== undefined ? { maxConnections: opts.maxConnections } : {}),
       ...(opts.cert !== undefined ? { certFile: opts.cert } : {}),
       ...(opts.key !== undefined ? { keyFile: opts.key } : {}),
     });

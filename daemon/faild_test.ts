@@ -31,6 +31,16 @@ Deno.test("parseFaildArgs() reads the original's short options and the new long 
   assert.equal(a.maxServices, 10);
   assert.deepEqual(a.logLevel, ["http=debug", "warn"]);
   assert.equal(parseFaildArgs([]).listen, "0.0.0.0:7100");
+  const limits = parseFaildArgs([
+    "--max-connections",
+    "64",
+    "--header-timeout",
+    "2.5",
+    "--body-timeout=0.5",
+  ]);
+  assert.equal(limits.maxConnections, 64);
+  assert.equal(limits.headerTimeout, 2.5);
+  assert.equal(limits.bodyTimeout, 0.5);
 });
 
 Deno.test("parseFaildArgs() explains bad options", () => {
@@ -40,6 +50,11 @@ Deno.test("parseFaildArgs() explains bad options", () => {
   assert.throws(() => parseFaildArgs(["--listen", "7100"]), /Invalid listen address "7100"/);
   assert.throws(() => parseFaildArgs(["--name", "a b"]), /Invalid --name/);
   assert.throws(() => parseFaildArgs(["-u", "nobody"]), /Unsupported option "-u" of the original/);
+  assert.throws(
+    () => parseFaildArgs(["--header-timeout", "0"]),
+    /Invalid --header-timeout "0": expected seconds from 0\.1 to 3600/,
+  );
+  assert.throws(() => parseFaildArgs(["--max-connections", "x"]), /integer from 1 to/);
 });
 
 Deno.test("parseListen() handles IPv4, IPv6 and an empty host", () => {

@@ -4,6 +4,7 @@
  * @module
  */
 import { SERVICE_STATES, type ServiceRecord } from "../lib/types.ts";
+import type { HttpStats } from "./http.ts";
 
 /** Why a request was refused by authentication or access control. */
 export type AuthFailureReason =
@@ -13,6 +14,7 @@ export type AuthFailureReason =
   | "stale"
   | "replayed"
   | "nonce_cache_full"
+  | "nonce_sessions_full"
   | "unsigned"
   | "forbidden";
 
@@ -32,6 +34,10 @@ export interface MetricsSnapshot {
   stateWrites: number;
   /** Failed state file writes. */
   stateWriteErrors: number;
+  /** Memory holds changes the state file does not (a write running, pending or failed). */
+  stateBehind?: boolean;
+  /** Counters of the HTTP layer. */
+  http?: HttpStats;
 }
 
 function escapeLabel(value: string): string {
@@ -160,6 +166,28 @@ export class Metrics {
     out.push("# HELP faild_state_write_errors_total Failed state file writes.");
     out.push("# TYPE faild_state_write_errors_total counter");
     out.push(`faild_state_write_errors_total ${snap.stateWriteErrors}`);
+    out.push(
+      "# HELP faild_state_behind 1 while memory holds changes the state file does not " +
+        "(a save running or failed and being retried).",
+    );
+    out.push("# TYPE faild_state_behind gauge");
+    out.push(`faild_state_behind ${snap.stateBehind ? 1 : 0}`);
+    if (snap.http !== undefined) {
+      out.push("# HELP faild_http_connections Open client connections.");
+      out.push("# TYPE faild_http_connections gauge");
+      out.push(`faild_http_connections ${snap.http.connections}`);
+      out.push("# HELP faild_http_connections_accepted_total Client connections accepted.");
+      out.push("# TYPE faild_http_connections_accepted_total counter");
+      out.push(`faild_http_connections_accepted_total ${snap.http.accepted}`);
+      out.push(
+        "# HELP faild_http_refused_total Requests refused and connections cut off by the HTTP " +
+          "layer, by reason.",
+      );
+      out.push("# TYPE faild_http_refused_total counter");
+      for (const [reason, n] of Object.entries(snap.http.refused)) {
+        out.push(`faild_http_refused_total{reason="${reason}"} ${n}`);
+      }
+    }
     const mem = Deno.memoryUsage();
     out.push("# HELP process_resident_memory_bytes Resident set size of the faild process.");
     out.push("# TYPE process_resident_memory_bytes gauge");

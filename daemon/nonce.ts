@@ -6,7 +6,10 @@
  * - **Sequenced nonces** (see `NonceSequence` in `lib/sign.ts`: a random session id, eight zero
  *   digits, a counter), which FaildClient and failsh send: one small record per client session
  *   holds the highest counter seen and a 64-counter window below it, like the anti-replay window
- *   of IPsec. Memory grows with the number of clients, not with their request rate.
+ *   of IPsec. Memory grows with the number of clients, not with their request rate. A session
+ *   belongs to the key that signed it (the same session id under another key is another
+ *   session), and each key may hold only its share of the sessions, so one key can neither blind
+ *   another key's clients nor lock them out.
  * - **Random nonces** (any other 32 hex digits): 64 bits of each nonce and its expiry in typed
  *   arrays, an open-addressing hash table with linear probing whose expired slots are reclaimed
  *   by a periodic rebuild.
@@ -31,6 +34,25 @@ export const DEFAULT_NONCE_SESSIONS = 16_384;
 /** Counters below a session's highest that are still accepted once (out-of-order requests). */
 export const SEQUENCE_WINDOW = 64;
 
+/** Most randomly signed writes remembered for the state file (see {@linkcode ReplayMarks}). */
+export const MAX_RANDOM_WRITES = 4096;
+
+/**
+ * What the replay cache must remember across a restart: the nonces of the writes (PUT, DELETE)
+ * accepted within the window, saved with the state file so that a write captured before a
+ * restart cannot be replayed after it. Sessions as `[key id, session id, highest counter of a
+ * write, expiry ms]`, random nonces as `[key id, nonce, expiry ms]`.
+ */
+export interface ReplayMarks {
+  /** Sessions that signed writes. */
+  sessions: [string, string, number, number][];
+  /** Randomly signed writes. */
+  nonces: [string, string, number][];
+}
+
+/** What {@linkcode CompactNonceCache.check} says of a request. */
+export type NonceVerdict = "ok" | "stale" | "replayed" | "full";
+
 /** Frees a typed array's memory at once by detaching its buffer (it is unusable afterwards). */
 function release(array: Uint32Array): void {
   if (array.buffer instanceof ArrayBuffer) array.buffer.transfer(0);
@@ -38,6 +60,10 @@ function release(array: Uint32Array): void {
 
 /** One client session of sequenced nonces. */
 interface Session {
+  /** The key id that signed it. */
+  key: string;
+  /** Highest counter of an accepted write (0: none), kept for the state file. */
+  writeTop: number;
   /** Highest counter accepted. */
   top: number;
   /** Bits for counters top-1 .. top-32 (bit 0 = top-1): 1 when already accepted. */
@@ -93,9 +119,16 @@ export class CompactNonceCache {
   #used = 0;
   #live = 0;
   #lastCleanSec = -1;
+  /** Sessions by key id and session id. */
   #sessions = new Map<string, Session>();
+  /** Sessions held per key id. */
+  #perKey = new Map<string, number>();
   #maxSessions: number;
+  #keyCount = 1;
   #lastSweep = -Infinity;
+  #lastFullSweep = -Infinity;
+  /** Randomly signed writes: key id and nonce -> expiry ms. */
+  #randomWrites = new Map<string, number>();
 
   /**
    * Creates an empty cache.
@@ -135,6 +168,24 @@ export class CompactNonceCache {
     return this.#sessions.size;
   }
 
+  /**
+   * Sets how many keys share the sessions: each key may hold `sessions / keys` of them (at
+   * least 16, or all of them when there are fewer than 16).
+   *
+   * @param keys The number of communities of the community file.
+   */
+  set keyCount(keys: number) {
+    this.#keyCount = Math.max(1, Math.floor(keys));
+  }
+
+  /** The most sessions one key may hold. */
+  get sessionQuota(): number {
+    return Math.max(
+      Math.min(16, this.#maxSessions),
+      Math.floor(this.#maxSessions / this.#keyCount),
+    );
+  }
+
   /** Most live nonces the cache can hold once grown to its largest. */
   get capacity(): number {
     return Math.floor(this.#maxSlots * MAX_LOAD);
@@ -151,14 +202,45 @@ export class CompactNonceCache {
    * @param nonce The request's nonce (32 hex digits; the first 16 are kept).
    * @param ts The request's timestamp.
    * @param now The server's clock.
-   * @returns `ok`, `stale` (outside the window), `replayed` or `full`.
+   * @param options `key`: the key id that signed the request (sessions are per key); `write`:
+   * the request is a write, remembered in {@linkcode CompactNonceCache.replayMarks}.
+   * @returns `ok`, `stale` (outside the window), `replayed` or `full` (no room for a new
+   * session of this key, or for a random nonce).
    */
-  check(nonce: string, ts: number, now: number): "ok" | "stale" | "replayed" | "full" {
+  check(
+    nonce: string,
+    ts: number,
+    now: number,
+    options: { key?: string; write?: boolean } = {},
+  ): NonceVerdict {
     if (Math.abs(now - ts) > this.#maxSkewMs) return "stale";
+    const key = options.key ?? "";
     const sequenced = parseSequenced(nonce);
     if (sequenced !== null) {
-      return this.#checkSequenced(sequenced.session, sequenced.counter, ts, now);
+      return this.#checkSequenced(
+        key,
+        sequenced.session,
+        sequenced.counter,
+        ts,
+        now,
+        options.write === true,
+      );
     }
+    if (options.write === true) {
+      const id = `${key}:${nonce}`;
+      if (this.#randomWrites.has(id)) return "replayed";
+      if (this.#randomWrites.size >= MAX_RANDOM_WRITES) {
+        for (const [k, exp] of this.#randomWrites) if (exp < now) this.#randomWrites.delete(k);
+        if (this.#randomWrites.size >= MAX_RANDOM_WRITES) return "full";
+      }
+      const verdict = this.#checkRandom(nonce, ts, now);
+      if (verdict === "ok") this.#randomWrites.set(id, ts + this.#maxSkewMs);
+      return verdict;
+    }
+    return this.#checkRandom(nonce, ts, now);
+  }
+
+  #checkRandom(nonce: string, ts: number, now: number): NonceVerdict {
     const hi = parseInt(nonce.slice(0, 8), 16) >>> 0;
     const lo = parseInt(nonce.slice(8, 16), 16) >>> 0;
     let nowSec = Math.floor(now / 1000) - this.#base + 1;
@@ -202,23 +284,38 @@ export class CompactNonceCache {
    * accepted timestamp is out of the window, when every request it signed is stale anyway.
    */
   #checkSequenced(
-    id: string,
+    key: string,
+    session: string,
     counter: number,
     ts: number,
     now: number,
+    write: boolean,
   ): "ok" | "replayed" | "full" {
     const expires = ts + this.#maxSkewMs;
+    const id = `${key}:${session}`;
     let s = this.#sessions.get(id);
     if (s !== undefined && s.expires < now) {
-      this.#sessions.delete(id);
+      this.#forget(id, s);
       s = undefined;
     }
     if (s === undefined) {
-      if (this.#sessions.size >= this.#maxSessions) {
+      if ((this.#perKey.get(key) ?? 0) >= this.sessionQuota) {
+        // At most one sweep every 250 ms when a key is at its quota: a flood of new sessions
+        // must not cost a sweep of the whole table each.
+        if (now - this.#lastFullSweep < 250) return "full";
+        this.#lastFullSweep = now;
         this.#sweep(now);
-        if (this.#sessions.size >= this.#maxSessions) return "full";
+        if ((this.#perKey.get(key) ?? 0) >= this.sessionQuota) return "full";
       }
-      this.#sessions.set(id, { top: counter, low: 0, high: 0, expires });
+      this.#sessions.set(id, {
+        key,
+        writeTop: write ? counter : 0,
+        top: counter,
+        low: 0,
+        high: 0,
+        expires,
+      });
+      this.#perKey.set(key, (this.#perKey.get(key) ?? 0) + 1);
       return "ok";
     }
     if (counter > s.top) {
@@ -254,14 +351,76 @@ export class CompactNonceCache {
       }
     }
     if (expires > s.expires) s.expires = expires;
+    if (write && counter > s.writeTop) s.writeTop = counter;
     if (now - this.#lastSweep > 1000) this.#sweep(now);
     return "ok";
+  }
+
+  #forget(id: string, s: Session): void {
+    this.#sessions.delete(id);
+    const n = (this.#perKey.get(s.key) ?? 1) - 1;
+    if (n <= 0) this.#perKey.delete(s.key);
+    else this.#perKey.set(s.key, n);
   }
 
   /** Forgets the sessions whose every request is stale by now. */
   #sweep(now: number): void {
     this.#lastSweep = now;
-    for (const [id, s] of this.#sessions) if (s.expires < now) this.#sessions.delete(id);
+    for (const [id, s] of this.#sessions) if (s.expires < now) this.#forget(id, s);
+    for (const [id, exp] of this.#randomWrites) if (exp < now) this.#randomWrites.delete(id);
+  }
+
+  /**
+   * The writes accepted within the window, for the state file.
+   *
+   * @param now The server's clock.
+   * @returns The sessions that signed writes and the randomly signed writes still in the window.
+   */
+  replayMarks(now: number): ReplayMarks {
+    const marks: ReplayMarks = { sessions: [], nonces: [] };
+    for (const [id, s] of this.#sessions) {
+      if (s.writeTop > 0 && s.expires >= now) {
+        marks.sessions.push([s.key, id.slice(s.key.length + 1), s.writeTop, s.expires]);
+      }
+    }
+    for (const [id, exp] of this.#randomWrites) {
+      const colon = id.indexOf(":");
+      if (exp >= now) marks.nonces.push([id.slice(0, colon), id.slice(colon + 1), exp]);
+    }
+    return marks;
+  }
+
+  /**
+   * Remembers the writes of a previous run (read from the state file): every counter up to a
+   * session's highest write is refused from now on, and each random nonce once more.
+   *
+   * @param marks What {@linkcode CompactNonceCache.replayMarks} returned before the restart.
+   * @param now The server's clock.
+   */
+  restore(marks: ReplayMarks, now: number): void {
+    for (const [key, session, top, expires] of marks.sessions) {
+      if (expires < now) continue;
+      const id = `${key}:${session}`;
+      const s = this.#sessions.get(id);
+      if (s === undefined) {
+        this.#sessions.set(id, {
+          key,
+          writeTop: top,
+          top,
+          low: 0xffffffff,
+          high: 0xffffffff,
+          expires,
+        });
+        this.#perKey.set(key, (this.#perKey.get(key) ?? 0) + 1);
+      } else if (top >= s.top) {
+        Object.assign(s, { top, low: 0xffffffff, high: 0xffffffff, writeTop: top });
+        s.expires = Math.max(s.expires, expires);
+      }
+    }
+    for (const [key, nonce, expires] of marks.nonces) {
+      if (expires < now || this.#randomWrites.size >= MAX_RANDOM_WRITES) continue;
+      this.#randomWrites.set(`${key}:${nonce}`, expires);
+    }
   }
 
   #reset(now: number): void {

@@ -118,3 +118,57 @@ Deno.test("CompactNonceCache: sessions are bounded and forgotten once stale", ()
   // Session 1 still remembers its counters.
   assert.equal(cache.check(sequenced(1, 2), now + 900, later), "replayed");
 });
+
+Deno.test("CompactNonceCache: a session belongs to the key that signed it", () => {
+  const cache = new CompactNonceCache({ maxSkewMs: 30_000, slots: 1024 });
+  const now = 1_764_000_000_000;
+  assert.equal(cache.check(sequenced(7, 1), now, now, { key: "victim" }), "ok");
+  // Another key sends the same session id with the highest counter: its own session.
+  assert.equal(cache.check(sequenced(7, 0xffffffff), now, now, { key: "attacker" }), "ok");
+  assert.equal(cache.check(sequenced(7, 2), now, now, { key: "victim" }), "ok");
+  assert.equal(cache.sessions, 2);
+});
+
+Deno.test("CompactNonceCache: each key holds at most its share of the sessions", () => {
+  const cache = new CompactNonceCache({ maxSkewMs: 30_000, slots: 1024, sessions: 64 });
+  cache.keyCount = 2;
+  assert.equal(cache.sessionQuota, 32);
+  const now = 1_764_000_000_000;
+  for (let s = 1; s <= 32; s++) {
+    assert.equal(cache.check(sequenced(s, 1), now, now, { key: "flood" }), "ok");
+  }
+  assert.equal(cache.check(sequenced(33, 1), now, now, { key: "flood" }), "full");
+  // The other key is not affected, and the flooding key's sessions go on.
+  assert.equal(cache.check(sequenced(33, 1), now, now, { key: "other" }), "ok");
+  assert.equal(cache.check(sequenced(1, 2), now, now, { key: "flood" }), "ok");
+  // Once the flood's sessions are stale, the key may start new ones.
+  const later = now + 31_000;
+  assert.equal(cache.check(sequenced(34, 1), later, later, { key: "flood" }), "ok");
+});
+
+Deno.test("CompactNonceCache: the writes of a run are refused after a restore", () => {
+  const now = 1_764_000_000_000;
+  const first = new CompactNonceCache({ maxSkewMs: 30_000, slots: 1024 });
+  const random = "0123456789abcdef0123456789abcdef";
+  assert.equal(first.check(sequenced(5, 1), now, now, { key: "k" }), "ok");
+  assert.equal(first.check(sequenced(5, 2), now, now, { key: "k", write: true }), "ok");
+  assert.equal(first.check(sequenced(5, 3), now, now, { key: "k" }), "ok");
+  assert.equal(first.check(random, now, now, { key: "k", write: true }), "ok");
+  assert.equal(first.check(sequenced(6, 1), now, now, { key: "k" }), "ok"); // reads only
+  const marks = first.replayMarks(now);
+  assert.deepEqual(marks, {
+    sessions: [["k", sequenced(5, 0).slice(0, 16), 2, now + 30_000]],
+    nonces: [["k", random, now + 30_000]],
+  });
+  const second = new CompactNonceCache({ maxSkewMs: 30_000, slots: 1024 });
+  second.restore(marks, now + 1000);
+  const t = now + 1000;
+  assert.equal(second.check(sequenced(5, 2), now, t, { key: "k", write: true }), "replayed");
+  assert.equal(second.check(sequenced(5, 1), now, t, { key: "k" }), "replayed");
+  assert.equal(second.check(random, now, t, { key: "k", write: true }), "replayed");
+  // The session goes on above its highest write; marks past their window are not restored.
+  assert.equal(second.check(sequenced(5, 4), t, t, { key: "k" }), "ok");
+  const third = new CompactNonceCache({ maxSkewMs: 30_000, slots: 1024 });
+  third.restore(marks, now + 31_000);
+  assert.equal(third.sessions, 0);
+});

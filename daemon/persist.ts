@@ -6,6 +6,7 @@
  * @module
  */
 import type { ServiceRecord } from "../lib/types.ts";
+import type { ReplayMarks } from "./nonce.ts";
 import { validateRecord } from "./store.ts";
 
 function dirname(path: string): string {
@@ -42,6 +43,8 @@ export interface StateFile {
   host: string;
   /** Every service, sorted by name. */
   services: ServiceRecord[];
+  /** The writes accepted in the last seconds, refused if replayed after a restart. */
+  replay?: ReplayMarks;
 }
 
 /**
@@ -103,6 +106,7 @@ export async function writeFileAtomic(
  * @param host The faild's host name.
  * @param services The records.
  * @param now The time of writing.
+ * @param replay The writes accepted within the replay window (omitted when empty).
  * @returns The JSON text of the state file.
  *
  * @example
@@ -116,6 +120,7 @@ export function serializeState(
   host: string,
   services: readonly Readonly<ServiceRecord>[],
   now: number = Date.now(),
+  replay?: ReplayMarks,
 ): string {
   const content: StateFile = {
     format: STATE_FORMAT,
@@ -124,7 +129,47 @@ export function serializeState(
     host,
     services: services as ServiceRecord[],
   };
-  return JSON.stringify(content, null, 1) + "\n";
+  let text = JSON.stringify(content, null, 1);
+  if (replay !== undefined && (replay.sessions.length > 0 || replay.nonces.length > 0)) {
+    // One line for the marks: they change with every write and nobody reads them by eye.
+    text = `${text.slice(0, -2)},\n "replay": ${JSON.stringify(replay)}\n}`;
+  }
+  return text + "\n";
+}
+
+const HEX16 = /^[0-9a-f]{16}$/;
+const HEX32 = /^[0-9a-f]{32}$/;
+
+function parseReplay(value: unknown, where: string): ReplayMarks {
+  const v = value as Partial<ReplayMarks> | null;
+  if (
+    typeof v !== "object" || v === null || !Array.isArray(v.sessions) || !Array.isArray(v.nonces)
+  ) {
+    throw new SyntaxError(`Invalid ${where}: "replay" must hold "sessions" and "nonces" arrays`);
+  }
+  const time = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
+  v.sessions.forEach((e, i) => {
+    if (
+      !Array.isArray(e) || e.length !== 4 || !HEX16.test(String(e[0])) ||
+      !HEX16.test(String(e[1])) || !Number.isSafeInteger(e[2]) || e[2] < 1 ||
+      e[2] > 0xffffffff || !time(e[3])
+    ) {
+      throw new SyntaxError(
+        `Invalid ${where}: replay.sessions[${i}] must be [key id, session id, counter, expiry]`,
+      );
+    }
+  });
+  v.nonces.forEach((e, i) => {
+    if (
+      !Array.isArray(e) || e.length !== 3 || !HEX16.test(String(e[0])) ||
+      !HEX32.test(String(e[1])) || !time(e[2])
+    ) {
+      throw new SyntaxError(
+        `Invalid ${where}: replay.nonces[${i}] must be [key id, nonce, expiry]`,
+      );
+    }
+  });
+  return { sessions: v.sessions, nonces: v.nonces };
 }
 
 /**
@@ -178,6 +223,7 @@ export function parseStateFile(text: string, options: { file?: string } = {}): S
     savedAt: typeof v.savedAt === "number" ? v.savedAt : 0,
     host: typeof v.host === "string" ? v.host : "",
     services,
+    ...(v.replay !== undefined ? { replay: parseReplay(v.replay, where) } : {}),
   };
 }
 
@@ -222,10 +268,24 @@ export async function loadStateFile(path: string): Promise<StateFile | null> {
   return parseStateFile(text, { file: path });
 }
 
+/** Options of {@linkcode StateWriter}. */
+export interface StateWriterOptions {
+  /**
+   * The version of the state (grows with every change): the writer knows which version is on
+   * disk, so {@linkcode StateWriter.settle} can tell whether memory is ahead of the disk.
+   */
+  version?: () => number;
+  /** Called when a write fails; the writer then retries by itself (1 s, doubling to 30 s). */
+  onError?: (error: Error) => void;
+  /** Called when a write succeeds after failures. */
+  onRecovered?: () => void;
+}
+
 /**
  * Writes the state file after changes, coalescing writes: while one write runs, further requests
  * are merged into the next one. Each {@linkcode StateWriter.save} resolves once a write that
- * includes the state at the time of the call is on disk.
+ * includes the state at the time of the call is on disk. A failed write is retried in the
+ * background until one succeeds.
  *
  * @example
  * ```ts ignore
@@ -237,22 +297,38 @@ export async function loadStateFile(path: string): Promise<StateFile | null> {
 export class StateWriter {
   #path: string;
   #snapshot: () => string;
+  #version: () => number;
+  #onError: (error: Error) => void;
+  #onRecovered: () => void;
   #requested = 0;
   #done = 0;
   #running: Promise<void> | null = null;
+  /** The generation the running write covers, and the state version it snapshotted. */
+  #runningTarget = 0;
+  #runningVersion = -1;
+  /** The state version on disk (-1: nothing written yet). */
+  #savedVersion = -1;
   #waiters: { gen: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
   #writes = 0;
   #errors = 0;
+  #failing = false;
+  #retryMs = 1000;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
 
   /**
    * Creates a writer.
    *
    * @param path The state file.
    * @param snapshot Returns the current state as text, called at the start of each write.
+   * @param options The state's version, and what to do when a write fails.
    */
-  constructor(path: string, snapshot: () => string) {
+  constructor(path: string, snapshot: () => string, options: StateWriterOptions = {}) {
     this.#path = path;
     this.#snapshot = snapshot;
+    this.#version = options.version ?? (() => this.#requested);
+    this.#onError = options.onError ?? (() => {});
+    this.#onRecovered = options.onRecovered ?? (() => {});
   }
 
   /** The state file's path. */
@@ -270,6 +346,16 @@ export class StateWriter {
     return this.#errors;
   }
 
+  /** Whether the state in memory is ahead of the file (a write pending, running or failed). */
+  get behind(): boolean {
+    return this.#running !== null || this.#version() !== this.#savedVersion;
+  }
+
+  /** Records that the file holds the current state (it was just read from it). */
+  assumeSaved(): void {
+    this.#savedVersion = this.#version();
+  }
+
   /**
    * Asks for the current state to be written.
    *
@@ -285,6 +371,24 @@ export class StateWriter {
   }
 
   /**
+   * Makes sure the state in memory now is on disk: returns at once when it is, waits for the
+   * running write when that one holds it, else writes.
+   *
+   * @returns When the current state is on disk; rejects if the write failed.
+   */
+  settle(): Promise<void> {
+    const version = this.#version();
+    if (this.#running === null && version === this.#savedVersion) return Promise.resolve();
+    if (this.#running !== null && version === this.#runningVersion) {
+      const gen = this.#runningTarget;
+      return new Promise<void>((resolve, reject) => {
+        this.#waiters.push({ gen, resolve, reject });
+      });
+    }
+    return this.save();
+  }
+
+  /**
    * Waits for every requested write to finish.
    *
    * @returns When nothing is left to write.
@@ -293,14 +397,25 @@ export class StateWriter {
     while (this.#running !== null) await this.#running;
   }
 
+  /** Stops the background retries (at shutdown). */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+  }
+
   async #run(): Promise<void> {
     try {
       while (this.#done < this.#requested) {
         const target = this.#requested;
         let failure: unknown = null;
+        const version = this.#version();
+        this.#runningTarget = target;
+        this.#runningVersion = version;
         try {
           await writeFileAtomic(this.#path, this.#snapshot());
           this.#writes++;
+          this.#savedVersion = version;
         } catch (error) {
           this.#errors++;
           failure = error;
@@ -308,20 +423,38 @@ export class StateWriter {
         this.#done = target;
         const ready = this.#waiters.filter((w) => w.gen <= target);
         this.#waiters = this.#waiters.filter((w) => w.gen > target);
+        const error = failure === null ? null : new Error(
+          `Cannot save state file ${this.#path}: ${(failure as Error).message}`,
+          { cause: failure },
+        );
         for (const w of ready) {
-          if (failure === null) w.resolve();
-          else {
-            w.reject(
-              new Error(
-                `Cannot save state file ${this.#path}: ${(failure as Error).message}`,
-                { cause: failure },
-              ),
-            );
-          }
+          if (error === null) w.resolve();
+          else w.reject(error);
+        }
+        if (error !== null) this.#failed(error);
+        else if (this.#failing) {
+          this.#failing = false;
+          this.#retryMs = 1000;
+          clearTimeout(this.#retryTimer);
+          this.#retryTimer = undefined;
+          this.#onRecovered();
         }
       }
     } finally {
       this.#running = null;
+      this.#runningVersion = -1;
     }
+  }
+
+  #failed(error: Error): void {
+    this.#failing = true;
+    this.#onError(error);
+    if (this.#closed || this.#retryTimer !== undefined) return;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      if (this.#closed || !this.behind) return;
+      this.#retryMs = Math.min(this.#retryMs * 2, 30_000);
+      this.save().catch(() => {});
+    }, this.#retryMs);
   }
 }

@@ -119,3 +119,81 @@ Deno.test("StateWriter rejects the saves of a failed write and recovers afterwar
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("StateWriter.settle() returns at once when the disk holds memory, else writes", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    let version = 1;
+    let content = "one";
+    let writes = 0;
+    const writer = new StateWriter(`${dir}/state`, () => {
+      writes++;
+      return content;
+    }, { version: () => version });
+    await writer.save();
+    assert.equal(writes, 1);
+    await writer.settle();
+    assert.equal(writes, 1, "nothing new: no write");
+    // A write running for the current version: settle waits for it, no second write.
+    version = 2;
+    content = "two";
+    const running = writer.save();
+    await writer.settle();
+    await running;
+    assert.equal(writes, 2);
+    assert.equal(await Deno.readTextFile(`${dir}/state`), "two");
+    assert.equal(writer.behind, false);
+    writer.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("StateWriter retries a failed write by itself and reports it", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    let version = 1;
+    const errors: string[] = [];
+    let recovered = 0;
+    const writer = new StateWriter(`${dir}/sub/state`, () => `v${version}`, {
+      version: () => version,
+      onError: (e) => errors.push(e.message),
+      onRecovered: () => recovered++,
+    });
+    await assert.rejects(writer.save(), /Cannot save state file .*sub\/state/);
+    assert.equal(writer.behind, true);
+    // Memory did not change, yet the disk is behind: settle writes (and fails) again.
+    await assert.rejects(writer.settle(), /Cannot save state file/);
+    version = 2;
+    await Deno.mkdir(`${dir}/sub`);
+    // The background retry (1 s, then 2 s…) writes without being asked.
+    for (let i = 0; i < 50 && writer.behind; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(await Deno.readTextFile(`${dir}/sub/state`), "v2");
+    assert.equal(recovered, 1);
+    assert.ok(errors.length >= 2);
+    writer.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the state file keeps the replay marks of recent writes, and checks them", () => {
+  const replay = {
+    sessions: [["0123456789abcdef", "fedcba9876543210", 7, 1_764_000_030_000]] as [
+      string,
+      string,
+      number,
+      number,
+    ][],
+    nonces: [["0123456789abcdef", "ab".repeat(16), 1_764_000_030_000]] as [
+      string,
+      string,
+      number,
+    ][],
+  };
+  const text = serializeState("h1", [], 1_764_000_000_000, replay);
+  assert.deepEqual(parseStateFile(text).replay, replay);
+  assert.equal(parseStateFile(serializeState("h1", [], 1)).replay, undefined);
+  const bad = text.replace('"fedcba9876543210"', '"not-hex"');
+  assert.throws(() => parseStateFile(bad, { file: "s" }), /replay\.sessions\[0\] must be/);
+});

@@ -1,6 +1,9 @@
 /**
  * faild's HTTP/1.1 JSON API (see `docs/protocol.md`): routing, request signature checks, access
- * control, bounded body reading, signed answers, and the server-sent event streams.
+ * control, signed answers, and the server-sent event streams. Everything that can be checked
+ * from the request head (signature, freshness, path, method, rights) is checked before a byte of
+ * the body is read; the body is then read by `daemon/http.ts`, at most its declared length, and
+ * compared with the digest the signature covers.
  *
  * @module
  */
@@ -18,14 +21,22 @@ import {
 import { accessFor, type CommunityRules, hasRulesFor, type Right } from "./community.ts";
 import type { AuthFailureReason, Metrics } from "./metrics.ts";
 import { constantTimeEqual, HmacKey, sha256Hex } from "../lib/hmac.ts";
-import type { CompactNonceCache } from "./nonce.ts";
+import { type CompactNonceCache, parseSequenced } from "./nonce.ts";
 import {
   canonicalRequest,
+  CONTENT_DIGEST_HEADER,
   parseAuthorization,
   RESPONSE_SIGNATURE_HEADER,
   responseSignature,
   type SignatureParts,
 } from "../lib/sign.ts";
+import {
+  HttpBodyError,
+  type HttpRequest,
+  type HttpResponse,
+  type HttpStats,
+  utf8Length,
+} from "./http.ts";
 import type { StateWriter } from "./persist.ts";
 import { type ServiceStore, TooManyServicesError } from "./store.ts";
 
@@ -64,7 +75,7 @@ export interface ServerContext {
   bootId: string;
   /** Software version. */
   version: string;
-  /** Start time, ms since the epoch. */
+  /** Start time, ms since the epoch: writes signed before it are refused (replays). */
   startedAt: number;
   /** Largest request body in bytes. */
   maxBodyBytes: number;
@@ -74,6 +85,8 @@ export interface ServerContext {
   maxStreams: number;
   /** Interval of stream keep-alive comments, in ms. */
   keepaliveMs: number;
+  /** Counters of the HTTP layer, for /metrics. */
+  http?: () => HttpStats;
 }
 
 /** The verified caller of a request. */
@@ -84,6 +97,20 @@ interface Caller {
   community: HmacKey | null;
   /** The request's nonce, to sign the answer. */
   nonce: string | null;
+  /** The body digest the signature covers (signed requests with a body). */
+  digest: string | null;
+}
+
+const UNSIGNED: Caller = { keyId: null, community: null, nonce: null, digest: null };
+const EMPTY_BODY = new Uint8Array(0);
+
+/** What an operation answers, before it is signed. */
+interface Dispatched {
+  status: number;
+  body: unknown;
+  contentType?: string;
+  headers?: Record<string, string>;
+  digest?: string;
 }
 
 class HttpError extends Error {
@@ -91,10 +118,15 @@ class HttpError extends Error {
     readonly status: number,
     message: string,
     readonly headers: Record<string, string> = {},
+    readonly reason?: AuthFailureReason,
   ) {
     super(message);
   }
 }
+
+/** Methods that change something: their nonces are kept across restarts. */
+const WRITES = new Set(["PUT", "DELETE"]);
+const DIGEST = /^[0-9a-f]{64}$/;
 
 interface Stream {
   controller: ReadableStreamDefaultController<Uint8Array>;
@@ -117,61 +149,6 @@ function routeOf(pathname: string): { route: string; name?: string } {
     return { route: "/v1/services/:name", name: pathname.slice("/v1/services/".length) };
   }
   return { route: pathname in ROUTES ? pathname : "other" };
-}
-
-/** Reads a request body up to a size and within a deadline. */
-async function readBody(req: Request, limit: number, timeoutMs: number): Promise<Uint8Array> {
-  if (req.body === null) return new Uint8Array(0);
-  const declared = req.headers.get("content-length");
-  if (declared !== null && Number(declared) > limit) {
-    await req.body.cancel().catch(() => {});
-    throw new HttpError(413, `Request body too large: ${declared} bytes, at most ${limit}`);
-  }
-  const reader = req.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<"timeout">((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), timeoutMs);
-  });
-  try {
-    while (true) {
-      const next = await Promise.race([reader.read(), deadline]);
-      if (next === "timeout") {
-        throw new HttpError(408, `Request body too slow: not received within ${timeoutMs} ms`);
-      }
-      if (next.done) break;
-      size += next.value.byteLength;
-      if (size > limit) {
-        throw new HttpError(413, `Request body too large: more than ${limit} bytes`);
-      }
-      chunks.push(next.value);
-    }
-  } catch (error) {
-    await reader.cancel().catch(() => {});
-    if (error instanceof HttpError) throw error;
-    throw new HttpError(400, `Cannot read request body: ${(error as Error).message}`);
-  } finally {
-    clearTimeout(timer);
-  }
-  if (chunks.length === 1) return chunks[0]!;
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.byteLength;
-  }
-  return out;
-}
-
-/** Bytes of a string in UTF-8, without encoding it. */
-function utf8Length(text: string): number {
-  let n = text.length;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c >= 0x80) n += c < 0x800 ? 1 : c >= 0xd800 && c <= 0xdbff ? 1 : 2;
-  }
-  return n;
 }
 
 /** Logs at most `perSecond` lines a second, then counts what it dropped. */
@@ -202,8 +179,9 @@ class RateLimitedLog {
  * @example
  * ```ts ignore
  * import { FaildServer } from "./server.ts";
+ * import { HttpServer } from "./http.ts";
  * const api = new FaildServer(context);
- * const server = Deno.serve({ port: 0 }, (req, info) => api.handle(req, info));
+ * const server = new HttpServer({ hostname: "127.0.0.1", port: 0 }, (req) => api.handle(req));
  * ```
  */
 export class FaildServer {
@@ -212,6 +190,7 @@ export class FaildServer {
   #keepalive: ReturnType<typeof setInterval> | undefined;
   #unsubscribe: () => void;
   #authLog = new RateLimitedLog(20);
+  #errorLog = new RateLimitedLog(5);
   #listCache = new Map<string, { version: number; rules: CommunityRules; list: ServiceRecord[] }>();
   #bodyCache = new Map<
     string,
@@ -219,6 +198,7 @@ export class FaildServer {
   >();
   #hmacKeys = new Map<string, HmacKey>();
   #hmacRules: CommunityRules | null = null;
+  #nonceRules: CommunityRules | null = null;
   #closed = false;
 
   /**
@@ -246,27 +226,24 @@ export class FaildServer {
   }
 
   /**
-   * Answers one request.
+   * Answers one request: head checks first, then the body. A read without a body is answered
+   * synchronously (nothing made for it stays alive while other connections are served).
    *
-   * @param req The request.
-   * @param info Connection info (remote address, for logs).
-   * @returns The response.
+   * @param req The request, its body not read yet.
+   * @returns The answer, or a promise of it when the body must be read or the state saved.
    */
-  async handle(req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> {
+  handle(req: HttpRequest): HttpResponse | Promise<HttpResponse> {
     const started = performance.now();
-    const url = new URL(req.url);
-    const { route, name } = routeOf(url.pathname);
-    let caller: Caller = { keyId: null, community: null, nonce: null };
-    let bytesIn = 0;
-    let response: Response;
-    let bytesOut = 0;
+    const { route, name } = routeOf(req.path);
+    let caller: Caller = UNSIGNED;
     try {
-      const body = await readBody(req, this.#ctx.maxBodyBytes, this.#ctx.bodyTimeoutMs);
-      bytesIn = body.byteLength;
-      caller = this.#authenticate(req, url.pathname + url.search, body, info);
+      caller = this.#authenticate(req);
       const methods = ROUTES[route];
       if (methods === undefined) {
-        throw new HttpError(404, `Unknown path: ${url.pathname} is not part of the faild API`);
+        throw new HttpError(
+          404,
+          `Unknown path: ${req.path.slice(0, 200)} is not part of the faild API`,
+        );
       }
       if (!methods.includes(req.method)) {
         throw new HttpError(
@@ -280,55 +257,177 @@ export class FaildServer {
         if (type !== "application/json") {
           throw new HttpError(
             415,
-            `Unsupported content type: expected application/json, got ${type || "none"}`,
+            `Unsupported content type: expected application/json, got ${
+              type.slice(0, 80) || "none"
+            }`,
           );
         }
       }
-      if (route === "/v1/events") return this.#events(caller, info?.completed);
-      const result = await this.#dispatch(req.method, route, name, body, caller);
-      const text = typeof result.body === "string" ? result.body : JSON.stringify(result.body);
-      bytesOut = utf8Length(text);
-      response = this.#respond(
-        result.status,
-        text,
-        caller,
-        result.contentType,
-        result.headers,
-        result.digest,
-      );
+      this.#authorize(req.method, route, name, caller);
+      if (req.contentLength > 0) return this.#withBody(req, route, name, caller, started);
+      if (route === "/v1/events") return this.#events(caller, req.closed);
+      const result = this.#dispatch(req.method, route, name, EMPTY_BODY, caller);
+      if (result instanceof Promise) {
+        return result.then(
+          (r) => this.#answer(req, route, started, caller, r, 0),
+          (error) => this.#failure(req, route, started, caller, error, 0),
+        );
+      }
+      return this.#answer(req, route, started, caller, result, 0);
     } catch (error) {
-      let status = 500;
-      let message = `Internal error: ${(error as Error).message}`;
-      let headers: Record<string, string> = {};
-      if (error instanceof HttpError) {
-        status = error.status;
-        message = error.message;
-        headers = error.headers;
-      } else {
+      return this.#failure(req, route, started, caller, error, 0);
+    }
+  }
+
+  /** The rest of a request that has a body: read it, check it, then dispatch. */
+  async #withBody(
+    req: HttpRequest,
+    route: string,
+    name: string | undefined,
+    caller: Caller,
+    started: number,
+  ): Promise<HttpResponse> {
+    let bytesIn = 0;
+    try {
+      const body = await this.#body(req, caller);
+      bytesIn = body.byteLength;
+      if (route === "/v1/events") return this.#events(caller, req.closed);
+      const result = await this.#dispatch(req.method, route, name, body, caller);
+      return this.#answer(req, route, started, caller, result, bytesIn);
+    } catch (error) {
+      return this.#failure(req, route, started, caller, error, bytesIn);
+    }
+  }
+
+  /** Turns a dispatch result into the signed answer, and counts and logs it. */
+  #answer(
+    req: HttpRequest,
+    route: string,
+    started: number,
+    caller: Caller,
+    result: Dispatched,
+    bytesIn: number,
+  ): HttpResponse {
+    const text = typeof result.body === "string" ? result.body : JSON.stringify(result.body);
+    const response = this.#respond(
+      result.status,
+      text,
+      caller,
+      result.contentType,
+      result.headers,
+      result.digest,
+    );
+    return this.#done(req, route, started, caller, response, bytesIn, utf8Length(text));
+  }
+
+  /** The error answer of a refused or failed request. */
+  #failure(
+    req: HttpRequest,
+    route: string,
+    started: number,
+    caller: Caller,
+    error: unknown,
+    bytesIn: number,
+  ): HttpResponse {
+    let status = 500;
+    let message = `Internal error: ${(error as Error).message}`;
+    let headers: Record<string, string> = {};
+    let reason: string | undefined;
+    if (error instanceof HttpError) {
+      status = error.status;
+      message = error.message;
+      headers = error.headers;
+      reason = error.reason;
+    } else if (error instanceof HttpBodyError) {
+      status = error.status;
+      message = error.message;
+    } else {
+      const gate = this.#errorLog.allow(Date.now());
+      if (gate.ok) {
         this.#ctx.log.error("http", "request failed", {
           method: req.method,
-          path: url.pathname,
+          path: req.path.slice(0, 200),
           error: String(error),
+          ...(gate.dropped > 0 ? { suppressed: gate.dropped } : {}),
         });
       }
-      const text = JSON.stringify({ error: message });
-      bytesOut = utf8Length(text);
-      response = this.#respond(status, text, caller, "application/json", headers);
     }
+    const text = JSON.stringify(
+      reason === undefined ? { error: message } : { error: message, reason },
+    );
+    const response = this.#respond(status, text, caller, "application/json", headers);
+    return this.#done(req, route, started, caller, response, bytesIn, utf8Length(text));
+  }
+
+  #done(
+    req: HttpRequest,
+    route: string,
+    started: number,
+    caller: Caller,
+    response: HttpResponse,
+    bytesIn: number,
+    bytesOut: number,
+  ): HttpResponse {
     this.#ctx.metrics.request(route, response.status, bytesIn, bytesOut);
     if (this.#ctx.log.enabled("http", "debug")) {
       this.#ctx.log.debug("http", "request", {
         method: req.method,
-        path: url.pathname,
+        path: req.path.slice(0, 200),
         status: response.status,
         ms: Math.round((performance.now() - started) * 1000) / 1000,
         key: caller.keyId,
-        remote: info?.remoteAddr && "hostname" in info.remoteAddr
-          ? info.remoteAddr.hostname
-          : undefined,
+        remote: req.remote,
       });
     }
     return response;
+  }
+
+  /** Reads the body the head announced and checks it against the signed digest. */
+  async #body(req: HttpRequest, caller: Caller): Promise<Uint8Array> {
+    if (req.contentLength === 0) return new Uint8Array(0);
+    const body = await req.body();
+    if (caller.digest !== null && !constantTimeEqual(sha256Hex(body), caller.digest)) {
+      throw this.#authFail(
+        401,
+        "bad_signature",
+        `Bad signature: the body does not match the ${CONTENT_DIGEST_HEADER} its signature covers`,
+        req.remote,
+      );
+    }
+    return body;
+  }
+
+  /** Checks the caller's right for the route before the body is read (401/403). */
+  #authorize(method: string, route: string, name: string | undefined, caller: Caller): void {
+    switch (route) {
+      case "/v1/services":
+        return this.#requireAnyRead(caller, "GET /v1/services");
+      case "/v1/events":
+        return this.#requireAnyRead(caller, "GET /v1/events");
+      case "/v1/debug/levels":
+        return this.#require(
+          caller,
+          "*",
+          method === "GET" ? "RO" : "RW",
+          `${method} /v1/debug/levels`,
+        );
+      case "/v1/services/:name": {
+        const service = name ?? "";
+        if (!isValidName(service)) {
+          throw new HttpError(
+            400,
+            `Invalid service name: ${JSON.stringify(service.slice(0, 80))} must be 1 to 64 ` +
+              `letters, digits, ".", "_" or "-", starting with a letter or digit`,
+          );
+        }
+        return this.#require(
+          caller,
+          service,
+          method === "GET" ? "RO" : "RW",
+          `${method} /v1/services/${service}`,
+        );
+      }
+    }
   }
 
   #respond(
@@ -338,7 +437,7 @@ export class FaildServer {
     contentType = "application/json",
     extra: Record<string, string> = {},
     digest?: string,
-  ): Response {
+  ): HttpResponse {
     const headers: Record<string, string> = { "content-type": contentType, ...extra };
     if (caller.community !== null && caller.nonce !== null) {
       headers[RESPONSE_SIGNATURE_HEADER] = responseSignature(
@@ -348,7 +447,7 @@ export class FaildServer {
         digest ?? sha256Hex(text),
       );
     }
-    return new Response(text, { status, headers });
+    return { status, headers, body: text };
   }
 
   /** The prepared HMAC key of a community (rebuilt when the rules change). */
@@ -370,15 +469,12 @@ export class FaildServer {
     status: number,
     reason: AuthFailureReason,
     message: string,
-    info?: Deno.ServeHandlerInfo,
+    remote?: string,
     headers: Record<string, string> = {},
   ): HttpError {
     this.#ctx.metrics.authFailure(reason);
     const gate = this.#authLog.allow(Date.now());
     if (gate.ok) {
-      const remote = info?.remoteAddr && "hostname" in info.remoteAddr
-        ? info.remoteAddr.hostname
-        : undefined;
       this.#ctx.log.warn("auth", "request refused", {
         reason,
         detail: message,
@@ -386,45 +482,75 @@ export class FaildServer {
         ...(gate.dropped > 0 ? { suppressed: gate.dropped } : {}),
       });
     }
-    return new HttpError(status, message, headers);
+    return new HttpError(status, message, headers, reason);
   }
 
-  #authenticate(
-    req: Request,
-    path: string,
-    body: Uint8Array,
-    info?: Deno.ServeHandlerInfo,
-  ): Caller {
+  #authenticate(req: HttpRequest): Caller {
     const header = req.headers.get("authorization");
-    if (header === null) return { keyId: null, community: null, nonce: null };
+    if (header === undefined) return UNSIGNED;
+    const remote = req.remote;
     let parts: SignatureParts;
     try {
       parts = parseAuthorization(header);
     } catch (error) {
-      throw this.#authFail(401, "malformed", (error as Error).message, info);
+      throw this.#authFail(401, "malformed", (error as Error).message, remote);
     }
-    const community = this.#ctx.rules().keys.get(parts.keyId);
+    const rules = this.#ctx.rules();
+    const community = rules.keys.get(parts.keyId);
     if (community === undefined) {
       throw this.#authFail(
         401,
         "unknown_key",
         `Unknown key: key id ${parts.keyId} matches no community of this faild`,
-        info,
+        remote,
       );
     }
-    const digest = body.byteLength === 0 ? EMPTY_DIGEST : sha256Hex(body);
+    // The signature covers the body's digest, sent in a header: the whole signature is checked
+    // before a byte of the body is read, and the body is compared with the digest once read.
+    let digest = EMPTY_DIGEST;
+    if (req.contentLength > 0) {
+      const declared = req.headers.get(CONTENT_DIGEST_HEADER);
+      if (declared === undefined || !DIGEST.test(declared)) {
+        throw this.#authFail(
+          401,
+          "malformed",
+          `Invalid ${CONTENT_DIGEST_HEADER}: a signed request with a body must send the ` +
+            "SHA-256 of its body as 64 lowercase hex digits",
+          remote,
+        );
+      }
+      digest = declared;
+    }
     const key = this.#hmacKey(community);
-    const expected = key.hex(canonicalRequest(req.method, path, digest, parts));
+    const expected = key.hex(canonicalRequest(req.method, req.target, digest, parts));
     if (!constantTimeEqual(expected, parts.sig)) {
       throw this.#authFail(
         401,
         "bad_signature",
         `Bad signature: the request does not match its signature for key id ${parts.keyId}`,
-        info,
+        remote,
       );
     }
     const now = Date.now();
-    switch (this.#ctx.nonces.check(parts.nonce, parts.ts, now)) {
+    const write = WRITES.has(req.method);
+    if (write && parts.ts < this.#ctx.startedAt) {
+      // A write captured before a restart: its nonce may be one the last run accepted but
+      // could not save. Clients sign each request when they send it, so theirs are newer.
+      throw this.#authFail(
+        401,
+        "stale",
+        `Stale request: signed ${now - parts.ts} ms ago, before faild started ` +
+          `${now - this.#ctx.startedAt} ms ago (a write is only accepted if signed after the ` +
+          "start; check the clocks)",
+        remote,
+      );
+    }
+    const nonces = this.#ctx.nonces;
+    if (this.#nonceRules !== rules) {
+      this.#nonceRules = rules;
+      nonces.keyCount = new Set(rules.keys.values()).size;
+    }
+    switch (nonces.check(parts.nonce, parts.ts, now, { key: parts.keyId, write })) {
       case "ok":
         break;
       case "stale":
@@ -434,20 +560,41 @@ export class FaildServer {
           `Stale request: its timestamp is ${
             Math.round((parts.ts - now) / 1000)
           } s from faild's clock, beyond the allowed skew (check the clocks)`,
-          info,
+          remote,
         );
       case "replayed":
-        throw this.#authFail(401, "replayed", "Replayed request: its nonce was already used", info);
+        throw this.#authFail(
+          401,
+          "replayed",
+          "Replayed request: its nonce was already used (a client sending sequenced nonces " +
+            "starts a new session)",
+          remote,
+        );
       case "full":
+        if (parseSequenced(parts.nonce) !== null) {
+          throw this.#authFail(
+            503,
+            "nonce_sessions_full",
+            `Too many nonce sessions: key id ${parts.keyId} holds ${nonces.sessionQuota}, the ` +
+              "most one key may; retry when old sessions expire",
+            remote,
+            { "retry-after": "5" },
+          );
+        }
         throw this.#authFail(
           503,
           "nonce_cache_full",
           "Too many signed requests: the replay cache is full, retry in a second",
-          info,
+          remote,
           { "retry-after": "1" },
         );
     }
-    return { keyId: parts.keyId, community: key, nonce: parts.nonce };
+    return {
+      keyId: parts.keyId,
+      community: key,
+      nonce: parts.nonce,
+      digest: req.contentLength > 0 ? digest : null,
+    };
   }
 
   /** Checks that the caller has at least `need` on a service; throws 401/403 otherwise. */
@@ -502,21 +649,14 @@ export class FaildServer {
     }
   }
 
-  async #dispatch(
+  /** Runs the operation: synchronously for reads, a promise for writes (they save the state). */
+  #dispatch(
     method: string,
     route: string,
     name: string | undefined,
     body: Uint8Array,
     caller: Caller,
-  ): Promise<
-    {
-      status: number;
-      body: unknown;
-      contentType?: string;
-      headers?: Record<string, string>;
-      digest?: string;
-    }
-  > {
+  ): Dispatched | Promise<Dispatched> {
     const ctx = this.#ctx;
     switch (route) {
       case "/v1/health": {
@@ -556,7 +696,9 @@ export class FaildServer {
         return { status: 200, body: text, digest };
       }
       case "/v1/services/:name":
-        return await this.#service(method, name ?? "", body, caller);
+        return method === "GET"
+          ? this.#serviceRead(name ?? "", caller)
+          : this.#serviceWrite(method, name ?? "", body, caller);
       case "/metrics": {
         const text = ctx.metrics.render({
           services: this.#readable(caller),
@@ -566,6 +708,8 @@ export class FaildServer {
           nonces: ctx.nonces.size,
           stateWrites: ctx.writer?.writes ?? 0,
           stateWriteErrors: ctx.writer?.errors ?? 0,
+          stateBehind: ctx.writer?.behind ?? false,
+          ...(ctx.http ? { http: ctx.http() } : {}),
         });
         return { status: 200, body: text, contentType: "text/plain; version=0.0.4" };
       }
@@ -621,25 +765,28 @@ export class FaildServer {
     return value;
   }
 
-  async #service(method: string, name: string, body: Uint8Array, caller: Caller) {
+  #serviceRead(name: string, caller: Caller): Dispatched {
+    this.#require(caller, name, "RO", `GET /v1/services/${name}`);
+    const record = this.#ctx.store.get(name);
+    if (record === undefined) throw new HttpError(404, `Service not found: ${name}`);
+    return { status: 200, body: record };
+  }
+
+  async #serviceWrite(
+    method: string,
+    name: string,
+    body: Uint8Array,
+    caller: Caller,
+  ): Promise<Dispatched> {
     const ctx = this.#ctx;
-    if (!isValidName(name)) {
-      throw new HttpError(
-        400,
-        `Invalid service name: ${JSON.stringify(name.slice(0, 80))} must be 1 to 64 letters, ` +
-          `digits, ".", "_" or "-", starting with a letter or digit`,
-      );
-    }
-    if (method === "GET") {
-      this.#require(caller, name, "RO", `GET /v1/services/${name}`);
-      const record = ctx.store.get(name);
-      if (record === undefined) throw new HttpError(404, `Service not found: ${name}`);
-      return { status: 200, body: record };
-    }
     this.#require(caller, name, "RW", `${method} /v1/services/${name}`);
     if (method === "DELETE") {
       const old = ctx.store.delete(name);
-      if (old === undefined) throw new HttpError(404, `Service not found: ${name}`);
+      if (old === undefined) {
+        // Absent in memory: make sure the disk agrees (an earlier delete may not be saved yet).
+        await this.#persist(true);
+        throw new HttpError(404, `Service not found: ${name}`);
+      }
       ctx.log.info("state", "service deleted", { service: name, by: caller.keyId ?? "anonymous" });
       await this.#persist();
       return { status: 200, body: old };
@@ -683,21 +830,38 @@ export class FaildServer {
         by: result.record.setBy,
       });
     }
-    if (result.modified) await this.#persist();
+    // Nothing changed in memory still needs the disk to hold it before the answer: another
+    // client's equal write may still be being saved, or its save may have failed.
+    await this.#persist(!result.modified);
     return { status: result.created ? 201 : 200, body: result.record };
   }
 
-  async #persist(): Promise<void> {
-    if (this.#ctx.writer === null) return;
+  /**
+   * Puts the state in memory on disk before an answer: `settle` only waits or writes when the
+   * disk is behind memory (a write running, pending or failed).
+   */
+  async #persist(settle = false): Promise<void> {
+    const writer = this.#ctx.writer;
+    if (writer === null) return;
     try {
-      await this.#ctx.writer.save();
+      await (settle ? writer.settle() : writer.save());
     } catch (error) {
-      this.#ctx.log.error("state", "cannot save state", { error: (error as Error).message });
-      throw new HttpError(500, `${(error as Error).message} (the change is held in memory)`);
+      const gate = this.#errorLog.allow(Date.now());
+      if (gate.ok) {
+        this.#ctx.log.error("state", "cannot save state", {
+          error: (error as Error).message,
+          ...(gate.dropped > 0 ? { suppressed: gate.dropped } : {}),
+        });
+      }
+      throw new HttpError(
+        500,
+        `${(error as Error).message} (the change is held in memory, not acknowledged; faild ` +
+          "retries the save)",
+      );
     }
   }
 
-  #events(caller: Caller, completed: Promise<void> | undefined): Response {
+  #events(caller: Caller, completed: Promise<void>): HttpResponse {
     this.#requireAnyRead(caller, "GET /v1/events");
     if (this.#closed) throw new HttpError(503, "Shutting down: faild is stopping");
     if (this.#streams.size >= this.#ctx.maxStreams) {
@@ -722,8 +886,8 @@ export class FaildServer {
         this.#stopKeepaliveIfIdle();
       },
     }, new CountQueuingStrategy({ highWaterMark: MAX_QUEUED_EVENTS }));
-    // Deno settles `completed` when the client goes away (rejecting): free the slot at once.
-    completed?.then(() => this.#endStream(stream), () => this.#endStream(stream));
+    // The connection closes when the client goes away: free the slot at once.
+    completed.then(() => this.#endStream(stream), () => this.#endStream(stream));
     if (this.#keepalive === undefined) {
       this.#keepalive = setInterval(() => this.#sendKeepalive(), this.#ctx.keepaliveMs);
     }
@@ -740,7 +904,7 @@ export class FaildServer {
       );
     }
     this.#ctx.metrics.request("/v1/events", 200, 0, 0);
-    return new Response(body, { status: 200, headers });
+    return { status: 200, headers, body };
   }
 
   #enqueue(s: Stream, text: string): boolean {

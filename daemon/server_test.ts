@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { AuthError, FaildClient, FaildError } from "../lib/client.ts";
 import { Logger } from "../lib/log.ts";
 import {
+  bodyDigest,
+  CONTENT_DIGEST_HEADER,
   keyId,
   NonceSequence,
   RESPONSE_SIGNATURE_HEADER,
@@ -59,6 +61,9 @@ async function raw(
     now?: number;
     authorization?: string;
     contentType?: string | null;
+    nonces?: NonceSequence;
+    /** The body digest header sent with a signed body (default: the body's, as FaildClient). */
+    digest?: string | null;
   } = {},
 ): Promise<RawAnswer & { authorization?: string; nonce?: string }> {
   const body = options.body ?? "";
@@ -71,11 +76,17 @@ async function raw(
       path,
       body,
       ...(options.now !== undefined ? { now: options.now } : {}),
+      ...(options.nonces !== undefined ? { nonces: options.nonces } : {}),
     });
     authorization = s.header;
     nonce = s.nonce;
   }
-  if (authorization !== undefined) headers["authorization"] = authorization;
+  if (authorization !== undefined) {
+    headers["authorization"] = authorization;
+    if (body !== "" && options.digest !== null) {
+      headers[CONTENT_DIGEST_HEADER] = options.digest ?? bodyDigest(body);
+    }
+  }
   if (options.contentType !== null && body !== "") {
     headers["content-type"] = options.contentType ?? "application/json";
   }
@@ -175,12 +186,35 @@ Deno.test("faild refuses wrong keys, tampered, stale and replayed requests with 
         path: "/v1/services/web",
         body: '{"state":"UP"}',
       });
+      // With the digest of the body sent: the signature holds, the body does not match it.
       const r = await raw(f, "PUT", "/v1/services/web", {
         authorization: signed.header,
         body: '{"state":"FAIL"}',
+        digest: bodyDigest('{"state":"UP"}'),
       });
       assert.equal(r.status, 401);
-      assert.match(r.json.error as string, /^Bad signature: /);
+      assert.match(r.json.error as string, /^Bad signature: the body does not match/);
+      assert.equal(f.store.get("web"), undefined);
+      // With the digest of the body sent: the signature does not cover it.
+      const again = await raw(f, "PUT", "/v1/services/web", {
+        key: RW,
+        authorization: signRequest(RW, {
+          method: "PUT",
+          path: "/v1/services/web",
+          body: '{"state":"UP"}',
+        }).header,
+        body: '{"state":"FAIL"}',
+      });
+      assert.equal(again.status, 401);
+      assert.match(again.json.error as string, /^Bad signature: the request does not match/);
+      // Without a digest at all: refused before the body is read.
+      const none = await raw(f, "PUT", "/v1/services/web", {
+        authorization: signed.header,
+        body: '{"state":"UP"}',
+        digest: null,
+      });
+      assert.equal(none.status, 401);
+      assert.match(none.json.error as string, /^Invalid x-failover-content-sha256: /);
       assert.equal(f.store.get("web"), undefined);
     });
     await t.step("a signature made for another path", async () => {
@@ -231,9 +265,84 @@ Deno.test("faild refuses wrong keys, tampered, stale and replayed requests with 
     await t.step("refusals are logged and counted", async () => {
       assert.ok(lines.some((l) => l.includes('"reason":"replayed"')));
       const metrics = (await raw(f, "GET", "/metrics")).text;
-      assert.match(metrics, /faild_auth_failures_total\{reason="bad_signature"\} 2/);
+      assert.match(metrics, /faild_auth_failures_total\{reason="bad_signature"\} 3/);
       assert.match(metrics, /faild_auth_failures_total\{reason="stale"\} 2/);
     });
+  });
+});
+
+/** A nonce source that gives one chosen nonce (what an attacker who saw a nonce sends). */
+function fixedNonce(nonce: string): NonceSequence {
+  return { next: () => nonce } as NonceSequence;
+}
+
+Deno.test("a key cannot blind another key's nonce session (finding 9)", async () => {
+  await withFaild({}, async (f) => {
+    const victim = new NonceSequence();
+    const first = await raw(f, "GET", "/v1/services", { key: RW, nonces: victim });
+    assert.equal(first.status, 200);
+    // The nonce travelled in clear; a read-only key pushes that session's counter to its end.
+    const session = first.nonce!.slice(0, 16);
+    const attack = await raw(f, "GET", "/v1/services", {
+      key: RO,
+      nonces: fixedNonce(`${session}00000000ffffffff`),
+    });
+    assert.equal(attack.status, 200);
+    for (let i = 0; i < 3; i++) {
+      const next = await raw(f, "GET", "/v1/services", { key: RW, nonces: victim });
+      assert.equal(next.status, 200, `the victim was refused: ${next.text}`);
+    }
+  });
+});
+
+Deno.test("a key's new nonce sessions are bounded by its own quota (finding 9)", async () => {
+  await withFaild({ nonceSessions: 64 }, async (f) => {
+    let refused = 0;
+    for (let i = 0; i < 100; i++) {
+      const r = await raw(f, "GET", "/v1/services", { key: RO, nonces: new NonceSequence() });
+      if (r.status === 503) {
+        refused++;
+        assert.match(r.json.error as string, /^Too many nonce sessions: key id [0-9a-f]{16}/);
+      } else assert.equal(r.status, 200);
+    }
+    assert.ok(refused > 0, "100 sessions of one key were all accepted");
+    // Other keys still start sessions, and the flooding key's old sessions go on.
+    for (const key of [RW, OPS]) {
+      for (let i = 0; i < 5; i++) {
+        const r = await raw(f, "GET", "/v1/services", { key, nonces: new NonceSequence() });
+        assert.equal(r.status, 200, `a new session of another key was refused: ${r.text}`);
+      }
+    }
+  });
+});
+
+Deno.test("FaildClient starts a new nonce session when faild says its counter is used (finding 9)", async () => {
+  await withFaild({}, async (f) => {
+    const client = new FaildClient(f.url, { key: OPS });
+    const seen: string[] = [];
+    const realFetch = globalThis.fetch;
+    // Sniff the client's nonces, as anyone on the path can.
+    globalThis.fetch = (input, init) => {
+      const auth = new Headers(init?.headers).get("authorization");
+      if (auth !== null) seen.push(/nonce=([0-9a-f]{32})/.exec(auth)![1]!);
+      return realFetch(input, init);
+    };
+    try {
+      await client.list();
+      const session = seen[0]!.slice(0, 16);
+      // A holder of the same key pushes the session's counter to its end.
+      const attack = await raw(f, "GET", "/v1/services", {
+        key: OPS,
+        nonces: fixedNonce(`${session}00000000ffffffff`),
+      });
+      assert.equal(attack.status, 200);
+      assert.equal((await client.list()).host, "test-host");
+      assert.notEqual(seen.at(-1)!.slice(0, 16), session, "the client kept its blinded session");
+      assert.equal((await client.list()).host, "test-host");
+    } finally {
+      globalThis.fetch = realFetch;
+      client.close();
+    }
   });
 });
 
@@ -393,7 +502,8 @@ Deno.test("a client trickling its request does not block others and is cut off",
     const signed = signRequest(OPS, { method: "PUT", path: "/v1/services/slow", body: "{}" });
     await bodyTrickler.write(enc.encode(
       `PUT /v1/services/slow HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n` +
-        `authorization: ${signed.header}\r\ncontent-length: 100\r\n\r\n`,
+        `authorization: ${signed.header}\r\n${CONTENT_DIGEST_HEADER}: ${bodyDigest("{}")}\r\n` +
+        "content-length: 100\r\n\r\n",
     ));
     let trickling = true;
     const trickle = (async () => {

@@ -20,7 +20,14 @@
  *
  * @module
  */
-import { NonceSequence, RESPONSE_SIGNATURE_HEADER, signRequest, verifyResponse } from "./sign.ts";
+import {
+  bodyDigest,
+  CONTENT_DIGEST_HEADER,
+  NonceSequence,
+  RESPONSE_SIGNATURE_HEADER,
+  signRequest,
+  verifyResponse,
+} from "./sign.ts";
 import {
   type ChangeEvent,
   type Health,
@@ -91,6 +98,12 @@ export class FaildError extends Error {
  * ```
  */
 export class AuthError extends FaildError {
+  /**
+   * faild refused the request as a replay (401, reason `replayed`); the client has started a
+   * new nonce session, so the next request goes through.
+   */
+  replayed = false;
+
   /**
    * Creates the error.
    *
@@ -678,6 +691,8 @@ export class FaildClient {
     if (this.#key !== undefined) {
       const signed = signRequest(this.#key, { method, path, body, nonces: this.#nonces });
       headers["authorization"] = signed.header;
+      // The signature covers the body's digest: faild checks it before reading the body.
+      if (body !== "") headers[CONTENT_DIGEST_HEADER] = bodyDigest(body);
       nonce = signed.nonce;
     }
     if (body !== "") headers["content-type"] = "application/json";
@@ -727,26 +742,39 @@ export class FaildClient {
   ): Promise<Answer> {
     const timeout = AbortSignal.timeout(this.#timeoutMs);
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
-    const { response, nonce } = await this.#send(method, path, options.body ?? "", signal);
-    let body: Uint8Array;
-    try {
-      body = await readBounded(response.body, MAX_RESPONSE_BYTES);
-    } catch (error) {
-      throw this.#mapFetchError(error, signal);
+    for (let attempt = 1;; attempt++) {
+      const { response, nonce } = await this.#send(method, path, options.body ?? "", signal);
+      let body: Uint8Array;
+      try {
+        body = await readBounded(response.body, MAX_RESPONSE_BYTES);
+      } catch (error) {
+        throw this.#mapFetchError(error, signal);
+      }
+      const answer = { status: response.status, body };
+      try {
+        this.#check(answer, nonce, response);
+      } catch (error) {
+        // A refused request changed nothing: after a new session, sending it again is safe.
+        if (attempt === 1 && error instanceof AuthError && error.replayed) continue;
+        throw error;
+      }
+      return answer;
     }
-    const answer = { status: response.status, body };
-    this.#check(answer, nonce, response);
-    return answer;
   }
 
   /** Verifies the answer's signature and turns error statuses into errors. */
   #check(answer: Answer, nonce: string | undefined, response: Response): void {
     const { status, body } = answer;
     let message = `faild answered ${status}`;
+    let reason: unknown;
     if (status >= 400) {
       try {
-        const parsed = JSON.parse(new TextDecoder().decode(body)) as { error?: unknown };
+        const parsed = JSON.parse(new TextDecoder().decode(body)) as {
+          error?: unknown;
+          reason?: unknown;
+        };
         if (typeof parsed.error === "string") message = parsed.error;
+        reason = parsed.reason;
       } catch {
         // Keep the generic message.
       }
@@ -763,7 +791,16 @@ export class FaildClient {
         );
       }
     }
-    if (status === 401 || status === 403) throw new AuthError(message, status);
+    if (status === 401 || status === 403) {
+      const error = new AuthError(message, status);
+      if (status === 401 && this.#key !== undefined && reason === "replayed") {
+        // faild has seen this session's counter already: whoever pushed it there (a holder of
+        // the same key replaying with a higher counter) cannot follow us into a new session.
+        this.#nonces.renew();
+        error.replayed = true;
+      }
+      throw error;
+    }
     if (status >= 400) throw new FaildError(message, status);
   }
 }

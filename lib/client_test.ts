@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { AuthError, FaildClient, FaildError, PeerUnreachableError, resolveKey } from "./client.ts";
 import {
   bodyDigest,
+  CONTENT_DIGEST_HEADER,
   parseAuthorization,
   RESPONSE_SIGNATURE_HEADER,
   signResponse,
@@ -238,5 +239,29 @@ Deno.test("resolveKey() prefers the flag, then the key file, then the environmen
     assert.throws(() => resolveKey({ keyFile: `${dir}/missing` }), /Cannot read key file/);
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("FaildClient retries once in a new nonce session when told 'replayed'", async () => {
+  const sessions: string[] = [];
+  const digests: (string | null)[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+    sessions.push(parseAuthorization(req.headers.get("authorization")!).nonce.slice(0, 16));
+    digests.push(req.headers.get(CONTENT_DIGEST_HEADER));
+    return new Response('{"error":"Replayed request: x","reason":"replayed"}', { status: 401 });
+  });
+  const client = new FaildClient(`http://127.0.0.1:${server.addr.port}`, { key: KEY });
+  try {
+    await assert.rejects(client.set("web", "UP"), (e) => e instanceof AuthError && e.replayed);
+    assert.equal(sessions.length, 2, "one request and one retry");
+    assert.notEqual(sessions[0], sessions[1], "the retry did not start a new session");
+    // The signature covers the body's digest, sent so faild can check it before the body.
+    assert.deepEqual(digests, [bodyDigest('{"state":"UP"}'), bodyDigest('{"state":"UP"}')]);
+    await assert.rejects(client.list(), AuthError);
+    assert.equal(sessions.length, 4);
+    assert.equal(digests[3], null, "no digest header without a body");
+  } finally {
+    client.close();
+    await server.shutdown();
   }
 });

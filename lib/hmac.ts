@@ -90,7 +90,6 @@ const IV = new Int32Array([
 ]);
 
 const W = new Int32Array(64);
-const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 const encoder = new TextEncoder();
 let scratch = new Uint8Array(4096);
 
@@ -167,14 +166,17 @@ function finish(state: Int32Array, data: Uint8Array, length: number, prefixBytes
   compress(state, data, 0, end);
 }
 
+const HEX_DIGITS = new TextEncoder().encode("0123456789abcdef");
+const hexOut = new Uint8Array(64);
+const decoder = new TextDecoder();
+
+/** The state as 64 lowercase hex digits: one string allocated, not one per byte. */
 function toHex(state: Int32Array): string {
-  let out = "";
   for (let i = 0; i < 8; i++) {
     const v = state[i]!;
-    out += HEX[(v >>> 24) & 0xff]! + HEX[(v >>> 16) & 0xff]! + HEX[(v >>> 8) & 0xff]! +
-      HEX[v & 0xff]!;
+    for (let j = 0; j < 8; j++) hexOut[i * 8 + j] = HEX_DIGITS[(v >>> (28 - 4 * j)) & 15]!;
   }
-  return out;
+  return decoder.decode(hexOut);
 }
 
 function stateBytes(state: Int32Array, out: Uint8Array): void {
@@ -187,12 +189,20 @@ function stateBytes(state: Int32Array, out: Uint8Array): void {
   }
 }
 
-/** Encodes text as UTF-8 into the shared scratch buffer (with room for padding). */
+/**
+ * Encodes text as UTF-8 into the shared scratch buffer (with room for padding). ASCII text (every
+ * signed string faild builds) is copied directly, without the result object of `encodeInto`.
+ */
 function encode(text: string): number {
   if (scratch.length < text.length * 3 + 72) {
     scratch = new Uint8Array(Math.max(text.length * 3 + 72, scratch.length * 2));
   }
-  return encoder.encodeInto(text, scratch).written;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x80) return encoder.encodeInto(text, scratch).written;
+    scratch[i] = c;
+  }
+  return text.length;
 }
 
 /**

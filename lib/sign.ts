@@ -19,6 +19,13 @@ export const AUTH_SCHEME = "FAILOVER-HMAC-SHA256";
 /** Response header carrying the server's signature. */
 export const RESPONSE_SIGNATURE_HEADER = "x-failover-signature";
 
+/**
+ * Request header carrying {@linkcode bodyDigest} of the body, sent with every signed request that
+ * has a body: the signature covers the digest, so faild verifies the whole signature before it
+ * reads a byte of the body, then checks the body against the digest.
+ */
+export const CONTENT_DIGEST_HEADER = "x-failover-content-sha256";
+
 /** Default accepted clock difference between client and server, in ms. */
 export const DEFAULT_MAX_SKEW_MS = 30_000;
 
@@ -140,6 +147,16 @@ export class NonceSequence {
   #session = randomHex(8);
   #counter = 0;
 
+  /**
+   * Starts a new session (a new random id, the counter back to 0): what a client does when
+   * faild says a nonce of its session was already used, e.g. because a holder of the same key
+   * who saw a nonce on the wire pushed the session's counter ahead.
+   */
+  renew(): void {
+    this.#session = randomHex(8);
+    this.#counter = 0;
+  }
+
   /** The next nonce of this client. */
   next(): string {
     if (this.#counter >= 0xffffffff) {
@@ -188,6 +205,9 @@ export function signRequest(
   };
 }
 
+const CANONICAL_AUTHORIZATION =
+  /^FAILOVER-HMAC-SHA256 keyId=([0-9a-f]{16}), ts=([0-9]{1,16}), nonce=([0-9a-f]{32}), sig=([0-9a-f]{64})$/;
+
 /**
  * Parses an `Authorization` header of the failover scheme.
  *
@@ -204,6 +224,9 @@ export function signRequest(
  */
 export function parseAuthorization(header: string): SignatureParts {
   if (header.length > 512) throw new SyntaxError("Invalid authorization: header is too long");
+  // The form every client of this project sends, read with one match (faild's hot path).
+  const m = CANONICAL_AUTHORIZATION.exec(header);
+  if (m !== null) return { keyId: m[1]!, ts: Number(m[2]), nonce: m[3]!, sig: m[4]! };
   if (!header.startsWith(AUTH_SCHEME + " ")) {
     throw new SyntaxError(`Invalid authorization: scheme must be ${AUTH_SCHEME}`);
   }

@@ -16,6 +16,9 @@ export const FAILD_ARGS = [
   `${ROOT}daemon/faild.ts`,
 ];
 
+/** The V8 flags of the `faild` task (small-memory profile, docs/performance.md). */
+export const FAILD_V8_FLAGS = "--max-semi-space-size=1,--max-opt=2,--optimize-for-size";
+
 /** A faild child process. */
 export interface FaildProcess {
   /** The child. */
@@ -36,14 +39,23 @@ export interface FaildProcess {
  * Starts faild on a free loopback port and waits for its "faild listening on URL" line.
  *
  * @param args Extra faild arguments (`--listen 127.0.0.1:0` is added).
- * @param options `maxFiles` runs it under `ulimit -n` (through `sh`).
+ * @param options `maxFiles` runs it under `ulimit -n` (through `sh`); `v8Flags` are given to
+ * deno (e.g. {@linkcode FAILD_V8_FLAGS} to measure memory as the `faild` task runs it).
  * @returns The running process.
  */
 export async function spawnFaild(
   args: string[],
-  options: { maxFiles?: number } = {},
+  options: { maxFiles?: number; v8Flags?: string } = {},
 ): Promise<FaildProcess> {
-  const full = [...FAILD_ARGS, "--listen", "127.0.0.1:0", ...args];
+  const flags = options.v8Flags ? [`--v8-flags=${options.v8Flags}`] : [];
+  const full = [
+    FAILD_ARGS[0]!,
+    ...flags,
+    ...FAILD_ARGS.slice(1),
+    "--listen",
+    "127.0.0.1:0",
+    ...args,
+  ];
   const child = new Deno.Command(options.maxFiles ? "sh" : Deno.execPath(), {
     args: options.maxFiles
       ? ["-c", `ulimit -n ${options.maxFiles} && exec "$0" "$@"`, Deno.execPath(), ...full]
@@ -122,6 +134,21 @@ export async function spawnFaild(
       await wait();
     },
   };
+}
+
+/**
+ * The resident memory of a process.
+ *
+ * @param pid The process.
+ * @returns `VmRSS` in KiB, or `NaN` when the process is gone.
+ */
+export function rssKiB(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+    return m ? Number(m[1]) : NaN;
+  } catch {
+    return NaN;
+  }
 }
 
 /** The result of a CLI run. */
