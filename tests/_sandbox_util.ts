@@ -106,6 +106,8 @@ export interface ProcInfo {
   rssKiB: number;
   /** `/proc/PID/limits`, e.g. `Max data size  1000  1000  bytes`. */
   limits: string;
+  /** The program's arguments (`/proc/PID/cmdline`), e.g. `["prlimit", …]` before its exec. */
+  argv: string[];
 }
 
 /** The live (not zombie) direct children of this process: the sandboxed scripts. */
@@ -125,6 +127,7 @@ export function childProcesses(): ProcInfo[] {
         threads: Number(f[17]),
         rssKiB: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0),
         limits: Deno.readTextFileSync(`/proc/${e.name}/limits`),
+        argv: Deno.readTextFileSync(`/proc/${e.name}/cmdline`).split("\0").filter((a) => a),
       });
     } catch {
       // gone meanwhile

@@ -174,8 +174,12 @@ service("web", { masters: ["alpha"], interval: "1s", start: async () => "UP", st
   try {
     await h.sandbox.start();
     const limits = childLimits(128);
-    const children = childProcesses();
-    assert(children.length >= 1, "the children are this process's children");
+    // A child spawned a moment ago may still be in its launch chain (prlimit, then nice, then
+    // setpriv, each exec'ing the next): read them once every one runs deno itself.
+    const children = await until("every child runs deno", () => {
+      const all = childProcesses().filter((c) => c.argv.includes("--failsh-child"));
+      return all.length >= 1 && all.every((c) => /(^|\/)deno$/.test(c.argv[0] ?? "")) && all;
+    });
     for (const c of children) {
       assertEquals(c.nice, limits.nice);
       const data = /^Max data size\s+(\d+)\s+(\d+)\s+bytes/m.exec(c.limits);
