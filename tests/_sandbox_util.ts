@@ -110,8 +110,12 @@ export interface ProcInfo {
   argv: string[];
 }
 
-/** The live (not zombie) direct children of this process: the sandboxed scripts. */
-export function childProcesses(): ProcInfo[] {
+/**
+ * The live (not zombie) direct children of this process: the sandboxed scripts. With `dir`, only
+ * those whose command line names a file in it (one harness's children, not a process of an
+ * earlier test still exiting).
+ */
+export function childProcesses(dir?: string): ProcInfo[] {
   const out: ProcInfo[] = [];
   for (const e of Deno.readDirSync("/proc")) {
     if (!/^\d+$/.test(e.name)) continue;
@@ -129,6 +133,7 @@ export function childProcesses(): ProcInfo[] {
         limits: Deno.readTextFileSync(`/proc/${e.name}/limits`),
         argv: Deno.readTextFileSync(`/proc/${e.name}/cmdline`).split("\0").filter((a) => a),
       });
+      if (dir !== undefined && !out.at(-1)!.argv.some((a) => a.startsWith(`${dir}/`))) out.pop();
     } catch {
       // gone meanwhile
     }

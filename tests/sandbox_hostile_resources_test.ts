@@ -117,7 +117,7 @@ service("web", {
         assertMatch(e.message, /^Handler stop of web was interrupted: /);
         return true;
       });
-      assertEquals(childProcesses().filter((p) => p.threads > 32), []);
+      assertEquals(childProcesses(h.dir).filter((p) => p.threads > 32), []);
       assertEquals(await h.sandbox.invoke(call("web"), 10_000), "FAIL");
     });
   } finally {
@@ -177,7 +177,7 @@ service("web", { masters: ["alpha"], interval: "1s", start: async () => "UP", st
     // A child spawned a moment ago may still be in its launch chain (prlimit, then nice, then
     // setpriv, each exec'ing the next): read them once every one runs deno itself.
     const children = await until("every child runs deno", () => {
-      const all = childProcesses().filter((c) => c.argv.includes("--failsh-child"));
+      const all = childProcesses(h.dir).filter((c) => c.argv.includes("--failsh-child"));
       return all.length >= 1 && all.every((c) => /(^|\/)deno$/.test(c.argv[0] ?? "")) && all;
     });
     for (const c of children) {
@@ -207,7 +207,7 @@ Deno.test("120 services share a few children", async () => {
     await h.sandbox.start();
     for (let i = 0; i < 120; i++) assertEquals(await h.sandbox.invoke(call(`s${i}`), 5000), "UP");
     assertEquals(h.sandbox.counters().children.started, 1 + DEFAULT_CHILDREN);
-    assertEquals(childProcesses().length, 1 + DEFAULT_CHILDREN);
+    assertEquals(childProcesses(h.dir).length, 1 + DEFAULT_CHILDREN);
   } finally {
     await h.close();
   }
@@ -282,7 +282,7 @@ service("web", { masters: ["alpha"], interval: "1s", start: async () => "UP", st
     try {
       await h.sandbox.start();
       const limits = childLimits(256);
-      for (const c of childProcesses()) {
+      for (const c of childProcesses(h.dir)) {
         const rel = /^0::(.*)$/m.exec(Deno.readTextFileSync(`/proc/${c.pid}/cgroup`))?.[1];
         assert(rel, "the child is in a cgroup v2");
         const dir = `${cgroupMount()}${rel}`;
