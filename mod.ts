@@ -53,7 +53,7 @@ import {
   serveChild,
   type ServiceOptions,
   type TrapHandler,
-} from "./shell/runtime.ts";
+} from "./shell/script/runtime.ts";
 
 export { PolicyDeniedError, ScriptError, TimeoutError } from "./shell/errors.ts";
 export type {
@@ -70,7 +70,7 @@ export type {
   TakeoverOptions,
   TrapContext,
   TrapHandler,
-} from "./shell/runtime.ts";
+} from "./shell/script/runtime.ts";
 export type {
   HandlerKind,
   HostDecl,
@@ -99,7 +99,7 @@ function callerModules(): string[] {
   const urls: string[] = [];
   for (const m of stack.matchAll(/((?:file|https?):\/\/[^\s)]+?):\d+:\d+/g)) {
     const url = m[1] as string;
-    if (url !== here && !url.endsWith("/shell/runtime.ts")) urls.push(url);
+    if (url !== here && !url.endsWith("/shell/script/runtime.ts")) urls.push(url);
   }
   return urls;
 }

@@ -7,8 +7,8 @@
  *
  * @module
  */
-import { createSandbox } from "../shell/sandbox.ts";
-import { parsePolicy } from "../shell/policy.ts";
+import { createSandbox } from "../shell/sandbox/sandbox.ts";
+import { parsePolicy } from "../shell/sandbox/policy.ts";
 
 const seconds = Number(Deno.args[0] ?? 3);
 const mod = new URL("../mod.ts", import.meta.url).href;

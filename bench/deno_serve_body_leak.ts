@@ -11,7 +11,7 @@
  *
  * Modes of the server: `cancel` (cancel the body, answer 408), `keep` (answer 408 without
  * cancelling), `close` (answer 408 with `connection: close`, without cancelling), and `raw`
- * (the same exchange over `Deno.listen`, as faild's `daemon/http.ts` does). Each slow client
+ * (the same exchange over `Deno.listen`, as faild's `daemon/faild/http.ts` does). Each slow client
  * sends a head declaring 100 bytes, then 10 bytes, then waits for the answer; 50 at a time.
  *
  * @module

@@ -333,7 +333,7 @@ async function startFaildProcess(
       "--allow-read",
       "--allow-write",
       "--allow-sys=hostname",
-      new URL("../daemon/faild.ts", import.meta.url).pathname,
+      new URL("../daemon/faild/faild.ts", import.meta.url).pathname,
       "-c",
       community,
       "--listen",

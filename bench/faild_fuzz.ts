@@ -79,7 +79,7 @@ Options:
   --pollers N         legitimate keep-alive pollers (default 4), each polling every 2 ms
   --rss-bound MIB     the most faild's RSS may grow over the run (default 10)
   --seed N            random seed (default 1)
-  --faild FILE        the faild to run (default daemon/faild.ts of this tree)
+  --faild FILE        the faild to run (default daemon/faild/faild.ts of this tree)
   --faild-v8-flags F  V8 flags for faild (default those of the faild task: ${FAILD_V8_FLAGS})
   --json              print the report as JSON
   -h, --help          this help
@@ -109,7 +109,7 @@ function parseOptions(args: string[]): FuzzOptions | null {
     pollers: 4,
     rssBound: 10,
     seed: 1,
-    faild: new URL("../daemon/faild.ts", import.meta.url).pathname,
+    faild: new URL("../daemon/faild/faild.ts", import.meta.url).pathname,
     v8Flags: FAILD_V8_FLAGS,
     json: false,
   };

@@ -2,9 +2,9 @@
  * Costs of the failsh sandbox: a handler round trip through the child, a privileged request,
  * and a child restart after a handler timed out. Run with `deno bench -A bench/sandbox_bench.ts`.
  */
-import { createSandbox } from "../shell/sandbox.ts";
-import { parsePolicy } from "../shell/policy.ts";
-import { AuditLog } from "../shell/audit.ts";
+import { createSandbox } from "../shell/sandbox/sandbox.ts";
+import { parsePolicy } from "../shell/sandbox/policy.ts";
+import { AuditLog } from "../shell/sandbox/audit.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "failsh_bench_" });
 const mod = new URL("../mod.ts", import.meta.url).href;

@@ -15,8 +15,8 @@
  *
  * @module
  */
-import { createSandbox } from "../shell/sandbox.ts";
-import { parsePolicy } from "../shell/policy.ts";
+import { createSandbox } from "../shell/sandbox/sandbox.ts";
+import { parsePolicy } from "../shell/sandbox/policy.ts";
 import { Logger } from "../lib/log.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).href;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash, createHmac, randomBytes } from "node:crypto";
-import { signRequest, signResponse } from "../lib/sign.ts";
+import { signRequest, signResponse } from "./sign.ts";
 import { constantTimeEqual, HmacKey, sha256Hex } from "./hmac.ts";
 
 Deno.test("sha256Hex() matches node:crypto for every length around the block boundaries", () => {

@@ -17,7 +17,7 @@ export interface ToolEntry {
 /** Every tool of the command line, by subcommand name. */
 export const TOOLS: Record<string, ToolEntry> = {
   faild: {
-    module: "../daemon/faild.ts",
+    module: "../daemon/faild/faild.ts",
     summary: "the state daemon: holds service states for peers",
   },
   failc: { module: "./failc.ts", summary: "get, set, list and delete services on a faild" },

@@ -19,7 +19,7 @@
  */
 import { parseArgs } from "node:util";
 import { randomBytes } from "node:crypto";
-import { type FaildHandle, startFaild } from "../daemon/faild.ts";
+import { type FaildHandle, startFaild } from "../daemon/faild/faild.ts";
 import { FaildClient } from "../lib/client.ts";
 import { Logger } from "../lib/log.ts";
 import type { ServiceState } from "../lib/types.ts";

@@ -1,11 +1,11 @@
 /**
- * faildebug against a real faild process (daemon/faild.ts) on a free loopback port.
+ * faildebug against a real faild process (daemon/faild/faild.ts) on a free loopback port.
  */
 import assert from "node:assert/strict";
 import { formatLevels } from "./faildebug.ts";
 
 const FAILDEBUG = new URL("./faildebug.ts", import.meta.url).pathname;
-const FAILD = new URL("../daemon/faild.ts", import.meta.url).pathname;
+const FAILD = new URL("../daemon/faild/faild.ts", import.meta.url).pathname;
 const decoder = new TextDecoder();
 
 interface Result {

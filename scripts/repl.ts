@@ -14,7 +14,7 @@
  */
 import { parseArgs } from "node:util";
 import { FaildClient, PeerUnreachableError, resolveKey } from "../lib/client.ts";
-import { decide } from "../shell/decide.ts";
+import { decide } from "../shell/scheduler/decide.ts";
 import { parseScenario, simulate } from "../shell/simulate.ts";
 import type { FailshSnapshot } from "../lib/types.ts";
 

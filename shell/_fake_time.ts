@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Timers } from "./scheduler.ts";
+import type { Timers } from "./scheduler/scheduler.ts";
 
 interface Entry {
   id: number;

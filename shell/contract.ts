@@ -1,8 +1,8 @@
 /**
  * The contract between failsh's parts: what a script declares (sent by the sandboxed child to the
  * supervisor), how the supervisor asks the child to run a handler, and what the scheduler needs
- * from the sandbox. The scheduler (`shell/scheduler.ts`) only sees {@linkcode Sandbox}; the
- * sandbox (`shell/sandbox.ts`) implements it around a child `deno run --no-prompt`.
+ * from the sandbox. The scheduler (`shell/scheduler/scheduler.ts`) only sees {@linkcode Sandbox}; the
+ * sandbox (`shell/sandbox/sandbox.ts`) implements it around a child `deno run --no-prompt`.
  *
  * @module
  */

@@ -8,7 +8,7 @@
  */
 import type { Policy } from "./contract.ts";
 import type { FailshSnapshot } from "../lib/types.ts";
-import type { SandboxCounters } from "./sandbox.ts";
+import type { SandboxCounters } from "./sandbox/sandbox.ts";
 
 /** What a dump holds. */
 export interface DumpData {

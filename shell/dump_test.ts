@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { type DumpData, writeDump } from "./dump.ts";
-import { parsePolicy } from "./policy.ts";
+import { parsePolicy } from "./sandbox/policy.ts";
 
 function data(): DumpData {
   return {

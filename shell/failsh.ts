@@ -18,11 +18,11 @@ import type { HostDecl, Policy, ScriptDecl } from "./contract.ts";
 import type { FailshSnapshot, ServiceState } from "../lib/types.ts";
 import { type Logger, logger as processLogger } from "../lib/log.ts";
 import { FaildClient } from "../lib/client.ts";
-import { AuditLog } from "./audit.ts";
-import { createNetDriver, type NetDriver } from "./netops.ts";
-import { loadPolicy, parseCidr, parsePolicy, PolicyError, readKey } from "./policy.ts";
-import { createSandbox, type FailshSandbox } from "./sandbox.ts";
-import { type PollResult, Scheduler, type Timers } from "./scheduler.ts";
+import { AuditLog } from "./sandbox/audit.ts";
+import { createNetDriver, type NetDriver } from "./sandbox/netops.ts";
+import { loadPolicy, parseCidr, parsePolicy, PolicyError, readKey } from "./sandbox/policy.ts";
+import { createSandbox, type FailshSandbox } from "./sandbox/sandbox.ts";
+import { type PollResult, Scheduler, type Timers } from "./scheduler/scheduler.ts";
 import { metricsText, type PortHandle, startDebugPort, startMonitor } from "./monitor.ts";
 import { writeDump } from "./dump.ts";
 

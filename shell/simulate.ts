@@ -27,11 +27,11 @@ import type { ServiceRecord, ServiceState } from "../lib/types.ts";
 import { isServiceState } from "../lib/types.ts";
 import { Logger, logger as processLogger } from "../lib/log.ts";
 import { FakeTime } from "./_fake_time.ts";
-import { type DecisionLogEntry, type PollResult, Scheduler } from "./scheduler.ts";
-import { AuditLog } from "./audit.ts";
-import { createNetDriver } from "./netops.ts";
-import { loadPolicy, parsePolicy } from "./policy.ts";
-import { createSandbox } from "./sandbox.ts";
+import { type DecisionLogEntry, type PollResult, Scheduler } from "./scheduler/scheduler.ts";
+import { AuditLog } from "./sandbox/audit.ts";
+import { createNetDriver } from "./sandbox/netops.ts";
+import { loadPolicy, parsePolicy } from "./sandbox/policy.ts";
+import { createSandbox } from "./sandbox/sandbox.ts";
 
 /** One event of a scenario's timeline. */
 export type ScenarioEvent =

@@ -13,7 +13,7 @@ export const FAILD_ARGS = [
   "--allow-read",
   "--allow-write",
   "--allow-sys=hostname",
-  `${ROOT}daemon/faild.ts`,
+  `${ROOT}daemon/faild/faild.ts`,
 ];
 
 /** The V8 flags of the `faild` task (small-memory profile, docs/performance.md). */

@@ -4,9 +4,13 @@
  *
  * @module
  */
-import { parsePolicy } from "../shell/policy.ts";
+import { parsePolicy } from "../shell/sandbox/policy.ts";
 import type { Policy } from "../shell/contract.ts";
-import { createSandbox, type FailshSandbox, type SandboxOptions } from "../shell/sandbox.ts";
+import {
+  createSandbox,
+  type FailshSandbox,
+  type SandboxOptions,
+} from "../shell/sandbox/sandbox.ts";
 import { Logger } from "../lib/log.ts";
 
 /** URL of the root mod.ts, for generated scripts to import. */

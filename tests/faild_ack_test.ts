@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { FaildClient, FaildError } from "../lib/client.ts";
-import { parseStateFile } from "../daemon/persist.ts";
+import { parseStateFile } from "../daemon/faild/persist.ts";
 import { RawConnection, signedRequest } from "../bench/_raw_http.ts";
 import { spawnFaild } from "./_faild_process.ts";
 

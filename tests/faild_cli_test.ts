@@ -173,7 +173,7 @@ Deno.test("faild refuses to start with a broken community file and says where", 
       args: [
         "run",
         "-A",
-        new URL("../daemon/faild.ts", import.meta.url).pathname,
+        new URL("../daemon/faild/faild.ts", import.meta.url).pathname,
         "-c",
         `${dir}/community`,
         "--listen",

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { FaildClient } from "../lib/client.ts";
-import { parseStateFile } from "../daemon/persist.ts";
+import { parseStateFile } from "../daemon/faild/persist.ts";
 import type { ServiceState } from "../lib/types.ts";
 import { spawnFaild } from "./_faild_process.ts";
 

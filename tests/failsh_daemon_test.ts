@@ -4,7 +4,7 @@
  * its address, reloads a good one, and releases on SIGTERM.
  */
 import assert from "node:assert/strict";
-import { startFaild } from "../daemon/faild.ts";
+import { startFaild } from "../daemon/faild/faild.ts";
 import { FaildClient } from "../lib/client.ts";
 import { Logger } from "../lib/log.ts";
 import type { FailshSnapshot } from "../lib/types.ts";

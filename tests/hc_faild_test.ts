@@ -4,7 +4,7 @@
  * check (its dependency failing) does not fire its fail action; a wrong key is an action failure.
  */
 import assert from "node:assert/strict";
-import { startFaild } from "../daemon/faild.ts";
+import { startFaild } from "../daemon/faild/faild.ts";
 import { HealthChecker } from "../daemon/hc/checker.ts";
 import { parseHcfile } from "../daemon/hc/hcfile.ts";
 import { startHttpServer } from "../daemon/hc/_test_servers.ts";

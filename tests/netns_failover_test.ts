@@ -41,7 +41,7 @@ async function unavailableReason(): Promise<string | null> {
   // failsh's linux driver announces the VIP with arping.
   const lab = await labUnavailable(["arping"]);
   if (lab) return lab;
-  for (const f of ["daemon/faild.ts", "shell/failsh.ts"]) {
+  for (const f of ["daemon/faild/faild.ts", "shell/failsh.ts"]) {
     try {
       await Deno.stat(REPO_ROOT + f);
     } catch {

@@ -30,7 +30,7 @@ const ACTION_TIMEOUT = 2000;
 /** Scheduling slack on a shared, loaded machine (ms); not a performance figure. */
 const SLACK = 5000;
 
-/** failsh's poll time limit (shell/scheduler.ts: the larger of 1 s and (fall + 1) intervals). */
+/** failsh's poll time limit (shell/scheduler/scheduler.ts: the larger of 1 s and (fall + 1) intervals). */
 const POLL_TIMEOUT = Math.max(1000, INTERVAL * (FALL + 1));
 /** hc gives up on a probe 250 ms past its timeout (docs/hc.md, "Time bounds"). */
 const HC_PROBE_LIMIT = HC_TIMEOUT + 250;
@@ -60,7 +60,7 @@ async function unavailableReason(): Promise<string | null> {
   // failsh's linux driver announces the VIP with arping.
   const lab = await labUnavailable(["arping"]);
   if (lab) return lab;
-  for (const f of ["daemon/faild.ts", "shell/failsh.ts", "daemon/hc/hc.ts"]) {
+  for (const f of ["daemon/faild/faild.ts", "shell/failsh.ts", "daemon/hc/hc.ts"]) {
     if (!await Deno.stat(REPO_ROOT + f).then(() => true, () => false)) return `${f} is missing`;
   }
   return null;

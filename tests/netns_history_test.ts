@@ -33,7 +33,7 @@ const BOUND = (FALL + 1) * INTERVAL + 1000 + 3000;
 async function unavailableReason(): Promise<string | null> {
   const lab = await labUnavailable();
   if (lab) return lab;
-  for (const f of ["daemon/faild.ts", "shell/failsh.ts"]) {
+  for (const f of ["daemon/faild/faild.ts", "shell/failsh.ts"]) {
     if (!(await Deno.stat(REPO_ROOT + f).then(() => true, () => false))) return `${f} is missing`;
   }
   for (const p of ["/usr/bin/arping", "/usr/sbin/arping", "/bin/arping", "/sbin/arping"]) {

@@ -5,7 +5,7 @@
  */
 import { deepEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert/strict";
 import { call, type Harness, makeHarness } from "./_sandbox_util.ts";
-import { MAX_PRIVILEGED_BURST, REFUSED_PER_SECOND } from "../shell/audit.ts";
+import { MAX_PRIVILEGED_BURST, REFUSED_PER_SECOND } from "../shell/sandbox/audit.ts";
 
 const HEADER = `
 import { host, service } from "MOD";

@@ -12,14 +12,14 @@ import {
   rejects,
 } from "node:assert/strict";
 import { call, makeHarness, MOD_URL, until } from "./_sandbox_util.ts";
-import { startFaild } from "../daemon/faild.ts";
+import { startFaild } from "../daemon/faild/faild.ts";
 import { Logger } from "../lib/log.ts";
 import type { FailshSnapshot } from "../lib/types.ts";
 import {
   MAX_QUEUED_BYTES,
   MAX_REQUESTS_PER_SECOND,
   MAX_TRAP_ERRORS_LOGGED,
-} from "../shell/sandbox.ts";
+} from "../shell/sandbox/sandbox.ts";
 import { ScriptError } from "../shell/errors.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;

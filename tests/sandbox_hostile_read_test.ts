@@ -14,7 +14,7 @@ import {
 } from "node:assert/strict";
 import { call, makeHarness, MOD_URL } from "./_sandbox_util.ts";
 import { ScriptError } from "../shell/errors.ts";
-import { startFaild } from "../daemon/faild.ts";
+import { startFaild } from "../daemon/faild/faild.ts";
 import { Logger } from "../lib/log.ts";
 
 const KEY = "cluster-key-6f1d2c9a0b7e4d3f";

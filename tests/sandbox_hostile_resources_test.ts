@@ -12,8 +12,8 @@ import {
 } from "node:assert/strict";
 import { call, childProcesses, makeHarness, until } from "./_sandbox_util.ts";
 import { ScriptError, TimeoutError } from "../shell/errors.ts";
-import { DEFAULT_CHILDREN } from "../shell/sandbox.ts";
-import { cgroup2Unavailable, childLimits } from "../shell/limits.ts";
+import { DEFAULT_CHILDREN } from "../shell/sandbox/sandbox.ts";
+import { cgroup2Unavailable, childLimits } from "../shell/sandbox/limits.ts";
 
 Deno.test("a handler cannot keep more memory in ArrayBuffers than the child's limit", async () => {
   const h = await makeHarness(

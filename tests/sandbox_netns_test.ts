@@ -4,9 +4,9 @@
  * otherwise, naming what is missing).
  */
 import { deepEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert/strict";
-import { LinuxNetDriver } from "../shell/netops.ts";
-import { parseCidr } from "../shell/policy.ts";
-import { AuditLog } from "../shell/audit.ts";
+import { LinuxNetDriver } from "../shell/sandbox/netops.ts";
+import { parseCidr } from "../shell/sandbox/policy.ts";
+import { AuditLog } from "../shell/sandbox/audit.ts";
 import { call, makeHarness } from "./_sandbox_util.ts";
 import { needs } from "./_programs.ts";
 

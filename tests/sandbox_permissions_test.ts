@@ -400,9 +400,11 @@ service("web", { masters: ["alpha"], interval: "1s", start() { while (true) {} }
       // A supervisor in its own process: it starts the handler, prints the child's pid, exits.
       const supervisor = `
 import { createSandbox } from ${
-        JSON.stringify(new URL("../shell/sandbox.ts", import.meta.url).href)
+        JSON.stringify(new URL("../shell/sandbox/sandbox.ts", import.meta.url).href)
       };
-import { parsePolicy } from ${JSON.stringify(new URL("../shell/policy.ts", import.meta.url).href)};
+import { parsePolicy } from ${
+        JSON.stringify(new URL("../shell/sandbox/policy.ts", import.meta.url).href)
+      };
 const policy = parsePolicy('{"host":"alpha","netDriver":"simulated"}', ${
         JSON.stringify(`${dir}/policy.json`)
       });

@@ -11,8 +11,8 @@ import {
 } from "node:assert/strict";
 import { call, makeHarness } from "./_sandbox_util.ts";
 import { ScriptError, TimeoutError } from "../shell/errors.ts";
-import { parsePolicy } from "../shell/policy.ts";
-import { createSandbox } from "../shell/sandbox.ts";
+import { parsePolicy } from "../shell/sandbox/policy.ts";
+import { createSandbox } from "../shell/sandbox/sandbox.ts";
 import { Logger } from "../lib/log.ts";
 import { needs } from "./_programs.ts";
 

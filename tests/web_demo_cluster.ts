@@ -8,7 +8,7 @@
  * @module
  */
 import { randomBytes } from "node:crypto";
-import { type FaildHandle, startFaild } from "../daemon/faild.ts";
+import { type FaildHandle, startFaild } from "../daemon/faild/faild.ts";
 import { Logger } from "../lib/log.ts";
 import { DEMO_HOSTS, writeDemoCluster } from "../scripts/demo.ts";
 import type { FailshSnapshot } from "../lib/types.ts";

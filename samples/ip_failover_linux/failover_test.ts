@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { parsePolicy } from "../../shell/policy.ts";
+import { parsePolicy } from "../../shell/sandbox/policy.ts";
 
 const here = (name: string) => fileURLToPath(new URL(name, import.meta.url));
 const root = (name: string) => fileURLToPath(new URL(`../../${name}`, import.meta.url));
@@ -69,7 +69,7 @@ Deno.test("ip_failover_linux: the systemd units run the repository's faild and f
   assert.match(faild, /^User=failover$/m, "faild runs unprivileged");
   assert.match(
     faild,
-    /ExecStart=.* \/opt\/failover\/daemon\/faild\.ts --listen 0\.0\.0\.0:7100 -c \/etc\/failover\/community -s \S+ --name \$\{FAILOVER_NAME\}$/m,
+    /ExecStart=.* \/opt\/failover\/daemon\/faild\/faild\.ts --listen 0\.0\.0\.0:7100 -c \/etc\/failover\/community -s \S+ --name \$\{FAILOVER_NAME\}$/m,
   );
   assert.match(
     failsh,
@@ -82,7 +82,9 @@ Deno.test("ip_failover_linux: the systemd units run the repository's faild and f
   );
   assert.match(failsh, /^KillSignal=SIGTERM$/m, "SIGTERM makes failsh release the VIP");
   // The files the units name exist in the repository.
-  for (const f of ["daemon/faild.ts", "shell/failsh.ts", "samples/ip_failover_linux/failover.ts"]) {
+  for (
+    const f of ["daemon/faild/faild.ts", "shell/failsh.ts", "samples/ip_failover_linux/failover.ts"]
+  ) {
     await Deno.stat(root(f));
   }
   // The community example parses as community lines (service, secret, RO|RW).

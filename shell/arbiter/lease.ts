@@ -72,7 +72,7 @@ export type ArbiterState =
 /** What a holder does when etcd stops answering. */
 export type ArbiterLossPolicy = "release" | "keep-if-peers-agree";
 
-/** The arbiter's verdict on this host holding a service (`shell/decide.ts`'s `arbiter` input). */
+/** The arbiter's verdict on this host holding a service (`shell/scheduler/decide.ts`'s `arbiter` input). */
 export type ArbiterVerdict = "grant" | "deny";
 
 /** The timing of the rule, in milliseconds. */

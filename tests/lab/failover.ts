@@ -199,7 +199,7 @@ export async function startFailover(
       deno,
       "run",
       "-A",
-      `${REPO_ROOT}daemon/faild.ts`,
+      `${REPO_ROOT}daemon/faild/faild.ts`,
       "--listen",
       `0.0.0.0:${FAILD_PORT}`,
       "-c",

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { FakeTime } from "./_fake_time.ts";
+import { FakeTime } from "../_fake_time.ts";
 import { type PollResult, Scheduler } from "./scheduler.ts";
 import type {
   HandlerInvocation,
@@ -9,9 +9,9 @@ import type {
   ScriptDecl,
   ServiceDecl,
   TrapEvent,
-} from "./contract.ts";
-import type { ServiceRecord, ServiceState } from "../lib/types.ts";
-import { Logger } from "../lib/log.ts";
+} from "../contract.ts";
+import type { ServiceRecord, ServiceState } from "../../lib/types.ts";
+import { Logger } from "../../lib/log.ts";
 
 const quiet = new Logger({ sink: () => {} });
 

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { keyId } from "../lib/sign.ts";
+import { keyId } from "../../lib/sign.ts";
 
 /** A right a rule grants. */
 export type Right = "RO" | "RW";

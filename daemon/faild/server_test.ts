@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { AuthError, FaildClient, FaildError } from "../lib/client.ts";
-import { Logger } from "../lib/log.ts";
+import { AuthError, FaildClient, FaildError } from "../../lib/client.ts";
+import { Logger } from "../../lib/log.ts";
 import {
   bodyDigest,
   CONTENT_DIGEST_HEADER,
@@ -9,8 +9,8 @@ import {
   RESPONSE_SIGNATURE_HEADER,
   signRequest,
   verifyResponse,
-} from "../lib/sign.ts";
-import type { ChangeEvent } from "../lib/types.ts";
+} from "../../lib/sign.ts";
+import type { ChangeEvent } from "../../lib/types.ts";
 import { type FaildHandle, type FaildOptions, startFaild } from "./faild.ts";
 
 const RW = "rw-community-secret";

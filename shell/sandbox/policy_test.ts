@@ -17,7 +17,7 @@ import {
   PolicyError,
   readableBy,
 } from "./policy.ts";
-import { isValidName } from "../lib/types.ts";
+import { isValidName } from "../../lib/types.ts";
 
 const SOURCE = "/etc/failover/policy.json";
 
@@ -313,7 +313,7 @@ Deno.test("checkRun() allows only listed programs with matching arguments", asyn
 });
 
 Deno.test("every policy under samples/ is valid", async () => {
-  const root = new URL("../samples/", import.meta.url);
+  const root = new URL("../../samples/", import.meta.url);
   const found: string[] = [];
   async function walk(dir: URL): Promise<void> {
     for await (const entry of Deno.readDir(dir)) {

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import type { HeldAddress } from "../lib/types.ts";
+import type { HeldAddress } from "../../lib/types.ts";
 import type { Cidr } from "./policy.ts";
 import type { AuditLog } from "./audit.ts";
 

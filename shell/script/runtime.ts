@@ -24,10 +24,10 @@ import type {
   ScriptDecl,
   ServiceDecl,
   TrapEvent,
-} from "./contract.ts";
-import { isServiceState, isValidName } from "../lib/types.ts";
-import type { ServiceRecord, ServiceState } from "../lib/types.ts";
-import { fromWireError, toWireError, type WireError } from "./errors.ts";
+} from "../contract.ts";
+import { isServiceState, isValidName } from "../../lib/types.ts";
+import type { ServiceRecord, ServiceState } from "../../lib/types.ts";
+import { fromWireError, toWireError, type WireError } from "../errors.ts";
 
 /** Prefix of every RPC line the child writes on stdout. */
 export const RPC_MAGIC = "\u001eFAILSH1 ";

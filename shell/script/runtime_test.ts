@@ -13,7 +13,7 @@ import {
   serveChild,
   type SupervisorMessage,
 } from "./runtime.ts";
-import { PolicyDeniedError } from "./errors.ts";
+import { PolicyDeniedError } from "../errors.ts";
 
 function registry(): ScriptRegistry {
   const r = new ScriptRegistry();

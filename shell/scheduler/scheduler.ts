@@ -18,7 +18,7 @@ import type {
   ScriptDecl,
   ServiceDecl,
   TrapEvent,
-} from "./contract.ts";
+} from "../contract.ts";
 import type {
   DecisionView,
   EventRecord,
@@ -29,9 +29,9 @@ import type {
   ServiceRecord,
   ServiceState,
   ServiceView,
-} from "../lib/types.ts";
+} from "../../lib/types.ts";
 import { decide, type Decision, type DecisionInput, type PeerInput, roleOf } from "./decide.ts";
-import { type Logger, logger as defaultLogger } from "../lib/log.ts";
+import { type Logger, logger as defaultLogger } from "../../lib/log.ts";
 
 /** Clock and timers (real ones by default; tests inject fake time). */
 export interface Timers {

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { SERVICE_STATES, type ServiceRecord } from "../lib/types.ts";
+import { SERVICE_STATES, type ServiceRecord } from "../../lib/types.ts";
 import type { HttpStats } from "./http.ts";
 
 /** Why a request was refused by authentication or access control. */

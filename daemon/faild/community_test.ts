@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { keyId } from "../lib/sign.ts";
+import { keyId } from "../../lib/sign.ts";
 import {
   accessFor,
   globToRegExp,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { decide, type DecisionInput, type PeerInput, rankOf } from "./decide.ts";
-import type { ServiceState } from "../lib/types.ts";
+import type { ServiceState } from "../../lib/types.ts";
 
 const WEB = { name: "web", masters: ["alpha"], slaves: ["beta", "gamma"], preempt: true };
 

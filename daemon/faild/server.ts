@@ -2,12 +2,12 @@
  * faild's HTTP/1.1 JSON API (see `docs/protocol.md`): routing, request signature checks, access
  * control, signed answers, and the server-sent event streams. Everything that can be checked
  * from the request head (signature, freshness, path, method, rights) is checked before a byte of
- * the body is read; the body is then read by `daemon/http.ts`, at most its declared length, and
+ * the body is read; the body is then read by `daemon/faild/http.ts`, at most its declared length, and
  * compared with the digest the signature covers.
  *
  * @module
  */
-import type { Logger } from "../lib/log.ts";
+import type { Logger } from "../../lib/log.ts";
 import {
   type ChangeEvent,
   type Health,
@@ -17,10 +17,10 @@ import {
   MAX_DETAIL_LENGTH,
   type ServiceList,
   type ServiceRecord,
-} from "../lib/types.ts";
+} from "../../lib/types.ts";
 import { accessFor, type CommunityRules, hasRulesFor, type Right } from "./community.ts";
 import type { AuthFailureReason, Metrics } from "./metrics.ts";
-import { constantTimeEqual, HmacKey, sha256Hex } from "../lib/hmac.ts";
+import { constantTimeEqual, HmacKey, sha256Hex } from "../../lib/hmac.ts";
 import { type CompactNonceCache, parseSequenced } from "./nonce.ts";
 import {
   canonicalRequest,
@@ -29,7 +29,7 @@ import {
   RESPONSE_SIGNATURE_HEADER,
   responseSignature,
   type SignatureParts,
-} from "../lib/sign.ts";
+} from "../../lib/sign.ts";
 import {
   HttpBodyError,
   type HttpRequest,

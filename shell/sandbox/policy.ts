@@ -8,9 +8,9 @@
  *
  * @module
  */
-import type { AddressRule, Policy, ProgramRule } from "./contract.ts";
-import { isValidName } from "../lib/types.ts";
-import { PolicyDeniedError } from "./errors.ts";
+import type { AddressRule, Policy, ProgramRule } from "../contract.ts";
+import { isValidName } from "../../lib/types.ts";
+import { PolicyDeniedError } from "../errors.ts";
 
 export { PolicyDeniedError };
 

@@ -28,13 +28,13 @@ import type {
   Sandbox,
   ScriptDecl,
   TrapEvent,
-} from "./contract.ts";
-import type { HeldAddress, ServiceState } from "../lib/types.ts";
-import { isServiceState, MAX_DETAIL_LENGTH } from "../lib/types.ts";
-import { type Logger, logger as processLogger } from "../lib/log.ts";
-import { FaildClient } from "../lib/client.ts";
+} from "../contract.ts";
+import type { HeldAddress, ServiceState } from "../../lib/types.ts";
+import { isServiceState, MAX_DETAIL_LENGTH } from "../../lib/types.ts";
+import { type Logger, logger as processLogger } from "../../lib/log.ts";
+import { FaildClient } from "../../lib/client.ts";
 import { AuditLog, auditRequest, MAX_PRIVILEGED_BURST, PRIVILEGED_PER_SECOND } from "./audit.ts";
-import { fromWireError, PolicyDeniedError, ScriptError, TimeoutError } from "./errors.ts";
+import { fromWireError, PolicyDeniedError, ScriptError, TimeoutError } from "../errors.ts";
 import { assertScriptAccess } from "./module_graph.ts";
 import { createNetDriver, type NetDriver, runFixed } from "./netops.ts";
 import {
@@ -64,7 +64,7 @@ import {
   RPC_MAGIC,
   type RunResult,
   type SupervisorMessage,
-} from "./runtime.ts";
+} from "../script/runtime.ts";
 
 /** Longest line of script output logged, in characters (longer lines are cut). */
 export const MAX_OUTPUT_LINE = 4096;
@@ -162,7 +162,7 @@ export interface SandboxOptions {
   trapTimeoutMs?: number;
   /**
    * V8 heap limit of each child, MiB (default 256); the OS limits follow from it
-   * (`childLimits()` in `shell/limits.ts`).
+   * (`childLimits()` in `shell/sandbox/limits.ts`).
    */
   memoryMb?: number;
   /**

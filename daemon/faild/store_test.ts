@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { ChangeEvent } from "../lib/types.ts";
+import type { ChangeEvent } from "../../lib/types.ts";
 import { ServiceStore, TooManyServicesError, validateRecord } from "./store.ts";
 
 function clock(start = 1_000) {

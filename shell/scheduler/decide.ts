@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { ServiceState } from "../lib/types.ts";
+import type { ServiceState } from "../../lib/types.ts";
 
 /** What the scheduler should do for a service. */
 export type DecisionAction = "none" | "start" | "stop" | "reclaim" | "recover" | "wait";

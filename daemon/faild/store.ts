@@ -11,7 +11,7 @@ import {
   MAX_DETAIL_LENGTH,
   type ServiceRecord,
   type ServiceState,
-} from "../lib/types.ts";
+} from "../../lib/types.ts";
 
 /** Default most services a faild holds. */
 export const DEFAULT_MAX_SERVICES = 1000;

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { ServiceRecord } from "../lib/types.ts";
+import type { ServiceRecord } from "../../lib/types.ts";
 import type { ReplayMarks } from "./nonce.ts";
 import { validateRecord } from "./store.ts";
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { HttpServer } from "./http.ts";
-import { RawConnection } from "../bench/_raw_http.ts";
+import { RawConnection } from "../../bench/_raw_http.ts";
 
 /** A server that echoes the request it parsed, reading the body when there is one. */
 async function withEcho(

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { FaildClient } from "../lib/client.ts";
-import { Logger } from "../lib/log.ts";
+import { FaildClient } from "../../lib/client.ts";
+import { Logger } from "../../lib/log.ts";
 import { nonceSlotsFor, parseFaildArgs, parseListen, startFaild } from "./faild.ts";
-import { needs } from "../tests/_programs.ts";
+import { needs } from "../../tests/_programs.ts";
 
 const KEY = "faild-test-community";
 const quiet = () => new Logger({ sink: () => {} });

@@ -4,18 +4,18 @@
  * as an ordinary user.
  *
  * Run it with `deno run --allow-net --allow-read --allow-write --allow-sys=hostname
- * daemon/faild.ts -c community -s state`, or use {@linkcode startFaild} to run it in-process.
+ * daemon/faild/faild.ts -c community -s state`, or use {@linkcode startFaild} to run it in-process.
  *
  * @module
  */
-import denoConfig from "../deno.json" with { type: "json" };
-import { Logger, logger as processLogger } from "../lib/log.ts";
-import { isValidName } from "../lib/types.ts";
+import denoConfig from "../../deno.json" with { type: "json" };
+import { Logger, logger as processLogger } from "../../lib/log.ts";
+import { isValidName } from "../../lib/types.ts";
 import { type CommunityRules, loadCommunityFile, parseCommunity } from "./community.ts";
 import { Metrics } from "./metrics.ts";
 import { CompactNonceCache, DEFAULT_NONCE_SESSIONS, DEFAULT_NONCE_SLOTS } from "./nonce.ts";
 import { loadStateFile, serializeState, StateWriter, writeFileAtomic } from "./persist.ts";
-import { DEFAULT_MAX_SKEW_MS } from "../lib/sign.ts";
+import { DEFAULT_MAX_SKEW_MS } from "../../lib/sign.ts";
 import {
   DEFAULT_BODY_TIMEOUT_MS,
   DEFAULT_MAX_BODY_BYTES,

@@ -23,9 +23,9 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
-import type { Policy } from "./contract.ts";
+import type { Policy } from "../contract.ts";
 import { checkReadPaths, childUserIds, readableBy } from "./policy.ts";
-import { ScriptError } from "./errors.ts";
+import { ScriptError } from "../errors.ts";
 
 /** Extensions of the files a script may load as code (`.d.ts` ends in `.ts`). */
 export const CODE_EXTENSIONS: readonly string[] = [
@@ -61,7 +61,7 @@ export const MAX_GRAPH_JSON = 32 * 1024 * 1024;
 const GRAPH_MEMORY_BYTES = 512 * 1024 * 1024;
 
 /** The failover project's directory (where `mod.ts` is). */
-const PROJECT_DIR = fileURLToPath(new URL("../", import.meta.url)).replace(/\/$/, "") || "/";
+const PROJECT_DIR = fileURLToPath(new URL("../../", import.meta.url)).replace(/\/$/, "") || "/";
 
 /** One import the sandbox refuses. */
 export interface GraphProblem {

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { Logger } from "../lib/log.ts";
+import type { Logger } from "../../lib/log.ts";
 
 /** Default most open connections. */
 export const DEFAULT_MAX_CONNECTIONS = 1024;

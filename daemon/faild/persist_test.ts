@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { ServiceRecord } from "../lib/types.ts";
+import type { ServiceRecord } from "../../lib/types.ts";
 import {
   loadStateFile,
   parseStateFile,
