@@ -217,9 +217,11 @@ Deno.test("connections beyond --max-connections are refused, served ones go on (
       await new Promise((r) => setTimeout(r, 300));
       const fds = [...Deno.readDirSync(`/proc/${faild.pid}/fd`)].length;
       assert.ok(fds < 64 + 40, `faild holds ${fds} descriptors with 200 connections open`);
-      // The extra connections are closed, told why (in a burst, a few only closed).
-      const extra = await Promise.all(conns.slice(-40).map((c) => c.read(2000)));
-      const told = extra.filter((a) => a !== null);
+      // The extra connections are closed, told why (in a burst, only a few answers are in flight
+      // at once, so the rest are only closed; the first one refused is always told).
+      // (A connection still served, being under the limit, answers nothing: its read times out.)
+      const answers = await Promise.all(conns.map((c) => c.read(2000).catch(() => null)));
+      const told = answers.filter((a) => a !== null);
       assert.ok(told.length > 0, "no refused connection was told why");
       for (const answer of told) {
         assert.equal(answer!.status, 503);
