@@ -60,7 +60,9 @@ export async function prepareDemoCluster(): Promise<DemoCluster> {
   const debug = { alpha: freePort("127.0.0.1"), beta: freePort("127.0.0.1") };
   const { script, policies } = await writeDemoCluster(dir, {
     ports: { faild: faildPorts, monitor, debug, service: servicePort },
-    intervalMs: 100,
+    // 200 ms (the demo's default is 100): these tests are about what the pages show, and a loaded
+    // machine must not make a host miss its own faild for 3 intervals (rule self-unreachable).
+    intervalMs: 200,
     stateDir,
   });
   const quiet = new Logger({ level: "error", sink: () => {} });
