@@ -32,6 +32,14 @@ import type {
 } from "../../lib/types.ts";
 import { decide, type Decision, type DecisionInput, type PeerInput, roleOf } from "./decide.ts";
 import { type Logger, logger as defaultLogger } from "../../lib/log.ts";
+import {
+  HANDLER_BUCKETS,
+  increment,
+  observe,
+  POLL_BUCKETS,
+  type SchedulerStats,
+  schedulerStats,
+} from "./stats.ts";
 
 /** Clock and timers (real ones by default; tests inject fake time). */
 export interface Timers {
@@ -130,59 +138,6 @@ export interface DecisionLogEntry {
   /** The inputs given to decide(). */
   input: DecisionInput;
 }
-
-/** Counters and histograms for `/metrics`. */
-export interface SchedulerStats {
-  /** Local state transitions by `service` and target state. */
-  transitions: Map<string, number>;
-  /** Poll latency observations (ms) by host, with bucket counts. */
-  pollLatency: Map<string, Histogram>;
-  /** Poll failures by host. */
-  pollFailures: Map<string, number>;
-  /** Handler durations by `service/kind`. */
-  handlerDurations: Map<string, Histogram>;
-  /** Handler timeouts by `service/kind`. */
-  handlerTimeouts: Map<string, number>;
-  /** Handler errors (thrown) by `service/kind`. */
-  handlerErrors: Map<string, number>;
-  /** Addresses taken over (seen appearing in the held list). */
-  takeovers: number;
-  /** Addresses released (seen disappearing from the held list). */
-  releases: number;
-  /** Decisions by action. */
-  decisions: Map<string, number>;
-}
-
-/** A fixed-bucket histogram. */
-export class Histogram {
-  /** Upper bounds of the buckets (ms). */
-  readonly bounds: readonly number[];
-  /** Count per bucket (cumulative counts are computed when printing). */
-  readonly counts: number[];
-  /** Sum of observations. */
-  sum = 0;
-  /** Number of observations. */
-  count = 0;
-
-  /** Creates an empty histogram with the given bucket bounds. */
-  constructor(bounds: readonly number[]) {
-    this.bounds = bounds;
-    this.counts = bounds.map(() => 0);
-  }
-
-  /** Records one observation. */
-  observe(value: number): void {
-    this.sum += value;
-    this.count++;
-    const i = this.bounds.findIndex((b) => value <= b);
-    if (i >= 0) this.counts[i]!++;
-  }
-}
-
-/** Bucket bounds of the poll latency histogram, in ms. */
-export const POLL_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000];
-/** Bucket bounds of the handler duration histogram, in ms. */
-export const HANDLER_BUCKETS = [10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000];
 
 const MAX_EVENTS = 200;
 
@@ -290,17 +245,7 @@ export class Scheduler {
   #running = false;
   #held = new Set<string>();
   /** Counters for `/metrics`. */
-  readonly stats: SchedulerStats = {
-    transitions: new Map(),
-    pollLatency: new Map(),
-    pollFailures: new Map(),
-    handlerDurations: new Map(),
-    handlerTimeouts: new Map(),
-    handlerErrors: new Map(),
-    takeovers: 0,
-    releases: 0,
-    decisions: new Map(),
-  };
+  readonly stats: SchedulerStats = schedulerStats();
 
   /**
    * Creates a scheduler for the script the sandbox loaded.
@@ -652,9 +597,7 @@ export class Scheduler {
     host.lastConnect = now;
     host.latencyMs = latencyMs;
     host.lastError = null;
-    let h = this.stats.pollLatency.get(host.decl.name);
-    if (!h) this.stats.pollLatency.set(host.decl.name, h = new Histogram(POLL_BUCKETS));
-    h.observe(latencyMs);
+    observe(this.stats.pollLatency, latencyMs, { key: host.decl.name, bounds: POLL_BUCKETS });
 
     // Flap detection and trap events for visible changes of the host's services.
     const sameBoot = host.bootId === r.bootId;
@@ -898,10 +841,7 @@ export class Scheduler {
     host.goods = 0;
     host.misses++;
     host.lastError = message;
-    this.stats.pollFailures.set(
-      host.decl.name,
-      (this.stats.pollFailures.get(host.decl.name) ?? 0) + 1,
-    );
+    increment(this.stats.pollFailures, host.decl.name);
     for (const svc of this.#servicesOf(host)) {
       const k = svc.reach.get(host.decl.name);
       const fall = scaled(svc.decl.fall, svc.decl.intervalMs, host.intervalMs);
@@ -1056,10 +996,7 @@ export class Scheduler {
     }
     if (decision.deferring) svc.deferStart ??= now;
     else svc.deferStart = null;
-    this.stats.decisions.set(
-      decision.action,
-      (this.stats.decisions.get(decision.action) ?? 0) + 1,
-    );
+    increment(this.stats.decisions, decision.action);
     if (
       (decision.action === "start" || decision.action === "reclaim") && now < svc.holdUntil
     ) {
@@ -1162,7 +1099,7 @@ export class Scheduler {
       const message = error instanceof Error ? error.message : String(error);
       run.error = timedOut ? `timed out after ${timeoutMs} ms` : message;
       const map = timedOut ? this.stats.handlerTimeouts : this.stats.handlerErrors;
-      map.set(key, (map.get(key) ?? 0) + 1);
+      increment(map, key);
       this.#log.error("handler", `${name}: ${kind} handler failed: ${run.error}`, {
         service: name,
         kind,
@@ -1180,9 +1117,7 @@ export class Scheduler {
       }
     }
     run.durationMs = this.#timers.now() - startedAt;
-    let hist = this.stats.handlerDurations.get(key);
-    if (!hist) this.stats.handlerDurations.set(key, hist = new Histogram(HANDLER_BUCKETS));
-    hist.observe(run.durationMs);
+    observe(this.stats.handlerDurations, run.durationMs, { key, bounds: HANDLER_BUCKETS });
     this.#event(
       "handler",
       name,
@@ -1211,8 +1146,7 @@ export class Scheduler {
     svc.state = state;
     svc.lastChange = now;
     svc.reportDetail = reason.slice(0, 500);
-    const key = `${svc.decl.name}/${state}`;
-    this.stats.transitions.set(key, (this.stats.transitions.get(key) ?? 0) + 1);
+    increment(this.stats.transitions, `${svc.decl.name}/${state}`);
     this.#log.info("state", `${svc.decl.name}: ${previous} -> ${state}: ${reason}`, {
       service: svc.decl.name,
     });
