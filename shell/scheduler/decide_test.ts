@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { decide, type DecisionInput, type PeerInput, rankOf } from "./decide.ts";
+import {
+  decide,
+  DECISION_RULES,
+  type DecisionAction,
+  type DecisionInput,
+  type DecisionRule,
+  type PeerInput,
+  rankOf,
+} from "./decide.ts";
 import type { ServiceState } from "../../lib/types.ts";
 
 const WEB = { name: "web", masters: ["alpha"], slaves: ["beta", "gamma"], preempt: true };
@@ -25,8 +33,8 @@ function input(over: Partial<DecisionInput>): DecisionInput {
 interface Row {
   name: string;
   input: DecisionInput;
-  action: string;
-  rule: string;
+  action: DecisionAction;
+  rule: DecisionRule;
   /** Words the reason must contain (it names the inputs). */
   mentions: string[];
 }
@@ -88,8 +96,8 @@ const ROWS: Row[] = [
       "a cold start: the slave defers to a reachable master whose failsh has not registered yet",
     input: input({ peers: [peer("alpha", null), peer("gamma", "FAIL")] }),
     action: "wait",
-    rule: "race-defer",
-    mentions: ["alpha", "defers"],
+    rule: "startup-defer",
+    mentions: ["master alpha is starting up", "no record yet", "defers"],
   },
   {
     name: "a master without a record counts as FAIL once the start-up deferral is over",
@@ -306,8 +314,8 @@ const ROWS: Row[] = [
     name: "a cold start: the slave defers to a reachable master that never held the service",
     input: input({ peers: [peer("alpha", "FAIL", { neverHeld: true }), peer("gamma", "FAIL")] }),
     action: "wait",
-    rule: "race-defer",
-    mentions: ["alpha", "defers"],
+    rule: "startup-defer",
+    mentions: ["master alpha is starting up", "never held it", "defers"],
   },
   {
     name: "a cold start: the deferral to a starting master lasts maxStartupDeferMs, not maxDeferMs",
@@ -317,7 +325,7 @@ const ROWS: Row[] = [
       maxStartupDeferMs: 4100,
     }),
     action: "wait",
-    rule: "race-defer",
+    rule: "startup-defer",
     mentions: ["3000 of 4100 ms"],
   },
   {
@@ -487,6 +495,11 @@ Deno.test("decide() follows the decision table", async (t) => {
       }
     });
   }
+});
+
+Deno.test("decide()'s table has a row for every rule", () => {
+  const tested = new Set(ROWS.map((r) => r.rule));
+  assert.deepEqual(DECISION_RULES.filter((r) => !tested.has(r)), []);
 });
 
 Deno.test("decide() is pure: the same input gives the same decision", () => {

@@ -30,7 +30,14 @@ import type {
   ServiceState,
   ServiceView,
 } from "../../lib/types.ts";
-import { decide, type Decision, type DecisionInput, type PeerInput, roleOf } from "./decide.ts";
+import {
+  decide,
+  type Decision,
+  type DecisionInput,
+  type DecisionRule,
+  type PeerInput,
+  roleOf,
+} from "./decide.ts";
 import { type Logger, logger as defaultLogger } from "../../lib/log.ts";
 import {
   HANDLER_BUCKETS,
@@ -207,7 +214,7 @@ interface ServiceRuntime {
   /** Per host: reachable after this service's hysteresis (null until known). */
   reach: Map<string, boolean | null>;
   lastDecision: DecisionView | null;
-  lastRule: string | null;
+  lastRule: DecisionRule | null;
   lastHandler: HandlerRunView | null;
   handlerRunning: boolean;
   queue: Promise<void>;
