@@ -1,11 +1,12 @@
 /**
- * `docs/decisions.md` against the code: its rule table names every rule {@linkcode decide} can
- * answer with, and no other; the rule numbers its prose refers to exist.
+ * `docs/decisions.md` against the code: its two rule tables name every rule `decide()` and
+ * `handOver()` can answer with, and no other; the rule numbers its prose refers to exist.
  *
  * @module
  */
 import assert from "node:assert/strict";
 import { DECISION_RULES } from "./decide.ts";
+import { HANDOVER_RULES } from "./handover.ts";
 
 const DOC = await Deno.readTextFile(new URL("../../docs/decisions.md", import.meta.url));
 
@@ -34,6 +35,7 @@ function ruleNames(rows: string[][]): Set<string> {
 }
 
 const DECIDE_TABLE = table(DOC, "Rules, in the order they are tried");
+const HANDOVER_TABLE = table(DOC, "Hand-over without a gap");
 
 Deno.test("docs/decisions.md has a row for every rule of decide()", () => {
   const documented = ruleNames(DECIDE_TABLE);
@@ -50,4 +52,8 @@ Deno.test("every rule number docs/decisions.md refers to is a row of its table",
   const cited = [...DOC.matchAll(/\brules? (\d+\w*)/g)].map((m) => m[1]!);
   assert.ok(cited.length > 0, "the prose refers to rows by number");
   assert.deepEqual(cited.filter((n) => !numbers.has(n)), []);
+});
+
+Deno.test("docs/decisions.md has a row for every rule of handOver(), in order", () => {
+  assert.deepEqual([...ruleNames(HANDOVER_TABLE)], [...HANDOVER_RULES]);
 });

@@ -38,6 +38,7 @@ import {
   type PeerInput,
   roleOf,
 } from "./decide.ts";
+import { type AnswerInput, handOver } from "./handover.ts";
 import { type Logger, logger as defaultLogger } from "../../lib/log.ts";
 import {
   HANDLER_BUCKETS,
@@ -154,9 +155,6 @@ export const RETRY_HOLDOFF_MS = 1000;
 /** Most polls of one host outstanding at once (each on its own connection). */
 export const MAX_POLLS_IN_FLIGHT = 3;
 
-/** Margin added to a held-back yield for the peer's announcement to go out, ms. */
-const YIELD_MARGIN_MS = 50;
-
 interface HostRuntime {
   decl: HostDecl;
   url: string;
@@ -174,8 +172,6 @@ interface HostRuntime {
   appliedSeq: number;
   /** Consecutive ticks at which a poll was still unanswered (counted as misses). */
   silentTicks: number;
-  /** Services this host and the peer were both seen holding at the last poll, and since when. */
-  bothHeld: Map<string, number>;
   /** Services announced again since this peer answered after being unreachable. */
   comebackAnnounced: Set<string>;
   /** When this peer first answered again after being unreachable, or `null`. */
@@ -224,6 +220,8 @@ interface ServiceRuntime {
   timer: number | null;
   /** Re-evaluates when a yield held back for a returning peer may go ahead. */
   yieldTimer: number | null;
+  /** Peers this host and the peer were both seen holding the service at the last poll, since when. */
+  bothHeld: Map<string, number>;
 }
 
 /**
@@ -447,7 +445,6 @@ export class Scheduler {
         pollSeq: 0,
         appliedSeq: 0,
         silentTicks: 0,
-        bothHeld: new Map(),
         comebackAnnounced: new Set(),
         backAt: null,
         misses: 0,
@@ -489,6 +486,7 @@ export class Scheduler {
         deferStart: null,
         holdUntil: 0,
         yieldTimer: null,
+        bothHeld: new Map(),
         timer: null,
       });
     }
@@ -634,13 +632,6 @@ export class Scheduler {
           }
         }
       }
-      if (
-        !host.self && prev && (prev.state === "UP" || prev.state === "RECOVER") &&
-        rec.state === "FAIL"
-      ) {
-        const mine = this.#services.get(rec.name);
-        if (mine?.state === "UP") this.#reannounce(rec.name, `${host.decl.name} gave it up`);
-      }
       if (!host.self && prev?.state !== rec.state) {
         if (prev) {
           this.#event(
@@ -704,42 +695,27 @@ export class Scheduler {
       }
     }
     this.#updateHostReach(host);
-    for (const svc of this.#servicesOf(host)) this.#evaluate(svc);
-    if (!host.self) {
-      for (const svc of this.#servicesOf(host)) {
-        const rec = r.services.find((x) => x.name === svc.decl.name);
-        const name = svc.decl.name;
-        if (svc.state !== "UP" || rec?.state !== "UP") {
-          host.bothHeld.delete(name);
-        } else if (!host.bothHeld.has(name)) {
-          // Both announce the same address (a partition healed): neither burst goes on. The
-          // keeper announces anew below (or when it counts the peer back), the other releases.
-          host.bothHeld.set(name, now);
-          this.#opts.onQuiet?.(name);
-        }
-      }
-      this.#hurryHandOver(host, r);
+    // Decide for every service this host takes part in, and hand over (or keep) without a gap.
+    let pollIn: number | null = null;
+    for (const svc of this.#servicesOf(host)) {
+      const name = svc.decl.name;
+      const ms = this.#evaluate(
+        svc,
+        host.self ? null : {
+          peer: host.decl.name,
+          pollIntervalMs: host.intervalMs,
+          before: before.get(name)?.state ?? null,
+          heldBefore: heldBefore.has(name),
+          cameBack: cameBack.has(name),
+          bothHeldSince: svc.bothHeld.get(host.decl.name) ?? null,
+        },
+      );
+      if (ms !== null) pollIn = Math.max(pollIn ?? 0, ms);
+      if (cameBack.has(name)) host.comebackAnnounced.add(name);
     }
-    if (!host.self) {
-      for (const svc of this.#servicesOf(host)) {
-        // A stop decided (running, or held back for the peer to announce first): not the keeper.
-        if (svc.state !== "UP" || svc.handlerRunning || svc.yieldTimer !== null) continue;
-        const rec = r.services.find((x) => x.name === svc.decl.name);
-        const heldNow = svc.reach.get(host.decl.name) === true && rec?.state === "UP";
-        // After a partition heals, the peer may have taken the service over and announced it
-        // while this host could not see it, and may even have given it up again before this
-        // host sees it: if this host keeps the service (no stop was decided), it announces at
-        // once, whether the peer holds it too, has come back, or changed it while unseen.
-        const why = heldNow && !heldBefore.has(svc.decl.name)
-          ? `${host.decl.name} holds it too`
-          : cameBack.has(svc.decl.name) && this.#keepsWith(svc, host.decl.name)
-          ? `${host.decl.name} answers again`
-          : host.flapped.has(svc.decl.name) && svc.reach.get(host.decl.name) === true
-          ? `${host.decl.name} changed it between polls`
-          : null;
-        if (why !== null) this.#reannounce(svc.decl.name, why);
-        if (cameBack.has(svc.decl.name)) host.comebackAnnounced.add(svc.decl.name);
-      }
+    if (pollIn !== null && host.timer !== null) {
+      this.#clear(host);
+      this.#scheduleHost(host, pollIn);
     }
     // A poll that only refreshed timestamps is no change: idle monitor streams stay quiet.
     if (differs) this.#changed();
@@ -800,45 +776,9 @@ export class Scheduler {
     }
   }
 
-  /**
-   * While this host waits in RECOVER for a peer to give a service up, it polls that peer at a
-   * twentieth of the interval (at least 10 ms apart), so it reclaims right after the peer's stop
-   * instead of up to a whole interval later. Bounded: only for as long as the handshake lasts.
-   */
-  #hurryHandOver(host: HostRuntime, r: PollResult): void {
-    const now = this.#timers.now();
-    const waiting = this.#servicesOf(host).some((svc) =>
-      svc.state === "RECOVER" &&
-      r.services.some((x) => x.name === svc.decl.name && x.state !== "FAIL")
-    );
-    // Both hold a service (a partition healed) and this host keeps it: the peer is about to
-    // yield; seeing its FAIL at once lets this host announce again right after the peer's last
-    // gratuitous ARP. For at most 3 intervals + 500 ms (10 intervals at short intervals), in
-    // case the peer does not yield.
-    const keepFor = Math.min(10 * host.intervalMs, 3 * host.intervalMs + 500);
-    const keeping = this.#servicesOf(host).some((svc) => {
-      const since = host.bothHeld.get(svc.decl.name);
-      return since !== undefined && now - since < keepFor && !svc.handlerRunning &&
-        svc.yieldTimer === null &&
-        (svc.reach.get(host.decl.name) === true || this.#keepsWith(svc, host.decl.name));
-    });
-    if ((!waiting && !keeping) || host.timer === null) return;
-    // Keeping: every 10 ms, whatever the interval, so the announcement follows the peer's
-    // release closely; it lasts a few intervals at most (the peer yields within one).
-    const fast = waiting ? Math.max(10, Math.floor(host.intervalMs / 20)) : 10;
-    if (fast >= host.intervalMs) return;
-    this.#clear(host);
-    this.#scheduleHost(host, fast);
-  }
-
   #reannounce(service: string, why: string): void {
     if (!this.#opts.onReannounce) return;
-    this.#event(
-      "address",
-      service,
-      this.#opts.self,
-      `${service}: ${why}; announcing this host's addresses again`,
-    );
+    this.#event("address", service, this.#opts.self, `${service}: ${why}`);
     this.#opts.onReannounce(service).catch((e) =>
       this.#log.warn("net", `${service}: announcing again failed: ${(e as Error).message}`)
     );
@@ -950,57 +890,65 @@ export class Scheduler {
     };
   }
 
-  /**
-   * Whether this host keeps a service it holds once `peer` counts as reachable (the decision
-   * with that peer's answers taken at face value, before `rise` good polls make it count).
-   */
-  #keepsWith(svc: ServiceRuntime, peer: string): boolean {
-    const input = this.#input(svc);
-    for (const p of input.peers) if (p.name === peer) p.reachable = true;
-    return decide(input).action === "none";
-  }
-
-  /**
-   * When a yield to a peer should wait: the peer answered again after a partition less than an
-   * interval ago, so it may not have seen this host holding the service yet, nor announced it.
-   * Releasing now would leave clients pointed at this host (its announcement was the last they
-   * heard) until the peer's next poll. Returns when the yield may go ahead, or `null`.
-   */
-  #yieldHeldUntil(svc: ServiceRuntime, decision: Decision): number | null {
-    if (svc.state !== "UP" || decision.action !== "stop") return null;
-    if (decision.rule !== "yield-higher" && decision.rule !== "nopreempt-yield") return null;
-    let until: number | null = null;
+  /** When each peer of a service last answered again after being unreachable. */
+  #backAt(svc: ServiceRuntime): Record<string, number> {
+    const out: Record<string, number> = {};
     for (const name of svc.reach.keys()) {
       const host = this.#hosts.get(name);
-      if (!host || host.self || host.backAt === null) continue;
-      const t = host.backAt + svc.decl.intervalMs + YIELD_MARGIN_MS;
-      if (until === null || t > until) until = t;
+      if (host && !host.self && host.backAt !== null) out[name] = host.backAt;
     }
-    return until !== null && until > this.#timers.now() ? until : null;
+    return out;
   }
 
-  #evaluate(svc: ServiceRuntime): void {
-    if (!this.#running || svc.handlerRunning) return;
+  /**
+   * Decides for a service and carries the decision out, as the hand-over policy says (held back,
+   * or at once); with a peer's answer, also announces, quiets and tells how soon to poll it.
+   *
+   * @returns How soon to poll the answering peer again, or `null` (as scheduled).
+   */
+  #evaluate(svc: ServiceRuntime, answer: AnswerInput | null = null): number | null {
+    if (!this.#running) return null;
     const now = this.#timers.now();
     const input = this.#input(svc);
     const decision = decide(input);
-    const heldUntil = this.#yieldHeldUntil(svc, decision);
-    if (heldUntil !== null) {
+    const plan = handOver({
+      input,
+      decision,
+      yieldHeld: svc.yieldTimer !== null,
+      intervalMs: svc.decl.intervalMs,
+      now,
+      backAt: this.#backAt(svc),
+      answer,
+    });
+    const name = svc.decl.name;
+    if (plan.holdUntil !== null) {
       if (svc.yieldTimer === null) {
         this.#event(
           "decision",
-          svc.decl.name,
+          name,
           null,
-          `${svc.decl.name}: stop held back ${heldUntil - now} ms — ${decision.reason}, ` +
-            `but that peer only just answered again: it gets an interval to announce first`,
+          `${name}: stop held back ${plan.holdUntil - now} ms — ${plan.reason}`,
         );
         svc.yieldTimer = this.#timers.setTimeout(() => {
           svc.yieldTimer = null;
           this.#evaluate(svc);
-        }, heldUntil - now);
+        }, plan.holdUntil - now);
       }
-      return;
+    } else if (!svc.handlerRunning) {
+      this.#act(svc, decision, input);
     }
+    if (answer !== null) {
+      if (plan.bothHeldSince === null) svc.bothHeld.delete(answer.peer);
+      else svc.bothHeld.set(answer.peer, plan.bothHeldSince);
+      if (plan.quiet) this.#opts.onQuiet?.(name);
+      if (plan.announce) this.#reannounce(name, `${plan.reason} [${plan.rule}]`);
+    }
+    return plan.pollInMs;
+  }
+
+  /** Carries a decision out: a handler, a state change, or nothing. */
+  #act(svc: ServiceRuntime, decision: Decision, input: DecisionInput): void {
+    const now = this.#timers.now();
     if (decision.deferring) svc.deferStart ??= now;
     else svc.deferStart = null;
     increment(this.stats.decisions, decision.action);
