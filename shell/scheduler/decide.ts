@@ -270,6 +270,25 @@ export function decide(input: DecisionInput): Decision {
     crossRoleNoPreempt(p) ? !isMaster(p.name) : rankOf(service, p.name) < myRank
   );
   const selfReachable = input.selfReachable ?? true;
+  // Peers not settled yet: a restored, unconfirmed holder, or a record that changed between polls.
+  const unsettled = (then: string): Decision | null => {
+    if (staleHolders.length > 0) {
+      return d(
+        "wait",
+        "stale-wait",
+        `${
+          names(staleHolders)
+        } restarted its faild and shows ${service.name} held, restored from its state file and not confirmed yet; ${self} waits ${then}`,
+      );
+    }
+    const flapping = peers.filter((p) => p.reachable && p.flapped === true);
+    if (flapping.length === 0) return null;
+    return d(
+      "wait",
+      "flap-wait",
+      `${names(flapping)} changed state between polls; ${self} waits one poll ${then}`,
+    );
+  };
 
   // This host holds the service (UP) or is about to take it back (RECOVER).
   if (local === "UP" || local === "RECOVER") {
@@ -324,23 +343,8 @@ export function decide(input: DecisionInput): Decision {
         })`,
       );
     }
-    if (staleHolders.length > 0) {
-      return d(
-        "wait",
-        "stale-wait",
-        `${
-          names(staleHolders)
-        } restarted its faild and its ${service.name} record is not confirmed yet; ${self} waits before reclaiming`,
-      );
-    }
-    const flapping = peers.filter((p) => p.reachable && p.flapped === true);
-    if (flapping.length > 0) {
-      return d(
-        "wait",
-        "flap-wait",
-        `${names(flapping)} changed state between polls; ${self} waits one poll before reclaiming`,
-      );
-    }
+    const wait = unsettled("before reclaiming");
+    if (wait !== null) return wait;
     return d(
       "reclaim",
       "reclaim",
@@ -414,25 +418,8 @@ export function decide(input: DecisionInput): Decision {
       `nobody holds ${service.name} (${everyone}) but the arbiter denies ${self} the takeover`,
     );
   }
-  if (staleHolders.length > 0) {
-    return d(
-      "wait",
-      "stale-wait",
-      `${
-        names(staleHolders)
-      } restarted its faild and reports ${service.name} UP from its state file, not confirmed yet; ${self} waits`,
-    );
-  }
-  const flapping = peers.filter((p) => p.reachable && p.flapped === true);
-  if (flapping.length > 0) {
-    return d(
-      "wait",
-      "flap-wait",
-      `${
-        names(flapping)
-      } changed state between polls; ${self} waits one poll before starting ${service.name}`,
-    );
-  }
+  const wait = unsettled(`before starting ${service.name}`);
+  if (wait !== null) return wait;
   // Race: a reachable higher-priority host of the same role is FAIL and may start at the same
   // moment. Defer to it for a bounded time so that exactly one starts.
   const sameRole = role === "master" ? service.masters : service.slaves;

@@ -308,7 +308,29 @@ const ROWS: Row[] = [
     input: input({ peers: [peer("alpha", "UP", { stale: true }), peer("gamma", "FAIL")] }),
     action: "wait",
     rule: "stale-wait",
-    mentions: ["alpha restarted its faild"],
+    mentions: ["alpha restarted its faild", "before starting web"],
+  },
+  {
+    name: "a master in RECOVER does not reclaim while a slave's restored UP is unconfirmed",
+    input: input({
+      self: "alpha",
+      local: "RECOVER",
+      peers: [peer("beta", "UP", { stale: true }), peer("gamma", "FAIL")],
+    }),
+    action: "wait",
+    rule: "stale-wait",
+    mentions: ["beta restarted its faild", "before reclaiming"],
+  },
+  {
+    name: "a master in RECOVER waits one poll when the slave flapped before reclaiming",
+    input: input({
+      self: "alpha",
+      local: "RECOVER",
+      peers: [peer("beta", "FAIL", { flapped: true }), peer("gamma", "FAIL")],
+    }),
+    action: "wait",
+    rule: "flap-wait",
+    mentions: ["beta changed state between polls", "waits one poll before reclaiming"],
   },
   {
     name: "a cold start: the slave defers to a reachable master that never held the service",
