@@ -26,7 +26,7 @@ import {
   verifyRequest,
 } from "../lib/sign.ts";
 import { monitorPage } from "./web/page.ts";
-import type { SchedulerStats } from "./scheduler/scheduler.ts";
+import type { SchedulerStats } from "./scheduler/stats.ts";
 import type { SandboxCounters } from "./sandbox/sandbox.ts";
 
 /** Where the monitor port reads its data (the scheduler, or a test's fake). */

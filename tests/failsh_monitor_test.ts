@@ -3,7 +3,7 @@ import { metricsText, startDebugPort, startMonitor } from "../shell/monitor.ts";
 import type { FailshSnapshot } from "../lib/types.ts";
 import { AuthError, FaildClient } from "../lib/client.ts";
 import { Logger } from "../lib/log.ts";
-import { Histogram, POLL_BUCKETS, type SchedulerStats } from "../shell/scheduler/scheduler.ts";
+import { Histogram, POLL_BUCKETS, type SchedulerStats } from "../shell/scheduler/stats.ts";
 
 function snapshot(state: "UP" | "FAIL", n = 0): FailshSnapshot {
   return {

@@ -12,6 +12,39 @@ import type { ServiceState } from "../../lib/types.ts";
 /** What the scheduler should do for a service. */
 export type DecisionAction = "none" | "start" | "stop" | "reclaim" | "recover" | "wait";
 
+/**
+ * Every rule {@linkcode decide} can answer with, in the order of the table in
+ * `docs/decisions.md` (a rule that fires in several places is listed once). A test checks the
+ * table against this list both ways.
+ */
+export const DECISION_RULES = [
+  "not-member",
+  "handler-running",
+  "self-unreachable",
+  "local-veto",
+  "arbiter-revoke",
+  "nopreempt-yield",
+  "yield-higher",
+  "recover-abandon",
+  "holding",
+  "recover-wait",
+  "stale-wait",
+  "flap-wait",
+  "reclaim",
+  "nopreempt-standby",
+  "grace",
+  "arbiter-veto",
+  "master-recover",
+  "standby",
+  "race-defer",
+  "startup-defer",
+  "master-start",
+  "slave-start",
+] as const;
+
+/** The name of a rule of {@linkcode decide} (a row of `docs/decisions.md`). */
+export type DecisionRule = typeof DECISION_RULES[number];
+
 /** The part of a service declaration the decision needs. */
 export interface DecisionService {
   /** Service name (used in reasons). */
@@ -99,8 +132,11 @@ export interface Decision {
   /** One sentence naming the inputs that caused it. */
   reason: string;
   /** The rule that fired (the row of `docs/decisions.md`), e.g. `slave-start`. */
-  rule: string;
-  /** `true` when the action is `wait` because of a race deferral (the scheduler times it). */
+  rule: DecisionRule;
+  /**
+   * `true` when the action is `wait` because of a bounded deferral (`race-defer`,
+   * `startup-defer`): the scheduler times it and passes the time back as `deferredMs`.
+   */
   deferring: boolean;
 }
 
@@ -113,8 +149,9 @@ export interface Decision {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { roleOf } from "./decide.ts";
- * console.log(roleOf({ name: "web", masters: ["a"], slaves: ["b"], preempt: true }, "b")); // "slave"
+ * assert.equal(roleOf({ name: "web", masters: ["a"], slaves: ["b"], preempt: true }, "b"), "slave");
  * ```
  */
 export function roleOf(service: DecisionService, host: string): "master" | "slave" | null {
@@ -133,9 +170,10 @@ export function roleOf(service: DecisionService, host: string): "master" | "slav
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { rankOf } from "./decide.ts";
  * const svc = { name: "web", masters: ["a"], slaves: ["b", "c"], preempt: true };
- * console.log(rankOf(svc, "a"), rankOf(svc, "c")); // 0 2
+ * assert.deepEqual([rankOf(svc, "a"), rankOf(svc, "c")], [0, 2]);
  * ```
  */
 export function rankOf(service: DecisionService, host: string): number {
@@ -160,7 +198,12 @@ function names(peers: readonly PeerInput[]): string {
   return peers.map((p) => p.name).join(", ");
 }
 
-function d(action: DecisionAction, rule: string, reason: string, deferring = false): Decision {
+function d(
+  action: DecisionAction,
+  rule: DecisionRule,
+  reason: string,
+  deferring = false,
+): Decision {
   return { action, rule, reason, deferring };
 }
 
@@ -174,8 +217,8 @@ function d(action: DecisionAction, rule: string, reason: string, deferring = fal
  * host is UP or RECOVER (masters outrank slaves, then list order); a RECOVER master reclaims once
  * no other host holds the service; a host that is FAIL starts when nobody else is UP or RECOVER,
  * after the grace period, unless the arbiter denies, a peer flapped since the last poll, or a
- * reachable higher-priority peer of the same role is FAIL and may start first (bounded
- * deferral); a returning master with preempt enters RECOVER while a slave holds the service,
+ * reachable higher-priority peer of the same role is FAIL and may start first, or (for a slave)
+ * a reachable master is starting up (bounded deferrals); a returning master with preempt enters RECOVER while a slave holds the service,
  * and without preempt stays standby.
  *
  * @param input The inputs.
@@ -183,6 +226,7 @@ function d(action: DecisionAction, rule: string, reason: string, deferring = fal
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decide } from "./decide.ts";
  * const decision = decide({
  *   service: { name: "web", masters: ["alpha"], slaves: ["beta"], preempt: true },
@@ -194,7 +238,7 @@ function d(action: DecisionAction, rule: string, reason: string, deferring = fal
  *   deferredMs: 0,
  *   maxDeferMs: 3000,
  * });
- * console.log(decision.action); // "start"
+ * assert.deepEqual([decision.action, decision.rule], ["start", "slave-start"]);
  * ```
  */
 export function decide(input: DecisionInput): Decision {
@@ -226,6 +270,25 @@ export function decide(input: DecisionInput): Decision {
     crossRoleNoPreempt(p) ? !isMaster(p.name) : rankOf(service, p.name) < myRank
   );
   const selfReachable = input.selfReachable ?? true;
+  // Peers not settled yet: a restored, unconfirmed holder, or a record that changed between polls.
+  const unsettled = (then: string): Decision | null => {
+    if (staleHolders.length > 0) {
+      return d(
+        "wait",
+        "stale-wait",
+        `${
+          names(staleHolders)
+        } restarted its faild and shows ${service.name} held, restored from its state file and not confirmed yet; ${self} waits ${then}`,
+      );
+    }
+    const flapping = peers.filter((p) => p.reachable && p.flapped === true);
+    if (flapping.length === 0) return null;
+    return d(
+      "wait",
+      "flap-wait",
+      `${names(flapping)} changed state between polls; ${self} waits one poll ${then}`,
+    );
+  };
 
   // This host holds the service (UP) or is about to take it back (RECOVER).
   if (local === "UP" || local === "RECOVER") {
@@ -280,23 +343,8 @@ export function decide(input: DecisionInput): Decision {
         })`,
       );
     }
-    if (staleHolders.length > 0) {
-      return d(
-        "wait",
-        "stale-wait",
-        `${
-          names(staleHolders)
-        } restarted its faild and its ${service.name} record is not confirmed yet; ${self} waits before reclaiming`,
-      );
-    }
-    const flapping = peers.filter((p) => p.reachable && p.flapped === true);
-    if (flapping.length > 0) {
-      return d(
-        "wait",
-        "flap-wait",
-        `${names(flapping)} changed state between polls; ${self} waits one poll before reclaiming`,
-      );
-    }
+    const wait = unsettled("before reclaiming");
+    if (wait !== null) return wait;
     return d(
       "reclaim",
       "reclaim",
@@ -370,25 +418,8 @@ export function decide(input: DecisionInput): Decision {
       `nobody holds ${service.name} (${everyone}) but the arbiter denies ${self} the takeover`,
     );
   }
-  if (staleHolders.length > 0) {
-    return d(
-      "wait",
-      "stale-wait",
-      `${
-        names(staleHolders)
-      } restarted its faild and reports ${service.name} UP from its state file, not confirmed yet; ${self} waits`,
-    );
-  }
-  const flapping = peers.filter((p) => p.reachable && p.flapped === true);
-  if (flapping.length > 0) {
-    return d(
-      "wait",
-      "flap-wait",
-      `${
-        names(flapping)
-      } changed state between polls; ${self} waits one poll before starting ${service.name}`,
-    );
-  }
+  const wait = unsettled(`before starting ${service.name}`);
+  if (wait !== null) return wait;
   // Race: a reachable higher-priority host of the same role is FAIL and may start at the same
   // moment. Defer to it for a bounded time so that exactly one starts.
   const sameRole = role === "master" ? service.masters : service.slaves;
@@ -408,6 +439,17 @@ export function decide(input: DecisionInput): Decision {
     ? Math.max(input.maxDeferMs, input.maxStartupDeferMs ?? 0)
     : input.maxDeferMs;
   if (contenders.length > 0 && input.deferredMs < maxDeferMs) {
+    const starting = contenders.filter(startingMaster);
+    if (starting.length > 0) {
+      return d(
+        "wait",
+        "startup-defer",
+        `nobody holds ${service.name}; master ${names(starting)} is starting up (reachable, ${
+          starting.map((p) => p.state === null ? "no record yet" : "never held it").join(", ")
+        }), so slave ${self} defers (${input.deferredMs} of ${maxDeferMs} ms)`,
+        true,
+      );
+    }
     return d(
       "wait",
       "race-defer",

@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { decide, type DecisionInput, type PeerInput, rankOf } from "./decide.ts";
+import {
+  decide,
+  DECISION_RULES,
+  type DecisionAction,
+  type DecisionInput,
+  type DecisionRule,
+  type PeerInput,
+  rankOf,
+} from "./decide.ts";
 import type { ServiceState } from "../../lib/types.ts";
 
 const WEB = { name: "web", masters: ["alpha"], slaves: ["beta", "gamma"], preempt: true };
@@ -25,8 +33,8 @@ function input(over: Partial<DecisionInput>): DecisionInput {
 interface Row {
   name: string;
   input: DecisionInput;
-  action: string;
-  rule: string;
+  action: DecisionAction;
+  rule: DecisionRule;
   /** Words the reason must contain (it names the inputs). */
   mentions: string[];
 }
@@ -88,8 +96,8 @@ const ROWS: Row[] = [
       "a cold start: the slave defers to a reachable master whose failsh has not registered yet",
     input: input({ peers: [peer("alpha", null), peer("gamma", "FAIL")] }),
     action: "wait",
-    rule: "race-defer",
-    mentions: ["alpha", "defers"],
+    rule: "startup-defer",
+    mentions: ["master alpha is starting up", "no record yet", "defers"],
   },
   {
     name: "a master without a record counts as FAIL once the start-up deferral is over",
@@ -300,14 +308,36 @@ const ROWS: Row[] = [
     input: input({ peers: [peer("alpha", "UP", { stale: true }), peer("gamma", "FAIL")] }),
     action: "wait",
     rule: "stale-wait",
-    mentions: ["alpha restarted its faild"],
+    mentions: ["alpha restarted its faild", "before starting web"],
+  },
+  {
+    name: "a master in RECOVER does not reclaim while a slave's restored UP is unconfirmed",
+    input: input({
+      self: "alpha",
+      local: "RECOVER",
+      peers: [peer("beta", "UP", { stale: true }), peer("gamma", "FAIL")],
+    }),
+    action: "wait",
+    rule: "stale-wait",
+    mentions: ["beta restarted its faild", "before reclaiming"],
+  },
+  {
+    name: "a master in RECOVER waits one poll when the slave flapped before reclaiming",
+    input: input({
+      self: "alpha",
+      local: "RECOVER",
+      peers: [peer("beta", "FAIL", { flapped: true }), peer("gamma", "FAIL")],
+    }),
+    action: "wait",
+    rule: "flap-wait",
+    mentions: ["beta changed state between polls", "waits one poll before reclaiming"],
   },
   {
     name: "a cold start: the slave defers to a reachable master that never held the service",
     input: input({ peers: [peer("alpha", "FAIL", { neverHeld: true }), peer("gamma", "FAIL")] }),
     action: "wait",
-    rule: "race-defer",
-    mentions: ["alpha", "defers"],
+    rule: "startup-defer",
+    mentions: ["master alpha is starting up", "never held it", "defers"],
   },
   {
     name: "a cold start: the deferral to a starting master lasts maxStartupDeferMs, not maxDeferMs",
@@ -317,7 +347,7 @@ const ROWS: Row[] = [
       maxStartupDeferMs: 4100,
     }),
     action: "wait",
-    rule: "race-defer",
+    rule: "startup-defer",
     mentions: ["3000 of 4100 ms"],
   },
   {
@@ -487,6 +517,11 @@ Deno.test("decide() follows the decision table", async (t) => {
       }
     });
   }
+});
+
+Deno.test("decide()'s table has a row for every rule", () => {
+  const tested = new Set(ROWS.map((r) => r.rule));
+  assert.deepEqual(DECISION_RULES.filter((r) => !tested.has(r)), []);
 });
 
 Deno.test("decide() is pure: the same input gives the same decision", () => {

@@ -423,6 +423,36 @@ Deno.test("Scheduler: after a partition the slave yields one interval after the 
   await scheduler.stop();
 });
 
+Deno.test("Scheduler: a slave holding back its yield does not announce when another slave gives the service up", async () => {
+  const { time, sandbox, net, scheduler, announced } = setup(
+    "beta",
+    [service("web", { slaves: ["beta", "gamma"], fall: 2, rise: 1 })],
+    ["alpha", "beta", "gamma"],
+  );
+  net.set("alpha", "web", "UP");
+  net.set("gamma", "web", "FAIL");
+  scheduler.start();
+  await time.advance(250);
+  net.reachable.set("alpha", false);
+  await time.advance(400);
+  assert.deepEqual(kinds(sandbox), ["start"]);
+  // gamma shows web UP too (it held it during a cut): beta outranks it and keeps it.
+  net.set("gamma", "web", "UP");
+  await time.advance(1500);
+  announced.length = 0;
+  // The master comes back: beta holds its yield back for an interval + 50 ms, and meanwhile
+  // gamma gives web up. Announcing now would pull the clients to beta just before it releases.
+  net.reachable.set("alpha", true);
+  const heldBack = () => scheduler.snapshot().events.some((e) => /stop held back/.test(e.message));
+  for (let i = 0; i < 30 && !heldBack(); i++) await time.advance(10);
+  assert.ok(heldBack(), "beta holds its yield back");
+  net.set("gamma", "web", "FAIL");
+  await time.advance(400);
+  assert.deepEqual(kinds(sandbox), ["start", "stop"]);
+  assert.deepEqual(announced, [], "a host that is giving the service up does not announce it");
+  await scheduler.stop();
+});
+
 Deno.test("Scheduler: a master in RECOVER polls the holder often, so it reclaims right after the stop", async () => {
   const { time, sandbox, net, scheduler } = setup("alpha", [service("web")]);
   net.set("beta", "web", "UP");

@@ -1,0 +1,598 @@
+/**
+ * failsh's view of the hosts: polls every host of the script (this one's own faild too) on an
+ * absolute schedule, applies rise/fall hysteresis per service, notices a faild that restarted and
+ * a record that flapped between polls, and turns what it saw into the peers' inputs of
+ * `decide()` ({@linkcode Peers.inputs}). It decides nothing: after each answer or miss it
+ * tells the scheduler (`scheduler.ts`), which decides.
+ *
+ * Room for later inputs: a per-peer host liveness (the kernel answers ping) makes a peer
+ * unreachable at once in {@linkcode Peers.inputs}, beside the polls' hysteresis.
+ *
+ * @module
+ */
+import type { HostDecl, ServiceDecl, TrapEvent } from "../contract.ts";
+import type { HostView, ServiceRecord } from "../../lib/types.ts";
+import type { PeerInput } from "./decide.ts";
+import type { EventSink } from "./events.ts";
+import { increment, observe, POLL_BUCKETS, type SchedulerStats } from "./stats.ts";
+
+/** Clock and timers (real ones by default; tests inject fake time). */
+export interface Timers {
+  /** Current time in ms since the epoch. */
+  now(): number;
+  /** Calls `fn` after `ms`. */
+  setTimeout(fn: () => void, ms: number): number;
+  /** Cancels a timer. */
+  clearTimeout(id: number): void;
+}
+
+/** The real clock and timers. */
+export const realTimers: Timers = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms) as unknown as number,
+  clearTimeout: (id) => clearTimeout(id),
+};
+
+/** What a successful poll of a host returns. */
+export interface PollResult {
+  /** The faild's boot id (a new one resets change-counter comparisons). */
+  bootId: string;
+  /** Every service the host reported. */
+  services: ServiceRecord[];
+}
+
+/**
+ * Polls one host's faild. Rejects when the host cannot be reached or answers badly; `timeoutMs`
+ * is the longest the poll may take.
+ */
+export type Poller = (host: HostDecl, options: { timeoutMs: number }) => Promise<PollResult>;
+
+/** Most polls of one host outstanding at once (each on its own connection). */
+export const MAX_POLLS_IN_FLIGHT = 3;
+
+/** A host's answer, after hysteresis: what the scheduler decides and hands over with. */
+export interface Answer {
+  /** The host. */
+  host: string;
+  /** Whether it is this host (its own faild). */
+  self: boolean;
+  /** What it answered. */
+  result: PollResult;
+  /** Whether its faild restarted since the previous answer (a new boot id). */
+  restarted: boolean;
+  /** Whether the boot id is the one of the previous answer (`false` at the first answer). */
+  sameBoot: boolean;
+  /** How often the host is polled (the shortest interval of its services), ms. */
+  pollIntervalMs: number;
+  /** The local services the host takes part in. */
+  services: readonly string[];
+  /** Its records at the previous answer, by service. */
+  before: ReadonlyMap<string, ServiceRecord>;
+  /** Services it was counted as holding (reachable and UP) before this answer. */
+  heldBefore: ReadonlySet<string>;
+  /** Services for which this is its first answer since it was counted unreachable. */
+  cameBack: ReadonlySet<string>;
+}
+
+/** What {@linkcode Peers} tells the scheduler. */
+export interface PeersHooks {
+  /** An event for the script's traps. */
+  trap(event: TrapEvent): void;
+  /** A host answered (hysteresis applied): decide for its services. */
+  answered(answer: Answer): void;
+  /** A poll of a host failed or went unanswered (hysteresis applied): decide for its services. */
+  missed(host: string, services: readonly string[]): void;
+}
+
+/** Options of {@linkcode Peers}. */
+export interface PeersOptions {
+  /** This host's name. */
+  self: string;
+  /** Every host of the script. */
+  hosts: readonly HostDecl[];
+  /** The services this host takes part in. */
+  services: readonly ServiceDecl[];
+  /** Polls a host's faild. */
+  poller: Poller;
+  /** Clock and timers. */
+  timers: Timers;
+  /** Poll latency and failures go here. */
+  stats: SchedulerStats;
+  /** URL shown for each host (default `protocol://address:port`). */
+  urlOf?: ((host: HostDecl) => string) | undefined;
+  /** Where events go, and changes of the snapshot data are told. */
+  events: EventSink;
+  /** Where answers, misses and traps go. */
+  hooks: PeersHooks;
+}
+
+/** The peers' part of {@linkcode decide}'s input for one service. */
+export interface PeerInputs {
+  /** Every other host of the service. */
+  peers: PeerInput[];
+  /** Whether every host's reachability is known (first good poll, or `fall` misses). */
+  known: boolean;
+  /** Whether this host's own faild answers (after hysteresis). */
+  selfReachable: boolean;
+}
+
+interface HostRuntime {
+  decl: HostDecl;
+  url: string;
+  self: boolean;
+  intervalMs: number;
+  /** The local services this host takes part in. */
+  services: string[];
+  timer: number | null;
+  /** When the pending poll tick is due (the schedule is absolute, so timer lateness does not add up). */
+  dueAt: number;
+  /** Polls sent and not yet answered or failed (at most {@linkcode MAX_POLLS_IN_FLIGHT}). */
+  inFlight: number;
+  /** Poll ticks so far. */
+  tick: number;
+  /** Number of the last poll sent, and of the newest whose answer was applied. */
+  pollSeq: number;
+  appliedSeq: number;
+  /** Consecutive ticks at which a poll was still unanswered (counted as misses). */
+  silentTicks: number;
+  /** Services whose comeback (first answer after being unreachable) was reported. */
+  comebackSeen: Set<string>;
+  /** When this host first answered again after being unreachable, or `null`. */
+  backAt: number | null;
+  misses: number;
+  goods: number;
+  lastConnect: number | null;
+  lastCall: number | null;
+  latencyMs: number | null;
+  lastError: string | null;
+  records: ServiceRecord[];
+  bootId: string | null;
+  flapped: Set<string>;
+  /** After a restart of the host's faild: restored records (name -> changes) not yet confirmed. */
+  restored: Map<string, number>;
+  /** Until when restored records count as stale (ms since epoch). */
+  staleUntil: number;
+  /** Reachable as the snapshot shows it (null until known). */
+  reachable: boolean | null;
+}
+
+/** A count of polls of a service's interval expressed in polls of a host's (faster) interval. */
+function scaled(count: number, serviceInterval: number, hostInterval: number): number {
+  return Math.max(1, Math.ceil(count * serviceInterval / hostInterval));
+}
+
+/**
+ * The hosts of a script as this host sees them: polls, hysteresis, restarts and flaps.
+ *
+ * @example Building one (the scheduler passes its poller, timers, counters and hooks)
+ * ```ts ignore
+ * import { Peers } from "./peers.ts";
+ * const peers = new Peers({ self: "beta", hosts, services, poller, timers, stats, events, hooks });
+ * peers.start();
+ * const { peers: inputs, known } = peers.inputs("web");
+ * ```
+ */
+export class Peers {
+  #opts: PeersOptions;
+  #timers: Timers;
+  #hooks: PeersHooks;
+  #events: EventSink;
+  #hosts = new Map<string, HostRuntime>();
+  #decls = new Map<string, ServiceDecl>();
+  /** Per service, per host: reachable after that service's hysteresis (null until known). */
+  #reach = new Map<string, Map<string, boolean | null>>();
+  #running = false;
+
+  /**
+   * Creates the view of every host that takes part in one of the given services.
+   *
+   * @param options Self, hosts, services, poller, timers, counters, events and hooks.
+   */
+  constructor(options: PeersOptions) {
+    this.#opts = options;
+    this.#timers = options.timers;
+    this.#hooks = options.hooks;
+    this.#events = options.events;
+    const { self } = options;
+    const urlOf = options.urlOf ??
+      ((h: HostDecl) =>
+        `${h.protocol}://${h.address.includes(":") ? `[${h.address}]` : h.address}:${h.port}`);
+    for (const h of options.hosts) {
+      const services = options.services.filter((s) =>
+        h.name === self || s.masters.includes(h.name) || s.slaves.includes(h.name)
+      );
+      if (services.length === 0) continue;
+      this.#hosts.set(h.name, {
+        decl: h,
+        url: urlOf(h),
+        self: h.name === self,
+        intervalMs: Math.min(...services.map((s) => s.intervalMs)),
+        services: services.map((s) => s.name),
+        timer: null,
+        dueAt: 0,
+        inFlight: 0,
+        tick: 0,
+        pollSeq: 0,
+        appliedSeq: 0,
+        silentTicks: 0,
+        comebackSeen: new Set(),
+        backAt: null,
+        misses: 0,
+        goods: 0,
+        lastConnect: null,
+        lastCall: null,
+        latencyMs: null,
+        lastError: null,
+        records: [],
+        bootId: null,
+        flapped: new Set(),
+        restored: new Map(),
+        staleUntil: 0,
+        reachable: null,
+      });
+    }
+    for (const s of options.services) {
+      this.#decls.set(s.name, s);
+      const reach = new Map<string, boolean | null>();
+      for (const h of [self, ...s.masters, ...s.slaves]) {
+        if (this.#hosts.has(h)) reach.set(h, null);
+      }
+      this.#reach.set(s.name, reach);
+    }
+  }
+
+  /** Starts polling every host (the first polls go out at once). */
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    for (const host of this.#hosts.values()) this.#schedule(host, 0);
+  }
+
+  /** Stops polling; answers still on their way are ignored. */
+  stop(): void {
+    this.#running = false;
+    for (const host of this.#hosts.values()) this.#clear(host);
+  }
+
+  /**
+   * Polls a host `ms` from now instead of at its next tick, then every interval after that.
+   *
+   * @param host The host.
+   * @param ms The delay.
+   */
+  pollSoon(host: string, ms: number): void {
+    const h = this.#hosts.get(host);
+    if (!h || h.timer === null) return;
+    this.#clear(h);
+    this.#schedule(h, ms);
+  }
+
+  /**
+   * The peers' part of `decide()`'s input for a service, as seen now.
+   *
+   * @param service A local service.
+   * @returns Every other host of the service, whether all reachabilities are known, and this
+   * host's own.
+   */
+  inputs(service: string): PeerInputs {
+    const now = this.#timers.now();
+    const reach = this.#reach.get(service) ?? new Map<string, boolean | null>();
+    const peers: PeerInput[] = [];
+    let known = true;
+    for (const [name, r] of reach) {
+      if (r === null) known = false;
+      if (name === this.#opts.self) continue;
+      const host = this.#hosts.get(name)!;
+      const rec = host.records.find((x) => x.name === service);
+      const restored = host.restored.get(service);
+      peers.push({
+        name,
+        reachable: r === true,
+        state: rec?.state ?? null,
+        flapped: host.flapped.has(service),
+        stale: rec !== undefined && restored === rec.changes && now < host.staleUntil,
+        neverHeld: rec !== undefined && rec.changes === 0,
+      });
+    }
+    return { peers, known, selfReachable: reach.get(this.#opts.self) !== false };
+  }
+
+  /**
+   * When each peer of a service last answered again after being unreachable.
+   *
+   * @param service A local service.
+   * @returns Times (ms since epoch) by host; a peer that never came back is absent.
+   */
+  backAt(service: string): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const name of this.#reach.get(service)?.keys() ?? []) {
+      const host = this.#hosts.get(name);
+      if (host && !host.self && host.backAt !== null) out[name] = host.backAt;
+    }
+    return out;
+  }
+
+  /**
+   * The records of the reachable peers of a service (what a handler is told).
+   *
+   * @param service A local service.
+   * @returns Every record each reachable peer reported at its last answer, by host.
+   */
+  records(service: string): Record<string, ServiceRecord[]> {
+    const out: Record<string, ServiceRecord[]> = {};
+    for (const [name, r] of this.#reach.get(service) ?? []) {
+      if (name !== this.#opts.self && r === true) out[name] = this.#hosts.get(name)!.records;
+    }
+    return out;
+  }
+
+  /** The hosts as the monitor's snapshot shows them. */
+  views(): HostView[] {
+    return [...this.#hosts.values()].map((h) => ({
+      name: h.decl.name,
+      url: h.url,
+      self: h.self,
+      reachable: h.reachable === true,
+      misses: h.misses,
+      lastConnect: h.lastConnect,
+      lastCall: h.lastCall,
+      latencyMs: h.latencyMs,
+      lastError: h.lastError,
+      services: h.records,
+    }));
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  #clear(host: HostRuntime): void {
+    if (host.timer !== null) this.#timers.clearTimeout(host.timer);
+    host.timer = null;
+  }
+
+  /**
+   * Polls a host `delay` ms from now, then every interval after that tick. Ticks are due at
+   * absolute times (a late timer does not push the later ticks back), so `fall` missed polls take
+   * `fall` intervals, not `fall` intervals plus the timers' lateness. A tick more than an interval
+   * late (a stalled event loop) starts a new schedule from now instead of firing a burst.
+   */
+  #schedule(host: HostRuntime, delay: number): void {
+    if (!this.#running) return;
+    host.dueAt = this.#timers.now() + delay;
+    this.#arm(host);
+  }
+
+  #arm(host: HostRuntime): void {
+    const wait = Math.max(0, host.dueAt - this.#timers.now());
+    host.timer = this.#timers.setTimeout(() => {
+      host.timer = null;
+      this.#poll(host);
+      if (!this.#running) return;
+      const now = this.#timers.now();
+      host.dueAt += host.intervalMs;
+      if (host.dueAt <= now) host.dueAt = now + host.intervalMs;
+      this.#arm(host);
+    }, wait);
+  }
+
+  #declsOf(host: HostRuntime): ServiceDecl[] {
+    return host.services.map((s) => this.#decls.get(s)!);
+  }
+
+  /**
+   * One poll tick. A poll still unanswered at the next tick counts as a miss (a late answer still
+   * resets the count), and a new poll goes out anyway, on another connection: one stuck
+   * connection (a lost TCP segment waits at least 200 ms for its retransmission, a peer that was
+   * cut off even longer) then costs one miss instead of blinding this host until it times out,
+   * and a healed peer is seen at the next tick. At most {@linkcode MAX_POLLS_IN_FLIGHT} polls of
+   * one host are outstanding; an answer older than one already applied is ignored.
+   */
+  #poll(host: HostRuntime): void {
+    const now = this.#timers.now();
+    host.tick++;
+    if (host.inFlight > 0 && host.lastConnect === null && host.misses === 0) {
+      // Nothing heard from this host yet and its first poll is still out: a process that just
+      // started (this failsh, busy starting its sandbox, or the peer's faild) answers its first
+      // poll late on a busy machine, and counting ticks would call a live peer unreachable (and
+      // take its service) before it could answer. That poll's own time limit decides.
+      return;
+    }
+    if (host.inFlight > 0) {
+      host.silentTicks++;
+      this.#failed(host, `no answer within ${host.intervalMs * host.silentTicks} ms`);
+      if (host.inFlight >= MAX_POLLS_IN_FLIGHT || !this.#running) return;
+    }
+    const seq = ++host.pollSeq;
+    const sentTick = host.tick;
+    const first = host.lastConnect === null && host.misses === 0;
+    host.inFlight++;
+    host.lastCall = now;
+    const fall = Math.max(...this.#declsOf(host).map((s) => s.fall), 1);
+    const timeoutMs = Math.max(1000, host.intervalMs * (fall + 1));
+    let result: Promise<PollResult>;
+    try {
+      result = this.#opts.poller(host.decl, { timeoutMs });
+    } catch (error) {
+      result = Promise.reject(error);
+    }
+    result.then(
+      (r) => {
+        host.inFlight--;
+        if (!this.#running) return;
+        if (seq < host.appliedSeq) return; // a newer answer is already in
+        host.appliedSeq = seq;
+        host.silentTicks = 0;
+        this.#answered(host, r, this.#timers.now() - now);
+      },
+      (error: unknown) => {
+        host.inFlight--;
+        if (!this.#running) return;
+        // Already counted as missed at a tick (a first poll is not: see above).
+        if (host.tick > sentTick && !first) return;
+        this.#failed(host, error instanceof Error ? error.message : String(error));
+      },
+    );
+  }
+
+  #answered(host: HostRuntime, r: PollResult, latencyMs: number): void {
+    const now = this.#timers.now();
+    const name = host.decl.name;
+    const wasFailing = host.misses > 0 || host.lastConnect === null;
+    host.misses = 0;
+    host.goods++;
+    host.lastConnect = now;
+    host.latencyMs = latencyMs;
+    host.lastError = null;
+    observe(this.#opts.stats.pollLatency, latencyMs, { key: name, bounds: POLL_BUCKETS });
+
+    // Flap detection and trap events for visible changes of the host's services.
+    const sameBoot = host.bootId === r.bootId;
+    const differs = !sameBoot || wasFailing || r.services.length !== host.records.length ||
+      r.services.some((x, i) => {
+        const y = host.records[i];
+        return !y || y.name !== x.name || y.state !== x.state || y.changes !== x.changes ||
+          y.detail !== x.detail;
+      });
+    const before = new Map(host.records.map((s) => [s.name, s]));
+    host.flapped.clear();
+    for (const rec of r.services) {
+      const prev = before.get(rec.name);
+      if (sameBoot && prev) {
+        const visible = prev.state === rec.state ? 0 : 1;
+        if (rec.changes - prev.changes > visible) {
+          host.flapped.add(rec.name);
+          if (!host.self) {
+            this.#events.add(
+              "peer",
+              rec.name,
+              name,
+              `${name}: ${rec.name} changed ${
+                rec.changes - prev.changes
+              } times between polls (now ${rec.state})`,
+            );
+          }
+        }
+      }
+      if (!host.self && prev?.state !== rec.state) {
+        if (prev) {
+          this.#events.add(
+            "peer",
+            rec.name,
+            name,
+            `${name}: ${rec.name} is ${rec.state} (was ${prev.state})`,
+          );
+        }
+        this.#hooks.trap({
+          type: "service",
+          host: name,
+          service: rec.name,
+          state: rec.state,
+          previous: prev?.state ?? null,
+          at: now,
+        });
+      }
+    }
+    const restarted = !sameBoot && host.bootId !== null;
+    if (!host.self && restarted) {
+      // The peer's faild restarted: what it restored from its state file is not confirmed until
+      // its owner sets it again (docs/protocol.md), or for a few intervals.
+      const fall = Math.max(...this.#declsOf(host).map((s) => s.fall), 2);
+      host.restored = new Map(r.services.map((x) => [x.name, x.changes]));
+      host.staleUntil = now + host.intervalMs * (fall + 1);
+      this.#events.add("peer", null, name, `${name}'s faild restarted`);
+    }
+    host.bootId = r.bootId;
+    host.records = r.services;
+
+    // Services this peer was not yet counted as holding (unreachable, or another state).
+    const heldBefore = new Set(
+      host.services.filter((s) =>
+        this.#reach.get(s)!.get(name) === true && before.get(s)?.state === "UP"
+      ),
+    );
+    // Services for which this peer answers again after having been unreachable (first answer,
+    // before `rise` counts it back), once per comeback.
+    const cameBack = new Set<string>();
+    for (const svc of this.#declsOf(host)) {
+      const reach = this.#reach.get(svc.name)!;
+      const k = reach.get(name);
+      const rise = scaled(svc.rise, svc.intervalMs, host.intervalMs);
+      if (k === false && !host.comebackSeen.has(svc.name)) {
+        cameBack.add(svc.name);
+        host.comebackSeen.add(svc.name);
+      }
+      if (k === false && host.goods === 1) host.backAt = now;
+      if (k === null || (k === false && host.goods >= rise)) reach.set(name, true);
+    }
+    this.#updateReachable(host);
+    this.#hooks.answered({
+      host: name,
+      self: host.self,
+      result: r,
+      restarted,
+      sameBoot,
+      pollIntervalMs: host.intervalMs,
+      services: host.services,
+      before,
+      heldBefore,
+      cameBack,
+    });
+    // A poll that only refreshed timestamps is no change: idle monitor streams stay quiet.
+    if (differs) this.#events.changed();
+  }
+
+  #failed(host: HostRuntime, message: string): void {
+    const name = host.decl.name;
+    host.goods = 0;
+    host.misses++;
+    host.lastError = message;
+    increment(this.#opts.stats.pollFailures, name);
+    for (const svc of this.#declsOf(host)) {
+      const reach = this.#reach.get(svc.name)!;
+      const fall = scaled(svc.fall, svc.intervalMs, host.intervalMs);
+      if (reach.get(name) !== false && host.misses >= fall) {
+        reach.set(name, false);
+        host.comebackSeen.delete(svc.name);
+      }
+    }
+    this.#updateReachable(host);
+    this.#hooks.missed(name, host.services);
+    // Misses matter to watchers until the host is counted unreachable; after that, silence.
+    const maxFall = Math.max(
+      ...this.#declsOf(host).map((s) => scaled(s.fall, s.intervalMs, host.intervalMs)),
+      1,
+    );
+    if (host.misses <= maxFall) this.#events.changed();
+  }
+
+  /** The host's reachability as the snapshot shows it: events and host traps on a change. */
+  #updateReachable(host: HostRuntime): void {
+    const name = host.decl.name;
+    const views = host.services.map((s) => this.#reach.get(s)!.get(name));
+    let next: boolean | null;
+    if (views.some((v) => v === false)) next = false;
+    else if (views.length > 0 && views.every((v) => v === true)) next = true;
+    else next = host.reachable;
+    if (next === host.reachable || next === null) return;
+    const previous = host.reachable;
+    host.reachable = next;
+    this.#events.add(
+      "peer",
+      null,
+      name,
+      next
+        ? `${name} is reachable${previous === false ? " again" : ""}`
+        : `${name} is unreachable after ${host.misses} missed polls: ${
+          host.lastError ?? "no answer"
+        }`,
+    );
+    if (host.self || previous === null && next) return;
+    this.#hooks.trap({
+      type: "host",
+      host: name,
+      service: null,
+      state: next ? "UP" : "FAIL",
+      previous: previous === null ? null : previous ? "UP" : "FAIL",
+      at: this.#timers.now(),
+    });
+  }
+}
