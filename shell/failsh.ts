@@ -680,23 +680,51 @@ function defaultPolicyPath(script: string): string {
   return resolve(dirname(resolve(script)), "policy.json");
 }
 
+/** failsh's command line, parsed (see {@linkcode parseFailshArgs}). */
+export interface FailshArgs {
+  /** The failover script. */
+  script: string;
+  /** `--policy`, or `undefined` for the default (policy.json beside the script). */
+  policy: string | undefined;
+  /** `-m`: a listen address, `"off"`, or `undefined` for the policy's. */
+  monitor: string | undefined;
+  /** `-D`: a listen address, `"off"`, or `undefined` for the policy's. */
+  debug: string | undefined;
+  /** `-l`: the dump file, or `undefined` for the policy's. */
+  dump: string | undefined;
+  /** `-i`: the pid file. */
+  pidfile: string | undefined;
+  /** `-v`: the default log level. */
+  logLevel: string | undefined;
+  /** `--check`. */
+  check: boolean;
+  /** `--json`. */
+  json: boolean;
+  /** `--help`. */
+  help: boolean;
+}
+
 /**
- * Runs the failsh command line.
+ * Parses failsh's command line (not `simulate`'s). With `options.script` (a script run
+ * directly, `deno run -A failover.ts [options]`) the script is that one: `-f` and a SCRIPT
+ * argument are refused.
  *
  * @param args The arguments.
- * @returns The exit code.
+ * @param options The script, when it is given by the run rather than the arguments.
+ * @returns The parsed options, or a usage error (exit 64) to print.
  *
  * @example
- * ```ts ignore
- * import { main } from "./failsh.ts";
- * Deno.exit(await main(["--check", "--policy", "policy.json", "failover.ts"]));
+ * ```ts
+ * import { parseFailshArgs } from "./failsh.ts";
+ * import { equal } from "node:assert/strict";
+ * const a = parseFailshArgs(["-m", "127.0.0.1:1849", "failover.ts"]);
+ * equal("error" in a ? a.error : a.monitor, "127.0.0.1:1849");
  * ```
  */
-export async function main(args: string[]): Promise<number> {
-  if (args[0] === "simulate") {
-    const { main: simulateMain } = await import("./simulate.ts");
-    return await simulateMain(args.slice(1));
-  }
+export function parseFailshArgs(
+  args: string[],
+  options: { script?: string } = {},
+): FailshArgs | { error: string } {
   let parsed;
   try {
     parsed = parseArgs({
@@ -717,32 +745,78 @@ export async function main(args: string[]): Promise<number> {
       },
     });
   } catch (error) {
-    console.error(`failsh: ${(error as Error).message}\nRun failsh --help for the options.`);
-    return 64;
+    return { error: `${(error as Error).message}\nRun failsh --help for the options.` };
   }
   const v = parsed.values;
+  let script = v.script ?? parsed.positionals[0];
+  if (options.script !== undefined) {
+    if (v.script !== undefined || parsed.positionals.length > 0) {
+      return {
+        error: `${options.script} is the script: run it with failsh's options only, not ${
+          v.script !== undefined ? "-f" : JSON.stringify(parsed.positionals[0])
+        }. Run failsh --help for the options.`,
+      };
+    }
+    script = options.script;
+  } else if (
+    !v.help && (script === undefined || parsed.positionals.length > (v.script ? 0 : 1))
+  ) {
+    return { error: "give exactly one SCRIPT (or -f SCRIPT). Run failsh --help for the options." };
+  }
+  return {
+    script: script ?? "",
+    policy: v.policy,
+    monitor: v.monitor,
+    debug: v.debug,
+    dump: v.dump,
+    pidfile: v.pidfile,
+    logLevel: v["log-level"],
+    check: v.check ?? false,
+    json: v.json ?? false,
+    help: v.help ?? false,
+  };
+}
+
+/**
+ * Runs the failsh command line.
+ *
+ * @param args The arguments.
+ * @param options The script, when it is run directly (`deno run -A failover.ts [options]`):
+ *   then `args` are failsh's options only.
+ * @returns The exit code.
+ *
+ * @example
+ * ```ts ignore
+ * import { main } from "./failsh.ts";
+ * Deno.exit(await main(["--check", "--policy", "policy.json", "failover.ts"]));
+ * ```
+ */
+export async function main(args: string[], options: { script?: string } = {}): Promise<number> {
+  if (args[0] === "simulate" && options.script === undefined) {
+    const { main: simulateMain } = await import("./simulate.ts");
+    return await simulateMain(args.slice(1));
+  }
+  const v = parseFailshArgs(args, options);
+  if ("error" in v) {
+    console.error(`failsh: ${v.error}`);
+    return 64;
+  }
   if (v.help) {
     console.log(FAILSH_HELP);
     return 0;
   }
-  const script = v.script ?? parsed.positionals[0];
-  if (script === undefined || parsed.positionals.length > (v.script ? 0 : 1)) {
-    console.error(
-      "failsh: give exactly one SCRIPT (or -f SCRIPT). Run failsh --help for the options.",
-    );
-    return 64;
-  }
+  const script = v.script;
   const policyPath = v.policy ?? defaultPolicyPath(script);
-  if (v["log-level"] !== undefined) {
+  if (v.logLevel !== undefined) {
     try {
-      processLogger.setLevel("*", v["log-level"]);
+      processLogger.setLevel("*", v.logLevel);
     } catch (error) {
       console.error(`failsh: ${(error as Error).message}`);
       return 64;
     }
   }
   if (v.check) {
-    if (v["log-level"] === undefined) processLogger.setLevel("*", "error");
+    if (v.logLevel === undefined) processLogger.setLevel("*", "error");
     const report = await checkFailsh(script, policyPath);
     if (v.json) {
       console.log(

@@ -21,6 +21,7 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 import type {
   HandlerInvocation,
   HostDecl,
@@ -53,18 +54,19 @@ import {
   limitPrefix,
   readProcStat,
 } from "./limits.ts";
+import { checkDecl } from "./decl.ts";
 import {
-  checkDecl,
   CHILD_FLAG,
   type ChildMessage,
   MAX_RPC_LINE,
-  type PollResult,
+  type PeerPoll,
   readLines,
+  REQUEST_OPS,
   type RequestOp,
   RPC_MAGIC,
   type RunResult,
   type SupervisorMessage,
-} from "../script/runtime.ts";
+} from "../rpc.ts";
 
 /** Longest line of script output logged, in characters (longer lines are cut). */
 export const MAX_OUTPUT_LINE = 4096;
@@ -111,10 +113,11 @@ export const IDLE_BURN_MS = 2000;
 /** Most threads of one child (one runs 7; a Worker adds more). */
 export const MAX_CHILD_THREADS = 32;
 
+/** The child's entry, preloaded before the script: the child's start-up and RPC server. */
+const CHILD_MAIN = fileURLToPath(new URL("../script/child_main.ts", import.meta.url));
+
 /** How often each child's CPU time and threads are sampled, ms. */
 const WATCH_MS = 500;
-
-const REQUEST_OPS: RequestOp[] = ["poll", "takeover", "release", "run", "setState"];
 
 /** Options of {@linkcode createSandbox}. */
 export interface SandboxOptions {
@@ -130,7 +133,7 @@ export interface SandboxOptions {
    * Polls a declared host for `ctx.poll()` (the scheduler's poller). Default: the sandbox polls
    * the host's faild itself with `FaildClient`, signing with the policy key the host names.
    */
-  poll?: (host: HostDecl, options: { signal: AbortSignal }) => Promise<PollResult>;
+  poll?: (host: HostDecl, options: { signal: AbortSignal }) => Promise<PeerPoll>;
   /**
    * Sets a service's state on the local faild for `ctx.setState()`. Default: the sandbox sets it
    * with `FaildClient` on `policy.faild`.
@@ -276,6 +279,7 @@ export function childCommand(
     "--deny-ffi",
     "--deny-sys",
     "--deny-import",
+    `--preload=${CHILD_MAIN}`,
     scriptPath,
     CHILD_FLAG,
   );
@@ -1486,7 +1490,7 @@ class SandboxImpl implements Host {
     return this.#faild;
   }
 
-  async #poll(host: HostDecl, signal: AbortSignal): Promise<PollResult> {
+  async #poll(host: HostDecl, signal: AbortSignal): Promise<PeerPoll> {
     const key = await this.#secret(host.key);
     const addr = host.address.includes(":") ? `[${host.address}]` : host.address;
     const client = new FaildClient(
