@@ -24,7 +24,7 @@
  */
 import { fileURLToPath } from "node:url";
 import type { Policy } from "../contract.ts";
-import { checkReadPaths, childUserIds, readableBy } from "./policy.ts";
+import { checkReadPaths, childUserIds, readableBy } from "./read_paths.ts";
 import { ScriptError } from "../errors.ts";
 
 /** Extensions of the files a script may load as code (`.d.ts` ends in `.ts`). */
