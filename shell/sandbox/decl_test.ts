@@ -1,18 +1,7 @@
 import { deepEqual as assertEquals, throws } from "node:assert/strict";
-import { ScriptRegistry } from "../script/registry.ts";
 import { checkDecl } from "./decl.ts";
 
-function registry(): ScriptRegistry {
-  const r = new ScriptRegistry();
-  r.host("alpha", { address: "127.0.0.1" });
-  r.host("beta", { address: "::1", port: 7200, protocol: "https", key: "cluster" });
-  return r;
-}
-
-const handlers = {
-  start: () => Promise.resolve("UP" as const),
-  stop: () => Promise.resolve("FAIL" as const),
-};
+import { handlers, registry } from "../script/_test_registry.ts";
 
 Deno.test("checkDecl() accepts what the registry sends and nothing else", async (t) => {
   const r = registry();

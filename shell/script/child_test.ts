@@ -4,17 +4,7 @@ import { ScriptRegistry } from "./registry.ts";
 import { serveChild } from "./child.ts";
 import { PolicyDeniedError } from "../errors.ts";
 
-function registry(): ScriptRegistry {
-  const r = new ScriptRegistry();
-  r.host("alpha", { address: "127.0.0.1" });
-  r.host("beta", { address: "::1", port: 7200, protocol: "https", key: "cluster" });
-  return r;
-}
-
-const handlers = {
-  start: () => Promise.resolve("UP" as const),
-  stop: () => Promise.resolve("FAIL" as const),
-};
+import { handlers, registry } from "./_test_registry.ts";
 
 /** A fake supervisor: a queue of lines for the child and the lines it wrote. */
 function channel() {

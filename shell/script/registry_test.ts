@@ -1,17 +1,7 @@
 import { deepEqual as assertEquals, throws } from "node:assert/strict";
 import { ScriptRegistry } from "./registry.ts";
 
-function registry(): ScriptRegistry {
-  const r = new ScriptRegistry();
-  r.host("alpha", { address: "127.0.0.1" });
-  r.host("beta", { address: "::1", port: 7200, protocol: "https", key: "cluster" });
-  return r;
-}
-
-const handlers = {
-  start: () => Promise.resolve("UP" as const),
-  stop: () => Promise.resolve("FAIL" as const),
-};
+import { handlers, registry } from "./_test_registry.ts";
 
 Deno.test("host() and service() build the declaration with defaults", () => {
   const r = registry();
