@@ -15,6 +15,15 @@ import type { UserIds } from "./read_paths.ts";
 const CHILD_MAIN = fileURLToPath(new URL("../script/child_main.ts", import.meta.url));
 
 /**
+ * The files the child loads besides the script's module graph (which holds the rest of what the
+ * entry imports, through `mod.ts`): a `childUser` must be able to read them too.
+ */
+export const CHILD_ENTRY_FILES: readonly string[] = [
+  CHILD_MAIN,
+  fileURLToPath(new URL("../script/child.ts", import.meta.url)),
+];
+
+/**
  * The command line of a sandboxed child: `deno run --no-prompt` with only the policy's read and
  * net permissions, every other permission denied, no config file, lock file, remote or npm
  * import (so the child never downloads anything), and a V8 heap limit.
