@@ -14,7 +14,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { parseDuration } from "../daemon/hc/checks/_util.ts";
+import { parseDuration } from "../lib/types.ts";
 
 const HC = new URL("../daemon/hc/hc.ts", import.meta.url).pathname;
 

@@ -1,7 +1,8 @@
 /**
  * The typed client of faild, the failover state daemon. failc, failstat, failsh, failmon and the
  * tests all talk to faild through {@linkcode FaildClient}; `docs/protocol.md` describes the wire
- * protocol it speaks.
+ * protocol it speaks. It is the package's `./client` entry (`deno.json` `exports`), apart from
+ * the script API of `mod.ts`: a tool importing it loads nothing of failsh.
  *
  * With a key (the community of the faild's community file) every request is signed and every
  * answer must carry a valid server signature; without a key requests go unsigned, which faild

@@ -241,3 +241,87 @@ export function isValidName(name: string): boolean {
 export function isServiceState(value: unknown): value is ServiceState {
   return value === "UP" || value === "RECOVER" || value === "FAIL";
 }
+
+// ---------------------------------------------------------------------------------------------
+// Durations: one grammar for failover scripts, Hcfiles and command-line flags.
+// ---------------------------------------------------------------------------------------------
+
+/** A time: milliseconds as a number, or a string like `"500ms"`, `"2s"`, `"1.5m"`, `"1h"`. */
+export type Duration = number | string;
+
+/** Options of {@linkcode parseDuration}. */
+export interface ParseDurationOptions {
+  /** What the value is, for messages: `interval of service web` gives `Invalid interval of service web: …`. */
+  what?: string;
+  /** Smallest accepted value, ms (default: no bound). */
+  min?: number;
+  /** Largest accepted value, ms (default: no bound). */
+  max?: number;
+}
+
+const DURATION_UNITS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+
+/** Shows milliseconds the way a duration is written: `1ms`, `1.5s`, `24h`. */
+function formatMs(ms: number): string {
+  for (const unit of ["h", "m", "s"] as const) {
+    if (ms >= DURATION_UNITS[unit] && ms % (DURATION_UNITS[unit] / 10) === 0) {
+      return `${ms / DURATION_UNITS[unit]}${unit}`;
+    }
+  }
+  return `${ms}ms`;
+}
+
+/**
+ * Parses a {@linkcode Duration} to milliseconds: a finite number is milliseconds; a string is a
+ * decimal number and a unit, `ms`, `s`, `m` or `h` (`"250ms"`, `"2s"`, `"1.5m"`, `"1h"`;
+ * surrounding spaces are ignored, a string without a unit is refused). The result is rounded to
+ * an integer. This one grammar serves failover scripts, Hcfiles and command-line flags.
+ *
+ * @param value The duration.
+ * @param options What it is (for messages) and the accepted range.
+ * @returns Milliseconds.
+ * @throws {TypeError} When the value is not a duration.
+ * @throws {RangeError} When it is outside `min`-`max`.
+ *
+ * @example
+ * ```ts
+ * import { parseDuration } from "./types.ts";
+ * import { equal } from "node:assert/strict";
+ * equal(parseDuration("1.5s"), 1500);
+ * equal(parseDuration(250), 250);
+ * equal(parseDuration(" 2m ", { what: "interval" }), 120_000);
+ * ```
+ */
+export function parseDuration(value: Duration, options: ParseDurationOptions = {}): number {
+  const prefix = options.what === undefined ? "" : `Invalid ${options.what}: `;
+  let ms: number;
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) {
+      throw new TypeError(`${prefix}${value} is not a finite number of milliseconds`);
+    }
+    ms = Math.round(value);
+  } else {
+    const m = typeof value === "string"
+      ? /^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*$/.exec(value)
+      : null;
+    if (!m) {
+      const hint = typeof value === "string"
+        ? `use a number and a unit, ms, s, m or h, like "500ms" or "1.5s"`
+        : `use milliseconds or a string like "500ms", "2s", "1m"`;
+      throw new TypeError(
+        `${prefix}${JSON.stringify(value) ?? String(value)} is not a duration (${hint})`,
+      );
+    }
+    ms = Math.round(Number(m[1]) * DURATION_UNITS[m[2] as keyof typeof DURATION_UNITS]);
+  }
+  const { min = -Infinity, max = Infinity } = options;
+  if (ms < min || ms > max) {
+    const shown = typeof value === "string" ? JSON.stringify(value) : `${ms} ms`;
+    throw new RangeError(
+      `${prefix}${shown} is out of range: a duration here is from ${formatMs(min)} to ${
+        formatMs(max)
+      }`,
+    );
+  }
+  return ms;
+}

@@ -13,7 +13,8 @@
 import { parseArgs } from "node:util";
 import Table from "cli-table3";
 import type { CheckStatus, HcSnapshot } from "../daemon/hc/checker.ts";
-import { errorText, parseDuration, readBounded } from "../daemon/hc/checks/_util.ts";
+import { errorText, HC_DURATION, readBounded } from "../daemon/hc/checks/_util.ts";
+import { parseDuration } from "../lib/types.ts";
 
 /** Most bytes read from one hc answer. */
 export const MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024;
@@ -554,8 +555,12 @@ export async function main(args: string[]): Promise<number> {
   let intervalMs: number;
   try {
     urls = [...new Set(positionals.map(normalizeHcUrl))];
-    timeoutMs = values.timeout ? parseDuration(values.timeout) : 2000;
-    intervalMs = values.interval ? parseDuration(values.interval) : 2000;
+    timeoutMs = values.timeout
+      ? parseDuration(values.timeout, { what: "--timeout", ...HC_DURATION })
+      : 2000;
+    intervalMs = values.interval
+      ? parseDuration(values.interval, { what: "--interval", ...HC_DURATION })
+      : 2000;
   } catch (e) {
     console.error(`hcmon: ${errorText(e)}`);
     return 64;

@@ -17,14 +17,18 @@ import { dirname, resolve } from "node:path";
 import type { HostDecl, Policy, ScriptDecl } from "./contract.ts";
 import type { FailshSnapshot, ServiceState } from "../lib/types.ts";
 import { type Logger, logger as processLogger } from "../lib/log.ts";
-import { FaildClient } from "../lib/client.ts";
+import { FaildPool, faildUrl } from "./faild_pool.ts";
 import { AuditLog } from "./sandbox/audit.ts";
 import { createNetDriver, type NetDriver } from "./sandbox/netops.ts";
-import { loadPolicy, parseCidr, parsePolicy, PolicyError, readKey } from "./sandbox/policy.ts";
+import { loadPolicy, PolicyError, readKey } from "./sandbox/policy.ts";
+import { parseCidr } from "./sandbox/cidr.ts";
+import { checkFailsh } from "./check.ts";
 import { createSandbox, type FailshSandbox } from "./sandbox/sandbox.ts";
 import { type PollResult, Scheduler, type Timers } from "./scheduler/scheduler.ts";
 import { metricsText, type PortHandle, startDebugPort, startMonitor } from "./monitor.ts";
 import { writeDump } from "./dump.ts";
+
+export { checkFailsh, type CheckProblem, type CheckReport } from "./check.ts";
 
 /** Options of {@linkcode startFailsh} and {@linkcode runFailsh}. */
 export interface FailshOptions {
@@ -75,34 +79,8 @@ export interface FailshHandle {
 interface Running {
   policy: Policy;
   sandbox: FailshSandbox;
-  clients: Map<string, FaildClient>;
-  local: FaildClient;
-}
-
-async function clientsFor(
-  policy: Policy,
-  decl: ScriptDecl,
-): Promise<{ clients: Map<string, FaildClient>; local: FaildClient }> {
-  const clients = new Map<string, FaildClient>();
-  const localKey = await readKey(policy, policy.faild.key);
-  const local = new FaildClient(policy.faild.url, localKey === null ? {} : { key: localKey });
-  for (const h of decl.hosts) {
-    if (h.name === policy.host) {
-      clients.set(h.name, local);
-      continue;
-    }
-    const key = await readKey(policy, h.key);
-    const host = h.address.includes(":") ? `[${h.address}]` : h.address;
-    clients.set(
-      h.name,
-      new FaildClient(`${h.protocol}://${host}:${h.port}`, key === null ? {} : { key }),
-    );
-  }
-  return { clients, local };
-}
-
-function closeClients(r: { clients: Map<string, FaildClient>; local: FaildClient }): void {
-  for (const c of new Set([...r.clients.values(), r.local])) c.close();
+  /** The faild clients of the script's hosts: the scheduler's and the handlers' alike. */
+  pool: FaildPool;
 }
 
 /**
@@ -134,37 +112,34 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
     onError: (m) => log.warn("net", m),
   });
   let running: Running;
+  /** A sandbox whose ctx.poll() and ctx.setState() go through the running pool. */
+  const sandboxFor = (p: Policy) =>
+    createSandbox(script, p, {
+      net,
+      audit,
+      logger: log,
+      poll: (host, o) => running.pool.peerPoll(host, o),
+      setState: (service, state, detail) => running.pool.setState(service, state, detail),
+    });
   {
-    const sandbox = createSandbox(script, policy, { net, audit });
-    let decl: ScriptDecl;
+    const sandbox = sandboxFor(policy);
     try {
-      decl = await sandbox.start();
+      running = { policy, sandbox, pool: await FaildPool.open(policy, await sandbox.start()) };
     } catch (error) {
       await sandbox.close();
       await net.close();
       audit.close();
       throw error;
     }
-    let clients;
-    try {
-      clients = await clientsFor(policy, decl);
-    } catch (error) {
-      await sandbox.close();
-      await net.close();
-      audit.close();
-      throw error;
-    }
-    running = { policy, sandbox, ...clients };
   }
 
   const poller = async (host: HostDecl, o: { timeoutMs: number }): Promise<PollResult> => {
-    const client = running.clients.get(host.name);
-    if (!client) throw new Error(`No client for host ${host.name}`);
-    const list = await client.list({ signal: AbortSignal.timeout(o.timeoutMs) });
+    const signal = AbortSignal.timeout(o.timeoutMs);
+    const list = await running.pool.client(host.name).list({ signal });
     return { bootId: list.bootId, services: list.services };
   };
   const reporter = (service: string, state: ServiceState, detail: string) =>
-    running.local.set(service, state, { detail: `failsh: ${detail}`.slice(0, 500) });
+    running.pool.local.set(service, state, { detail: `failsh: ${detail}`.slice(0, 500) });
   /** The addresses held for a service, with their parsed form. */
   const heldBy = (service: string) =>
     net.held().flatMap((h) => {
@@ -211,10 +186,7 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
         await net.release(a.cidr, a.device);
       }
     },
-    urlOf: (h) =>
-      h.name === policy.host
-        ? policy.faild.url
-        : `${h.protocol}://${h.address.includes(":") ? `[${h.address}]` : h.address}:${h.port}`,
+    urlOf: (h) => h.name === policy.host ? policy.faild.url : faildUrl(h),
     ...(options.timers ? { timers: options.timers } : {}),
   });
 
@@ -247,7 +219,7 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
     await monitor?.close();
     await debug?.close();
     await running.sandbox.close();
-    closeClients(running);
+    running.pool.close();
     await net.close();
     audit.close();
     throw error;
@@ -316,14 +288,13 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
       if (policy2.netDriver !== running.policy.netDriver) {
         log.warn("failsh", "netDriver changed: it takes effect at the next restart");
       }
-      sandbox2 = createSandbox(script, policy2, { net, audit });
-      const decl = await sandbox2.start();
-      const clients = await clientsFor(policy2, decl);
+      sandbox2 = sandboxFor(policy2);
+      const pool = await FaildPool.open(policy2, await sandbox2.start());
       const old = running;
-      running = { policy: policy2, sandbox: sandbox2, ...clients };
+      running = { policy: policy2, sandbox: sandbox2, pool };
       await scheduler.reload(sandbox2);
       await old.sandbox.close();
-      closeClients(old);
+      old.pool.close();
       log.info("failsh", "script and policy reloaded; held addresses kept");
     } catch (error) {
       await sandbox2?.close();
@@ -367,7 +338,7 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
     await monitor?.close().catch(() => {});
     await debug?.close().catch(() => {});
     await running.sandbox.close().catch(() => {});
-    closeClients(running);
+    running.pool.close();
     await net.close().catch(() => {});
     audit.close();
     if (options.pidFile) await Deno.remove(options.pidFile).catch(() => {});
@@ -423,227 +394,6 @@ export async function runFailsh(options: FailshOptions): Promise<number> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// --check
-// ---------------------------------------------------------------------------------------------
-
-/** One problem found by {@linkcode checkFailsh}. */
-export interface CheckProblem {
-  /** `error` stops failsh from running as intended; `warning` is worth a look. */
-  severity: "error" | "warning";
-  /** Where: a file, and a field or declaration inside it. */
-  where: string;
-  /** What is wrong. */
-  message: string;
-}
-
-/** What {@linkcode checkFailsh} found. */
-export interface CheckReport {
-  /** Every problem. */
-  problems: CheckProblem[];
-  /** The declaration, when the script loaded. */
-  decl: ScriptDecl | null;
-  /** The policy, when it parsed. */
-  policy: Policy | null;
-  /** 0 when clean, 1 with warnings only, 2 with errors (like `keepalived -t`). */
-  code: 0 | 1 | 2;
-}
-
-/**
- * Validates a script and its policy without running any handler: parses the policy, loads the
- * script in the sandbox to get its declaration, and checks the two against each other.
- *
- * @param script The failover script.
- * @param policyPath The policy file.
- * @returns Every problem found and the exit code by severity.
- *
- * @example
- * ```ts ignore
- * import { checkFailsh } from "./failsh.ts";
- * const report = await checkFailsh("failover.ts", "policy.json");
- * for (const p of report.problems) console.log(`${p.severity}: ${p.where}: ${p.message}`);
- * ```
- */
-export async function checkFailsh(script: string, policyPath: string): Promise<CheckReport> {
-  const problems: CheckProblem[] = [];
-  const err = (where: string, message: string) =>
-    problems.push({ severity: "error", where, message });
-  const warn = (where: string, message: string) =>
-    problems.push({ severity: "warning", where, message });
-  const scriptAbs = resolve(script);
-  const policyAbs = resolve(policyPath);
-
-  let policy: Policy | null = null;
-  try {
-    policy = await loadPolicy(policyAbs);
-  } catch (error) {
-    if (error instanceof PolicyError) {
-      for (const p of error.problems) err(policyAbs, p);
-    } else err(policyAbs, (error as Error).message);
-  }
-
-  let decl: ScriptDecl | null = null;
-  const output: string[] = [];
-  try {
-    await Deno.stat(scriptAbs);
-    // Load the declaration with the real policy when it parsed, else with an empty one (no
-    // handler runs; nothing is taken over; the audit goes nowhere).
-    const p = policy ?? parsePolicy(JSON.stringify({ host: "check" }), policyAbs);
-    const audit = new AuditLog({ script: scriptAbs, sink: () => {} });
-    const sandbox = createSandbox(scriptAbs, p, {
-      net: createNetDriver("simulated"),
-      audit,
-      prespawn: false,
-      onOutput: (line) => {
-        output.push(line);
-        if (output.length > 20) output.shift();
-      },
-      onLog: () => {},
-    });
-    try {
-      decl = await sandbox.start();
-    } finally {
-      await sandbox.close();
-    }
-  } catch (error) {
-    const message = (error as Error).message.replace(/\s+$/, "");
-    // "Invalid failover script:\n  - a\n  - b" gives one problem per item.
-    const items = message.split(/\n\s+- /);
-    if (items.length > 1) { for (const item of items.slice(1)) err(scriptAbs, item.trim()); }
-    else {
-      const tail = output.filter((l) => l.trim() !== "").slice(-5).join(" | ");
-      err(scriptAbs, tail ? `${message}: ${tail}` : message);
-    }
-  }
-
-  if (decl) {
-    if (decl.services.length === 0) err(scriptAbs, "the script declares no service");
-    const hosts = new Set(decl.hosts.map((h) => h.name));
-    for (const s of decl.services) {
-      for (const h of [...s.masters, ...s.slaves]) {
-        if (!hosts.has(h)) err(`${scriptAbs}: service ${s.name}`, `host ${h} is not declared`);
-      }
-      if (s.masters.length === 0) {
-        warn(`${scriptAbs}: service ${s.name}`, "has no master: a slave holds it whenever it can");
-      }
-      if (s.masters.length + s.slaves.length < 2) {
-        warn(
-          `${scriptAbs}: service ${s.name}`,
-          "names a single host: there is nothing to fail over to",
-        );
-      }
-      if (!s.handlers.includes("start") || !s.handlers.includes("stop")) {
-        warn(
-          `${scriptAbs}: service ${s.name}`,
-          `defines no ${
-            !s.handlers.includes("start") ? "start" : "stop"
-          } handler: its state changes but nothing is done`,
-        );
-      }
-      if (s.intervalMs < 20) {
-        warn(`${scriptAbs}: service ${s.name}`, `interval ${s.intervalMs} ms is below 20 ms`);
-      }
-    }
-  }
-  // The module graph is checked once, when the sandbox starts: code others may write could be
-  // changed between that check and a child loading it.
-  const scriptDir = dirname(scriptAbs);
-  const writable: [string, string][] = [
-    ["the script", scriptAbs],
-    [`its directory ${scriptDir}`, scriptDir],
-  ];
-  for (const [what, path] of writable) {
-    try {
-      if (((Deno.statSync(path).mode ?? 0) & 0o022) !== 0) {
-        warn(
-          scriptAbs,
-          `${what} is writable by others than its owner: someone could change the code between failsh's check of the module graph and a child loading it`,
-        );
-      }
-    } catch {
-      // missing: reported above
-    }
-  }
-  if (decl && policy) {
-    const self = decl.hosts.find((h) => h.name === policy!.host);
-    if (!self) {
-      err(
-        `${policyAbs}: host`,
-        `"${policy.host}" is not one of the script's hosts (${
-          decl.hosts.map((h) => h.name).join(", ")
-        })`,
-      );
-    } else if (
-      !decl.services.some((s) =>
-        s.masters.includes(policy!.host) || s.slaves.includes(policy!.host)
-      )
-    ) {
-      warn(`${policyAbs}: host`, `${policy.host} takes part in no service of the script`);
-    }
-    for (const h of decl.hosts) {
-      if (h.key !== null && !(h.key in policy.keys)) {
-        err(`${scriptAbs}: host ${h.name}`, `key "${h.key}" is not in the policy's keys`);
-      }
-      if (h.key === null && h.name !== policy.host) {
-        warn(
-          `${scriptAbs}: host ${h.name}`,
-          "polls are not signed (key null): answers are not authenticated",
-        );
-      }
-    }
-  }
-  if (policy) {
-    for (const [name, k] of Object.entries(policy.keys)) {
-      try {
-        const info = await Deno.stat(k.file);
-        if (info.size === 0) err(`${policyAbs}: keys.${name}`, `${k.file} is empty`);
-      } catch {
-        warn(
-          `${policyAbs}: keys.${name}`,
-          `cannot read ${k.file}: failsh will not start until it exists`,
-        );
-      }
-    }
-    if (policy.faild.key !== null && !(policy.faild.key in policy.keys)) {
-      err(`${policyAbs}: faild.key`, `key "${policy.faild.key}" is not in the policy's keys`);
-    }
-    if (policy.debug !== null && policy.debugKey === null) {
-      err(
-        `${policyAbs}: debugKey`,
-        "the debug port is enabled but debugKey is null: every request would be refused",
-      );
-    }
-    if (policy.debugKey !== null && !(policy.debugKey in policy.keys)) {
-      err(`${policyAbs}: debugKey`, `key "${policy.debugKey}" is not in the policy's keys`);
-    }
-    for (const [i, p] of policy.programs.entries()) {
-      try {
-        const info = await Deno.stat(p.path);
-        if (!info.isFile || ((info.mode ?? 0o111) & 0o111) === 0) {
-          warn(`${policyAbs}: programs[${i}]`, `${p.path} is not an executable file`);
-        }
-      } catch {
-        warn(`${policyAbs}: programs[${i}]`, `${p.path} does not exist on this machine`);
-      }
-    }
-    for (const [field, path] of [["audit", policy.audit], ["dumpFile", policy.dumpFile]] as const) {
-      try {
-        await Deno.stat(dirname(path));
-      } catch {
-        warn(`${policyAbs}: ${field}`, `directory ${dirname(path)} does not exist on this machine`);
-      }
-    }
-    if (policy.monitor !== null && !/^(127\.|\[::1\]|localhost)/.test(policy.monitor)) {
-      warn(
-        `${policyAbs}: monitor`,
-        `${policy.monitor} is not loopback: the monitor port is unsigned`,
-      );
-    }
-  }
-  const code = problems.some((p) => p.severity === "error") ? 2 : problems.length > 0 ? 1 : 0;
-  return { problems, decl, policy, code };
-}
-
-// ---------------------------------------------------------------------------------------------
 // CLI
 // ---------------------------------------------------------------------------------------------
 
@@ -680,23 +430,51 @@ function defaultPolicyPath(script: string): string {
   return resolve(dirname(resolve(script)), "policy.json");
 }
 
+/** failsh's command line, parsed (see {@linkcode parseFailshArgs}). */
+export interface FailshArgs {
+  /** The failover script. */
+  script: string;
+  /** `--policy`, or `undefined` for the default (policy.json beside the script). */
+  policy: string | undefined;
+  /** `-m`: a listen address, `"off"`, or `undefined` for the policy's. */
+  monitor: string | undefined;
+  /** `-D`: a listen address, `"off"`, or `undefined` for the policy's. */
+  debug: string | undefined;
+  /** `-l`: the dump file, or `undefined` for the policy's. */
+  dump: string | undefined;
+  /** `-i`: the pid file. */
+  pidfile: string | undefined;
+  /** `-v`: the default log level. */
+  logLevel: string | undefined;
+  /** `--check`. */
+  check: boolean;
+  /** `--json`. */
+  json: boolean;
+  /** `--help`. */
+  help: boolean;
+}
+
 /**
- * Runs the failsh command line.
+ * Parses failsh's command line (not `simulate`'s). With `options.script` (a script run
+ * directly, `deno run -A failover.ts [options]`) the script is that one: `-f` and a SCRIPT
+ * argument are refused.
  *
  * @param args The arguments.
- * @returns The exit code.
+ * @param options The script, when it is given by the run rather than the arguments.
+ * @returns The parsed options, or a usage error (exit 64) to print.
  *
  * @example
- * ```ts ignore
- * import { main } from "./failsh.ts";
- * Deno.exit(await main(["--check", "--policy", "policy.json", "failover.ts"]));
+ * ```ts
+ * import { parseFailshArgs } from "./failsh.ts";
+ * import { equal } from "node:assert/strict";
+ * const a = parseFailshArgs(["-m", "127.0.0.1:1849", "failover.ts"]);
+ * equal("error" in a ? a.error : a.monitor, "127.0.0.1:1849");
  * ```
  */
-export async function main(args: string[]): Promise<number> {
-  if (args[0] === "simulate") {
-    const { main: simulateMain } = await import("./simulate.ts");
-    return await simulateMain(args.slice(1));
-  }
+export function parseFailshArgs(
+  args: string[],
+  options: { script?: string } = {},
+): FailshArgs | { error: string } {
   let parsed;
   try {
     parsed = parseArgs({
@@ -717,32 +495,78 @@ export async function main(args: string[]): Promise<number> {
       },
     });
   } catch (error) {
-    console.error(`failsh: ${(error as Error).message}\nRun failsh --help for the options.`);
-    return 64;
+    return { error: `${(error as Error).message}\nRun failsh --help for the options.` };
   }
   const v = parsed.values;
+  let script = v.script ?? parsed.positionals[0];
+  if (options.script !== undefined) {
+    if (v.script !== undefined || parsed.positionals.length > 0) {
+      return {
+        error: `${options.script} is the script: run it with failsh's options only, not ${
+          v.script !== undefined ? "-f" : JSON.stringify(parsed.positionals[0])
+        }. Run failsh --help for the options.`,
+      };
+    }
+    script = options.script;
+  } else if (
+    !v.help && (script === undefined || parsed.positionals.length > (v.script ? 0 : 1))
+  ) {
+    return { error: "give exactly one SCRIPT (or -f SCRIPT). Run failsh --help for the options." };
+  }
+  return {
+    script: script ?? "",
+    policy: v.policy,
+    monitor: v.monitor,
+    debug: v.debug,
+    dump: v.dump,
+    pidfile: v.pidfile,
+    logLevel: v["log-level"],
+    check: v.check ?? false,
+    json: v.json ?? false,
+    help: v.help ?? false,
+  };
+}
+
+/**
+ * Runs the failsh command line.
+ *
+ * @param args The arguments.
+ * @param options The script, when it is run directly (`deno run -A failover.ts [options]`):
+ *   then `args` are failsh's options only.
+ * @returns The exit code.
+ *
+ * @example
+ * ```ts ignore
+ * import { main } from "./failsh.ts";
+ * Deno.exit(await main(["--check", "--policy", "policy.json", "failover.ts"]));
+ * ```
+ */
+export async function main(args: string[], options: { script?: string } = {}): Promise<number> {
+  if (args[0] === "simulate" && options.script === undefined) {
+    const { main: simulateMain } = await import("./simulate.ts");
+    return await simulateMain(args.slice(1));
+  }
+  const v = parseFailshArgs(args, options);
+  if ("error" in v) {
+    console.error(`failsh: ${v.error}`);
+    return 64;
+  }
   if (v.help) {
     console.log(FAILSH_HELP);
     return 0;
   }
-  const script = v.script ?? parsed.positionals[0];
-  if (script === undefined || parsed.positionals.length > (v.script ? 0 : 1)) {
-    console.error(
-      "failsh: give exactly one SCRIPT (or -f SCRIPT). Run failsh --help for the options.",
-    );
-    return 64;
-  }
+  const script = v.script;
   const policyPath = v.policy ?? defaultPolicyPath(script);
-  if (v["log-level"] !== undefined) {
+  if (v.logLevel !== undefined) {
     try {
-      processLogger.setLevel("*", v["log-level"]);
+      processLogger.setLevel("*", v.logLevel);
     } catch (error) {
       console.error(`failsh: ${(error as Error).message}`);
       return 64;
     }
   }
   if (v.check) {
-    if (v["log-level"] === undefined) processLogger.setLevel("*", "error");
+    if (v.logLevel === undefined) processLogger.setLevel("*", "error");
     const report = await checkFailsh(script, policyPath);
     if (v.json) {
       console.log(

@@ -28,10 +28,8 @@ import { isServiceState } from "../lib/types.ts";
 import { Logger, logger as processLogger } from "../lib/log.ts";
 import { FakeTime } from "./_fake_time.ts";
 import { type DecisionLogEntry, type PollResult, Scheduler } from "./scheduler/scheduler.ts";
-import { AuditLog } from "./sandbox/audit.ts";
-import { createNetDriver } from "./sandbox/netops.ts";
+import { loadDeclaration } from "./sandbox/load.ts";
 import { loadPolicy, parsePolicy } from "./sandbox/policy.ts";
-import { createSandbox } from "./sandbox/sandbox.ts";
 
 /** One event of a scenario's timeline. */
 export type ScenarioEvent =
@@ -443,37 +441,6 @@ export function formatSimulation(
 }
 
 /**
- * Loads a script's declaration through the sandbox (no handler runs).
- *
- * @param script The script.
- * @param self The host it runs as.
- * @param policyPath A policy to load it with (its `read` and `net`), or none.
- * @returns The declaration.
- */
-export async function loadDeclaration(
-  script: string,
-  self: string,
-  policyPath?: string,
-): Promise<ScriptDecl> {
-  const abs = resolve(script);
-  const policy = policyPath
-    ? { ...(await loadPolicy(policyPath)), host: self }
-    : parsePolicy(JSON.stringify({ host: self }), resolve("simulate-policy.json"));
-  const sandbox = createSandbox(abs, policy, {
-    net: createNetDriver("simulated"),
-    audit: new AuditLog({ script: abs, sink: () => {} }),
-    prespawn: false,
-    onOutput: () => {},
-    onLog: () => {},
-  });
-  try {
-    return await sandbox.start();
-  } finally {
-    await sandbox.close();
-  }
-}
-
-/**
  * Runs `failsh simulate SCRIPT SCENARIO [--json] [--inputs] [--policy FILE]`.
  *
  * @param args The arguments after `simulate`.
@@ -523,7 +490,13 @@ otherwise. Scenario format: docs/failsh.md.`);
       throw new SyntaxError(`Invalid scenario ${scenarioPath}: larger than 5 MB`);
     }
     const scenario = parseScenario(text, scenarioPath);
-    const decl = await loadDeclaration(script, scenario.self, parsed.values.policy);
+    const policyPath = parsed.values.policy;
+    const decl = await loadDeclaration(
+      resolve(script),
+      policyPath
+        ? { ...(await loadPolicy(policyPath)), host: scenario.self }
+        : parsePolicy(JSON.stringify({ host: scenario.self }), resolve("simulate-policy.json")),
+    );
     const result = await simulate(decl, scenario);
     if (parsed.values.json) console.log(JSON.stringify(result, null, 2));
     else console.log(formatSimulation(result, { inputs: parsed.values.inputs ?? false }));

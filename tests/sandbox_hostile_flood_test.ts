@@ -19,7 +19,7 @@ import {
   MAX_QUEUED_BYTES,
   MAX_REQUESTS_PER_SECOND,
   MAX_TRAP_ERRORS_LOGGED,
-} from "../shell/sandbox/sandbox.ts";
+} from "../shell/sandbox/child.ts";
 import { ScriptError } from "../shell/errors.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;

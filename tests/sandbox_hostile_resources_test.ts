@@ -12,7 +12,7 @@ import {
 } from "node:assert/strict";
 import { call, childProcesses, makeHarness, until } from "./_sandbox_util.ts";
 import { ScriptError, TimeoutError } from "../shell/errors.ts";
-import { DEFAULT_CHILDREN } from "../shell/sandbox/sandbox.ts";
+import { DEFAULT_CHILDREN } from "../shell/sandbox/pool.ts";
 import { cgroup2Unavailable, childLimits } from "../shell/sandbox/limits.ts";
 
 Deno.test("a handler cannot keep more memory in ArrayBuffers than the child's limit", async () => {

@@ -5,7 +5,7 @@
  */
 import { deepEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert/strict";
 import { LinuxNetDriver } from "../shell/sandbox/netops.ts";
-import { parseCidr } from "../shell/sandbox/policy.ts";
+import { parseCidr } from "../shell/sandbox/cidr.ts";
 import { AuditLog } from "../shell/sandbox/audit.ts";
 import { call, makeHarness } from "./_sandbox_util.ts";
 import { needs } from "./_programs.ts";

@@ -12,6 +12,7 @@ import {
   verifyRequest,
 } from "../lib/sign.ts";
 import type { ServiceRecord } from "../lib/types.ts";
+import { FaildPool } from "../shell/faild_pool.ts";
 
 const SECRET = "correct horse battery staple";
 
@@ -64,7 +65,7 @@ function fakeFaild() {
   return { server, requests, port: server.addr.port };
 }
 
-Deno.test("ctx.poll() and ctx.setState() go through the supervisor, which holds the key", async (t) => {
+Deno.test("ctx.poll() and ctx.setState() go through failsh's pooled clients, which hold the key", async (t) => {
   const faild = fakeFaild();
   const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const deadPort = (dead.addr as Deno.NetAddr).port;
@@ -101,9 +102,15 @@ trap(async (event, ctx) => {
       keys: { cluster: { file: `${keyDir}/cluster.key` } },
       faild: { url: `http://127.0.0.1:${faild.port}`, key: "cluster" },
     },
+    {
+      // As failsh wires it: the clients of the script's hosts, opened once it has declared them.
+      poll: (host, o) => pool!.peerPoll(host, o),
+      setState: (service, state, detail) => pool!.setState(service, state, detail),
+    },
   );
+  let pool: FaildPool | null = null;
   try {
-    await h.sandbox.start();
+    pool = await FaildPool.open(h.policy, await h.sandbox.start());
     assertEquals(await h.sandbox.invoke(call("web"), 10_000), "UP");
 
     await t.step("a poll of a declared host is signed with the policy's key", () => {
@@ -155,6 +162,7 @@ trap(async (event, ctx) => {
     });
   } finally {
     await h.close();
+    pool?.close();
     await faild.server.shutdown();
     await Deno.remove(keyDir, { recursive: true });
   }

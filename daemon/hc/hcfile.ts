@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { NAME_PATTERN } from "../../lib/types.ts";
+import { NAME_PATTERN, parseDuration } from "../../lib/types.ts";
 import {
   ACTION_EVENTS,
   type ActionEvent,
@@ -26,7 +26,7 @@ import {
 import { CHECK_KINDS, type CheckKind, CHECKS, type OptionDef } from "./checks/mod.ts";
 import {
   errorText,
-  parseDuration,
+  HC_DURATION,
   parseHostPort,
   parseInteger,
   resolvePath,
@@ -171,8 +171,8 @@ export function tokenize(text: string): string[] {
 }
 
 const COMMON_OPTIONS: Record<string, OptionDef> = {
-  interval: { help: "time between runs, e.g. 5s", parse: parseDuration },
-  timeout: { help: "time limit of one run, e.g. 1s", parse: parseDuration },
+  interval: { help: "time between runs, e.g. 5s", parse: (t) => parseDuration(t, HC_DURATION) },
+  timeout: { help: "time limit of one run, e.g. 1s", parse: (t) => parseDuration(t, HC_DURATION) },
   rise: {
     help: "passes in a row before UP, 1 to 100",
     parse: (t) => parseInteger(t, { min: 1, max: 100 }),

@@ -24,7 +24,8 @@
  */
 import { fileURLToPath } from "node:url";
 import type { Policy } from "../contract.ts";
-import { checkReadPaths, childUserIds, readableBy } from "./policy.ts";
+import { checkReadPaths, childUserIds, readableBy } from "./read_paths.ts";
+import { CHILD_ENTRY_FILES } from "./command.ts";
 import { ScriptError } from "../errors.ts";
 
 /** Extensions of the files a script may load as code (`.d.ts` ends in `.ts`). */
@@ -530,7 +531,11 @@ export async function assertScriptAccess(
     audit?.write(null, { op: "import", script }, "refused", (e as Error).message);
     throw e;
   }
-  const userProblems = checkChildUser(policy, report.files, rest.prefix ?? []);
+  const userProblems = checkChildUser(
+    policy,
+    [...report.files, ...CHILD_ENTRY_FILES],
+    rest.prefix ?? [],
+  );
   for (const p of userProblems.slice(0, 20)) {
     audit?.write(null, { op: "child-user" }, "refused", p);
   }

@@ -15,7 +15,7 @@
  * @module
  */
 import type { HeldAddress } from "../../lib/types.ts";
-import type { Cidr } from "./policy.ts";
+import type { Cidr } from "./cidr.ts";
 import type { AuditLog } from "./audit.ts";
 
 /** Largest captured stdout or stderr of a program, in bytes (the rest is dropped). */
@@ -317,7 +317,7 @@ function keyOf(address: Cidr, device: string): string {
  * @example
  * ```ts ignore
  * import { LinuxNetDriver } from "./netops.ts";
- * import { parseCidr } from "./policy.ts";
+ * import { parseCidr } from "./cidr.ts";
  * const net = new LinuxNetDriver();
  * await net.takeover(parseCidr("198.18.0.100/24")!, "eth0", { arpCount: 3, refreshMs: 0, service: "web" });
  * console.log(net.held());
@@ -551,7 +551,7 @@ export class LinuxNetDriver implements NetDriver {
  * @example
  * ```ts
  * import { SimulatedNetDriver } from "./netops.ts";
- * import { parseCidr } from "./policy.ts";
+ * import { parseCidr } from "./cidr.ts";
  * const net = new SimulatedNetDriver();
  * await net.takeover(parseCidr("127.0.0.100/8")!, "lo", { arpCount: 3, refreshMs: 0, service: "web" });
  * console.log(net.held().map((h) => h.address)); // ["127.0.0.100/8"]

@@ -1,6 +1,6 @@
 import { deepEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert/strict";
 import { LinuxNetDriver, runFixed, SimulatedNetDriver } from "./netops.ts";
-import { parseCidr } from "./policy.ts";
+import { parseCidr } from "./cidr.ts";
 import { AuditLog } from "./audit.ts";
 
 function alive(pid: number): boolean {

@@ -5,30 +5,13 @@
  */
 
 /**
- * Parses a duration such as `500ms`, `2s`, `1.5s`, `3m` or `1h` into milliseconds.
- *
- * @param text The duration text.
- * @returns Milliseconds (an integer, at least 1).
- * @throws {RangeError} When the text is not a duration with a unit.
- *
- * @example
- * ```ts
- * import { parseDuration } from "./_util.ts";
- * console.log(parseDuration("1.5s")); // 1500
- * ```
+ * The durations an Hcfile accepts (`interval=`, `timeout=`, `max-latency=`), for `parseDuration`
+ * of `lib/types.ts`, the project's one duration grammar: 1 ms to 24 h.
  */
-export function parseDuration(text: string): number {
-  const m = /^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$/.exec(text);
-  if (!m) {
-    throw new RangeError(`"${text}" is not a duration: use a number and ms, s, m or h, e.g. 500ms`);
-  }
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "ms" | "s" | "m" | "h"];
-  const ms = Math.round(Number(m[1]) * unit);
-  if (ms < 1 || ms > 86_400_000) {
-    throw new RangeError(`"${text}" is out of range: a duration is from 1ms to 24h`);
-  }
-  return ms;
-}
+export const HC_DURATION: { readonly min: number; readonly max: number } = {
+  min: 1,
+  max: 86_400_000,
+};
 
 /**
  * Parses a whole number within bounds.

@@ -5,7 +5,8 @@
  * @module
  */
 import type { CheckContext, CheckKindDef, CheckResult } from "./_types.ts";
-import { errorText, parseDuration, parseRegex, readBounded, resolvePath } from "./_util.ts";
+import { parseDuration } from "../../../lib/types.ts";
+import { errorText, HC_DURATION, parseRegex, readBounded, resolvePath } from "./_util.ts";
 
 /** Most body bytes read to match `body=` (the rest is discarded). */
 export const MAX_BODY_BYTES = 1 << 20;
@@ -142,7 +143,7 @@ function makeHttpKind(scheme: "http" | "https"): CheckKindDef {
     body: { help: "regex the body must match, as /pattern/ or /pattern/i", parse: parseRegex },
     "max-latency": {
       help: "fail when the full answer takes longer, e.g. 300ms",
-      parse: parseDuration,
+      parse: (t) => parseDuration(t, HC_DURATION),
     },
     method: {
       help: "GET (default) or HEAD",

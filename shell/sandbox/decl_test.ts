@@ -1,0 +1,40 @@
+import { deepEqual as assertEquals, throws } from "node:assert/strict";
+import { checkDecl } from "./decl.ts";
+
+import { handlers, registry } from "../script/_test_registry.ts";
+
+Deno.test("checkDecl() accepts what the registry sends and nothing else", async (t) => {
+  const r = registry();
+  r.service("web", { masters: ["alpha"], slaves: ["beta"], interval: "2s", ...handlers });
+  r.trap(() => {});
+  const good = r.decl();
+  await t.step("a registry's declaration", () => {
+    assertEquals(checkDecl(JSON.parse(JSON.stringify(good))), good);
+  });
+  // deno-lint-ignore no-explicit-any
+  const forged = (patch: (d: Record<string, any>) => void) => {
+    const d = JSON.parse(JSON.stringify(good));
+    patch(d);
+    return () => checkDecl(d);
+  };
+  await t.step("values a registry refuses", () => {
+    throws(
+      forged((d) => (d.services[0].intervalMs = 0)),
+      /^TypeError: Invalid declaration from the script: Invalid interval of service web/,
+    );
+    throws(forged((d) => (d.hosts[0].name = "../etc")), /Invalid host name/);
+    throws(
+      forged((d) => (d.services[0].masters = ["mallory"])),
+      /masters names host "mallory", which is not declared/,
+    );
+    throws(forged((d) => (d.traps = -1)), /traps must be a count/);
+    throws(() => checkDecl("decl"), /not an object/);
+  });
+  await t.step("fields a registry never sends", () => {
+    throws(forged((d) => (d.services[0].priority = 1)), /fields or values mod\.ts never sends/);
+    throws(
+      forged((d) => (d.services[0].handlers = ["start", "stop", "reclaim", "start"])),
+      /never sends/,
+    );
+  });
+});

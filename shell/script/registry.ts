@@ -1,0 +1,371 @@
+/**
+ * The registry of what a failover script declares: its hosts, services (with their handlers)
+ * and traps, each checked when declared with an error that names the problem. `mod.ts` declares
+ * into {@linkcode scriptRegistry}; the child's RPC server (`./child.ts`) serves it; the
+ * supervisor re-checks what the child sends with a registry of its own (`checkDecl()` in
+ * `shell/sandbox/decl.ts`).
+ *
+ * @module
+ */
+import type { HandlerKind, HostDecl, ScriptDecl, ServiceDecl } from "../contract.ts";
+import { isValidName, parseDuration } from "../../lib/types.ts";
+import type { Handler, HostOptions, ServiceOptions, TrapHandler } from "./api.ts";
+
+/** Default port of a faild. */
+export const DEFAULT_FAILD_PORT = 7100;
+
+/** Default time limit of each handler, in ms. */
+export const DEFAULT_HANDLER_TIMEOUT_MS = 30_000;
+
+function inRange(
+  value: number,
+  min: number,
+  max: number,
+  what: string,
+  unit = "ms",
+): void {
+  if (!(value >= min && value <= max)) {
+    throw new RangeError(`Invalid ${what}: ${value} ${unit} is outside ${min}-${max} ${unit}`);
+  }
+}
+
+interface ServiceEntry {
+  decl: ServiceDecl;
+  handlers: Partial<Record<HandlerKind, Handler>>;
+}
+
+/**
+ * Everything one script declared, with the handlers. `mod.ts` keeps one for the script; tests
+ * make their own.
+ *
+ * @example
+ * ```ts
+ * import { ScriptRegistry } from "./registry.ts";
+ * const r = new ScriptRegistry();
+ * r.host("alpha", { address: "127.0.0.1" });
+ * r.host("beta", { address: "127.0.0.2" });
+ * r.service("web", {
+ *   masters: ["alpha"], slaves: ["beta"], interval: "1s",
+ *   start: async () => "UP", stop: async () => "FAIL",
+ * });
+ * console.log(r.validate()); // []
+ * console.log(r.decl().services[0]!.intervalMs); // 1000
+ * ```
+ */
+export class ScriptRegistry {
+  #hosts = new Map<string, HostDecl>();
+  #services = new Map<string, ServiceEntry>();
+  #traps: TrapHandler[] = [];
+  #sealed = false;
+
+  /** Whether the declarations were sent to the supervisor (no more may be made). */
+  get sealed(): boolean {
+    return this.#sealed;
+  }
+
+  /** Forbids further declarations. */
+  seal(): void {
+    this.#sealed = true;
+  }
+
+  #checkOpen(what: string): void {
+    if (this.#sealed) {
+      throw new Error(
+        `Cannot declare ${what}: the script has already loaded (declare hosts, services and traps while the script loads, not later)`,
+      );
+    }
+  }
+
+  /**
+   * Declares a host.
+   *
+   * @param name Unique host name (letters, digits, `.`, `_`, `-`).
+   * @param options Its faild's address, port, protocol and key name.
+   * @returns The declaration.
+   * @throws {TypeError} On a bad name, address, port or protocol; {@linkcode Error} on a duplicate.
+   */
+  host(name: string, options: HostOptions): HostDecl {
+    this.#checkOpen(`host ${name}`);
+    if (typeof name !== "string" || !isValidName(name)) {
+      throw new TypeError(
+        `Invalid host name ${
+          JSON.stringify(name)
+        }: use 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit`,
+      );
+    }
+    if (this.#hosts.has(name)) throw new Error(`Cannot declare host ${name}: it is declared twice`);
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(`Invalid host ${name}: options must be an object with an address`);
+    }
+    const address = options.address;
+    if (
+      typeof address !== "string" || address.length === 0 || address.length > 253 ||
+      !/^[A-Za-z0-9.:_-]+$/.test(address)
+    ) {
+      throw new TypeError(
+        `Invalid host ${name}: address must be an IP address or a DNS name, got ${
+          JSON.stringify(address)
+        }`,
+      );
+    }
+    const port = options.port ?? DEFAULT_FAILD_PORT;
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new RangeError(`Invalid host ${name}: port must be 1-65535, got ${port}`);
+    }
+    const protocol = options.protocol ?? "http";
+    if (protocol !== "http" && protocol !== "https") {
+      throw new TypeError(
+        `Invalid host ${name}: protocol must be "http" or "https", got ${JSON.stringify(protocol)}`,
+      );
+    }
+    const key = options.key ?? null;
+    if (key !== null && (typeof key !== "string" || !isValidName(key))) {
+      throw new TypeError(
+        `Invalid host ${name}: key must name a key of the policy, got ${JSON.stringify(key)}`,
+      );
+    }
+    const decl: HostDecl = { name, address, port, protocol, key };
+    this.#hosts.set(name, decl);
+    return decl;
+  }
+
+  /**
+   * Declares a service.
+   *
+   * @param name Unique service name.
+   * @param options Masters, slaves, interval, hysteresis, handlers…
+   * @returns The declaration sent to the supervisor.
+   * @throws {TypeError} / {@linkcode RangeError} On a bad option, naming it.
+   */
+  service(name: string, options: ServiceOptions): ServiceDecl {
+    this.#checkOpen(`service ${name}`);
+    if (typeof name !== "string" || !isValidName(name)) {
+      throw new TypeError(
+        `Invalid service name ${
+          JSON.stringify(name)
+        }: use 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit`,
+      );
+    }
+    if (this.#services.has(name)) {
+      throw new Error(`Cannot declare service ${name}: it is declared twice`);
+    }
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(`Invalid service ${name}: options must be an object`);
+    }
+    const list = (field: "masters" | "slaves", required: boolean): string[] => {
+      const v = options[field] ?? (required ? undefined : []);
+      if (!Array.isArray(v) || !v.every((h) => typeof h === "string")) {
+        throw new TypeError(`Invalid service ${name}: ${field} must be a list of host names`);
+      }
+      if (new Set(v).size !== v.length) {
+        throw new TypeError(`Invalid service ${name}: ${field} lists a host twice`);
+      }
+      return [...v];
+    };
+    const masters = list("masters", true);
+    const slaves = list("slaves", false);
+    if (masters.length === 0) {
+      throw new TypeError(`Invalid service ${name}: masters must name at least one host`);
+    }
+    const both = masters.filter((m) => slaves.includes(m));
+    if (both.length > 0) {
+      throw new TypeError(
+        `Invalid service ${name}: ${both.join(", ")} cannot be both master and slave`,
+      );
+    }
+    if (options.interval === undefined) {
+      throw new TypeError(`Invalid service ${name}: interval is required (e.g. "1s")`);
+    }
+    const intervalMs = parseDuration(options.interval, { what: `interval of service ${name}` });
+    inRange(intervalMs, 10, 3_600_000, `interval of service ${name}`);
+    const int = (field: "fall" | "rise", dflt: number): number => {
+      const v = options[field] ?? dflt;
+      if (!Number.isInteger(v) || v < 1 || v > 100) {
+        throw new RangeError(
+          `Invalid service ${name}: ${field} must be an integer 1-100, got ${v}`,
+        );
+      }
+      return v;
+    };
+    const fall = int("fall", 3);
+    const rise = int("rise", 2);
+    const preempt = options.preempt ?? true;
+    if (typeof preempt !== "boolean") {
+      throw new TypeError(`Invalid service ${name}: preempt must be true or false`);
+    }
+    const graceMs = options.grace === undefined
+      ? 2 * intervalMs
+      : parseDuration(options.grace, { what: `grace of service ${name}` });
+    inRange(graceMs, 0, 3_600_000, `grace of service ${name}`);
+    const timeouts: Record<HandlerKind, number> = {
+      start: DEFAULT_HANDLER_TIMEOUT_MS,
+      stop: DEFAULT_HANDLER_TIMEOUT_MS,
+      reclaim: DEFAULT_HANDLER_TIMEOUT_MS,
+    };
+    const t = options.timeouts;
+    if (typeof t === "number" || typeof t === "string") {
+      const ms = parseDuration(t, { what: `timeouts of service ${name}` });
+      timeouts.start = timeouts.stop = timeouts.reclaim = ms;
+    } else if (t !== undefined) {
+      if (typeof t !== "object" || t === null) {
+        throw new TypeError(`Invalid service ${name}: timeouts must be a duration or an object`);
+      }
+      for (const [k, v] of Object.entries(t)) {
+        if (k !== "start" && k !== "stop" && k !== "reclaim") {
+          throw new TypeError(
+            `Invalid service ${name}: timeouts.${k} is not a handler (use start, stop, reclaim)`,
+          );
+        }
+        if (v !== undefined) {
+          timeouts[k] = parseDuration(v, { what: `timeouts.${k} of service ${name}` });
+        }
+      }
+    }
+    for (const k of ["start", "stop", "reclaim"] as const) {
+      inRange(timeouts[k], 1, 3_600_000, `timeouts.${k} of service ${name}`);
+    }
+    const handlers: Partial<Record<HandlerKind, Handler>> = {};
+    for (const k of ["start", "stop", "reclaim"] as const) {
+      const h = options[k];
+      if (h === undefined && k === "reclaim") continue;
+      if (typeof h !== "function") {
+        throw new TypeError(
+          `Invalid service ${name}: ${k} must be a function returning the new state`,
+        );
+      }
+      handlers[k] = h;
+    }
+    const decl: ServiceDecl = {
+      name,
+      masters,
+      slaves,
+      intervalMs,
+      fall,
+      rise,
+      preempt,
+      graceMs,
+      timeouts,
+      handlers: (["start", "stop", "reclaim"] as const).filter((k) => handlers[k] !== undefined),
+    };
+    this.#services.set(name, { decl, handlers });
+    return decl;
+  }
+
+  /**
+   * Registers a trap.
+   *
+   * @param fn Called for every event.
+   * @returns The number of traps registered so far.
+   * @throws {TypeError} When `fn` is not a function.
+   */
+  trap(fn: TrapHandler): number {
+    this.#checkOpen("a trap");
+    if (typeof fn !== "function") throw new TypeError("Invalid trap: it must be a function");
+    this.#traps.push(fn);
+    return this.#traps.length;
+  }
+
+  /**
+   * Checks the declarations as a whole (hosts named by services exist, there is a service).
+   *
+   * @returns One message per problem; empty when the script is valid.
+   */
+  validate(): string[] {
+    const problems: string[] = [];
+    if (this.#services.size === 0) problems.push("The script declares no service");
+    for (const { decl } of this.#services.values()) {
+      for (const h of [...decl.masters, ...decl.slaves]) {
+        if (!this.#hosts.has(h)) {
+          const role = decl.masters.includes(h) ? "masters" : "slaves";
+          problems.push(
+            `Invalid service ${decl.name}: ${role} names host ${
+              JSON.stringify(h)
+            }, which is not declared (declared: ${[...this.#hosts.keys()].join(", ") || "none"})`,
+          );
+        }
+      }
+    }
+    return problems;
+  }
+
+  /**
+   * What the script declared (as sent to the supervisor).
+   *
+   * @returns Hosts, services and the number of traps.
+   */
+  decl(): ScriptDecl {
+    return {
+      hosts: [...this.#hosts.values()].map((h) => ({ ...h })),
+      services: [...this.#services.values()].map(({ decl }) => structuredClone(decl)),
+      traps: this.#traps.length,
+    };
+  }
+
+  /**
+   * The handler of a service.
+   *
+   * @param service The service.
+   * @param kind Which handler (`reclaim` falls back to `start`).
+   * @returns The function, or `undefined` when the service is unknown.
+   */
+  handler(service: string, kind: HandlerKind): Handler | undefined {
+    const entry = this.#services.get(service);
+    if (!entry) return undefined;
+    return entry.handlers[kind] ?? (kind === "reclaim" ? entry.handlers.start : undefined);
+  }
+
+  /** The traps, in order of registration. */
+  traps(): readonly TrapHandler[] {
+    return this.#traps;
+  }
+}
+
+/** Where the sandboxed child keeps the URL of the registry module it serves (see below). */
+const SERVED = Symbol.for("failover.script.served");
+
+let theRegistry: ScriptRegistry | null = null;
+
+/**
+ * The registry of this process's script: the one `mod.ts` declares into and, in the sandboxed
+ * child, the one `./child.ts` serves to the supervisor.
+ *
+ * The child serves the registry of the project failsh runs from. A script that imports
+ * `mod.ts` from another copy of the project (another path) would declare into another registry
+ * and the child would serve an empty one: that copy's first declaration throws instead, naming
+ * both paths.
+ *
+ * @returns The registry.
+ * @throws {Error} In the sandboxed child, when this module is not the one the child serves.
+ *
+ * @example
+ * ```ts
+ * import { scriptRegistry } from "./registry.ts";
+ * import { equal } from "node:assert/strict";
+ * equal(scriptRegistry(), scriptRegistry());
+ * ```
+ */
+export function scriptRegistry(): ScriptRegistry {
+  const served = (globalThis as Record<symbol, unknown>)[SERVED];
+  if (typeof served === "string" && served !== import.meta.url) {
+    throw new Error(
+      `Cannot declare: this script imports mod.ts from ${
+        new URL("../../mod.ts", import.meta.url).pathname
+      }, but failsh runs it with the mod.ts of ${
+        new URL("../../mod.ts", served).pathname
+      }: import failsh's own mod.ts`,
+    );
+  }
+  theRegistry ??= new ScriptRegistry();
+  return theRegistry;
+}
+
+/**
+ * Marks this module's registry as the one the sandboxed child serves (`./child.ts` calls it
+ * before the script loads).
+ *
+ * @returns The registry.
+ */
+export function serveThisRegistry(): ScriptRegistry {
+  (globalThis as Record<symbol, unknown>)[SERVED] = import.meta.url;
+  return scriptRegistry();
+}

@@ -1,0 +1,129 @@
+import { deepEqual as assertEquals, throws } from "node:assert/strict";
+import { ScriptRegistry } from "./registry.ts";
+
+import { handlers, registry } from "./_test_registry.ts";
+
+Deno.test("host() and service() build the declaration with defaults", () => {
+  const r = registry();
+  r.service("web", { masters: ["alpha"], slaves: ["beta"], interval: "500ms", ...handlers });
+  r.trap(() => {});
+  assertEquals(r.validate(), []);
+  assertEquals(r.decl(), {
+    hosts: [
+      { name: "alpha", address: "127.0.0.1", port: 7100, protocol: "http", key: null },
+      { name: "beta", address: "::1", port: 7200, protocol: "https", key: "cluster" },
+    ],
+    services: [{
+      name: "web",
+      masters: ["alpha"],
+      slaves: ["beta"],
+      intervalMs: 500,
+      fall: 3,
+      rise: 2,
+      preempt: true,
+      graceMs: 1000,
+      timeouts: { start: 30000, stop: 30000, reclaim: 30000 },
+      handlers: ["start", "stop"],
+    }],
+    traps: 1,
+  });
+});
+
+Deno.test("declarations are validated with errors that name the problem", async (t) => {
+  await t.step("duplicate names", () => {
+    const r = registry();
+    throws(
+      () => r.host("alpha", { address: "127.0.0.3" }),
+      /^Error: Cannot declare host alpha: it is declared twice$/,
+    );
+    r.service("web", { masters: ["alpha"], interval: 1000, ...handlers });
+    throws(
+      () => r.service("web", { masters: ["alpha"], interval: 1000, ...handlers }),
+      /Cannot declare service web: it is declared twice/,
+    );
+  });
+  await t.step("bad names and addresses", () => {
+    const r = new ScriptRegistry();
+    throws(
+      () => r.host("../etc", { address: "1.2.3.4" }),
+      /^TypeError: Invalid host name "\.\.\/etc"/,
+    );
+    throws(
+      () => r.host("a", { address: "1.2.3.4; rm" }),
+      /Invalid host a: address must be an IP address or a DNS name/,
+    );
+    throws(
+      () => r.host("a", { address: "1.2.3.4", port: 70000 }),
+      /^RangeError: Invalid host a: port must be 1-65535, got 70000/,
+    );
+    throws(
+      () => r.host("a", { address: "1.2.3.4", protocol: "ftp" as "http" }),
+      /protocol must be "http" or "https"/,
+    );
+  });
+  await t.step("bad interval, hysteresis and timeouts", () => {
+    const r = registry();
+    throws(
+      () => r.service("a", { masters: ["alpha"], interval: 0, ...handlers }),
+      /^RangeError: Invalid interval of service a: 0 ms is outside 10-3600000 ms/,
+    );
+    throws(
+      () => r.service("b", { masters: ["alpha"], interval: "often", ...handlers }),
+      /Invalid interval of service b: "often" is not a duration/,
+    );
+    throws(
+      () => r.service("c", { masters: ["alpha"], interval: 1000, fall: 0, ...handlers }),
+      /Invalid service c: fall must be an integer 1-100, got 0/,
+    );
+    throws(
+      () =>
+        r.service("d", {
+          masters: ["alpha"],
+          interval: 1000,
+          timeouts: { begin: 5 } as never,
+          ...handlers,
+        }),
+      /timeouts\.begin is not a handler/,
+    );
+    throws(
+      () => r.service("e", { masters: ["alpha"], interval: 1000, timeouts: "2h", ...handlers }),
+      /timeouts\.start of service e: 7200000 ms is outside/,
+    );
+    throws(
+      () => r.service("f", { interval: 1000, ...handlers } as never),
+      /Invalid service f: masters must be a list of host names/,
+    );
+    throws(
+      () => r.service("g", { masters: [], interval: 1000, ...handlers }),
+      /masters must name at least one host/,
+    );
+    throws(
+      () => r.service("h", { masters: ["alpha"], slaves: ["alpha"], interval: 1000, ...handlers }),
+      /alpha cannot be both master and slave/,
+    );
+    throws(
+      () =>
+        r.service(
+          "i",
+          { masters: ["alpha"], interval: 1000, start: () => Promise.resolve("UP") } as never,
+        ),
+      /Invalid service i: stop must be a function returning the new state/,
+    );
+  });
+  await t.step("unknown hosts are found when the script has loaded", () => {
+    const r = registry();
+    r.service("web", { masters: ["alpha", "gamma"], interval: 1000, ...handlers });
+    assertEquals(r.validate(), [
+      'Invalid service web: masters names host "gamma", which is not declared (declared: alpha, beta)',
+    ]);
+    assertEquals(new ScriptRegistry().validate(), ["The script declares no service"]);
+  });
+  await t.step("nothing can be declared once the script has loaded", () => {
+    const r = registry();
+    r.seal();
+    throws(
+      () => r.host("late", { address: "1.2.3.4" }),
+      /Cannot declare host late: the script has already loaded \(declare hosts, services and traps while the script loads, not later\)/,
+    );
+  });
+});
