@@ -16,6 +16,7 @@
 import type { FailshSnapshot } from "../lib/types.ts";
 import { LOG_LEVELS } from "../lib/types.ts";
 import type { Logger } from "../lib/log.ts";
+import { escapeLabel as esc, histogramLines, metricHeader, type MetricType } from "../lib/metrics.ts";
 import {
   bodyDigest,
   keyId,
@@ -393,10 +394,6 @@ export async function startDebugPort(options: DebugPortOptions): Promise<PortHan
   };
 }
 
-function esc(value: string): string {
-  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
-}
-
 /**
  * The Prometheus text of failsh's `/metrics`: service states, transitions, decisions, poll
  * latency per peer, poll failures, takeovers and releases, handler durations, timeouts and
@@ -419,8 +416,8 @@ export function metricsText(
   sandbox?: SandboxCounters,
 ): string {
   const out: string[] = [];
-  const metric = (name: string, type: string, help: string) => {
-    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+  const metric = (name: string, type: MetricType, help: string) => {
+    out.push(...metricHeader(name, type, help));
   };
   metric("failsh_service_state", "gauge", "1 for the local state of each service, 0 otherwise.");
   for (const s of snapshot.services) {
@@ -447,14 +444,7 @@ export function metricsText(
   }
   metric("failsh_poll_latency_ms", "histogram", "Round-trip time of successful polls, by host.");
   for (const [host, h] of stats.pollLatency) {
-    let cum = 0;
-    h.bounds.forEach((b, i) => {
-      cum += h.counts[i]!;
-      out.push(`failsh_poll_latency_ms_bucket{host="${esc(host)}",le="${b}"} ${cum}`);
-    });
-    out.push(`failsh_poll_latency_ms_bucket{host="${esc(host)}",le="+Inf"} ${h.count}`);
-    out.push(`failsh_poll_latency_ms_sum{host="${esc(host)}"} ${h.sum}`);
-    out.push(`failsh_poll_latency_ms_count{host="${esc(host)}"} ${h.count}`);
+    out.push(...histogramLines("failsh_poll_latency_ms", { host }, h));
   }
   metric("failsh_poll_failures_total", "counter", "Failed or missed polls, by host.");
   for (const [host, v] of stats.pollFailures) {
@@ -469,15 +459,9 @@ export function metricsText(
   metric("failsh_handler_duration_ms", "histogram", "Handler run time by service and kind.");
   for (const [k, h] of stats.handlerDurations) {
     const [service, kind] = k.split("/");
-    const l = `service="${esc(service!)}",kind="${kind}"`;
-    let cum = 0;
-    h.bounds.forEach((b, i) => {
-      cum += h.counts[i]!;
-      out.push(`failsh_handler_duration_ms_bucket{${l},le="${b}"} ${cum}`);
-    });
-    out.push(`failsh_handler_duration_ms_bucket{${l},le="+Inf"} ${h.count}`);
-    out.push(`failsh_handler_duration_ms_sum{${l}} ${h.sum}`);
-    out.push(`failsh_handler_duration_ms_count{${l}} ${h.count}`);
+    out.push(
+      ...histogramLines("failsh_handler_duration_ms", { service: service!, kind: kind! }, h),
+    );
   }
   metric("failsh_handler_timeouts_total", "counter", "Handlers killed at their time limit.");
   for (const [k, v] of stats.handlerTimeouts) {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { failoverSnapshot, startFakeFailsh } from "../../tests/fake_failsh.ts";
 import { type AggregateSnapshot, parseListen, serveAggregate } from "./aggregate.ts";
-import { SseParser } from "./stream.ts";
+import { SseParser } from "../../lib/sse.ts";
 
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
