@@ -41,7 +41,6 @@ import {
   type ServiceState,
 } from "./types.ts";
 import { AuthError, FaildError, PeerUnreachableError } from "./client_errors.ts";
-import { SseParser } from "./sse.ts";
 import { readBounded, StreamTooLargeError } from "./streams.ts";
 
 export { AuthError, FaildError, PeerUnreachableError } from "./client_errors.ts";
@@ -406,6 +405,9 @@ export class FaildClient {
       }
       if (response.body === null) return;
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      // Loaded when a stream is followed: mod.ts re-exports this client, and the sandboxed
+      // child that imports mod.ts must not load an npm package (lib/sse.ts uses one).
+      const { SseParser } = await import("./sse.ts");
       const parser = new SseParser({ maxEventChars: MAX_EVENT_BYTES, what: "faild's events" });
       let lastSeq = 0;
       arm();

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { EXIT } from "../lib/cli.ts";
 
 /** A tool: where its module is and what it does (for `failover --help`). */
 export interface ToolEntry {
@@ -44,7 +45,7 @@ export function usage(): string {
     "High availability for ordinary Linux servers. Tools:",
     ...lines,
     "",
-    "Run `failover <tool> --help` for a tool's options.",
+    "Run `failover <tool> --help` for a tool's options and exit codes.",
   ].join("\n");
 }
 
@@ -58,12 +59,12 @@ export async function main(args: string[]): Promise<number> {
   const [name, ...rest] = args;
   if (name === undefined || name === "--help" || name === "-h" || name === "help") {
     console.log(usage());
-    return name === undefined ? 64 : 0;
+    return name === undefined ? EXIT.usage : EXIT.ok;
   }
   const tool = TOOLS[name];
   if (!tool) {
     console.error(`Unknown tool "${name}": expected one of ${Object.keys(TOOLS).join(", ")}`);
-    return 64;
+    return EXIT.usage;
   }
   const mod = await import(new URL(tool.module, import.meta.url).href) as {
     main(args: string[]): Promise<number>;

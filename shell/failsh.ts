@@ -12,12 +12,13 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { dirname, resolve } from "node:path";
 import type { HostDecl, Policy, ScriptDecl } from "./contract.ts";
 import type { FailshSnapshot, ServiceState } from "../lib/types.ts";
 import { type Logger, logger as processLogger } from "../lib/log.ts";
 import { FaildClient } from "../lib/client.ts";
+import { applyLogLevels, EXIT } from "../lib/cli.ts";
+import { FAILSH_HELP, type FailshArgs, parseFailshArgs } from "./failsh_args.ts";
 import { AuditLog } from "./sandbox/audit.ts";
 import { createNetDriver, type NetDriver } from "./sandbox/netops.ts";
 import { loadPolicy, parseCidr, parsePolicy, PolicyError, readKey } from "./sandbox/policy.ts";
@@ -647,39 +648,6 @@ export async function checkFailsh(script: string, policyPath: string): Promise<C
 // CLI
 // ---------------------------------------------------------------------------------------------
 
-/** The text of `failsh --help`. */
-export const FAILSH_HELP = `Usage: failsh [options] SCRIPT
-       failsh --check [--policy FILE] SCRIPT
-       failsh simulate SCRIPT SCENARIO [--json]
-
-The failover shell: runs a failover script in a sandbox, polls the peers' faild,
-decides (docs/decisions.md) and takes services over or releases them.
-
-Options:
-  -f, --script FILE     the failover script (or give it as the argument)
-  -p, --policy FILE     the operator's policy (default: policy.json beside the script)
-  -m, --monitor ADDR    monitor port HOST:PORT, or "off" (default: the policy's, 127.0.0.1:1848)
-  -D, --debug ADDR      debug port HOST:PORT, or "off" (default: the policy's)
-  -l, --dump FILE       where SIGUSR1 writes the state dump (default: the policy's dumpFile)
-  -i, --pidfile FILE    write the process id to FILE
-  -F, --foreground      stay in the foreground (always the case; for systemd and compatibility)
-  -v, --log-level LVL   default log level: error, warn, info, debug, trace (default info)
-      --check           validate script and policy without running them; exit 0 ok,
-                        1 warnings, 2 errors (like keepalived -t)
-      --json            with --check or simulate: print JSON
-  -h, --help            this help
-
-Signals: SIGUSR1 writes a state dump; SIGHUP reloads script and policy (held addresses
-stay; a broken new script keeps the old one); SIGTERM/SIGINT stop, releasing or keeping
-addresses as the policy's onExit says.
-
-Exit codes: 0 clean exit; 1 could not start or release; 2 --check found errors;
-64 bad command line.`;
-
-function defaultPolicyPath(script: string): string {
-  return resolve(dirname(resolve(script)), "policy.json");
-}
-
 /**
  * Runs the failsh command line.
  *
@@ -697,52 +665,21 @@ export async function main(args: string[]): Promise<number> {
     const { main: simulateMain } = await import("./simulate.ts");
     return await simulateMain(args.slice(1));
   }
-  let parsed;
+  let v: FailshArgs;
   try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        script: { type: "string", short: "f" },
-        policy: { type: "string", short: "p" },
-        monitor: { type: "string", short: "m" },
-        debug: { type: "string", short: "D" },
-        dump: { type: "string", short: "l" },
-        pidfile: { type: "string", short: "i" },
-        foreground: { type: "boolean", short: "F" },
-        "log-level": { type: "string", short: "v" },
-        check: { type: "boolean" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-    });
+    v = parseFailshArgs(args);
+    applyLogLevels(processLogger, v.logLevel);
   } catch (error) {
-    console.error(`failsh: ${(error as Error).message}\nRun failsh --help for the options.`);
-    return 64;
+    console.error(`failsh: ${(error as Error).message}`);
+    return EXIT.usage;
   }
-  const v = parsed.values;
   if (v.help) {
     console.log(FAILSH_HELP);
-    return 0;
+    return EXIT.ok;
   }
-  const script = v.script ?? parsed.positionals[0];
-  if (script === undefined || parsed.positionals.length > (v.script ? 0 : 1)) {
-    console.error(
-      "failsh: give exactly one SCRIPT (or -f SCRIPT). Run failsh --help for the options.",
-    );
-    return 64;
-  }
-  const policyPath = v.policy ?? defaultPolicyPath(script);
-  if (v["log-level"] !== undefined) {
-    try {
-      processLogger.setLevel("*", v["log-level"]);
-    } catch (error) {
-      console.error(`failsh: ${(error as Error).message}`);
-      return 64;
-    }
-  }
+  const { script, policyPath } = v;
   if (v.check) {
-    if (v["log-level"] === undefined) processLogger.setLevel("*", "error");
+    if (v.logLevel.length === 0) processLogger.setLevel("*", "error");
     const report = await checkFailsh(script, policyPath);
     if (v.json) {
       console.log(
@@ -765,16 +702,13 @@ export async function main(args: string[]): Promise<number> {
     }
     return report.code;
   }
-  const off = (x: string | undefined) => x === undefined ? undefined : x === "off" ? null : x;
-  const monitor = off(v.monitor);
-  const debug = off(v.debug);
   return await runFailsh({
     script,
     policyPath,
-    ...(monitor !== undefined ? { monitor } : {}),
-    ...(debug !== undefined ? { debug } : {}),
-    ...(v.dump !== undefined ? { dumpFile: v.dump } : {}),
-    ...(v.pidfile !== undefined ? { pidFile: v.pidfile } : {}),
+    ...(v.monitor !== undefined ? { monitor: v.monitor } : {}),
+    ...(v.debug !== undefined ? { debug: v.debug } : {}),
+    ...(v.dumpFile !== undefined ? { dumpFile: v.dumpFile } : {}),
+    ...(v.pidFile !== undefined ? { pidFile: v.pidFile } : {}),
   });
 }
 

@@ -16,7 +16,12 @@
 import type { FailshSnapshot } from "../lib/types.ts";
 import { LOG_LEVELS } from "../lib/types.ts";
 import type { Logger } from "../lib/log.ts";
-import { escapeLabel as esc, histogramLines, metricHeader, type MetricType } from "../lib/metrics.ts";
+import {
+  escapeLabel as esc,
+  histogramLines,
+  metricHeader,
+  type MetricType,
+} from "../lib/metrics.ts";
 import {
   bodyDigest,
   keyId,
