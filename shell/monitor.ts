@@ -16,6 +16,7 @@
 import type { FailshSnapshot } from "../lib/types.ts";
 import { LOG_LEVELS } from "../lib/types.ts";
 import type { Logger } from "../lib/log.ts";
+import { baseUrl, parseHostPort as parseAddress } from "../lib/net.ts";
 import {
   escapeLabel as esc,
   histogramLines,
@@ -72,7 +73,7 @@ export interface PortHandle {
 }
 
 /**
- * Parses `HOST:PORT` (IPv6 as `[::1]:PORT`).
+ * Parses a monitor or debug port address, `HOST:PORT` (IPv6 as `[::1]:PORT`).
  *
  * @param text The address.
  * @returns Host and port.
@@ -80,24 +81,13 @@ export interface PortHandle {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseHostPort } from "./monitor.ts";
- * console.log(parseHostPort("127.0.0.1:1848")); // { hostname: "127.0.0.1", port: 1848 }
+ * assert.deepStrictEqual(parseHostPort("127.0.0.1:1848"), { hostname: "127.0.0.1", port: 1848 });
  * ```
  */
 export function parseHostPort(text: string): { hostname: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) {
-    throw new TypeError(
-      `Invalid listen address "${text}": expected HOST:PORT, e.g. 127.0.0.1:1848`,
-    );
-  }
-  return { hostname: (m[1] ?? m[2])!, port };
-}
-
-function urlOf(addr: Deno.NetAddr): string {
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  return `http://${host}:${addr.port}`;
+  return parseAddress(text, { allowPortZero: true });
 }
 
 function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
@@ -253,7 +243,7 @@ export async function startMonitor(options: MonitorOptions): Promise<PortHandle>
   });
   return {
     addr,
-    url: urlOf(addr),
+    url: baseUrl(addr),
     async close() {
       for (const stop of [...streams]) stop();
       await server.shutdown();
@@ -392,7 +382,7 @@ export async function startDebugPort(options: DebugPortOptions): Promise<PortHan
   const { server, addr } = await listen(options.listen, handle);
   return {
     addr,
-    url: urlOf(addr),
+    url: baseUrl(addr),
     async close() {
       await server.shutdown();
     },

@@ -6,6 +6,7 @@
  * @module
  */
 import { type Logger, logger as defaultLogger } from "../../lib/log.ts";
+import { baseUrl } from "../../lib/net.ts";
 import { escapeLabel as esc, metricHeader, type MetricType } from "../../lib/metrics.ts";
 import type { CheckState } from "./graph.ts";
 import type { HcSnapshot, HealthChecker } from "./checker.ts";
@@ -268,10 +269,9 @@ export function serveStatus(engine: HealthChecker, options: ServeStatusOptions =
     },
   }, handler);
   const addr = server.addr as Deno.NetAddr;
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   return {
     addr,
-    url: `http://${host}:${addr.port}`,
+    url: baseUrl(addr),
     replace(next) {
       hc = next;
       for (const close of [...streams]) close();

@@ -11,6 +11,8 @@
 import type { AddressRule, Policy, ProgramRule } from "../contract.ts";
 import { isValidName } from "../../lib/types.ts";
 import { PolicyDeniedError } from "../errors.ts";
+import { dirname, resolve } from "node:path";
+import { parseHostPort } from "../../lib/net.ts";
 
 export { PolicyDeniedError };
 
@@ -218,7 +220,14 @@ const DEVICE_PATTERN = /^[A-Za-z0-9_.:@-]{1,15}$/;
 /** `host`, `host:port` or `[v6]:port`, as `--allow-net` takes them (no commas). */
 const NET_PATTERN = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+|[0-9A-Fa-f:]+)(:[0-9]{1,5})?$/;
 
-const LISTEN_PATTERN = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/;
+function isListenAddress(text: string): boolean {
+  try {
+    parseHostPort(text, { allowPortZero: true });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const TOP_FIELDS = [
   "host",
@@ -243,26 +252,9 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-function dirname(path: string): string {
-  const i = path.lastIndexOf("/");
-  if (i < 0) return ".";
-  if (i === 0) return "/";
-  return path.slice(0, i);
-}
-
-function normalizePath(path: string): string {
-  const out: string[] = [];
-  for (const part of path.split("/")) {
-    if (part === "" || part === ".") continue;
-    if (part === "..") out.pop();
-    else out.push(part);
-  }
-  return "/" + out.join("/");
-}
-
+/** `path` against the absolute directory `base`, normalised (`..` and `.` removed). */
 function resolvePath(base: string, path: string): string {
-  if (path.startsWith("/")) return normalizePath(path);
-  return normalizePath(`${base}/${path}`);
+  return resolve(base, path);
 }
 
 function quote(v: unknown): string {
@@ -613,7 +605,7 @@ export function parsePolicy(text: string, source: string): Policy {
   const listen = (field: string, v: unknown, dflt: string | null): string | null => {
     if (v === undefined) return dflt;
     if (v === null) return null;
-    if (typeof v !== "string" || !LISTEN_PATTERN.test(v) || Number(v.split(":").pop()) > 65535) {
+    if (typeof v !== "string" || !isListenAddress(v)) {
       problems.push(
         `${field} must be "address:port" like "127.0.0.1:1848" or null, got ${quote(v)}`,
       );

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { isAbsolute, join } from "node:path";
 
 /**
  * Parses a duration such as `500ms`, `2s`, `1.5s`, `3m` or `1h` into milliseconds.
@@ -78,55 +79,6 @@ export function parseRegex(text: string): RegExp {
   } catch (e) {
     throw new SyntaxError(`"${text}" does not compile: ${(e as Error).message}`);
   }
-}
-
-/** A host and port. */
-export interface HostPort {
-  /** Host name or IP literal (without brackets). */
-  host: string;
-  /** Port, 1 to 65535. */
-  port: number;
-}
-
-/**
- * Parses `host:port`, `[v6]:port`, or a bare host when a default port is given.
- *
- * @param text The address text.
- * @param defaultPort The port when none is written, or `null` to require one.
- * @returns Host and port.
- * @throws {RangeError} When malformed.
- *
- * @example
- * ```ts
- * import { parseHostPort } from "./_util.ts";
- * console.log(parseHostPort("127.0.0.1:5353", 53)); // { host: "127.0.0.1", port: 5353 }
- * ```
- */
-export function parseHostPort(text: string, defaultPort: number | null): HostPort {
-  let host = text;
-  let portText: string | null = null;
-  const v6 = /^\[([0-9A-Fa-f:.]+)\](?::([0-9]+))?$/.exec(text);
-  if (v6) {
-    host = v6[1] ?? "";
-    portText = v6[2] ?? null;
-  } else if ((text.match(/:/g) ?? []).length === 1) {
-    const i = text.indexOf(":");
-    host = text.slice(0, i);
-    portText = text.slice(i + 1);
-  }
-  if (!/^[A-Za-z0-9._:-]{1,253}$/.test(host)) {
-    throw new RangeError(`"${text}" is not host:port: the host must be a name or an IP address`);
-  }
-  if (portText === null) {
-    if (defaultPort === null) {
-      throw new RangeError(`"${text}" is not host:port: the port is missing`);
-    }
-    return { host, port: defaultPort };
-  }
-  if (!/^[0-9]{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
-    throw new RangeError(`"${text}" is not host:port: the port must be 1 to 65535`);
-  }
-  return { host, port: Number(portText) };
 }
 
 /**
@@ -282,6 +234,5 @@ export function errorText(error: unknown): string {
  * ```
  */
 export function resolvePath(base: string, path: string): string {
-  if (path.startsWith("/")) return path;
-  return `${base.replace(/\/+$/, "")}/${path}`;
+  return isAbsolute(path) ? path : join(base, path);
 }
