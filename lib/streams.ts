@@ -27,6 +27,8 @@ export interface ReadBoundedOptions {
    * reads the rest to its end (a child's pipe must be emptied or the child blocks).
    */
   overflow?: OverflowPolicy;
+  /** Stops reading (cancels the stream) and returns what was read so far. */
+  signal?: AbortSignal;
 }
 
 /** The bytes read and whether some were dropped. */
@@ -108,6 +110,9 @@ export async function readBounded(
   let size = 0;
   let truncated = false;
   let cancel = false;
+  const onAbort = () => void reader.cancel().catch(() => {});
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) onAbort();
   try {
     while (true) {
       let next: ReadableStreamReadResult<Uint8Array>;
@@ -141,6 +146,7 @@ export async function readBounded(
       }
     }
   } finally {
+    options.signal?.removeEventListener("abort", onAbort);
     if (cancel) await reader.cancel().catch(() => {});
     reader.releaseLock();
   }

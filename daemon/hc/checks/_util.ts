@@ -119,56 +119,6 @@ export function parsePort(text: string): number {
 }
 
 /**
- * Reads at most `limit` bytes of a stream, then cancels it.
- *
- * @param stream The stream (a response body or a child's stdout), or `null`.
- * @param limit Most bytes kept.
- * @returns The bytes read and whether more were dropped.
- *
- * @example
- * ```ts
- * import { readBounded } from "./_util.ts";
- * const r = await readBounded(new Response("hello").body, 3);
- * console.log(new TextDecoder().decode(r.bytes), r.truncated); // "hel" true
- * ```
- */
-export async function readBounded(
-  stream: ReadableStream<Uint8Array> | null,
-  limit: number,
-): Promise<{ bytes: Uint8Array; truncated: boolean }> {
-  if (stream === null) return { bytes: new Uint8Array(), truncated: false };
-  const reader = stream.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  let truncated = false;
-  try {
-    while (true) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      const room = limit - size;
-      if (value.length > room) {
-        chunks.push(value.subarray(0, room));
-        size += room;
-        truncated = true;
-        break;
-      }
-      chunks.push(value);
-      size += value.length;
-    }
-  } finally {
-    if (truncated) await reader.cancel().catch(() => {});
-    reader.releaseLock();
-  }
-  const bytes = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    bytes.set(c, at);
-    at += c.length;
-  }
-  return { bytes, truncated };
-}
-
-/**
  * Rejects when a signal aborts: race it against an operation that cannot be cancelled itself.
  *
  * @param signal The signal.

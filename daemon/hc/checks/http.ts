@@ -5,7 +5,8 @@
  * @module
  */
 import type { CheckContext, CheckKindDef, CheckResult } from "./_types.ts";
-import { errorText, parseDuration, parseRegex, readBounded, resolvePath } from "./_util.ts";
+import { readBounded } from "../../../lib/streams.ts";
+import { errorText, parseDuration, parseRegex, resolvePath } from "./_util.ts";
 
 /** Most body bytes read to match `body=` (the rest is discarded). */
 export const MAX_BODY_BYTES = 1 << 20;
