@@ -11,16 +11,7 @@
  * @module
  */
 import { FaildClient } from "../lib/client.ts";
-import {
-  EXIT,
-  exitCodeOf,
-  exitCodesHelp,
-  keyOption,
-  parseCommandLine,
-  sharedHelp,
-  timeoutOption,
-  UsageError,
-} from "../lib/cli.ts";
+import * as cli from "../lib/cli.ts";
 import type { ServiceState } from "../lib/types.ts";
 import { recordTable, servicesTable, useColour } from "./_faild_table.ts";
 
@@ -51,21 +42,21 @@ Commands:
 
 Options:
   --url URL               faild URL (default: $FAILD_URL or ${DEFAULT_URL})
-${sharedHelp(["key", "key-file", "timeout"])} (default 5000)
+${cli.sharedHelp(["key", "key-file", "timeout"])} (default 5000)
   --detail TEXT           with set: free text stored with the state (at most 512 characters)
-${sharedHelp(["json", "help"])}
+${cli.sharedHelp(["json", "help"])}
 
 Without --key or --key-file the community is read from $FAILOVER_KEY; without any key requests
 go unsigned, which faild allows only for reads the community file opens with "-".
 Options may come before or after the command.
 
 ${
-  exitCodesHelp([
-    [EXIT.ok, null],
-    [EXIT.failure, "service not found, or another refusal of faild (4xx)"],
-    [EXIT.usage, "usage error (bad option, name, state, URL or key file)"],
-    [EXIT.unavailable, "faild unreachable (refused, timeout, TLS) or a 5xx/garbled answer"],
-    [EXIT.auth, "authentication refused (401/403) or an unsigned/badly signed answer"],
+  cli.exitCodesHelp([
+    [cli.EXIT.ok, null],
+    [cli.EXIT.failure, "service not found, or another refusal of faild (4xx)"],
+    [cli.EXIT.usage, "usage error (bad option, name, state, URL or key file)"],
+    [cli.EXIT.unavailable, "faild unreachable (refused, timeout, TLS) or a 5xx/garbled answer"],
+    [cli.EXIT.auth, "authentication refused (401/403) or an unsigned/badly signed answer"],
   ])
 }`;
 
@@ -86,39 +77,39 @@ const ARITY: Record<string, number> = { get: 1, set: 2, list: 0, delete: 1 };
 export async function main(args: string[]): Promise<number> {
   let client: FaildClient | undefined;
   try {
-    const { values: o, positionals } = parseCommandLine("failc", args, {
+    const { values: o, positionals } = cli.parseCommandLine("failc", args, {
       options: { url: { type: "string" }, detail: { type: "string" } },
       shared: ["key", "key-file", "timeout", "json"],
     });
     if (o.help) {
       console.log(HELP);
-      return EXIT.ok;
+      return cli.EXIT.ok;
     }
     const [command, ...rest] = positionals;
     if (command === undefined) {
-      throw new UsageError("Missing command: expected get, set, list or delete");
+      throw new cli.UsageError("Missing command: expected get, set, list or delete");
     }
     const arity = ARITY[command];
     if (arity === undefined) {
-      throw new UsageError(`Unknown command "${command}": expected get, set, list or delete`);
+      throw new cli.UsageError(`Unknown command "${command}": expected get, set, list or delete`);
     }
     if (rest.length !== arity) {
-      throw new UsageError(
+      throw new cli.UsageError(
         `${command} takes ${arity} argument(s), got ${rest.length}: see failc --help`,
       );
     }
     if (o.detail !== undefined && command !== "set") {
-      throw new UsageError("--detail goes with set only");
+      throw new cli.UsageError("--detail goes with set only");
     }
-    const timeoutMs = timeoutOption(o.timeout, { defaultMs: 5000 });
-    const key = keyOption(o);
+    const timeoutMs = cli.timeoutOption(o.timeout, { defaultMs: 5000 });
+    const key = cli.keyOption(o);
     try {
       client = new FaildClient(o.url ?? envOr("FAILD_URL", DEFAULT_URL), {
         timeoutMs,
         ...(key !== undefined ? { key } : {}),
       });
     } catch (error) {
-      throw new UsageError((error as Error).message);
+      throw new cli.UsageError((error as Error).message);
     }
     const json = o.json === true;
     const colour = !json && useColour();
@@ -131,7 +122,7 @@ export async function main(args: string[]): Promise<number> {
     } else if (command === "set") {
       const upper = rest[1]!.toUpperCase();
       if (upper !== "UP" && upper !== "RECOVER" && upper !== "FAIL") {
-        throw new UsageError(`Invalid state "${rest[1]}": expected UP, RECOVER or FAIL`);
+        throw new cli.UsageError(`Invalid state "${rest[1]}": expected UP, RECOVER or FAIL`);
       }
       const r = await client.set(
         rest[0]!,
@@ -152,12 +143,12 @@ export async function main(args: string[]): Promise<number> {
       const r = await client.delete(rest[0]!);
       show(r, () => `deleted ${r.name}\n${recordTable(r, now())}`);
     }
-    return EXIT.ok;
+    return cli.EXIT.ok;
   } catch (error) {
     console.error(`failc: ${(error as Error).message}`);
     // A bad name or state is refused by the client before anything is sent.
-    if (error instanceof RangeError) return EXIT.usage;
-    return exitCodeOf(error);
+    if (error instanceof RangeError) return cli.EXIT.usage;
+    return cli.exitCodeOf(error);
   } finally {
     client?.close();
   }

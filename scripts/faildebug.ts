@@ -13,15 +13,7 @@ import {
   type LogLevels,
   PeerUnreachableError,
 } from "../lib/client.ts";
-import {
-  EXIT,
-  exitCodeOf,
-  exitCodesHelp,
-  keyOption,
-  parseCommandLine,
-  sharedHelp,
-  timeoutOption,
-} from "../lib/cli.ts";
+import * as cli from "../lib/cli.ts";
 import { LOG_LEVELS, type LogLevel } from "../lib/types.ts";
 
 /** The default daemon URL (faild's default port). */
@@ -41,19 +33,25 @@ Commands:
 
 Options:
   --url URL               the daemon (default ${DEFAULT_URL}); for failsh give its debug port
-${sharedHelp(["key", "key-file", "timeout"])} (default 5000)
+${cli.sharedHelp(["key", "key-file", "timeout"])} (default 5000)
   --json                  print {"levels": {...}} as JSON instead of a table
-${sharedHelp(["help"])}
+${cli.sharedHelp(["help"])}
 
 Reading the levels needs a read right on "*", changing them a read-write right on "*".
 
 ${
-  exitCodesHelp([
-    [EXIT.ok, null],
-    [EXIT.failure, "the daemon refused the request (e.g. unknown facility)"],
-    [EXIT.usage, "bad command line: unknown command or level, missing argument, unreadable key"],
-    [EXIT.unavailable, "the daemon could not be reached, or its answer was not understood"],
-    [EXIT.auth, "authentication refused: wrong or read-only community, or a badly signed answer"],
+  cli.exitCodesHelp([
+    [cli.EXIT.ok, null],
+    [cli.EXIT.failure, "the daemon refused the request (e.g. unknown facility)"],
+    [
+      cli.EXIT.usage,
+      "bad command line: unknown command or level, missing argument, unreadable key",
+    ],
+    [cli.EXIT.unavailable, "the daemon could not be reached, or its answer was not understood"],
+    [
+      cli.EXIT.auth,
+      "authentication refused: wrong or read-only community, or a badly signed answer",
+    ],
   ])
 }
 
@@ -64,7 +62,7 @@ Examples:
 
 function usageError(message: string): number {
   console.error(`faildebug: ${message}\nRun faildebug --help for the usage.`);
-  return EXIT.usage;
+  return cli.EXIT.usage;
 }
 
 /**
@@ -106,7 +104,7 @@ export function formatLevels(levels: LogLevels): string {
 export async function main(args: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseCommandLine("faildebug", args, {
+    parsed = cli.parseCommandLine("faildebug", args, {
       options: { url: { type: "string", short: "u" } },
       shared: ["key", "key-file", "timeout", "json"],
     });
@@ -147,8 +145,8 @@ export async function main(args: string[]): Promise<number> {
   let key: string | undefined;
   let timeoutMs: number;
   try {
-    timeoutMs = timeoutOption(values.timeout, { defaultMs: 5000 });
-    key = keyOption(values);
+    timeoutMs = cli.timeoutOption(values.timeout, { defaultMs: 5000 });
+    key = cli.keyOption(values);
   } catch (error) {
     return usageError((error as Error).message);
   }
@@ -189,7 +187,7 @@ export async function main(args: string[]): Promise<number> {
       );
     } else if (error instanceof RangeError) return usageError(message);
     else console.error(`faildebug: ${message}`);
-    return exitCodeOf(error);
+    return cli.exitCodeOf(error);
   } finally {
     client.close();
   }

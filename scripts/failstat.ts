@@ -10,16 +10,7 @@
  * @module
  */
 import { FaildClient } from "../lib/client.ts";
-import {
-  EXIT,
-  exitCodeOf,
-  exitCodesHelp,
-  keyOption,
-  parseCommandLine,
-  sharedHelp,
-  timeoutOption,
-  UsageError,
-} from "../lib/cli.ts";
+import * as cli from "../lib/cli.ts";
 import type { ServiceRecord } from "../lib/types.ts";
 import { ageText, servicesTable, useColour } from "./_faild_table.ts";
 
@@ -102,7 +93,7 @@ export async function collectStatus(
       });
     } catch (error) {
       status.error = (error as Error).message;
-      status.code = exitCodeOf(error);
+      status.code = cli.exitCodeOf(error);
     } finally {
       client?.close();
     }
@@ -143,20 +134,20 @@ Dumps the state of one or several faild at once (queried in parallel), e.g.
 failstat http://10.0.0.1:7100 http://10.0.0.2:7100
 
 Options:
-${sharedHelp(["key", "key-file", "timeout"])} (default 3000)
-${sharedHelp(["json"])}: an array with one object per faild
-${sharedHelp(["help"])}
+${cli.sharedHelp(["key", "key-file", "timeout"])} (default 3000)
+${cli.sharedHelp(["json"])}: an array with one object per faild
+${cli.sharedHelp(["help"])}
 
 Without --key or --key-file the community is read from $FAILOVER_KEY.
 The first failing URL decides the exit code; the others are still shown.
 
 ${
-  exitCodesHelp([
-    [EXIT.ok, "every faild answered"],
-    [EXIT.failure, "a faild refused the request (4xx)"],
-    [EXIT.usage, null],
-    [EXIT.unavailable, "a faild was unreachable, or its answer was not understood"],
-    [EXIT.auth, "a faild refused the key, or its answer was not signed with it"],
+  cli.exitCodesHelp([
+    [cli.EXIT.ok, "every faild answered"],
+    [cli.EXIT.failure, "a faild refused the request (4xx)"],
+    [cli.EXIT.usage, null],
+    [cli.EXIT.unavailable, "a faild was unreachable, or its answer was not understood"],
+    [cli.EXIT.auth, "a faild refused the key, or its answer was not signed with it"],
   ])
 }`;
 
@@ -178,28 +169,30 @@ export async function main(args: string[]): Promise<number> {
   let key: string | undefined;
   let json: boolean;
   try {
-    const { values: o, positionals } = parseCommandLine("failstat", args, {
+    const { values: o, positionals } = cli.parseCommandLine("failstat", args, {
       shared: ["key", "key-file", "timeout", "json"],
     });
     if (o.help) {
       console.log(HELP);
-      return EXIT.ok;
+      return cli.EXIT.ok;
     }
-    if (positionals.length === 0) throw new UsageError("Missing URL: give at least one faild URL");
+    if (positionals.length === 0) {
+      throw new cli.UsageError("Missing URL: give at least one faild URL");
+    }
     urls = positionals;
-    timeoutMs = timeoutOption(o.timeout, { defaultMs: 3000 });
-    key = keyOption(o);
+    timeoutMs = cli.timeoutOption(o.timeout, { defaultMs: 3000 });
+    key = cli.keyOption(o);
     json = o.json === true;
     for (const u of urls) {
       try {
         new FaildClient(u).close();
       } catch (error) {
-        throw new UsageError((error as Error).message);
+        throw new cli.UsageError((error as Error).message);
       }
     }
   } catch (error) {
     console.error(`failstat: ${(error as Error).message}`);
-    return exitCodeOf(error);
+    return cli.exitCodeOf(error);
   }
   const statuses = await collectStatus(urls, {
     timeoutMs,
@@ -207,7 +200,7 @@ export async function main(args: string[]): Promise<number> {
   });
   if (json) console.log(JSON.stringify(statuses, null, 2));
   else console.log(renderStatus(statuses, useColour()));
-  return statuses.find((s) => !s.reachable)?.code ?? EXIT.ok;
+  return statuses.find((s) => !s.reachable)?.code ?? cli.EXIT.ok;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -17,6 +17,16 @@ function need(ok: boolean, what: string): void {
   if (!ok) throw new TypeError(`Invalid monitor snapshot: ${what}`);
 }
 
+/** The fields the monitors read of each host and service, and their types. */
+const SNAPSHOT_FIELDS: ReadonlyArray<readonly [string, ReadonlyArray<readonly [string, string]>]> =
+  [
+    ["hosts", [["name", "string"], ["reachable", "boolean"], ["services", "array"]]],
+    ["services", [["name", "string"], ["state", "string"], ["masters", "array"], [
+      "slaves",
+      "array",
+    ]]],
+  ];
+
 /**
  * Checks that a parsed JSON value has the shape of a {@linkcode FailshSnapshot} (the fields the
  * monitors read), so that a wrong port or an incompatible failsh gives a clear error instead of a
@@ -44,20 +54,15 @@ export function validateSnapshot(value: unknown): FailshSnapshot {
   for (const key of ["hosts", "services", "addresses", "events"]) {
     need(Array.isArray(v[key]), `${key} must be an array`);
   }
-  for (const [i, h] of (v.hosts as unknown[]).entries()) {
-    need(isObject(h), `hosts[${i}] must be an object`);
-    const host = h as Record<string, unknown>;
-    need(typeof host.name === "string", `hosts[${i}].name must be a string`);
-    need(typeof host.reachable === "boolean", `hosts[${i}].reachable must be a boolean`);
-    need(Array.isArray(host.services), `hosts[${i}].services must be an array`);
-  }
-  for (const [i, s] of (v.services as unknown[]).entries()) {
-    need(isObject(s), `services[${i}] must be an object`);
-    const service = s as Record<string, unknown>;
-    need(typeof service.name === "string", `services[${i}].name must be a string`);
-    need(typeof service.state === "string", `services[${i}].state must be a string`);
-    need(Array.isArray(service.masters), `services[${i}].masters must be an array`);
-    need(Array.isArray(service.slaves), `services[${i}].slaves must be an array`);
+  for (const [list, fields] of SNAPSHOT_FIELDS) {
+    for (const [i, item] of (v[list] as unknown[]).entries()) {
+      need(isObject(item), `${list}[${i}] must be an object`);
+      for (const [field, type] of fields) {
+        const value = (item as Record<string, unknown>)[field];
+        const ok = type === "array" ? Array.isArray(value) : typeof value === type;
+        need(ok, `${list}[${i}].${field} must be ${type === "array" ? "an" : "a"} ${type}`);
+      }
+    }
   }
   return value as FailshSnapshot;
 }
