@@ -42,8 +42,6 @@ Options:
       --json            with --check or simulate: print JSON
   -h, --help            this help
 
-The same flags work after a script run directly: deno run ... cluster.ts -m 127.0.0.1:1848
-
 Signals: SIGUSR1 writes a state dump; SIGHUP reloads script and policy (held addresses
 stay; a broken new script keeps the old one); SIGTERM/SIGINT stop, releasing or keeping
 addresses as the policy's onExit says.
