@@ -41,6 +41,11 @@ import {
   type ServiceRecord,
   type ServiceState,
 } from "./types.ts";
+import { AuthError, FaildError, PeerUnreachableError } from "./client_errors.ts";
+import { readBounded, StreamTooLargeError } from "./streams.ts";
+
+export { AuthError, FaildError, PeerUnreachableError } from "./client_errors.ts";
+export { resolveKey, type ResolveKeyOptions } from "./key.ts";
 
 /** Default timeout of one request, in ms. */
 export const DEFAULT_TIMEOUT_MS = 5_000;
@@ -59,92 +64,6 @@ export const EVENT_IDLE_TIMEOUT_MS = 45_000;
  * unsigned. Every other answer to a signed request must carry a valid signature.
  */
 const MAY_BE_UNSIGNED = new Set([400, 401, 408, 413, 415, 429, 503]);
-
-/**
- * faild answered with an error status (4xx or 5xx) other than an authentication refusal.
- *
- * @example
- * ```ts
- * import { FaildError } from "./client.ts";
- * const e = new FaildError("Service not found: web", 404);
- * console.log(e.status); // 404
- * ```
- */
-export class FaildError extends Error {
-  /** The HTTP status faild answered with. */
-  readonly status: number;
-
-  /**
-   * Creates the error.
-   *
-   * @param message What went wrong (usually faild's own sentence).
-   * @param status The HTTP status.
-   */
-  constructor(message: string, status: number) {
-    super(message);
-    this.name = "FaildError";
-    this.status = status;
-  }
-}
-
-/**
- * faild refused the request's credentials (401 or 403), or its answer to a signed request was
- * unsigned or badly signed (so it cannot be trusted).
- *
- * @example
- * ```ts
- * import { AuthError, FaildError } from "./client.ts";
- * const e = new AuthError("Request refused: read-only community cannot write", 403);
- * console.log(e instanceof FaildError, e.status); // true 403
- * ```
- */
-export class AuthError extends FaildError {
-  /**
-   * faild refused the request as a replay (401, reason `replayed`); the client has started a
-   * new nonce session, so the next request goes through.
-   */
-  replayed = false;
-
-  /**
-   * Creates the error.
-   *
-   * @param message What was refused.
-   * @param status The HTTP status of the answer.
-   */
-  constructor(message: string, status: number) {
-    super(message, status);
-    this.name = "AuthError";
-  }
-}
-
-/**
- * faild could not be reached: connection refused, reset, name not resolved, TLS failure or
- * timeout. failsh counts such a host as `FAIL` for all its services.
- *
- * @example
- * ```ts
- * import { PeerUnreachableError } from "./client.ts";
- * const e = new PeerUnreachableError("http://127.0.0.1:7100", "connection refused");
- * console.log(e.message);
- * ```
- */
-export class PeerUnreachableError extends Error {
-  /** The faild URL that could not be reached. */
-  readonly url: string;
-
-  /**
-   * Creates the error.
-   *
-   * @param url The faild URL.
-   * @param detail Why it could not be reached.
-   * @param options The underlying error, if any.
-   */
-  constructor(url: string, detail: string, options?: { cause?: unknown }) {
-    super(`Cannot reach faild at ${url}: ${detail}`, options);
-    this.name = "PeerUnreachableError";
-    this.url = url;
-  }
-}
 
 /** Options of {@linkcode FaildClient}. */
 export interface FaildClientOptions {
@@ -174,64 +93,6 @@ export interface EventsOptions {
 export interface LogLevels {
   /** Level by facility; `*` is the default of facilities not listed. */
   levels: Record<string, LogLevel>;
-}
-
-/** Options of {@linkcode resolveKey}. */
-export interface ResolveKeyOptions {
-  /** A key given on the command line; wins over everything else. */
-  key?: string;
-  /** A file holding the key (first line, surrounding whitespace removed). */
-  keyFile?: string;
-  /** Name of the environment variable to read (default `FAILOVER_KEY`). */
-  env?: string;
-}
-
-/**
- * Finds the key a CLI should sign with: the `--key` flag, else the `--key-file` file, else the
- * environment variable (`FAILOVER_KEY` by default; reading it needs `--allow-env`).
- *
- * @param options Flag value, key file and environment variable name.
- * @returns The key, or `undefined` when none was given (requests then go unsigned).
- * @throws {TypeError} When the key file cannot be read, is empty or is larger than 4 KiB.
- *
- * @example
- * ```ts
- * import { resolveKey } from "./client.ts";
- * console.log(resolveKey({ key: "s3cret" })); // "s3cret"
- * ```
- */
-export function resolveKey(options: ResolveKeyOptions): string | undefined {
-  if (options.key !== undefined) {
-    if (options.key === "") throw new TypeError("Invalid key: the --key value is empty");
-    return options.key;
-  }
-  if (options.keyFile !== undefined) {
-    let text: string;
-    try {
-      const info = Deno.statSync(options.keyFile);
-      if (info.size > 4096) {
-        throw new TypeError(`Invalid key file ${options.keyFile}: larger than 4 KiB`);
-      }
-      text = Deno.readTextFileSync(options.keyFile);
-    } catch (error) {
-      if (error instanceof TypeError) throw error;
-      throw new TypeError(
-        `Cannot read key file ${options.keyFile}: ${(error as Error).message}`,
-        { cause: error },
-      );
-    }
-    const key = (text.split("\n")[0] ?? "").trim();
-    if (key === "") throw new TypeError(`Invalid key file ${options.keyFile}: first line is empty`);
-    return key;
-  }
-  const name = options.env ?? "FAILOVER_KEY";
-  let value: string | undefined;
-  try {
-    value = Deno.env.get(name);
-  } catch {
-    return undefined;
-  }
-  return value === undefined || value === "" ? undefined : value;
 }
 
 function checkName(name: string): void {
@@ -267,33 +128,17 @@ function checkList(value: unknown): ServiceList {
   return l as ServiceList;
 }
 
-async function readBounded(body: ReadableStream<Uint8Array> | null, limit: number) {
-  if (body === null) return new Uint8Array(0);
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  const reader = body.getReader();
+/** Reads an answer body, refusing one larger than {@linkcode MAX_RESPONSE_BYTES}. */
+async function readBody(body: ReadableStream<Uint8Array> | null): Promise<Uint8Array> {
   try {
-    while (true) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > limit) {
-        throw new FaildError(`Invalid answer from faild: body is larger than ${limit} bytes`, 502);
-      }
-      chunks.push(value);
-    }
-  } finally {
-    reader.releaseLock();
-    if (size > limit) await body.cancel().catch(() => {});
+    return (await readBounded(body, MAX_RESPONSE_BYTES, { overflow: "error" })).bytes;
+  } catch (error) {
+    if (!(error instanceof StreamTooLargeError)) throw error;
+    throw new FaildError(
+      `Invalid answer from faild: body is larger than ${MAX_RESPONSE_BYTES} bytes`,
+      502,
+    );
   }
-  if (chunks.length === 1) return chunks[0]!;
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.byteLength;
-  }
-  return out;
 }
 
 /** What {@linkcode FaildClient} gets back from one exchange. */
@@ -545,7 +390,7 @@ export class FaildClient {
       }
       const { response, nonce } = sent;
       if (response.status !== 200) {
-        const body = await readBounded(response.body, MAX_RESPONSE_BYTES);
+        const body = await readBody(response.body);
         this.#check({ status: response.status, body }, nonce, response);
         throw new FaildError(`Unexpected answer from faild: status ${response.status}`, 502);
       }
@@ -561,11 +406,10 @@ export class FaildClient {
       }
       if (response.body === null) return;
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      let event = "message";
-      let data: string[] = [];
-      let dataSize = 0;
-      let sig: string | null = null;
+      // Loaded when a stream is followed: mod.ts re-exports this client, and the sandboxed
+      // child that imports mod.ts must not load an npm package (lib/sse.ts uses one).
+      const { SseParser } = await import("./sse.ts");
+      const parser = new SseParser({ maxEventChars: MAX_EVENT_BYTES, what: "faild's events" });
       let lastSeq = 0;
       arm();
       try {
@@ -590,56 +434,34 @@ export class FaildClient {
             throw new PeerUnreachableError(this.url, "event stream closed by faild");
           }
           arm();
-          buffer += chunk.value;
-          let nl: number;
-          while ((nl = buffer.indexOf("\n")) >= 0) {
-            let line = buffer.slice(0, nl);
-            buffer = buffer.slice(nl + 1);
-            if (line.endsWith("\r")) line = line.slice(0, -1);
-            if (line === "") {
-              if (data.length > 0 && event === "change") {
-                const text = data.join("\n");
-                if (this.#key !== undefined && nonce !== undefined) {
-                  if (!verifyResponse(this.#key, sig, { nonce, status: 200, body: text })) {
-                    throw new AuthError(
-                      "Untrusted answer from faild: event is not signed with the key",
-                      200,
-                    );
-                  }
-                }
-                const ev = JSON.parse(text) as ChangeEvent;
-                if (typeof ev.seq !== "number" || ev.seq <= lastSeq) {
-                  throw new AuthError(
-                    `Untrusted answer from faild: event seq ${ev.seq} after ${lastSeq}`,
-                    200,
-                  );
-                }
-                lastSeq = ev.seq;
-                checkRecord(ev.service, "the event's service");
-                yield ev;
-              }
-              event = "message";
-              data = [];
-              dataSize = 0;
-              sig = null;
-              continue;
-            }
-            if (line.startsWith(":")) continue;
-            const colon = line.indexOf(":");
-            const field = colon < 0 ? line : line.slice(0, colon);
-            let value = colon < 0 ? "" : line.slice(colon + 1);
-            if (value.startsWith(" ")) value = value.slice(1);
-            if (field === "event") event = value;
-            else if (field === "data") {
-              dataSize += value.length;
-              data.push(value);
-            } else if (field === "sig") sig = value;
+          let events;
+          try {
+            events = parser.push(chunk.value);
+          } catch (error) {
+            throw new FaildError(`Invalid answer from faild: ${(error as Error).message}`, 502);
           }
-          if (buffer.length + dataSize > MAX_EVENT_BYTES) {
-            throw new FaildError(
-              `Invalid answer from faild: event larger than ${MAX_EVENT_BYTES} bytes`,
-              502,
-            );
+          for (const { event, data, fields } of events) {
+            if (event !== "change") continue;
+            if (this.#key !== undefined && nonce !== undefined) {
+              if (
+                !verifyResponse(this.#key, fields.sig ?? null, { nonce, status: 200, body: data })
+              ) {
+                throw new AuthError(
+                  "Untrusted answer from faild: event is not signed with the key",
+                  200,
+                );
+              }
+            }
+            const ev = JSON.parse(data) as ChangeEvent;
+            if (typeof ev.seq !== "number" || ev.seq <= lastSeq) {
+              throw new AuthError(
+                `Untrusted answer from faild: event seq ${ev.seq} after ${lastSeq}`,
+                200,
+              );
+            }
+            lastSeq = ev.seq;
+            checkRecord(ev.service, "the event's service");
+            yield ev;
           }
         }
       } finally {
@@ -747,7 +569,7 @@ export class FaildClient {
       const { response, nonce } = await this.#send(method, path, options.body ?? "", signal);
       let body: Uint8Array;
       try {
-        body = await readBounded(response.body, MAX_RESPONSE_BYTES);
+        body = await readBody(response.body);
       } catch (error) {
         throw this.#mapFetchError(error, signal);
       }

@@ -1,51 +1,10 @@
 /**
- * Tables and exit codes shared by failc and failstat.
+ * Tables shared by failc and failstat (their exit codes are `lib/cli.ts`'s).
  *
  * @module
  */
 import Table from "cli-table3";
-import { AuthError, FaildError, PeerUnreachableError } from "../lib/client.ts";
 import type { ServiceRecord, ServiceState } from "../lib/types.ts";
-
-/** Exit codes of failc and failstat. */
-export const EXIT = {
-  /** Success. */
-  ok: 0,
-  /** The service does not exist (404). */
-  notFound: 1,
-  /** Bad command line or bad argument (name, state, URL, key file). */
-  usage: 2,
-  /** faild could not be reached (refused, timeout, TLS). */
-  unreachable: 3,
-  /** faild refused the credentials, or its answer was not properly signed. */
-  auth: 4,
-  /** Any other error answer of faild. */
-  server: 5,
-} as const;
-
-/** The exit code section of `--help`. */
-export const EXIT_HELP = `
-Exit codes:
-  0  success
-  1  service not found
-  2  usage error (bad option, name, state, URL or key file)
-  3  faild unreachable (connection refused, timeout, TLS error)
-  4  authentication refused (401/403) or an unsigned/badly signed answer
-  5  other error answer of faild`;
-
-/**
- * Maps an error of the client to an exit code.
- *
- * @param error What was thrown.
- * @returns The exit code.
- */
-export function exitCodeOf(error: unknown): number {
-  if (error instanceof PeerUnreachableError) return EXIT.unreachable;
-  if (error instanceof AuthError) return EXIT.auth;
-  if (error instanceof FaildError) return error.status === 404 ? EXIT.notFound : EXIT.server;
-  if (error instanceof RangeError || error instanceof TypeError) return EXIT.usage;
-  return EXIT.server;
-}
 
 /**
  * Whether to colour the output: stdout is a terminal and `NO_COLOR` is unset.

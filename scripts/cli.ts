@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { EXIT } from "../lib/cli.ts";
 
 /** A tool: where its module is and what it does (for `failover --help`). */
 export interface ToolEntry {
@@ -14,25 +15,27 @@ export interface ToolEntry {
   summary: string;
 }
 
+/** The tools: name, module (relative to this file), what it does. */
+const TOOL_TABLE = `
+faild      ../daemon/faild/faild.ts  the state daemon: holds service states for peers
+failc      ./failc.ts                get, set, list and delete services on a faild
+failstat   ./failstat.ts             dump the state of one or several faild
+failsh     ../shell/failsh.ts        the failover shell: runs a sandboxed script
+failmon    ./failmon.ts              live monitor of failsh (terminal, web, line, once)
+faildebug  ./faildebug.ts            list and set log levels of a running daemon
+hc         ../daemon/hc/hc.ts        the health checker
+hcmon      ./hcmon.ts                web view and JSON of many hc instances
+demo       ./demo.ts                 live failover demo on loopback (no root needed)
+repl       ./repl.ts                 a REPL with the client preloaded
+`;
+
 /** Every tool of the command line, by subcommand name. */
-export const TOOLS: Record<string, ToolEntry> = {
-  faild: {
-    module: "../daemon/faild/faild.ts",
-    summary: "the state daemon: holds service states for peers",
-  },
-  failc: { module: "./failc.ts", summary: "get, set, list and delete services on a faild" },
-  failstat: { module: "./failstat.ts", summary: "dump the state of one or several faild" },
-  failsh: { module: "../shell/failsh.ts", summary: "the failover shell: runs a sandboxed script" },
-  failmon: {
-    module: "./failmon.ts",
-    summary: "live monitor of failsh (terminal, web, line, once)",
-  },
-  faildebug: { module: "./faildebug.ts", summary: "list and set log levels of a running daemon" },
-  hc: { module: "../daemon/hc/hc.ts", summary: "the health checker" },
-  hcmon: { module: "./hcmon.ts", summary: "web view and JSON of many hc instances" },
-  demo: { module: "./demo.ts", summary: "live failover demo on loopback (no root needed)" },
-  repl: { module: "./repl.ts", summary: "a REPL with the client preloaded" },
-};
+export const TOOLS: Record<string, ToolEntry> = Object.fromEntries(
+  TOOL_TABLE.trim().split("\n").map((line) => {
+    const [name, module, ...summary] = line.split(/\s+/);
+    return [name!, { module: module!, summary: summary.join(" ") }];
+  }),
+);
 
 /** The text of `failover --help`. */
 export function usage(): string {
@@ -44,7 +47,7 @@ export function usage(): string {
     "High availability for ordinary Linux servers. Tools:",
     ...lines,
     "",
-    "Run `failover <tool> --help` for a tool's options.",
+    "Run `failover <tool> --help` for a tool's options and exit codes.",
   ].join("\n");
 }
 
@@ -58,12 +61,12 @@ export async function main(args: string[]): Promise<number> {
   const [name, ...rest] = args;
   if (name === undefined || name === "--help" || name === "-h" || name === "help") {
     console.log(usage());
-    return name === undefined ? 64 : 0;
+    return name === undefined ? EXIT.usage : EXIT.ok;
   }
   const tool = TOOLS[name];
   if (!tool) {
     console.error(`Unknown tool "${name}": expected one of ${Object.keys(TOOLS).join(", ")}`);
-    return 64;
+    return EXIT.usage;
   }
   const mod = await import(new URL(tool.module, import.meta.url).href) as {
     main(args: string[]): Promise<number>;

@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { EXIT, exitCodeOf, exitCodesHelp, parseCommandLine, UsageError } from "../lib/cli.ts";
 import { randomBytes } from "node:crypto";
 import { type FaildHandle, startFaild } from "../daemon/faild/faild.ts";
 import { FaildClient } from "../lib/client.ts";
@@ -498,18 +498,18 @@ const COLOURS = { info: "", good: "\x1b[32m", bad: "\x1b[31m", step: "\x1b[36m" 
 export async function main(args: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({
-      args,
-      options: {
-        json: { type: "boolean" },
-        port: { type: "string" },
-        interval: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
+    parsed = parseCommandLine("demo", args, {
+      options: { port: { type: "string" }, interval: { type: "string" } },
+      shared: ["json"],
     });
+    if (parsed.positionals.length > 0) {
+      throw new UsageError(
+        `Unexpected argument "${parsed.positionals[0]}": demo takes options only`,
+      );
+    }
   } catch (error) {
     console.error(`demo: ${(error as Error).message}`);
-    return 64;
+    return exitCodeOf(error);
   }
   const v = parsed.values;
   if (v.help) {
@@ -518,18 +518,33 @@ export async function main(args: string[]): Promise<number> {
 Two simulated hosts on 127.0.0.0/8 (faild + failsh each) share a web service on
 127.0.0.100. The demo kills the primary, shows the standby take over, brings the primary
 back, shows the reclaim, and prints the client-visible outage of each switch. No root
-needed; it ends by itself (about 20 s) and cleans up, also on Ctrl-C.`);
-    return 0;
+needed; it ends by itself (about 20 s) and cleans up, also on Ctrl-C.
+
+Options:
+  --port N        the web service's port (default 18080)
+  --interval MS   failsh's poll interval (default 100)
+  --json          print the result as JSON
+  -h, --help      this text
+
+${
+      exitCodesHelp([
+        [EXIT.ok, "the takeover and the reclaim were both seen"],
+        [EXIT.failure, "the demo failed"],
+        [EXIT.usage, null],
+        [EXIT.interrupted, null],
+      ])
+    }`);
+    return EXIT.ok;
   }
   const port = v.port === undefined ? 18080 : Number(v.port);
   const intervalMs = v.interval === undefined ? 100 : Number(v.interval);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    console.error(`demo: invalid --port "${v.port}": expected 1 to 65535`);
-    return 64;
+    console.error(`demo: Invalid --port "${v.port}": expected 1 to 65535`);
+    return EXIT.usage;
   }
   if (!Number.isInteger(intervalMs) || intervalMs < 20 || intervalMs > 5000) {
-    console.error(`demo: invalid --interval "${v.interval}": expected 20 to 5000 ms`);
-    return 64;
+    console.error(`demo: Invalid --interval "${v.interval}": expected 20 to 5000 ms`);
+    return EXIT.usage;
   }
   const colour = !v.json && Deno.stdout.isTerminal();
   const abort = new AbortController();
@@ -555,9 +570,9 @@ needed; it ends by itself (about 20 s) and cleans up, also on Ctrl-C.`);
       );
     } else if (abort.signal.aborted) {
       console.error("\nInterrupted: everything the demo started was stopped and removed.");
-      return 130;
+      return EXIT.interrupted;
     } else console.error(`\nThe demo failed: ${result.error}`);
-    return result.ok ? 0 : 1;
+    return result.ok ? EXIT.ok : EXIT.failure;
   } finally {
     Deno.removeSignalListener("SIGINT", onInt);
     Deno.removeSignalListener("SIGTERM", onInt);

@@ -10,17 +10,10 @@
  *
  * @module
  */
-import { Command, CommanderError } from "@commander-js/extra-typings";
-import { FaildClient, resolveKey } from "../lib/client.ts";
+import { FaildClient } from "../lib/client.ts";
+import * as cli from "../lib/cli.ts";
 import type { ServiceState } from "../lib/types.ts";
-import {
-  EXIT,
-  EXIT_HELP,
-  exitCodeOf,
-  recordTable,
-  servicesTable,
-  useColour,
-} from "./_faild_table.ts";
+import { recordTable, servicesTable, useColour } from "./_faild_table.ts";
 
 /** The faild URL used when neither `--url` nor `FAILD_URL` is given. */
 export const DEFAULT_URL = "http://127.0.0.1:7100";
@@ -33,131 +26,47 @@ function envOr(name: string, fallback: string): string {
   }
 }
 
-function parseTimeout(value: string): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || n < 1 || n > 600_000) {
-    throw new TypeError(`Invalid --timeout "${value}": expected milliseconds from 1 to 600000`);
-  }
-  return n;
-}
+/** The text of `failc --help`. */
+export const HELP = `Usage: failc [options] get NAME
+       failc [options] set NAME STATE [--detail TEXT]
+       failc [options] list
+       failc [options] delete NAME
 
-/**
- * Builds failc's command line; each action stores its exit code in `result.code`.
- *
- * @param result Receives the exit code of the action that ran.
- * @returns The commander program.
- */
-function failcCommand(result: { code: number }) {
-  const program = new Command()
-    .name("failc")
-    .description("Get, set, list and delete services on a faild.")
-    .option("--url <url>", "faild URL (default: $FAILD_URL or " + DEFAULT_URL + ")")
-    .option("--key <community>", "sign requests with this community (visible in ps: prefer a file)")
-    .option("--key-file <file>", "read the community from this file (first line)")
-    .option("--timeout <ms>", "timeout of each request", parseTimeout, 5000)
-    .option("--json", "print JSON instead of a table")
-    .addHelpText(
-      "after",
-      `
+Get, set, list and delete services on a faild.
+
+Commands:
+  get NAME                show one service
+  set NAME STATE          create a service or change its state (STATE: UP, RECOVER or FAIL)
+  list                    show every service the key may read
+  delete NAME             remove a service
+
+Options:
+  --url URL               faild URL (default: $FAILD_URL or ${DEFAULT_URL})
+${cli.sharedHelp(["key", "key-file", "timeout"])} (default 5000)
+  --detail TEXT           with set: free text stored with the state (at most 512 characters)
+${cli.sharedHelp(["json", "help"])}
+
 Without --key or --key-file the community is read from $FAILOVER_KEY; without any key requests
 go unsigned, which faild allows only for reads the community file opens with "-".
-STATE is UP, RECOVER or FAIL. Options may come before or after the command.
-${EXIT_HELP}`,
-    )
-    .exitOverride()
-    .showSuggestionAfterError();
+Options may come before or after the command.
 
-  const run = async (
-    action: (client: FaildClient, json: boolean, colour: boolean) => Promise<void>,
-  ) => {
-    const o = program.opts();
-    let client: FaildClient | undefined;
-    try {
-      const key = resolveKey({
-        ...(o.key !== undefined ? { key: o.key } : {}),
-        ...(o.keyFile !== undefined ? { keyFile: o.keyFile } : {}),
-      });
-      client = new FaildClient(o.url ?? envOr("FAILD_URL", DEFAULT_URL), {
-        timeoutMs: o.timeout,
-        ...(key !== undefined ? { key } : {}),
-      });
-      await action(client, o.json === true, o.json !== true && useColour());
-      result.code = EXIT.ok;
-    } catch (error) {
-      result.code = exitCodeOf(error);
-      console.error(`failc: ${(error as Error).message}`);
-    } finally {
-      client?.close();
-    }
-  };
+${
+  cli.exitCodesHelp([
+    [cli.EXIT.ok, null],
+    [cli.EXIT.failure, "service not found, or another refusal of faild (4xx)"],
+    [cli.EXIT.usage, "usage error (bad option, name, state, URL or key file)"],
+    [cli.EXIT.unavailable, "faild unreachable (refused, timeout, TLS) or a 5xx/garbled answer"],
+    [cli.EXIT.auth, "authentication refused (401/403) or an unsigned/badly signed answer"],
+  ])
+}`;
 
-  program.command("get").description("show one service").argument("<name>", "service name")
-    .action(async (name) => {
-      await run(async (client, json, colour) => {
-        const r = await client.get(name);
-        console.log(
-          json ? JSON.stringify(r, null, 2) : recordTable(r, { now: Date.now(), colour }),
-        );
-      });
-    });
-
-  program.command("set").description("create a service or change its state")
-    .argument("<name>", "service name")
-    .argument("<state>", "UP, RECOVER or FAIL")
-    .option("--detail <text>", "free text stored with the state (at most 512 characters)")
-    .action(async (name, state, options) => {
-      await run(async (client, json, colour) => {
-        const upper = state.toUpperCase();
-        if (upper !== "UP" && upper !== "RECOVER" && upper !== "FAIL") {
-          throw new RangeError(`Invalid state "${state}": expected UP, RECOVER or FAIL`);
-        }
-        const r = await client.set(
-          name,
-          upper as ServiceState,
-          options.detail !== undefined ? { detail: options.detail } : {},
-        );
-        console.log(
-          json ? JSON.stringify(r, null, 2) : recordTable(r, { now: Date.now(), colour }),
-        );
-      });
-    });
-
-  program.command("list").description("show every service the key may read")
-    .action(async () => {
-      await run(async (client, json, colour) => {
-        const l = await client.list();
-        if (json) {
-          console.log(JSON.stringify(l, null, 2));
-          return;
-        }
-        console.log(
-          `faild ${client.url}: host ${l.host}, boot ${l.bootId}, ` +
-            `${l.services.length} service(s)`,
-        );
-        if (l.services.length > 0) console.log(servicesTable(l.services, { now: l.now, colour }));
-      });
-    });
-
-  program.command("delete").description("remove a service").argument("<name>", "service name")
-    .action(async (name) => {
-      await run(async (client, json, colour) => {
-        const r = await client.delete(name);
-        console.log(
-          json
-            ? JSON.stringify(r, null, 2)
-            : `deleted ${r.name}\n${recordTable(r, { now: Date.now(), colour })}`,
-        );
-      });
-    });
-
-  return program;
-}
+const ARITY: Record<string, number> = { get: 1, set: 2, list: 0, delete: 1 };
 
 /**
  * Runs failc.
  *
  * @param args Command line arguments.
- * @returns The exit code: 0 ok, 1 not found, 2 usage, 3 unreachable, 4 auth refused, 5 other.
+ * @returns The exit code (see {@linkcode HELP}).
  *
  * @example
  * ```ts ignore
@@ -166,22 +75,83 @@ ${EXIT_HELP}`,
  * ```
  */
 export async function main(args: string[]): Promise<number> {
-  const result = { code: EXIT.usage as number };
-  const program = failcCommand(result);
-  for (const c of program.commands) c.exitOverride();
+  let client: FaildClient | undefined;
   try {
-    await program.parseAsync(args, { from: "user" });
-  } catch (error) {
-    if (error instanceof CommanderError) {
-      if (error.code === "commander.helpDisplayed" || error.code === "commander.version") {
-        return EXIT.ok;
-      }
-      return EXIT.usage;
+    const { values: o, positionals } = cli.parseCommandLine("failc", args, {
+      options: { url: { type: "string" }, detail: { type: "string" } },
+      shared: ["key", "key-file", "timeout", "json"],
+    });
+    if (o.help) {
+      console.log(HELP);
+      return cli.EXIT.ok;
     }
+    const [command, ...rest] = positionals;
+    if (command === undefined) {
+      throw new cli.UsageError("Missing command: expected get, set, list or delete");
+    }
+    const arity = ARITY[command];
+    if (arity === undefined) {
+      throw new cli.UsageError(`Unknown command "${command}": expected get, set, list or delete`);
+    }
+    if (rest.length !== arity) {
+      throw new cli.UsageError(
+        `${command} takes ${arity} argument(s), got ${rest.length}: see failc --help`,
+      );
+    }
+    if (o.detail !== undefined && command !== "set") {
+      throw new cli.UsageError("--detail goes with set only");
+    }
+    const timeoutMs = cli.timeoutOption(o.timeout, { defaultMs: 5000 });
+    const key = cli.keyOption(o);
+    try {
+      client = new FaildClient(o.url ?? envOr("FAILD_URL", DEFAULT_URL), {
+        timeoutMs,
+        ...(key !== undefined ? { key } : {}),
+      });
+    } catch (error) {
+      throw new cli.UsageError((error as Error).message);
+    }
+    const json = o.json === true;
+    const colour = !json && useColour();
+    const show = (r: unknown, table: () => string) =>
+      console.log(json ? JSON.stringify(r, null, 2) : table());
+    const now = () => ({ now: Date.now(), colour });
+    if (command === "get") {
+      const r = await client.get(rest[0]!);
+      show(r, () => recordTable(r, now()));
+    } else if (command === "set") {
+      const upper = rest[1]!.toUpperCase();
+      if (upper !== "UP" && upper !== "RECOVER" && upper !== "FAIL") {
+        throw new cli.UsageError(`Invalid state "${rest[1]}": expected UP, RECOVER or FAIL`);
+      }
+      const r = await client.set(
+        rest[0]!,
+        upper as ServiceState,
+        o.detail !== undefined ? { detail: o.detail } : {},
+      );
+      show(r, () => recordTable(r, now()));
+    } else if (command === "list") {
+      const l = await client.list();
+      show(l, () => {
+        const head = `faild ${client!.url}: host ${l.host}, boot ${l.bootId}, ` +
+          `${l.services.length} service(s)`;
+        return l.services.length > 0
+          ? `${head}\n${servicesTable(l.services, { now: l.now, colour })}`
+          : head;
+      });
+    } else {
+      const r = await client.delete(rest[0]!);
+      show(r, () => `deleted ${r.name}\n${recordTable(r, now())}`);
+    }
+    return cli.EXIT.ok;
+  } catch (error) {
     console.error(`failc: ${(error as Error).message}`);
-    return EXIT.usage;
+    // A bad name or state is refused by the client before anything is sent.
+    if (error instanceof RangeError) return cli.EXIT.usage;
+    return cli.exitCodeOf(error);
+  } finally {
+    client?.close();
   }
-  return result.code;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

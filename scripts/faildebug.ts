@@ -6,28 +6,18 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import {
   AuthError,
   FaildClient,
   FaildError,
   type LogLevels,
   PeerUnreachableError,
-  resolveKey,
 } from "../lib/client.ts";
+import * as cli from "../lib/cli.ts";
 import { LOG_LEVELS, type LogLevel } from "../lib/types.ts";
 
 /** The default daemon URL (faild's default port). */
 export const DEFAULT_URL = "http://127.0.0.1:7100";
-
-/** Exit code: the daemon refused the request for another reason (e.g. unknown facility). */
-export const EXIT_REFUSED = 1;
-/** Exit code: bad command line (unknown command or level, missing argument, unreadable key). */
-export const EXIT_USAGE = 64;
-/** Exit code: the daemon could not be reached (or its answer was not understood). */
-export const EXIT_UNAVAILABLE = 69;
-/** Exit code: authentication refused (wrong or read-only key, unsigned or forged answer). */
-export const EXIT_AUTH = 77;
 
 /** The text of `faildebug --help`. */
 export const HELP = `Usage: faildebug [--url URL] [--key K | --key-file F] [--json] list
@@ -43,22 +33,27 @@ Commands:
 
 Options:
   --url URL               the daemon (default ${DEFAULT_URL}); for failsh give its debug port
-  --key K                 the community (the shared secret); visible in the process list, so
-                          prefer --key-file or the environment
-  --key-file F            read the community from the first line of file F
-                          (default: the FAILOVER_KEY environment variable)
-  --timeout MS            time limit of the request (default 5000)
+${cli.sharedHelp(["key", "key-file", "timeout"])} (default 5000)
   --json                  print {"levels": {...}} as JSON instead of a table
-  -h, --help              this text
+${cli.sharedHelp(["help"])}
 
 Reading the levels needs a read right on "*", changing them a read-write right on "*".
 
-Exit codes:
-  0    success
-  1    the daemon refused the request (e.g. unknown facility)
-  64   bad command line: unknown command or level, missing argument, unreadable key file
-  69   the daemon could not be reached, or its answer was not understood
-  77   authentication refused: wrong or read-only community, or a badly signed answer
+${
+  cli.exitCodesHelp([
+    [cli.EXIT.ok, null],
+    [cli.EXIT.failure, "the daemon refused the request (e.g. unknown facility)"],
+    [
+      cli.EXIT.usage,
+      "bad command line: unknown command or level, missing argument, unreadable key",
+    ],
+    [cli.EXIT.unavailable, "the daemon could not be reached, or its answer was not understood"],
+    [
+      cli.EXIT.auth,
+      "authentication refused: wrong or read-only community, or a badly signed answer",
+    ],
+  ])
+}
 
 Examples:
   faildebug --key-file /etc/failover/community list
@@ -67,7 +62,7 @@ Examples:
 
 function usageError(message: string): number {
   console.error(`faildebug: ${message}\nRun faildebug --help for the usage.`);
-  return EXIT_USAGE;
+  return cli.EXIT.usage;
 }
 
 /**
@@ -109,17 +104,9 @@ export function formatLevels(levels: LogLevels): string {
 export async function main(args: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        url: { type: "string", short: "u" },
-        key: { type: "string", short: "k" },
-        "key-file": { type: "string" },
-        timeout: { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
+    parsed = cli.parseCommandLine("faildebug", args, {
+      options: { url: { type: "string", short: "u" } },
+      shared: ["key", "key-file", "timeout", "json"],
     });
   } catch (error) {
     return usageError((error as Error).message);
@@ -155,19 +142,11 @@ export async function main(args: string[]): Promise<number> {
     }
     level = wanted as LogLevel;
   }
-  if (values.key !== undefined && values["key-file"] !== undefined) {
-    return usageError("Give either --key or --key-file, not both");
-  }
-  const timeoutMs = values.timeout === undefined ? 5000 : Number(values.timeout);
-  if (!(Number.isInteger(timeoutMs) && timeoutMs >= 1 && timeoutMs <= 600_000)) {
-    return usageError(`Invalid --timeout "${values.timeout}": expected ms from 1 to 600000`);
-  }
   let key: string | undefined;
+  let timeoutMs: number;
   try {
-    key = resolveKey({
-      ...(values.key === undefined ? {} : { key: values.key }),
-      ...(values["key-file"] === undefined ? {} : { keyFile: values["key-file"] }),
-    });
+    timeoutMs = cli.timeoutOption(values.timeout, { defaultMs: 5000 });
+    key = cli.keyOption(values);
   } catch (error) {
     return usageError((error as Error).message);
   }
@@ -199,23 +178,16 @@ export async function main(args: string[]): Promise<number> {
         `faildebug: Authentication refused by ${client.url}: ${message}` +
           (key === undefined ? " (no key given: use --key-file or FAILOVER_KEY)" : ""),
       );
-      return EXIT_AUTH;
-    }
-    if (error instanceof PeerUnreachableError) {
-      console.error(`faildebug: ${message}`);
-      return EXIT_UNAVAILABLE;
-    }
-    if (error instanceof FaildError) {
-      if (error.status >= 500) {
-        console.error(`faildebug: ${client.url} answered ${error.status}: ${message}`);
-        return EXIT_UNAVAILABLE;
-      }
-      console.error(`faildebug: ${client.url} refused the request (${error.status}): ${message}`);
-      return EXIT_REFUSED;
-    }
-    if (error instanceof RangeError) return usageError(message);
-    console.error(`faildebug: ${message}`);
-    return 1;
+    } else if (error instanceof PeerUnreachableError) console.error(`faildebug: ${message}`);
+    else if (error instanceof FaildError) {
+      console.error(
+        error.status >= 500
+          ? `faildebug: ${client.url} answered ${error.status}: ${message}`
+          : `faildebug: ${client.url} refused the request (${error.status}): ${message}`,
+      );
+    } else if (error instanceof RangeError) return usageError(message);
+    else console.error(`faildebug: ${message}`);
+    return cli.exitCodeOf(error);
   } finally {
     client.close();
   }

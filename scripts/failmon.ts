@@ -11,9 +11,10 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { EXIT, exitCodesHelp, parseCommandLine, timeoutOption } from "../lib/cli.ts";
+import { parseHostPort } from "../lib/net.ts";
 import type { FailshSnapshot } from "../lib/types.ts";
-import { parseListen, serveAggregate } from "./failmon/aggregate.ts";
+import { serveAggregate } from "./failmon/aggregate.ts";
 import { renderHtml, renderHtmlError } from "./failmon/html.ts";
 import { fmtStatus, renderText } from "./failmon/line.ts";
 import { normalizeBaseUrl, SnapshotStream, type StreamStatus } from "./failmon/stream.ts";
@@ -21,11 +22,6 @@ import { runTui } from "./failmon/tui.ts";
 
 /** The default monitor URL (failsh's default monitor port, 1848, as in the original). */
 export const DEFAULT_URL = "http://127.0.0.1:1848";
-
-/** Exit code: bad command line. */
-export const EXIT_USAGE = 64;
-/** Exit code: the monitor could not be reached or answered something else than a snapshot. */
-export const EXIT_UNAVAILABLE = 69;
 
 /** The text of `failmon --help`. */
 export const HELP = `Usage: failmon [-m c|l|h|1] [--url URL] [--json] [options]
@@ -65,12 +61,15 @@ Options:
                      /v1/stream server-sent events. Unreachable hosts are shown as such
   -h, --help         this text
 
-Exit codes:
-  0    success (or q in the terminal UI)
-  64   bad command line
-  69   the monitor could not be reached, or did not answer with a snapshot (-m 1, -m h)
-  130  interrupted (SIGINT)
-  1    any other error
+${
+  exitCodesHelp([
+    [EXIT.ok, "success (or q in the terminal UI)"],
+    [EXIT.failure, "any other error"],
+    [EXIT.usage, null],
+    [EXIT.unavailable, "the monitor could not be reached, or sent no snapshot (-m 1, -m h)"],
+    [EXIT.interrupted, null],
+  ])
+}
 
 Examples:
   failmon                                   # terminal UI on http://127.0.0.1:1848
@@ -98,7 +97,7 @@ function out(text: string): void {
 
 function usageError(message: string): number {
   console.error(`failmon: ${message}\nRun failmon --help for the options.`);
-  return EXIT_USAGE;
+  return EXIT.usage;
 }
 
 /**
@@ -221,20 +220,16 @@ async function lineMode(url: string, json: boolean): Promise<number> {
 export async function main(args: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
+    parsed = parseCommandLine("failmon", args, {
       options: {
         mode: { type: "string", short: "m" },
         url: { type: "string", short: "u" },
-        json: { type: "boolean" },
         count: { type: "string" },
-        timeout: { type: "string" },
         "last-call": { type: "boolean" },
         "no-color": { type: "boolean" },
         serve: { type: "string" },
-        help: { type: "boolean", short: "h" },
       },
+      shared: ["json", "timeout"],
     });
   } catch (error) {
     return usageError((error as Error).message);
@@ -252,12 +247,12 @@ export async function main(args: string[]): Promise<number> {
     }
     let listen, server;
     try {
-      listen = parseListen(values.serve);
+      listen = parseHostPort(values.serve, { defaultHostname: "127.0.0.1", allowPortZero: true });
       server = serveAggregate(positionals, listen);
     } catch (error) {
       if (error instanceof TypeError) return usageError(error.message);
       console.error(`failmon: Cannot serve on ${values.serve}: ${(error as Error).message}`);
-      return 1;
+      return EXIT.failure;
     }
     console.error(`failmon: serving ${positionals.length} monitors on ${server.url}/`);
     const { promise, resolve } = Promise.withResolvers<number>();
@@ -291,9 +286,11 @@ export async function main(args: string[]): Promise<number> {
   if (count !== null && !(Number.isInteger(count) && count >= 1)) {
     return usageError(`Invalid --count "${values.count}": expected a whole number from 1`);
   }
-  const timeoutMs = values.timeout === undefined ? 10_000 : Number(values.timeout);
-  if (!(Number.isInteger(timeoutMs) && timeoutMs >= 1 && timeoutMs <= 3_600_000)) {
-    return usageError(`Invalid --timeout "${values.timeout}": expected ms from 1 to 3600000`);
+  let timeoutMs: number;
+  try {
+    timeoutMs = timeoutOption(values.timeout, { defaultMs: 10_000, maxMs: 3_600_000 });
+  } catch (error) {
+    return usageError((error as Error).message);
   }
   if (values.json && mode === "h") {
     return usageError("--json cannot be combined with -m h: choose HTML or JSON");
@@ -310,7 +307,7 @@ export async function main(args: string[]): Promise<number> {
         out(renderHtmlError(message));
       }
       console.error(`failmon: ${message}`);
-      return EXIT_UNAVAILABLE;
+      return EXIT.unavailable;
     }
     if (mode === "h") {
       if (cgi) out("Content-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\n\r\n");

@@ -9,10 +9,10 @@
  *
  * @module
  */
-import { Command, CommanderError } from "@commander-js/extra-typings";
-import { FaildClient, resolveKey } from "../lib/client.ts";
+import { FaildClient } from "../lib/client.ts";
+import * as cli from "../lib/cli.ts";
 import type { ServiceRecord } from "../lib/types.ts";
-import { ageText, EXIT, exitCodeOf, servicesTable, useColour } from "./_faild_table.ts";
+import { ageText, servicesTable, useColour } from "./_faild_table.ts";
 
 /** What failstat reports for one faild. */
 export interface FaildStatus {
@@ -22,7 +22,7 @@ export interface FaildStatus {
   reachable: boolean;
   /** The error when it did not, else `null`. */
   error: string | null;
-  /** Exit code class of the error (see failc), 0 when reachable. */
+  /** Exit code of the error (`lib/cli.ts`: 1, 69 or 77), 0 when reachable. */
   code: number;
   /** Its host name, or `null`. */
   host: string | null;
@@ -93,7 +93,7 @@ export async function collectStatus(
       });
     } catch (error) {
       status.error = (error as Error).message;
-      status.code = exitCodeOf(error);
+      status.code = cli.exitCodeOf(error);
     } finally {
       client?.close();
     }
@@ -127,12 +127,35 @@ export function renderStatus(statuses: FaildStatus[], colour: boolean): string {
   return out.join("\n");
 }
 
+/** The text of `failstat --help`. */
+export const HELP = `Usage: failstat [options] URL...
+
+Dumps the state of one or several faild at once (queried in parallel), e.g.
+failstat http://10.0.0.1:7100 http://10.0.0.2:7100
+
+Options:
+${cli.sharedHelp(["key", "key-file", "timeout"])} (default 3000)
+${cli.sharedHelp(["json"])}: an array with one object per faild
+${cli.sharedHelp(["help"])}
+
+Without --key or --key-file the community is read from $FAILOVER_KEY.
+The first failing URL decides the exit code; the others are still shown.
+
+${
+  cli.exitCodesHelp([
+    [cli.EXIT.ok, "every faild answered"],
+    [cli.EXIT.failure, "a faild refused the request (4xx)"],
+    [cli.EXIT.usage, null],
+    [cli.EXIT.unavailable, "a faild was unreachable, or its answer was not understood"],
+    [cli.EXIT.auth, "a faild refused the key, or its answer was not signed with it"],
+  ])
+}`;
+
 /**
  * Runs failstat.
  *
  * @param args Command line arguments.
- * @returns 0 when every faild answered, else the exit code of the first failure (see failc:
- * 3 unreachable, 4 auth refused, 5 other), 2 on a usage error.
+ * @returns The exit code (see {@linkcode HELP}).
  *
  * @example
  * ```ts ignore
@@ -141,65 +164,43 @@ export function renderStatus(statuses: FaildStatus[], colour: boolean): string {
  * ```
  */
 export async function main(args: string[]): Promise<number> {
-  let result = EXIT.usage as number;
-  const program = new Command()
-    .name("failstat")
-    .description("Dump the state of one or several faild at once (queried in parallel).")
-    .argument("<url...>", "faild URLs, e.g. http://10.0.0.1:7100")
-    .option("--key <community>", "sign requests with this community (visible in ps: prefer a file)")
-    .option("--key-file <file>", "read the community from this file (first line)")
-    .option("--timeout <ms>", "timeout of each request (default 3000)")
-    .option("--json", "print JSON: an array with one object per faild")
-    .addHelpText(
-      "after",
-      `
-Without --key or --key-file the community is read from $FAILOVER_KEY.
-Exit codes: 0 every faild answered; 3 one was unreachable; 4 one refused the key; 5 other error
-answer; 2 usage error. The first failing URL decides the code; the others are still shown.`,
-    )
-    .exitOverride()
-    .action(async (urls, o) => {
-      let timeoutMs = 3000;
-      if (o.timeout !== undefined) {
-        timeoutMs = Number(o.timeout);
-        if (!/^\d+$/.test(o.timeout) || timeoutMs < 1) {
-          console.error(`failstat: Invalid --timeout "${o.timeout}": expected milliseconds`);
-          result = EXIT.usage;
-          return;
-        }
-      }
-      let key: string | undefined;
-      try {
-        key = resolveKey({
-          ...(o.key !== undefined ? { key: o.key } : {}),
-          ...(o.keyFile !== undefined ? { keyFile: o.keyFile } : {}),
-        });
-        for (const u of urls) new FaildClient(u).close();
-      } catch (error) {
-        console.error(`failstat: ${(error as Error).message}`);
-        result = EXIT.usage;
-        return;
-      }
-      const statuses = await collectStatus(urls, {
-        timeoutMs,
-        ...(key !== undefined ? { key } : {}),
-      });
-      if (o.json) console.log(JSON.stringify(statuses, null, 2));
-      else console.log(renderStatus(statuses, useColour()));
-      result = statuses.find((s) => !s.reachable)?.code ?? EXIT.ok;
-    });
+  let urls: string[];
+  let timeoutMs: number;
+  let key: string | undefined;
+  let json: boolean;
   try {
-    await program.parseAsync(args, { from: "user" });
-  } catch (error) {
-    if (error instanceof CommanderError) {
-      return error.code === "commander.helpDisplayed" || error.code === "commander.version"
-        ? EXIT.ok
-        : EXIT.usage;
+    const { values: o, positionals } = cli.parseCommandLine("failstat", args, {
+      shared: ["key", "key-file", "timeout", "json"],
+    });
+    if (o.help) {
+      console.log(HELP);
+      return cli.EXIT.ok;
     }
+    if (positionals.length === 0) {
+      throw new cli.UsageError("Missing URL: give at least one faild URL");
+    }
+    urls = positionals;
+    timeoutMs = cli.timeoutOption(o.timeout, { defaultMs: 3000 });
+    key = cli.keyOption(o);
+    json = o.json === true;
+    for (const u of urls) {
+      try {
+        new FaildClient(u).close();
+      } catch (error) {
+        throw new cli.UsageError((error as Error).message);
+      }
+    }
+  } catch (error) {
     console.error(`failstat: ${(error as Error).message}`);
-    return EXIT.usage;
+    return cli.exitCodeOf(error);
   }
-  return result;
+  const statuses = await collectStatus(urls, {
+    timeoutMs,
+    ...(key !== undefined ? { key } : {}),
+  });
+  if (json) console.log(JSON.stringify(statuses, null, 2));
+  else console.log(renderStatus(statuses, useColour()));
+  return statuses.find((s) => !s.reachable)?.code ?? cli.EXIT.ok;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

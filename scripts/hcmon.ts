@@ -10,10 +10,19 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import Table from "cli-table3";
+import {
+  EXIT,
+  exitCodesHelp,
+  parseCommandLine,
+  sharedHelp,
+  timeoutOption,
+  UsageError,
+} from "../lib/cli.ts";
+import { baseUrl, parseHostPort } from "../lib/net.ts";
+import { readBounded } from "../lib/streams.ts";
 import type { CheckStatus, HcSnapshot } from "../daemon/hc/checker.ts";
-import { errorText, HC_DURATION, readBounded } from "../daemon/hc/checks/_util.ts";
+import { errorText, HC_DURATION } from "../daemon/hc/checks/_util.ts";
 import { parseDuration } from "../lib/types.ts";
 
 /** Most bytes read from one hc answer. */
@@ -262,9 +271,9 @@ export function renderTable(state: HcmonState): string {
  * ```
  */
 export function exitCodeFor(state: HcmonState): number {
-  if (state.summary.unreachable > 0) return 2;
+  if (state.summary.unreachable > 0) return EXIT.unavailable;
   const s = state.summary;
-  return s.FAIL + s.BLOCKED + s.PENDING > 0 ? 1 : 0;
+  return s.FAIL + s.BLOCKED + s.PENDING > 0 ? EXIT.failure : EXIT.ok;
 }
 
 /** The live page. All data is inserted as text (never as HTML), so check details cannot inject. */
@@ -464,9 +473,8 @@ export async function serveHcmon(
     return new Response("Not found: use / or /api/state\n", { status: 404 });
   });
   const addr = server.addr as Deno.NetAddr;
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   return {
-    url: `http://${host}:${addr.port}`,
+    url: baseUrl(addr),
     addr,
     state: () => current,
     poll,
@@ -487,14 +495,20 @@ Shows the checks of many hc instances at once. URL is an hc status API, e.g.
 http://127.0.0.1:7200 or 127.0.0.1:7200.
 
 Options:
-  --json             print JSON instead of a table
-  --serve HOST:PORT  serve a live web page aggregating the instances (until Ctrl-C)
-  --interval D       with --serve: time between polls (default 2s)
-  --timeout D        time limit of each fetch (default 2s)
-  -h, --help         this text
+  --serve HOST:PORT       serve a live web page aggregating the instances (until Ctrl-C)
+  --interval D            with --serve: time between polls (default 2s)
+  --timeout MS            time limit of each fetch, in milliseconds or a duration such as 2s
+                          (default 2s)
+${sharedHelp(["json", "help"])}
 
-Exit status (without --serve): 0 all reachable and UP, 1 a check is not UP, 2 an hc is
-unreachable, 64 bad usage.`;
+${
+    exitCodesHelp([
+      [EXIT.ok, "every hc reachable and every check UP (with --serve: stopped by a signal)"],
+      [EXIT.failure, "a check is not UP, or --serve cannot listen"],
+      [EXIT.usage, null],
+      [EXIT.unavailable, "an hc is unreachable"],
+    ])
+  }`;
 
 function waitForSignal(): Promise<void> {
   return new Promise((resolve) => {
@@ -520,76 +534,55 @@ function waitForSignal(): Promise<void> {
  * ```
  */
 export async function main(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        json: { type: "boolean" },
-        serve: { type: "string" },
-        interval: { type: "string" },
-        timeout: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    });
-  } catch (e) {
-    console.error(`hcmon: ${errorText(e)}\n\n${USAGE}`);
-    return 64;
-  }
-  const { values, positionals } = parsed;
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
-  if (positionals.length === 0) {
-    console.error(`hcmon: give at least one hc URL\n\n${USAGE}`);
-    return 64;
-  }
-  if (positionals.length > MAX_INSTANCES) {
-    console.error(`hcmon: ${positionals.length} URLs given: at most ${MAX_INSTANCES}`);
-    return 64;
-  }
   let urls: string[];
   let timeoutMs: number;
   let intervalMs: number;
+  let listen: { hostname: string; port: number } | null = null;
+  let json: boolean;
   try {
+    const { values, positionals } = parseCommandLine("hcmon", args, {
+      options: { serve: { type: "string" }, interval: { type: "string" } },
+      shared: ["json", "timeout"],
+    });
+    if (values.help) {
+      console.log(USAGE);
+      return EXIT.ok;
+    }
+    if (positionals.length === 0) throw new UsageError("Missing URL: give at least one hc URL");
+    if (positionals.length > MAX_INSTANCES) {
+      throw new UsageError(`${positionals.length} URLs given: at most ${MAX_INSTANCES}`);
+    }
+    json = values.json === true;
     urls = [...new Set(positionals.map(normalizeHcUrl))];
-    timeoutMs = values.timeout
-      ? parseDuration(values.timeout, { what: "--timeout", ...HC_DURATION })
-      : 2000;
+    timeoutMs = timeoutOption(values.timeout, {
+      defaultMs: 2000,
+      duration: (t) => parseDuration(t, HC_DURATION),
+    });
     intervalMs = values.interval
       ? parseDuration(values.interval, { what: "--interval", ...HC_DURATION })
       : 2000;
-  } catch (e) {
-    console.error(`hcmon: ${errorText(e)}`);
-    return 64;
-  }
-  if (values.serve !== undefined) {
-    const m = /^(\[[0-9a-fA-F:.]+\]|[^:]+):([0-9]{1,5})$/.exec(values.serve);
-    if (!m || Number(m[2]) > 65535) {
-      console.error(`hcmon: --serve ${values.serve}: expected HOST:PORT, e.g. 127.0.0.1:7201`);
-      return 64;
+    if (values.serve !== undefined) {
+      listen = parseHostPort(values.serve, { allowPortZero: true });
     }
+  } catch (e) {
+    console.error(`hcmon: ${errorText(e)}\nRun hcmon --help for the options.`);
+    return EXIT.usage;
+  }
+  if (listen !== null) {
     let server: HcmonServer;
     try {
-      server = await serveHcmon(urls, {
-        hostname: m[1]!.replace(/^\[|\]$/g, ""),
-        port: Number(m[2]),
-        intervalMs,
-        timeoutMs,
-      });
+      server = await serveHcmon(urls, { ...listen, intervalMs, timeoutMs });
     } catch (e) {
-      console.error(`hcmon: cannot serve on ${values.serve}: ${errorText(e)}`);
-      return 69;
+      console.error(`hcmon: Cannot serve on ${baseUrl(listen)}: ${errorText(e)}`);
+      return EXIT.failure;
     }
     console.log(`hcmon: serving ${server.url}/ for ${urls.length} hc instances`);
     await waitForSignal();
     await server.close();
-    return 0;
+    return EXIT.ok;
   }
   const state = await fetchAll(urls, { timeoutMs });
-  console.log(values.json ? JSON.stringify(state, null, 2) : renderTable(state));
+  console.log(json ? JSON.stringify(state, null, 2) : renderTable(state));
   return exitCodeFor(state);
 }
 

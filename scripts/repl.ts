@@ -12,8 +12,8 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { FaildClient, PeerUnreachableError, resolveKey } from "../lib/client.ts";
+import { EXIT, exitCodeOf, exitCodesHelp, parseCommandLine } from "../lib/cli.ts";
 import { decide } from "../shell/scheduler/decide.ts";
 import { parseScenario, simulate } from "../shell/simulate.ts";
 import type { FailshSnapshot } from "../lib/types.ts";
@@ -115,14 +115,16 @@ export function preloadCode(): string {
  * ```
  */
 export async function main(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    strict: false,
-    options: { help: { type: "boolean", short: "h" } },
-  });
+  let parsed;
+  try {
+    parsed = parseCommandLine("repl", args);
+  } catch (error) {
+    console.error(`repl: ${(error as Error).message}`);
+    return exitCodeOf(error);
+  }
+  const { values, positionals } = parsed;
   if (values.help) {
-    console.log(`Usage: deno task repl
+    console.log(`Usage: deno task repl [-- ARGS...]
 
 A Deno REPL with the failover client preloaded:
   faild(url, key?)      a FaildClient (key defaults to $FAILOVER_KEY)
@@ -131,8 +133,12 @@ A Deno REPL with the failover client preloaded:
   metrics(url)          a failsh's Prometheus metrics
   decide(input)         the pure decision function (docs/decisions.md)
   simulate(decl, s)     a decision simulation in fake time
-  FaildClient, PeerUnreachableError`);
-    return 0;
+  FaildClient, PeerUnreachableError
+
+Arguments after -- go to deno repl.
+
+${exitCodesHelp([[EXIT.ok, "the REPL ended (else its own exit code)"], [EXIT.usage, null]])}`);
+    return EXIT.ok;
   }
   const child = new Deno.Command(Deno.execPath(), {
     args: ["repl", "-A", `--eval=${preloadCode()}`, ...positionals.map(String)],

@@ -12,12 +12,13 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
-import { dirname, resolve } from "node:path";
+import { resolve } from "node:path";
 import type { HostDecl, Policy, ScriptDecl } from "./contract.ts";
 import type { FailshSnapshot, ServiceState } from "../lib/types.ts";
 import { type Logger, logger as processLogger } from "../lib/log.ts";
 import { FaildPool, faildUrl } from "./faild_pool.ts";
+import { applyLogLevels, EXIT } from "../lib/cli.ts";
+import { FAILSH_HELP, type FailshArgs, parseFailshArgs } from "./failsh_args.ts";
 import { AuditLog } from "./sandbox/audit.ts";
 import { createNetDriver, type NetDriver } from "./sandbox/netops.ts";
 import { loadPolicy, PolicyError, readKey } from "./sandbox/policy.ts";
@@ -397,136 +398,6 @@ export async function runFailsh(options: FailshOptions): Promise<number> {
 // CLI
 // ---------------------------------------------------------------------------------------------
 
-/** The text of `failsh --help`. */
-export const FAILSH_HELP = `Usage: failsh [options] SCRIPT
-       failsh --check [--policy FILE] SCRIPT
-       failsh simulate SCRIPT SCENARIO [--json]
-
-The failover shell: runs a failover script in a sandbox, polls the peers' faild,
-decides (docs/decisions.md) and takes services over or releases them.
-
-Options:
-  -f, --script FILE     the failover script (or give it as the argument)
-  -p, --policy FILE     the operator's policy (default: policy.json beside the script)
-  -m, --monitor ADDR    monitor port HOST:PORT, or "off" (default: the policy's, 127.0.0.1:1848)
-  -D, --debug ADDR      debug port HOST:PORT, or "off" (default: the policy's)
-  -l, --dump FILE       where SIGUSR1 writes the state dump (default: the policy's dumpFile)
-  -i, --pidfile FILE    write the process id to FILE
-  -F, --foreground      stay in the foreground (always the case; for systemd and compatibility)
-  -v, --log-level LVL   default log level: error, warn, info, debug, trace (default info)
-      --check           validate script and policy without running them; exit 0 ok,
-                        1 warnings, 2 errors (like keepalived -t)
-      --json            with --check or simulate: print JSON
-  -h, --help            this help
-
-Signals: SIGUSR1 writes a state dump; SIGHUP reloads script and policy (held addresses
-stay; a broken new script keeps the old one); SIGTERM/SIGINT stop, releasing or keeping
-addresses as the policy's onExit says.
-
-Exit codes: 0 clean exit; 1 could not start or release; 2 --check found errors;
-64 bad command line.`;
-
-function defaultPolicyPath(script: string): string {
-  return resolve(dirname(resolve(script)), "policy.json");
-}
-
-/** failsh's command line, parsed (see {@linkcode parseFailshArgs}). */
-export interface FailshArgs {
-  /** The failover script. */
-  script: string;
-  /** `--policy`, or `undefined` for the default (policy.json beside the script). */
-  policy: string | undefined;
-  /** `-m`: a listen address, `"off"`, or `undefined` for the policy's. */
-  monitor: string | undefined;
-  /** `-D`: a listen address, `"off"`, or `undefined` for the policy's. */
-  debug: string | undefined;
-  /** `-l`: the dump file, or `undefined` for the policy's. */
-  dump: string | undefined;
-  /** `-i`: the pid file. */
-  pidfile: string | undefined;
-  /** `-v`: the default log level. */
-  logLevel: string | undefined;
-  /** `--check`. */
-  check: boolean;
-  /** `--json`. */
-  json: boolean;
-  /** `--help`. */
-  help: boolean;
-}
-
-/**
- * Parses failsh's command line (not `simulate`'s). With `options.script` (a script run
- * directly, `deno run -A failover.ts [options]`) the script is that one: `-f` and a SCRIPT
- * argument are refused.
- *
- * @param args The arguments.
- * @param options The script, when it is given by the run rather than the arguments.
- * @returns The parsed options, or a usage error (exit 64) to print.
- *
- * @example
- * ```ts
- * import { parseFailshArgs } from "./failsh.ts";
- * import { equal } from "node:assert/strict";
- * const a = parseFailshArgs(["-m", "127.0.0.1:1849", "failover.ts"]);
- * equal("error" in a ? a.error : a.monitor, "127.0.0.1:1849");
- * ```
- */
-export function parseFailshArgs(
-  args: string[],
-  options: { script?: string } = {},
-): FailshArgs | { error: string } {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        script: { type: "string", short: "f" },
-        policy: { type: "string", short: "p" },
-        monitor: { type: "string", short: "m" },
-        debug: { type: "string", short: "D" },
-        dump: { type: "string", short: "l" },
-        pidfile: { type: "string", short: "i" },
-        foreground: { type: "boolean", short: "F" },
-        "log-level": { type: "string", short: "v" },
-        check: { type: "boolean" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-    });
-  } catch (error) {
-    return { error: `${(error as Error).message}\nRun failsh --help for the options.` };
-  }
-  const v = parsed.values;
-  let script = v.script ?? parsed.positionals[0];
-  if (options.script !== undefined) {
-    if (v.script !== undefined || parsed.positionals.length > 0) {
-      return {
-        error: `${options.script} is the script: run it with failsh's options only, not ${
-          v.script !== undefined ? "-f" : JSON.stringify(parsed.positionals[0])
-        }. Run failsh --help for the options.`,
-      };
-    }
-    script = options.script;
-  } else if (
-    !v.help && (script === undefined || parsed.positionals.length > (v.script ? 0 : 1))
-  ) {
-    return { error: "give exactly one SCRIPT (or -f SCRIPT). Run failsh --help for the options." };
-  }
-  return {
-    script: script ?? "",
-    policy: v.policy,
-    monitor: v.monitor,
-    debug: v.debug,
-    dump: v.dump,
-    pidfile: v.pidfile,
-    logLevel: v["log-level"],
-    check: v.check ?? false,
-    json: v.json ?? false,
-    help: v.help ?? false,
-  };
-}
-
 /**
  * Runs the failsh command line.
  *
@@ -546,27 +417,21 @@ export async function main(args: string[], options: { script?: string } = {}): P
     const { main: simulateMain } = await import("./simulate.ts");
     return await simulateMain(args.slice(1));
   }
-  const v = parseFailshArgs(args, options);
-  if ("error" in v) {
-    console.error(`failsh: ${v.error}`);
-    return 64;
+  let v: FailshArgs;
+  try {
+    v = parseFailshArgs(args, options);
+    applyLogLevels(processLogger, v.logLevel);
+  } catch (error) {
+    console.error(`failsh: ${(error as Error).message}`);
+    return EXIT.usage;
   }
   if (v.help) {
     console.log(FAILSH_HELP);
-    return 0;
+    return EXIT.ok;
   }
-  const script = v.script;
-  const policyPath = v.policy ?? defaultPolicyPath(script);
-  if (v.logLevel !== undefined) {
-    try {
-      processLogger.setLevel("*", v.logLevel);
-    } catch (error) {
-      console.error(`failsh: ${(error as Error).message}`);
-      return 64;
-    }
-  }
+  const { script, policyPath } = v;
   if (v.check) {
-    if (v.logLevel === undefined) processLogger.setLevel("*", "error");
+    if (v.logLevel.length === 0) processLogger.setLevel("*", "error");
     const report = await checkFailsh(script, policyPath);
     if (v.json) {
       console.log(
@@ -589,16 +454,13 @@ export async function main(args: string[], options: { script?: string } = {}): P
     }
     return report.code;
   }
-  const off = (x: string | undefined) => x === undefined ? undefined : x === "off" ? null : x;
-  const monitor = off(v.monitor);
-  const debug = off(v.debug);
   return await runFailsh({
     script,
     policyPath,
-    ...(monitor !== undefined ? { monitor } : {}),
-    ...(debug !== undefined ? { debug } : {}),
-    ...(v.dump !== undefined ? { dumpFile: v.dump } : {}),
-    ...(v.pidfile !== undefined ? { pidFile: v.pidfile } : {}),
+    ...(v.monitor !== undefined ? { monitor: v.monitor } : {}),
+    ...(v.debug !== undefined ? { debug: v.debug } : {}),
+    ...(v.dumpFile !== undefined ? { dumpFile: v.dumpFile } : {}),
+    ...(v.pidFile !== undefined ? { pidFile: v.pidFile } : {}),
   });
 }
 

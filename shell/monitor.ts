@@ -16,6 +16,13 @@
 import type { FailshSnapshot } from "../lib/types.ts";
 import { LOG_LEVELS } from "../lib/types.ts";
 import type { Logger } from "../lib/log.ts";
+import { baseUrl, parseHostPort as parseAddress } from "../lib/net.ts";
+import {
+  escapeLabel as esc,
+  histogramLines,
+  metricHeader,
+  type MetricType,
+} from "../lib/metrics.ts";
 import {
   bodyDigest,
   keyId,
@@ -66,7 +73,7 @@ export interface PortHandle {
 }
 
 /**
- * Parses `HOST:PORT` (IPv6 as `[::1]:PORT`).
+ * Parses a monitor or debug port address, `HOST:PORT` (IPv6 as `[::1]:PORT`).
  *
  * @param text The address.
  * @returns Host and port.
@@ -74,24 +81,13 @@ export interface PortHandle {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseHostPort } from "./monitor.ts";
- * console.log(parseHostPort("127.0.0.1:1848")); // { hostname: "127.0.0.1", port: 1848 }
+ * assert.deepStrictEqual(parseHostPort("127.0.0.1:1848"), { hostname: "127.0.0.1", port: 1848 });
  * ```
  */
 export function parseHostPort(text: string): { hostname: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) {
-    throw new TypeError(
-      `Invalid listen address "${text}": expected HOST:PORT, e.g. 127.0.0.1:1848`,
-    );
-  }
-  return { hostname: (m[1] ?? m[2])!, port };
-}
-
-function urlOf(addr: Deno.NetAddr): string {
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  return `http://${host}:${addr.port}`;
+  return parseAddress(text, { allowPortZero: true });
 }
 
 function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
@@ -247,7 +243,7 @@ export async function startMonitor(options: MonitorOptions): Promise<PortHandle>
   });
   return {
     addr,
-    url: urlOf(addr),
+    url: baseUrl(addr),
     async close() {
       for (const stop of [...streams]) stop();
       await server.shutdown();
@@ -386,15 +382,11 @@ export async function startDebugPort(options: DebugPortOptions): Promise<PortHan
   const { server, addr } = await listen(options.listen, handle);
   return {
     addr,
-    url: urlOf(addr),
+    url: baseUrl(addr),
     async close() {
       await server.shutdown();
     },
   };
-}
-
-function esc(value: string): string {
-  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 }
 
 /**
@@ -419,8 +411,8 @@ export function metricsText(
   sandbox?: SandboxCounters,
 ): string {
   const out: string[] = [];
-  const metric = (name: string, type: string, help: string) => {
-    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+  const metric = (name: string, type: MetricType, help: string) => {
+    out.push(...metricHeader(name, type, help));
   };
   metric("failsh_service_state", "gauge", "1 for the local state of each service, 0 otherwise.");
   for (const s of snapshot.services) {
@@ -447,14 +439,7 @@ export function metricsText(
   }
   metric("failsh_poll_latency_ms", "histogram", "Round-trip time of successful polls, by host.");
   for (const [host, h] of stats.pollLatency) {
-    let cum = 0;
-    h.bounds.forEach((b, i) => {
-      cum += h.counts[i]!;
-      out.push(`failsh_poll_latency_ms_bucket{host="${esc(host)}",le="${b}"} ${cum}`);
-    });
-    out.push(`failsh_poll_latency_ms_bucket{host="${esc(host)}",le="+Inf"} ${h.count}`);
-    out.push(`failsh_poll_latency_ms_sum{host="${esc(host)}"} ${h.sum}`);
-    out.push(`failsh_poll_latency_ms_count{host="${esc(host)}"} ${h.count}`);
+    out.push(...histogramLines("failsh_poll_latency_ms", { host }, h));
   }
   metric("failsh_poll_failures_total", "counter", "Failed or missed polls, by host.");
   for (const [host, v] of stats.pollFailures) {
@@ -469,15 +454,9 @@ export function metricsText(
   metric("failsh_handler_duration_ms", "histogram", "Handler run time by service and kind.");
   for (const [k, h] of stats.handlerDurations) {
     const [service, kind] = k.split("/");
-    const l = `service="${esc(service!)}",kind="${kind}"`;
-    let cum = 0;
-    h.bounds.forEach((b, i) => {
-      cum += h.counts[i]!;
-      out.push(`failsh_handler_duration_ms_bucket{${l},le="${b}"} ${cum}`);
-    });
-    out.push(`failsh_handler_duration_ms_bucket{${l},le="+Inf"} ${h.count}`);
-    out.push(`failsh_handler_duration_ms_sum{${l}} ${h.sum}`);
-    out.push(`failsh_handler_duration_ms_count{${l}} ${h.count}`);
+    out.push(
+      ...histogramLines("failsh_handler_duration_ms", { service: service!, kind: kind! }, h),
+    );
   }
   metric("failsh_handler_timeouts_total", "counter", "Handlers killed at their time limit.");
   for (const [k, v] of stats.handlerTimeouts) {

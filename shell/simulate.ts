@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { EXIT, exitCodesHelp, parseCommandLine } from "../lib/cli.ts";
 import { resolve } from "node:path";
 import type {
   HandlerInvocation,
@@ -455,19 +455,13 @@ export function formatSimulation(
 export async function main(args: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        json: { type: "boolean" },
-        inputs: { type: "boolean" },
-        policy: { type: "string", short: "p" },
-        help: { type: "boolean", short: "h" },
-      },
+    parsed = parseCommandLine("failsh simulate", args, {
+      options: { inputs: { type: "boolean" }, policy: { type: "string", short: "p" } },
+      shared: ["json"],
     });
   } catch (error) {
     console.error(`failsh simulate: ${(error as Error).message}`);
-    return 64;
+    return EXIT.usage;
   }
   if (parsed.values.help) {
     console.log(`Usage: failsh simulate SCRIPT SCENARIO [--json] [--inputs] [--policy FILE]
@@ -475,13 +469,21 @@ export async function main(args: string[]): Promise<number> {
 Runs the script's real declaration and failsh's real scheduler and decisions against the
 scenario's timeline in fake time, and prints every decision with the inputs that caused
 it. Handlers are not run: each returns its usual result unless the scenario says
-otherwise. Scenario format: docs/failsh.md.`);
-    return 0;
+otherwise. Scenario format: docs/failsh.md.
+
+${
+      exitCodesHelp([
+        [EXIT.ok, "the simulation ran"],
+        [EXIT.failure, "the script or the scenario is invalid"],
+        [EXIT.usage, null],
+      ])
+    }`);
+    return EXIT.ok;
   }
   const [script, scenarioPath] = parsed.positionals;
   if (script === undefined || scenarioPath === undefined || parsed.positionals.length > 2) {
     console.error("failsh simulate: give SCRIPT and SCENARIO. Run failsh simulate --help.");
-    return 64;
+    return EXIT.usage;
   }
   processLogger.setLevel("*", "error");
   try {

@@ -66,26 +66,28 @@ Deno.test("failc sets, gets, lists and deletes services on a faild process", asy
       assert.equal(r.code, 1);
       assert.match(r.stderr, /failc: Service not found: nothing/);
     });
-    await t.step("exit code 4: read-only key writing, or no key at all", async () => {
+    await t.step("exit code 77: read-only key writing, or no key at all", async () => {
       const ro = await failc("--key", RO, "set", "web", "UP");
-      assert.equal(ro.code, 4);
+      assert.equal(ro.code, 77);
       assert.match(ro.stderr, /Read-only access/);
       const anon = await failc("list");
-      assert.equal(anon.code, 4);
+      assert.equal(anon.code, 77);
       assert.match(anon.stderr, /Unsigned request/);
     });
-    await t.step("exit code 2: usage errors", async () => {
+    await t.step("exit code 64: usage errors", async () => {
       const state = await failc("--key", RW, "set", "web", "DOWN");
-      assert.equal(state.code, 2);
+      assert.equal(state.code, 64);
       assert.match(state.stderr, /Invalid state "DOWN": expected UP, RECOVER or FAIL/);
-      assert.equal((await failc("--key", RW, "get", "../etc")).code, 2);
-      assert.equal((await failc("frobnicate")).code, 2);
-      assert.equal((await failc("--key-file", `${dir}/missing`, "list")).code, 2);
+      assert.equal((await failc("--key", RW, "get", "../etc")).code, 64);
+      assert.equal((await failc("frobnicate")).code, 64);
+      assert.equal((await failc("--key-file", `${dir}/missing`, "list")).code, 64);
+      assert.equal((await failc("--key", RW, "get")).code, 64, "a missing argument");
+      assert.equal((await failc("--key", RW, "--timeout", "0", "list")).code, 64);
     });
     await t.step("--help documents the exit codes", async () => {
       const r = await failc("--help");
       assert.equal(r.code, 0);
-      assert.match(r.stdout, /Exit codes:[\s\S]*3 +faild unreachable/);
+      assert.match(r.stdout, /Exit codes:[\s\S]*69 +faild unreachable/);
     });
     await t.step("delete removes the service", async () => {
       assert.equal((await failc("--key", RW, "delete", "db")).code, 0);
@@ -96,7 +98,7 @@ Deno.test("failc sets, gets, lists and deletes services on a faild process", asy
       const deadUrl = `http://127.0.0.1:${listener.addr.port}`;
       listener.close();
       const r = await runTool("failstat", ["--key", RW, faild.url, deadUrl]);
-      assert.equal(r.code, 3);
+      assert.equal(r.code, 69);
       assert.match(r.stdout, new RegExp(`${faild.url}: host cli-host, faild `));
       assert.match(r.stdout, /│ web +│ FAIL +│/);
       assert.match(r.stdout, new RegExp(`${deadUrl}: UNREACHABLE: .*Connection refused`));
@@ -105,7 +107,7 @@ Deno.test("failc sets, gets, lists and deletes services on a faild process", asy
       assert.equal(statuses[0].reachable, true);
       assert.equal(statuses[0].services[0].name, "web");
       assert.equal(statuses[1].reachable, false);
-      assert.equal(statuses[1].code, 3);
+      assert.equal(statuses[1].code, 69);
       const ok = await runTool("failstat", ["--key", RW, faild.url]);
       assert.equal(ok.code, 0);
     });
@@ -115,12 +117,12 @@ Deno.test("failc sets, gets, lists and deletes services on a faild process", asy
   }
 });
 
-Deno.test("failc exits 3 when no faild listens", async () => {
+Deno.test("failc exits 69 when no faild listens", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const url = `http://127.0.0.1:${listener.addr.port}`;
   listener.close();
   const r = await runTool("failc", ["--url", url, "--key", RW, "list"]);
-  assert.equal(r.code, 3);
+  assert.equal(r.code, 69);
   assert.match(r.stderr, /Cannot reach faild at/);
 });
 
@@ -131,7 +133,7 @@ Deno.test("faild stops cleanly on SIGTERM and reloads its community file on SIGH
   try {
     assert.equal((await Deno.readTextFile(pidFile)).trim(), String(faild.pid));
     const late = "cli-test-late-community";
-    assert.equal((await runTool("failc", ["--url", faild.url, "--key", late, "list"])).code, 4);
+    assert.equal((await runTool("failc", ["--url", faild.url, "--key", late, "list"])).code, 77);
     await Deno.writeTextFile(community, `*  ${late}  RW\n`);
     faild.child.kill("SIGHUP");
     let code = -1;

@@ -20,9 +20,16 @@ Deno.test({
   async fn(t) {
     const dnsmasq = await startDnsmasq();
     const server = { host: "127.0.0.1", port: dnsmasq.port };
-    const ask = (name: string, typeName: string, type: number, expect: string | null, rcode = 0) =>
+    const ask = (
+      name: string,
+      typeName: string,
+      type: number,
+      expect: string | null,
+      rcode = 0,
+      tcp = false,
+    ) =>
       probeDns(
-        { server, name, type, typeName, expect, rcode, timeoutMs: 1000 },
+        { server, name, type, typeName, expect, rcode, timeoutMs: 1000, tcp },
         AbortSignal.timeout(1000),
       );
     let stopped = false;
@@ -31,6 +38,13 @@ Deno.test({
         const r = await ask("www.example.test", "A", 1, "198.18.0.10");
         assert.equal(r.ok, true, r.detail);
         assert.match(r.detail, /^A www.example.test: 198.18.0.10 in \d+ ms$/);
+      });
+      await t.step("the same query over TCP (tcp=yes) is answered", async () => {
+        const r = await ask("www.example.test", "A", 1, "198.18.0.10", 0, true);
+        assert.equal(r.ok, true, r.detail);
+        assert.match(r.detail, /^A www.example.test: 198.18.0.10 in \d+ ms$/);
+        const nx = await ask("nope.example.test", "A", 1, null, 0, true);
+        assert.match(nx.detail, /expected NOERROR, got (NXDOMAIN|REFUSED)/);
       });
       await t.step("a TXT record is answered", async () => {
         const r = await ask("txt.example.test", "TXT", 16, "hello hc");

@@ -136,7 +136,7 @@ Deno.test("hcmon fetches many hc at once: table, JSON and exit codes", async (t)
       const d = s.instances[1]!;
       assert.equal(d.reachable, false);
       assert.match(d.error!, /refused/i);
-      assert.equal(exitCodeFor(s), 2);
+      assert.equal(exitCodeFor(s), 69);
       assert.match(renderTable(s), /UNREACHABLE/);
     });
     await t.step(
@@ -163,7 +163,7 @@ Deno.test("hcmon fetches many hc at once: table, JSON and exit codes", async (t)
       } finally {
         console.log = log;
       }
-      assert.equal(code, 2);
+      assert.equal(code, 69);
       const state = JSON.parse(lines.join("\n"));
       assert.equal(state.instances[0].name, "mail1");
       assert.equal(state.instances[1].reachable, false);

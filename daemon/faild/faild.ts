@@ -11,6 +11,15 @@
 import denoConfig from "../../deno.json" with { type: "json" };
 import { Logger, logger as processLogger } from "../../lib/log.ts";
 import { isValidName } from "../../lib/types.ts";
+import {
+  applyLogLevels,
+  EXIT,
+  exitCodeOf,
+  exitCodesHelp,
+  parseCommandLine,
+  UsageError,
+} from "../../lib/cli.ts";
+import { baseUrl, parseHostPort } from "../../lib/net.ts";
 import { type CommunityRules, loadCommunityFile, parseCommunity } from "./community.ts";
 import { Metrics } from "./metrics.ts";
 import { CompactNonceCache, DEFAULT_NONCE_SESSIONS, DEFAULT_NONCE_SLOTS } from "./nonce.ts";
@@ -106,15 +115,7 @@ export interface FaildHandle {
  * ```
  */
 export function parseListen(text: string): { hostname: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) {
-    throw new TypeError(
-      `Invalid listen address "${text}": expected HOST:PORT, e.g. 127.0.0.1:7100 or [::1]:7100`,
-    );
-  }
-  const hostname = m[1] ?? (m[2] === "" ? "0.0.0.0" : m[2]!);
-  return { hostname, port };
+  return parseHostPort(text, { defaultHostname: "0.0.0.0", allowPortZero: true });
 }
 
 function systemHostName(): string {
@@ -312,8 +313,7 @@ export async function startFaild(options: FaildOptions = {}): Promise<FaildHandl
   }
   const http = server;
   const addr = http.addr;
-  const shownHost = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  const url = `${tls ? "https" : "http"}://${shownHost}:${addr.port}`;
+  const url = baseUrl(addr, { scheme: tls ? "https" : "http" });
   if (http.maxConnections < (options.maxConnections ?? DEFAULT_MAX_CONNECTIONS)) {
     log.warn("http", "connection limit lowered to fit the descriptor limit", {
       maxConnections: http.maxConnections,
@@ -449,7 +449,13 @@ Options:
 Signals: SIGTERM/SIGINT stop gracefully (finish requests, write the state, remove the pid
 file); SIGHUP re-reads the community file (a broken file keeps the old rules, logs the error).
 Once listening, faild prints "faild listening on URL" on stdout; logs are JSON lines on stderr.
-Exit codes: 0 stopped normally, 1 could not start (bad file, address in use), 2 usage error.
+${
+  exitCodesHelp([
+    [EXIT.ok, "stopped normally"],
+    [EXIT.failure, "could not start (bad file, address in use)"],
+    [EXIT.usage, null],
+  ])
+}
 Permissions: --allow-net --allow-read --allow-write (state, pid files) --allow-sys=hostname.
 Small-memory profile (about 55 MiB under a flood of polls, 70 MiB at most under the fuzz
 harness): --v8-flags=--max-semi-space-size=1,--max-opt=2,--optimize-for-size on the deno command
@@ -476,7 +482,7 @@ export function nonceSlotsFor(n: number): number {
 function secondsArg(flag: string, value: string): number {
   const n = Number(value);
   if (!/^\d+(\.\d+)?$/.test(value) || !(n >= 0.1 && n <= 3600)) {
-    throw new TypeError(`Invalid ${flag} "${value}": expected seconds from 0.1 to 3600`);
+    throw new UsageError(`Invalid ${flag} "${value}": expected seconds from 0.1 to 3600`);
   }
   return n;
 }
@@ -484,130 +490,105 @@ function secondsArg(flag: string, value: string): number {
 function intArg(flag: string, value: string, min: number, max: number): number {
   const n = Number(value);
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
-    throw new TypeError(`Invalid ${flag} "${value}": expected an integer from ${min} to ${max}`);
+    throw new UsageError(`Invalid ${flag} "${value}": expected an integer from ${min} to ${max}`);
   }
   return n;
 }
 
+const FAILD_OPTIONS = {
+  community: { type: "string", short: "c" },
+  state: { type: "string", short: "s" },
+  pid: { type: "string", short: "r" },
+  listen: { type: "string" },
+  name: { type: "string" },
+  "max-services": { type: "string" },
+  "max-streams": { type: "string" },
+  "max-skew": { type: "string" },
+  "max-nonces": { type: "string" },
+  "body-timeout": { type: "string" },
+  "header-timeout": { type: "string" },
+  "max-connections": { type: "string" },
+  cert: { type: "string" },
+  key: { type: "string" },
+  "ready-file": { type: "string" },
+  foreground: { type: "boolean", short: "F" },
+  version: { type: "boolean", short: "V" },
+} as const;
+
+const ORIGINAL_ONLY: Record<string, string> = {
+  "-u": "start faild as the user it should run as (systemd User=); it needs no root",
+  "-m": "memory locking is not available to a Deno process",
+  "-d": "logs go to stderr as JSON lines (journald); set levels with --log-level",
+};
+
 /**
- * Parses faild's command line (no dependency: a daemon should stay small in memory).
+ * Parses faild's command line (`node:util` parseArgs through `lib/cli.ts`, like every tool).
  *
  * @param args The arguments.
  * @returns The options.
- * @throws {TypeError} On an unknown option, a missing value or a bad number.
+ * @throws {UsageError} On an unknown option, a missing value or a bad number.
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseFaildArgs } from "./faild.ts";
- * console.log(parseFaildArgs(["-c", "community", "--listen=127.0.0.1:0"]).listen);
+ * assert.equal(parseFaildArgs(["-c", "community", "--listen=127.0.0.1:0"]).listen, "127.0.0.1:0");
  * ```
  */
 export function parseFaildArgs(args: string[]): FaildArgs {
-  const out: FaildArgs = { listen: DEFAULT_LISTEN, logLevel: [], help: false, version: false };
-  const valued: Record<string, string> = {
-    "-c": "--community",
-    "--community": "--community",
-    "-s": "--state",
-    "--state": "--state",
-    "-r": "--pid",
-    "--pid": "--pid",
-    "--listen": "--listen",
-    "--name": "--name",
-    "--max-services": "--max-services",
-    "--max-streams": "--max-streams",
-    "--max-skew": "--max-skew",
-    "--max-nonces": "--max-nonces",
-    "--body-timeout": "--body-timeout",
-    "--header-timeout": "--header-timeout",
-    "--max-connections": "--max-connections",
-    "--cert": "--cert",
-    "--key": "--key",
-    "--log-level": "--log-level",
-    "--ready-file": "--ready-file",
-  };
-  for (let i = 0; i < args.length; i++) {
-    let arg = args[i]!;
-    let value: string | undefined;
-    const eq = arg.startsWith("--") ? arg.indexOf("=") : -1;
-    if (eq > 0) {
-      value = arg.slice(eq + 1);
-      arg = arg.slice(0, eq);
-    }
-    if (arg === "-h" || arg === "--help") out.help = true;
-    else if (arg === "-V" || arg === "--version") out.version = true;
-    else if (arg === "-F" || arg === "--foreground") {
-      // Always in the foreground; kept for the original's command lines.
-    } else if (arg === "-u" || arg === "-m" || arg === "-d") {
-      throw new TypeError(
-        `Unsupported option "${arg}" of the original faild: ` + {
-          "-u": "start faild as the user it should run as (systemd User=); it needs no root",
-          "-m": "memory locking is not available to a Deno process",
-          "-d": "logs go to stderr as JSON lines (journald); set levels with --log-level",
-        }[arg],
+  for (const arg of args) {
+    if (arg === "--") break;
+    if (arg in ORIGINAL_ONLY) {
+      throw new UsageError(
+        `Unsupported option "${arg}" of the original faild: ${ORIGINAL_ONLY[arg]}`,
       );
-    } else if (arg in valued) {
-      if (value === undefined) {
-        value = args[++i];
-        if (value === undefined) throw new TypeError(`Missing value: ${arg} needs an argument`);
-      }
-      switch (valued[arg]) {
-        case "--community":
-          out.community = value;
-          break;
-        case "--state":
-          out.state = value;
-          break;
-        case "--pid":
-          out.pid = value;
-          break;
-        case "--listen":
-          parseListen(value);
-          out.listen = value;
-          break;
-        case "--name":
-          if (!isValidName(value)) {
-            throw new TypeError(`Invalid --name "${value}": expected a host name such as node-1`);
-          }
-          out.name = value;
-          break;
-        case "--max-services":
-          out.maxServices = intArg(arg, value, 1, 1_000_000);
-          break;
-        case "--max-streams":
-          out.maxStreams = intArg(arg, value, 1, 100_000);
-          break;
-        case "--max-skew":
-          out.maxSkew = intArg(arg, value, 1, 3600);
-          break;
-        case "--max-nonces":
-          out.maxNonces = intArg(arg, value, 1000, 100_000_000);
-          break;
-        case "--body-timeout":
-          out.bodyTimeout = secondsArg(arg, value);
-          break;
-        case "--header-timeout":
-          out.headerTimeout = secondsArg(arg, value);
-          break;
-        case "--max-connections":
-          out.maxConnections = intArg(arg, value, 1, 1_000_000);
-          break;
-        case "--cert":
-          out.cert = value;
-          break;
-        case "--key":
-          out.key = value;
-          break;
-        case "--log-level":
-          out.logLevel.push(value);
-          break;
-        case "--ready-file":
-          out.readyFile = value;
-          break;
-      }
-    } else {
-      throw new TypeError(`Unknown option "${arg}": see faild --help`);
     }
   }
+  const { values: v, positionals } = parseCommandLine("faild", args, {
+    options: FAILD_OPTIONS,
+    shared: ["log-level"],
+  });
+  if (positionals.length > 0) {
+    throw new UsageError(`Unexpected argument "${positionals[0]}": faild takes options only`);
+  }
+  const out: FaildArgs = {
+    listen: DEFAULT_LISTEN,
+    logLevel: v["log-level"] ?? [],
+    help: v.help ?? false,
+    version: v.version ?? false,
+  };
+  if (v.community !== undefined) out.community = v.community;
+  if (v.state !== undefined) out.state = v.state;
+  if (v.pid !== undefined) out.pid = v.pid;
+  if (v.listen !== undefined) {
+    parseListen(v.listen);
+    out.listen = v.listen;
+  }
+  if (v.name !== undefined) {
+    if (!isValidName(v.name)) {
+      throw new UsageError(`Invalid --name "${v.name}": expected a host name such as node-1`);
+    }
+    out.name = v.name;
+  }
+  const int = (flag: string, value: string | undefined, min: number, max: number) =>
+    value === undefined ? undefined : intArg(`--${flag}`, value, min, max);
+  const seconds = (flag: string, value: string | undefined) =>
+    value === undefined ? undefined : secondsArg(`--${flag}`, value);
+  const numbers = {
+    maxServices: int("max-services", v["max-services"], 1, 1_000_000),
+    maxStreams: int("max-streams", v["max-streams"], 1, 100_000),
+    maxSkew: int("max-skew", v["max-skew"], 1, 3600),
+    maxNonces: int("max-nonces", v["max-nonces"], 1000, 100_000_000),
+    bodyTimeout: seconds("body-timeout", v["body-timeout"]),
+    headerTimeout: seconds("header-timeout", v["header-timeout"]),
+    maxConnections: int("max-connections", v["max-connections"], 1, 1_000_000),
+  };
+  for (const [k, n] of Object.entries(numbers)) {
+    if (n !== undefined) (out as unknown as Record<string, number>)[k] = n;
+  }
+  if (v.cert !== undefined) out.cert = v.cert;
+  if (v.key !== undefined) out.key = v.key;
+  if (v["ready-file"] !== undefined) out.readyFile = v["ready-file"];
   return out;
 }
 
@@ -629,7 +610,7 @@ export async function main(args: string[]): Promise<number> {
     opts = parseFaildArgs(args);
   } catch (error) {
     console.error(`faild: ${(error as Error).message}`);
-    return 2;
+    return exitCodeOf(error);
   }
   if (opts.help) {
     console.log(FAILD_HELP);
@@ -641,14 +622,10 @@ export async function main(args: string[]): Promise<number> {
   }
   const log = processLogger;
   try {
-    for (const spec of opts.logLevel) {
-      const eq = spec.indexOf("=");
-      if (eq < 0) log.setLevel("*", spec);
-      else log.setLevel(spec.slice(0, eq), spec.slice(eq + 1));
-    }
+    applyLogLevels(log, opts.logLevel);
   } catch (error) {
     console.error(`faild: ${(error as Error).message}`);
-    return 2;
+    return EXIT.usage;
   }
   log.configure({ fields: { daemon: "faild" } });
 
@@ -674,7 +651,7 @@ export async function main(args: string[]): Promise<number> {
   } catch (error) {
     log.error("daemon", "faild cannot start", { error: (error as Error).message });
     console.error(`faild: ${(error as Error).message}`);
-    return 1;
+    return EXIT.failure;
   }
   console.log(`faild listening on ${faild.url}`);
   if (opts.readyFile !== undefined) {
@@ -694,7 +671,7 @@ export async function main(args: string[]): Promise<number> {
   Deno.removeSignalListener("SIGTERM", onTerm);
   Deno.removeSignalListener("SIGINT", onInt);
   await faild.close();
-  return 0;
+  return EXIT.ok;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

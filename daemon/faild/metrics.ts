@@ -5,6 +5,7 @@
  */
 import { SERVICE_STATES, type ServiceRecord } from "../../lib/types.ts";
 import type { HttpStats } from "./http.ts";
+import { escapeLabel } from "../../lib/metrics.ts";
 
 /** Why a request was refused by authentication or access control. */
 export type AuthFailureReason =
@@ -38,10 +39,6 @@ export interface MetricsSnapshot {
   stateBehind?: boolean;
   /** Counters of the HTTP layer. */
   http?: HttpStats;
-}
-
-function escapeLabel(value: string): string {
-  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 }
 
 /**

@@ -5,22 +5,10 @@
  *
  * @module
  */
+import { basename, dirname, join } from "node:path";
 import type { ServiceRecord } from "../../lib/types.ts";
 import type { ReplayMarks } from "./nonce.ts";
 import { validateRecord } from "./store.ts";
-
-function dirname(path: string): string {
-  const i = path.lastIndexOf("/");
-  return i < 0 ? "." : i === 0 ? "/" : path.slice(0, i);
-}
-
-function basename(path: string): string {
-  return path.slice(path.lastIndexOf("/") + 1);
-}
-
-function join(dir: string, name: string): string {
-  return dir.endsWith("/") ? dir + name : `${dir}/${name}`;
-}
 
 /** The `format` field that marks a faild state file. */
 export const STATE_FORMAT = "failover-faild-state";

@@ -9,26 +9,21 @@
  */
 import type { Logger } from "../../lib/log.ts";
 import {
-  type ChangeEvent,
   type Health,
   isServiceState,
-  isValidName,
   LOG_LEVELS,
   MAX_DETAIL_LENGTH,
   type ServiceList,
   type ServiceRecord,
 } from "../../lib/types.ts";
-import { accessFor, type CommunityRules, hasRulesFor, type Right } from "./community.ts";
-import type { AuthFailureReason, Metrics } from "./metrics.ts";
-import { constantTimeEqual, HmacKey, sha256Hex } from "../../lib/hmac.ts";
-import { type CompactNonceCache, parseSequenced } from "./nonce.ts";
+import { accessFor, type CommunityRules } from "./community.ts";
+import type { Metrics } from "./metrics.ts";
+import { constantTimeEqual, sha256Hex } from "../../lib/hmac.ts";
+import type { CompactNonceCache } from "./nonce.ts";
 import {
-  canonicalRequest,
   CONTENT_DIGEST_HEADER,
-  parseAuthorization,
   RESPONSE_SIGNATURE_HEADER,
   responseSignature,
-  type SignatureParts,
 } from "../../lib/sign.ts";
 import {
   HttpBodyError,
@@ -38,6 +33,10 @@ import {
   utf8Length,
 } from "./http.ts";
 import type { StateWriter } from "./persist.ts";
+import { type Caller, HttpError, RateLimitedLog, RequestAuth, UNSIGNED } from "./_auth.ts";
+import { EventStreams } from "./_events.ts";
+
+export { MAX_QUEUED_EVENTS } from "./_events.ts";
 import { type ServiceStore, TooManyServicesError } from "./store.ts";
 
 /** Default largest request body, in bytes. */
@@ -48,12 +47,8 @@ export const DEFAULT_BODY_TIMEOUT_MS = 5_000;
 export const DEFAULT_MAX_STREAMS = 64;
 /** Interval of the `: keepalive` comment on event streams, in ms. */
 export const KEEPALIVE_MS = 15_000;
-/** Events queued for a stream whose client does not read before it is dropped. */
-export const MAX_QUEUED_EVENTS = 1024;
 
-const EMPTY_DIGEST = sha256Hex("");
 const FACILITY_PATTERN = /^(\*|[a-z][a-z0-9_.-]{0,31})$/;
-const encoder = new TextEncoder();
 
 /** Everything the API needs from the daemon. */
 export interface ServerContext {
@@ -89,19 +84,6 @@ export interface ServerContext {
   http?: () => HttpStats;
 }
 
-/** The verified caller of a request. */
-interface Caller {
-  /** Key id, or `null` for unsigned. */
-  keyId: string | null;
-  /** The community's prepared key, to sign the answer. */
-  community: HmacKey | null;
-  /** The request's nonce, to sign the answer. */
-  nonce: string | null;
-  /** The body digest the signature covers (signed requests with a body). */
-  digest: string | null;
-}
-
-const UNSIGNED: Caller = { keyId: null, community: null, nonce: null, digest: null };
 const EMPTY_BODY = new Uint8Array(0);
 
 /** What an operation answers, before it is signed. */
@@ -111,27 +93,6 @@ interface Dispatched {
   contentType?: string;
   headers?: Record<string, string>;
   digest?: string;
-}
-
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly headers: Record<string, string> = {},
-    readonly reason?: AuthFailureReason,
-  ) {
-    super(message);
-  }
-}
-
-/** Methods that change something: their nonces are kept across restarts. */
-const WRITES = new Set(["PUT", "DELETE"]);
-const DIGEST = /^[0-9a-f]{64}$/;
-
-interface Stream {
-  controller: ReadableStreamDefaultController<Uint8Array>;
-  caller: Caller;
-  closed: boolean;
 }
 
 /** Route templates, for metrics and method checks. */
@@ -151,28 +112,6 @@ function routeOf(pathname: string): { route: string; name?: string } {
   return { route: pathname in ROUTES ? pathname : "other" };
 }
 
-/** Logs at most `perSecond` lines a second, then counts what it dropped. */
-class RateLimitedLog {
-  #window = 0;
-  #count = 0;
-  #dropped = 0;
-  constructor(readonly perSecond: number) {}
-  allow(now: number): { ok: boolean; dropped: number } {
-    const w = Math.floor(now / 1000);
-    if (w !== this.#window) {
-      const dropped = this.#dropped;
-      this.#window = w;
-      this.#count = 0;
-      this.#dropped = 0;
-      this.#count++;
-      return { ok: true, dropped };
-    }
-    if (++this.#count <= this.perSecond) return { ok: true, dropped: 0 };
-    this.#dropped++;
-    return { ok: false, dropped: 0 };
-  }
-}
-
 /**
  * The request handler of faild and its event streams.
  *
@@ -186,20 +125,15 @@ class RateLimitedLog {
  */
 export class FaildServer {
   #ctx: ServerContext;
-  #streams = new Set<Stream>();
-  #keepalive: ReturnType<typeof setInterval> | undefined;
+  #auth: RequestAuth;
+  #events: EventStreams;
   #unsubscribe: () => void;
-  #authLog = new RateLimitedLog(20);
   #errorLog = new RateLimitedLog(5);
   #listCache = new Map<string, { version: number; rules: CommunityRules; list: ServiceRecord[] }>();
   #bodyCache = new Map<
     string,
     { version: number; rules: CommunityRules; now: number; text: string; digest: string }
   >();
-  #hmacKeys = new Map<string, HmacKey>();
-  #hmacRules: CommunityRules | null = null;
-  #nonceRules: CommunityRules | null = null;
-  #closed = false;
 
   /**
    * Creates the handler and subscribes to store changes.
@@ -208,21 +142,20 @@ export class FaildServer {
    */
   constructor(ctx: ServerContext) {
     this.#ctx = ctx;
-    this.#unsubscribe = ctx.store.onChange((ev) => this.#broadcast(ev));
+    this.#auth = new RequestAuth(ctx);
+    this.#events = new EventStreams(ctx);
+    this.#unsubscribe = ctx.store.onChange((ev) => this.#events.broadcast(ev));
   }
 
   /** Open event streams. */
   get streams(): number {
-    return this.#streams.size;
+    return this.#events.size;
   }
 
   /** Ends every event stream and stops listening to the store. */
   close(): void {
-    this.#closed = true;
     this.#unsubscribe();
-    for (const s of [...this.#streams]) this.#endStream(s);
-    clearInterval(this.#keepalive);
-    this.#keepalive = undefined;
+    this.#events.close();
   }
 
   /**
@@ -237,7 +170,7 @@ export class FaildServer {
     const { route, name } = routeOf(req.path);
     let caller: Caller = UNSIGNED;
     try {
-      caller = this.#authenticate(req);
+      caller = this.#auth.authenticate(req);
       const methods = ROUTES[route];
       if (methods === undefined) {
         throw new HttpError(
@@ -263,9 +196,9 @@ export class FaildServer {
           );
         }
       }
-      this.#authorize(req.method, route, name, caller);
+      this.#auth.authorize(req.method, route, name, caller);
       if (req.contentLength > 0) return this.#withBody(req, route, name, caller, started);
-      if (route === "/v1/events") return this.#events(caller, req.closed);
+      if (route === "/v1/events") return this.#events.open(caller, req.closed);
       const result = this.#dispatch(req.method, route, name, EMPTY_BODY, caller);
       if (result instanceof Promise) {
         return result.then(
@@ -291,7 +224,7 @@ export class FaildServer {
     try {
       const body = await this.#body(req, caller);
       bytesIn = body.byteLength;
-      if (route === "/v1/events") return this.#events(caller, req.closed);
+      if (route === "/v1/events") return this.#events.open(caller, req.closed);
       const result = await this.#dispatch(req.method, route, name, body, caller);
       return this.#answer(req, route, started, caller, result, bytesIn);
     } catch (error) {
@@ -387,7 +320,7 @@ export class FaildServer {
     if (req.contentLength === 0) return new Uint8Array(0);
     const body = await req.body();
     if (caller.digest !== null && !constantTimeEqual(sha256Hex(body), caller.digest)) {
-      throw this.#authFail(
+      throw this.#auth.fail(
         401,
         "bad_signature",
         `Bad signature: the body does not match the ${CONTENT_DIGEST_HEADER} its signature covers`,
@@ -395,39 +328,6 @@ export class FaildServer {
       );
     }
     return body;
-  }
-
-  /** Checks the caller's right for the route before the body is read (401/403). */
-  #authorize(method: string, route: string, name: string | undefined, caller: Caller): void {
-    switch (route) {
-      case "/v1/services":
-        return this.#requireAnyRead(caller, "GET /v1/services");
-      case "/v1/events":
-        return this.#requireAnyRead(caller, "GET /v1/events");
-      case "/v1/debug/levels":
-        return this.#require(
-          caller,
-          "*",
-          method === "GET" ? "RO" : "RW",
-          `${method} /v1/debug/levels`,
-        );
-      case "/v1/services/:name": {
-        const service = name ?? "";
-        if (!isValidName(service)) {
-          throw new HttpError(
-            400,
-            `Invalid service name: ${JSON.stringify(service.slice(0, 80))} must be 1 to 64 ` +
-              `letters, digits, ".", "_" or "-", starting with a letter or digit`,
-          );
-        }
-        return this.#require(
-          caller,
-          service,
-          method === "GET" ? "RO" : "RW",
-          `${method} /v1/services/${service}`,
-        );
-      }
-    }
   }
 
   #respond(
@@ -450,180 +350,6 @@ export class FaildServer {
     return { status, headers, body: text };
   }
 
-  /** The prepared HMAC key of a community (rebuilt when the rules change). */
-  #hmacKey(community: string): HmacKey {
-    const rules = this.#ctx.rules();
-    if (this.#hmacRules !== rules) {
-      this.#hmacKeys.clear();
-      this.#hmacRules = rules;
-    }
-    let key = this.#hmacKeys.get(community);
-    if (key === undefined) {
-      key = new HmacKey(community);
-      this.#hmacKeys.set(community, key);
-    }
-    return key;
-  }
-
-  #authFail(
-    status: number,
-    reason: AuthFailureReason,
-    message: string,
-    remote?: string,
-    headers: Record<string, string> = {},
-  ): HttpError {
-    this.#ctx.metrics.authFailure(reason);
-    const gate = this.#authLog.allow(Date.now());
-    if (gate.ok) {
-      this.#ctx.log.warn("auth", "request refused", {
-        reason,
-        detail: message,
-        remote,
-        ...(gate.dropped > 0 ? { suppressed: gate.dropped } : {}),
-      });
-    }
-    return new HttpError(status, message, headers, reason);
-  }
-
-  #authenticate(req: HttpRequest): Caller {
-    const header = req.headers.get("authorization");
-    if (header === undefined) return UNSIGNED;
-    const remote = req.remote;
-    let parts: SignatureParts;
-    try {
-      parts = parseAuthorization(header);
-    } catch (error) {
-      throw this.#authFail(401, "malformed", (error as Error).message, remote);
-    }
-    const rules = this.#ctx.rules();
-    const community = rules.keys.get(parts.keyId);
-    if (community === undefined) {
-      throw this.#authFail(
-        401,
-        "unknown_key",
-        `Unknown key: key id ${parts.keyId} matches no community of this faild`,
-        remote,
-      );
-    }
-    // The signature covers the body's digest, sent in a header: the whole signature is checked
-    // before a byte of the body is read, and the body is compared with the digest once read.
-    let digest = EMPTY_DIGEST;
-    if (req.contentLength > 0) {
-      const declared = req.headers.get(CONTENT_DIGEST_HEADER);
-      if (declared === undefined || !DIGEST.test(declared)) {
-        throw this.#authFail(
-          401,
-          "malformed",
-          `Invalid ${CONTENT_DIGEST_HEADER}: a signed request with a body must send the ` +
-            "SHA-256 of its body as 64 lowercase hex digits",
-          remote,
-        );
-      }
-      digest = declared;
-    }
-    const key = this.#hmacKey(community);
-    const expected = key.hex(canonicalRequest(req.method, req.target, digest, parts));
-    if (!constantTimeEqual(expected, parts.sig)) {
-      throw this.#authFail(
-        401,
-        "bad_signature",
-        `Bad signature: the request does not match its signature for key id ${parts.keyId}`,
-        remote,
-      );
-    }
-    const now = Date.now();
-    const write = WRITES.has(req.method);
-    if (write && parts.ts < this.#ctx.startedAt) {
-      // A write captured before a restart: its nonce may be one the last run accepted but
-      // could not save. Clients sign each request when they send it, so theirs are newer.
-      throw this.#authFail(
-        401,
-        "stale",
-        `Stale request: signed ${now - parts.ts} ms ago, before faild started ` +
-          `${now - this.#ctx.startedAt} ms ago (a write is only accepted if signed after the ` +
-          "start; check the clocks)",
-        remote,
-      );
-    }
-    const nonces = this.#ctx.nonces;
-    if (this.#nonceRules !== rules) {
-      this.#nonceRules = rules;
-      nonces.keyCount = new Set(rules.keys.values()).size;
-    }
-    switch (nonces.check(parts.nonce, parts.ts, now, { key: parts.keyId, write })) {
-      case "ok":
-        break;
-      case "stale":
-        throw this.#authFail(
-          401,
-          "stale",
-          `Stale request: its timestamp is ${
-            Math.round((parts.ts - now) / 1000)
-          } s from faild's clock, beyond the allowed skew (check the clocks)`,
-          remote,
-        );
-      case "replayed":
-        throw this.#authFail(
-          401,
-          "replayed",
-          "Replayed request: its nonce was already used (a client sending sequenced nonces " +
-            "starts a new session)",
-          remote,
-        );
-      case "full":
-        if (parseSequenced(parts.nonce) !== null) {
-          throw this.#authFail(
-            503,
-            "nonce_sessions_full",
-            `Too many nonce sessions: key id ${parts.keyId} holds ${nonces.sessionQuota}, the ` +
-              "most one key may; retry when old sessions expire",
-            remote,
-            { "retry-after": "5" },
-          );
-        }
-        throw this.#authFail(
-          503,
-          "nonce_cache_full",
-          "Too many signed requests: the replay cache is full, retry in a second",
-          remote,
-          { "retry-after": "1" },
-        );
-    }
-    return {
-      keyId: parts.keyId,
-      community: key,
-      nonce: parts.nonce,
-      digest: req.contentLength > 0 ? digest : null,
-    };
-  }
-
-  /** Checks that the caller has at least `need` on a service; throws 401/403 otherwise. */
-  #require(caller: Caller, service: string, need: Right, what: string): void {
-    const right = accessFor(this.#ctx.rules(), service, caller.keyId);
-    if (right === "RW" || (right === "RO" && need === "RO")) return;
-    if (caller.keyId === null) {
-      throw this.#authFail(
-        401,
-        "unsigned",
-        `Unsigned request: ${what} needs a signed request (no "-" rule of the community file ` +
-          `gives unsigned ${need === "RO" ? "read" : "write"} access to ${service})`,
-      );
-    }
-    if (right === "RO") {
-      throw this.#authFail(
-        403,
-        "forbidden",
-        `Read-only access: key id ${caller.keyId} may read but not write ${service}`,
-      );
-    }
-    throw this.#authFail(
-      403,
-      "forbidden",
-      `Access denied: no rule of the community file gives key id ${caller.keyId} ` +
-        `${need === "RO" ? "read" : "write"} access to ${service}`,
-    );
-  }
-
   /** The services a caller may read (cached per store version and rules). */
   #readable(caller: Caller): ServiceRecord[] {
     const rules = this.#ctx.rules();
@@ -637,16 +363,6 @@ export class FaildServer {
     if (this.#listCache.size > 1024) this.#listCache.clear();
     this.#listCache.set(key, { version, rules, list });
     return list;
-  }
-
-  #requireAnyRead(caller: Caller, what: string): void {
-    if (caller.keyId === null && !hasRulesFor(this.#ctx.rules(), null)) {
-      throw this.#authFail(
-        401,
-        "unsigned",
-        `Unsigned request: ${what} needs a signed request (the community file has no "-" rule)`,
-      );
-    }
   }
 
   /** Runs the operation: synchronously for reads, a promise for writes (they save the state). */
@@ -671,7 +387,7 @@ export class FaildServer {
         return { status: 200, body: health };
       }
       case "/v1/services": {
-        this.#requireAnyRead(caller, "GET /v1/services");
+        this.#auth.requireAnyRead(caller, "GET /v1/services");
         // Polls are the hot path: the answer only changes with the store, the rules or the
         // millisecond clock, so its text and digest are shared by the polls of one millisecond.
         const now = Date.now();
@@ -704,7 +420,7 @@ export class FaildServer {
           services: this.#readable(caller),
           serviceCount: ctx.store.size,
           uptimeSeconds: (Date.now() - ctx.startedAt) / 1000,
-          eventStreams: this.#streams.size,
+          eventStreams: this.#events.size,
           nonces: ctx.nonces.size,
           stateWrites: ctx.writer?.writes ?? 0,
           stateWriteErrors: ctx.writer?.errors ?? 0,
@@ -715,10 +431,10 @@ export class FaildServer {
       }
       case "/v1/debug/levels": {
         if (method === "GET") {
-          this.#require(caller, "*", "RO", "GET /v1/debug/levels");
+          this.#auth.require(caller, "*", "RO", "GET /v1/debug/levels");
           return { status: 200, body: { levels: ctx.log.levels() } };
         }
-        this.#require(caller, "*", "RW", "PUT /v1/debug/levels");
+        this.#auth.require(caller, "*", "RW", "PUT /v1/debug/levels");
         const v = this.#parseJson(body) as Record<string, unknown>;
         for (const k of Object.keys(v)) {
           if (k !== "facility" && k !== "level") {
@@ -766,7 +482,7 @@ export class FaildServer {
   }
 
   #serviceRead(name: string, caller: Caller): Dispatched {
-    this.#require(caller, name, "RO", `GET /v1/services/${name}`);
+    this.#auth.require(caller, name, "RO", `GET /v1/services/${name}`);
     const record = this.#ctx.store.get(name);
     if (record === undefined) throw new HttpError(404, `Service not found: ${name}`);
     return { status: 200, body: record };
@@ -779,7 +495,7 @@ export class FaildServer {
     caller: Caller,
   ): Promise<Dispatched> {
     const ctx = this.#ctx;
-    this.#require(caller, name, "RW", `${method} /v1/services/${name}`);
+    this.#auth.require(caller, name, "RW", `${method} /v1/services/${name}`);
     if (method === "DELETE") {
       const old = ctx.store.delete(name);
       if (old === undefined) {
@@ -858,113 +574,6 @@ export class FaildServer {
         `${(error as Error).message} (the change is held in memory, not acknowledged; faild ` +
           "retries the save)",
       );
-    }
-  }
-
-  #events(caller: Caller, completed: Promise<void>): HttpResponse {
-    this.#requireAnyRead(caller, "GET /v1/events");
-    if (this.#closed) throw new HttpError(503, "Shutting down: faild is stopping");
-    if (this.#streams.size >= this.#ctx.maxStreams) {
-      throw new HttpError(
-        503,
-        `Too many event streams: ${this.#streams.size} open, the most --max-streams allows`,
-        { "retry-after": "5" },
-      );
-    }
-    let stream!: Stream;
-    const body = new ReadableStream<Uint8Array>({
-      start: (controller) => {
-        stream = { controller, caller, closed: false };
-        this.#streams.add(stream);
-        controller.enqueue(
-          encoder.encode(`: faild ${this.#ctx.host} boot ${this.#ctx.bootId}\n\n`),
-        );
-      },
-      cancel: () => {
-        stream.closed = true;
-        this.#streams.delete(stream);
-        this.#stopKeepaliveIfIdle();
-      },
-    }, new CountQueuingStrategy({ highWaterMark: MAX_QUEUED_EVENTS }));
-    // The connection closes when the client goes away: free the slot at once.
-    completed.then(() => this.#endStream(stream), () => this.#endStream(stream));
-    if (this.#keepalive === undefined) {
-      this.#keepalive = setInterval(() => this.#sendKeepalive(), this.#ctx.keepaliveMs);
-    }
-    const headers: Record<string, string> = {
-      "content-type": "text/event-stream",
-      "cache-control": "no-store",
-    };
-    if (caller.community !== null && caller.nonce !== null) {
-      headers[RESPONSE_SIGNATURE_HEADER] = responseSignature(
-        caller.community,
-        caller.nonce,
-        200,
-        EMPTY_DIGEST,
-      );
-    }
-    this.#ctx.metrics.request("/v1/events", 200, 0, 0);
-    return { status: 200, headers, body };
-  }
-
-  #enqueue(s: Stream, text: string): boolean {
-    if (s.closed) return false;
-    try {
-      s.controller.enqueue(encoder.encode(text));
-    } catch {
-      this.#endStream(s);
-      return false;
-    }
-    if ((s.controller.desiredSize ?? 0) <= 0) {
-      this.#ctx.log.warn("events", "dropping a stream whose client does not read", {
-        key: s.caller.keyId,
-      });
-      this.#endStream(s);
-      return false;
-    }
-    return true;
-  }
-
-  #broadcast(ev: ChangeEvent): void {
-    if (this.#streams.size === 0) return;
-    const data = JSON.stringify(ev);
-    let digest: string | undefined;
-    const rules = this.#ctx.rules();
-    for (const s of [...this.#streams]) {
-      if (accessFor(rules, ev.service.name, s.caller.keyId) === null) continue;
-      let text = `event: change\nid: ${ev.seq}\ndata: ${data}\n`;
-      if (s.caller.community !== null && s.caller.nonce !== null) {
-        digest ??= sha256Hex(data);
-        const sig = responseSignature(s.caller.community, s.caller.nonce, 200, digest);
-        text += `sig: ${sig}\n`;
-      }
-      text += "\n";
-      if (this.#enqueue(s, text)) this.#ctx.metrics.streamed(utf8Length(text));
-    }
-  }
-
-  #sendKeepalive(): void {
-    for (const s of [...this.#streams]) this.#enqueue(s, ": keepalive\n\n");
-    this.#stopKeepaliveIfIdle();
-  }
-
-  #endStream(s: Stream): void {
-    if (!s.closed) {
-      s.closed = true;
-      try {
-        s.controller.close();
-      } catch {
-        // Already closed or errored.
-      }
-    }
-    this.#streams.delete(s);
-    this.#stopKeepaliveIfIdle();
-  }
-
-  #stopKeepaliveIfIdle(): void {
-    if (this.#streams.size === 0 && this.#keepalive !== undefined) {
-      clearInterval(this.#keepalive);
-      this.#keepalive = undefined;
     }
   }
 }

@@ -57,7 +57,7 @@ function encodeData(type: string, value: string): Uint8Array {
 const TYPE_CODES: Record<string, number> = { A: 1, TXT: 16, AAAA: 28 };
 
 /**
- * Starts a DNS responder on 127.0.0.1 (UDP, random port).
+ * Starts a DNS responder on 127.0.0.1 (UDP and TCP, one random port; TC only over UDP).
  *
  * @param records Initial records.
  * @returns The responder.
@@ -77,55 +77,91 @@ export async function startDnsResponder(
         socket.close(() => resolve());
       }),
   };
-  socket.on("message", (msg: Uint8Array, rinfo: { address: string; port: number }) => {
+  /** The answer to a query, or `null` for none; TC and no records when `udp` and truncating. */
+  const answer = (msg: Uint8Array, udp: boolean): Uint8Array | null => {
     self.queries++;
-    if (self.behaviour.silent) return;
-    const q = decodeMessage(new Uint8Array(msg));
+    if (self.behaviour.silent) return null;
+    const q = decodeMessage(msg);
     const question = q.questions[0];
-    if (!question) return;
+    if (!question) return null;
+    const truncate = udp && self.behaviour.truncate;
     const typeName = Object.keys(TYPE_CODES).find((k) => TYPE_CODES[k] === question.type) ?? "";
     const byName = self.behaviour.records[question.name];
-    const values = self.behaviour.truncate ? [] : byName?.[typeName] ?? [];
+    const values = truncate ? [] : byName?.[typeName] ?? [];
     const rcode = byName === undefined ? 3 : 0;
     // Header + the question copied from the query.
-    const qEnd = 12 + (msg.length - 12);
     const parts: number[] = [];
     parts.push(
       q.id >> 8,
       q.id & 0xff,
-      self.behaviour.truncate ? 0x83 : 0x81,
+      truncate ? 0x83 : 0x81,
       0x80 | rcode,
       0,
       1,
       0,
       values.length,
-      0,
-      0,
-      0,
-      0,
     );
-    parts.push(...new Uint8Array(msg).subarray(12, qEnd));
+    parts.push(0, 0, 0, 0);
+    parts.push(...msg.subarray(12));
     for (const v of values) {
       const data = encodeData(typeName, v);
       parts.push(0xc0, 0x0c, question.type >> 8, question.type & 0xff, 0, 1, 0, 0, 0, 60);
       parts.push(data.length >> 8, data.length & 0xff, ...data);
     }
-    const reply = new Uint8Array(parts);
-    const send = (): void => {
+    return new Uint8Array(parts);
+  };
+  const later = (f: () => void): void => {
+    if (self.behaviour.delayMs <= 0) return f();
+    const t = setTimeout(() => {
+      timers.delete(t);
+      f();
+    }, self.behaviour.delayMs);
+    timers.add(t);
+  };
+  socket.on("message", (msg: Uint8Array, rinfo: { address: string; port: number }) => {
+    const reply = answer(new Uint8Array(msg), true);
+    if (reply === null) return;
+    later(() => {
       try {
         socket.send(reply, rinfo.port, rinfo.address);
       } catch { /* closed */ }
-    };
-    if (self.behaviour.delayMs > 0) {
-      const t = setTimeout(() => {
-        timers.delete(t);
-        send();
-      }, self.behaviour.delayMs);
-      timers.add(t);
-    } else send();
+    });
   });
   await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", () => resolve()));
   self.port = socket.address().port;
+  // The same records over TCP on the same port (RFC 1035 4.2.2: a two-byte length first).
+  const tcp = Deno.listen({ hostname: "127.0.0.1", port: self.port });
+  const conns = new Set<Deno.Conn>();
+  (async () => {
+    for await (const conn of tcp) {
+      conns.add(conn);
+      (async () => {
+        const buf = new Uint8Array(2 + 512);
+        let got = 0;
+        while (got < 2 || got < 2 + ((buf[0]! << 8) | buf[1]!)) {
+          const n = await conn.read(buf.subarray(got)).catch(() => null);
+          if (n === null) return;
+          got += n;
+        }
+        const reply = answer(buf.subarray(2, got), false);
+        if (reply === null) return;
+        later(() => {
+          const framed = new Uint8Array([reply.length >> 8, reply.length & 0xff, ...reply]);
+          conn.write(framed).catch(() => {});
+        });
+      })().catch(() => {});
+    }
+  })().catch(() => {});
+  const closeUdp = self.close;
+  self.close = async () => {
+    tcp.close();
+    for (const c of conns) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+    await closeUdp();
+  };
   return self;
 }
 

@@ -14,7 +14,8 @@ import {
   type ServiceState,
 } from "../../lib/types.ts";
 import type { OptionDef } from "./checks/_types.ts";
-import { errorText, readBounded, resolvePath } from "./checks/_util.ts";
+import { readBounded } from "../../lib/streams.ts";
+import { errorText, resolvePath } from "./checks/_util.ts";
 import { runBounded } from "./checks/_process.ts";
 import type { CheckState } from "./graph.ts";
 

@@ -15,14 +15,21 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import Table from "cli-table3";
+import {
+  applyLogLevels,
+  EXIT,
+  exitCodesHelp,
+  parseCommandLine,
+  sharedHelp,
+  UsageError,
+} from "../../lib/cli.ts";
+import { parseHostPort } from "../../lib/net.ts";
 import { logger } from "../../lib/log.ts";
-import { LOG_LEVELS } from "../../lib/types.ts";
 import { type HcSnapshot, HealthChecker } from "./checker.ts";
 import { type Diagnostic, formatDiagnostic, loadHcfile } from "./hcfile.ts";
 import { serveStatus } from "./server.ts";
-import { errorText, parseHostPort } from "./checks/_util.ts";
+import { errorText } from "./checks/_util.ts";
 import { CHECK_KINDS, CHECKS } from "./checks/mod.ts";
 
 /** The text of `hc --help`. */
@@ -31,19 +38,27 @@ export const USAGE = `Usage: hc [options] HCFILE
 Runs the health checks of HCFILE (see docs/hc.md for the grammar).
 
 Options:
-  --check            validate HCFILE and exit: 0 ok, 1 warnings only, 2 errors
-  --once             run every check once, dependencies first; exit 0 if all UP, else 1
-  --json             with --check or --once: print JSON
-  --listen HOST:PORT serve the status API (default: the Hcfile's "listen" line, else none)
-  --name NAME        this instance's name (default: the Hcfile's "name", else the host name)
-  --log-level LEVEL  ${LOG_LEVELS.join(", ")} (default info)
-  -h, --help         this text
+  --check                 validate HCFILE and exit: 0 ok, 1 warnings only, 2 errors
+  --once                  run every check once, dependencies first; exit 0 if all UP, else 1
+  --json                  with --check or --once: print JSON
+  --listen HOST:PORT      serve the status API (default: the Hcfile's "listen" line, else none)
+  --name NAME             this instance's name (default: the Hcfile's "name", else the host name)
+${sharedHelp(["log-level", "help"])}
 
 Signals: SIGHUP reloads HCFILE (kept when it has errors; unchanged checks keep their state),
 SIGUSR1 writes the state of every check to the log, SIGINT/SIGTERM stop.
 
 Check kinds:
-${CHECK_KINDS.map((k) => `  ${k.padEnd(8)} ${CHECKS[k].summary}`).join("\n")}`;
+${CHECK_KINDS.map((k) => `  ${k.padEnd(8)} ${CHECKS[k].summary}`).join("\n")}
+
+${
+  exitCodesHelp([
+    [EXIT.ok, "--check: no problem; --once: every check UP; else stopped by a signal"],
+    [EXIT.failure, "--check: warnings only; --once: a check is not UP; could not start"],
+    [EXIT.checkErrors, "HCFILE has errors (--check, or refused at start)"],
+    [EXIT.usage, null],
+  ])
+}`;
 
 /**
  * Severity exit code of a list of diagnostics: 0 none, 1 warnings only, 2 errors.
@@ -116,39 +131,27 @@ function waitForSignal(): Promise<string> {
 export async function main(args: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
+    parsed = parseCommandLine("hc", args, {
       options: {
         check: { type: "boolean" },
         once: { type: "boolean" },
-        json: { type: "boolean" },
         listen: { type: "string" },
         name: { type: "string" },
-        "log-level": { type: "string" },
-        help: { type: "boolean", short: "h" },
       },
+      shared: ["json", "log-level"],
     });
+    if (!parsed.values.help && parsed.positionals.length !== 1) {
+      throw new UsageError(`Expected exactly one HCFILE, got ${parsed.positionals.length}`);
+    }
+    applyLogLevels(logger, parsed.values["log-level"]);
   } catch (e) {
-    console.error(`hc: ${errorText(e)}\n\n${USAGE}`);
-    return 64;
+    console.error(`hc: ${errorText(e)}\nRun hc --help for the options.`);
+    return EXIT.usage;
   }
   const { values, positionals } = parsed;
   if (values.help) {
     console.log(USAGE);
-    return 0;
-  }
-  if (positionals.length !== 1) {
-    console.error(`hc: expected exactly one HCFILE, got ${positionals.length}\n\n${USAGE}`);
-    return 64;
-  }
-  if (values["log-level"] !== undefined) {
-    try {
-      logger.setLevel("*", values["log-level"]);
-    } catch (e) {
-      console.error(`hc: ${errorText(e)}`);
-      return 64;
-    }
+    return EXIT.ok;
   }
   const file = positionals[0]!;
   const { config, diagnostics } = await loadHcfile(file);
@@ -170,9 +173,9 @@ export async function main(args: string[]): Promise<number> {
     return code;
   }
   for (const d of diagnostics) console.error(formatDiagnostic(d));
-  if (code === 2) {
+  if (code === EXIT.checkErrors) {
     console.error(`hc: ${file} has errors: fix them (hc --check ${file}) before starting`);
-    return 2;
+    return EXIT.checkErrors;
   }
   const options = values.name !== undefined ? { name: values.name } : {};
   const hc = new HealthChecker(config, options);
@@ -183,40 +186,38 @@ export async function main(args: string[]): Promise<number> {
     } catch (e) {
       console.error(`hc: ${errorText(e)}`);
       await hc.stop();
-      return 2;
+      return EXIT.failure;
     }
     await hc.stop();
     console.log(values.json ? JSON.stringify(snapshot, null, 2) : renderTable(snapshot));
     return snapshot.checks.every((c) => c.state === "UP") ? 0 : 1;
   }
   const listen = values.listen ?? config.listen;
-  let addr: { host: string; port: number } | null = null;
+  let addr: { hostname: string; port: number } | null = null;
   if (listen !== null) {
     try {
-      addr = listen.endsWith(":0")
-        ? { host: listen.slice(0, -2).replace(/^\[|\]$/g, ""), port: 0 }
-        : parseHostPort(listen, null);
+      addr = parseHostPort(listen, { allowPortZero: true });
     } catch (e) {
       console.error(`hc: --listen ${listen}: ${errorText(e)}`);
-      return 64;
+      return EXIT.usage;
     }
   }
   try {
     hc.start();
   } catch (e) {
-    console.error(`hc: cannot start: ${errorText(e)}`);
+    console.error(`hc: Cannot start: ${errorText(e)}`);
     await hc.stop();
-    return 2;
+    return EXIT.failure;
   }
   let server = null;
   if (addr) {
     try {
-      server = serveStatus(hc, { hostname: addr.host, port: addr.port });
+      server = serveStatus(hc, addr);
       logger.info("hc", "status API listening", { url: server.url });
     } catch (e) {
-      console.error(`hc: cannot listen on ${listen}: ${errorText(e)}`);
+      console.error(`hc: Cannot listen on ${listen}: ${errorText(e)}`);
       await hc.stop();
-      return 2;
+      return EXIT.failure;
     }
   }
   let current = hc;

@@ -24,13 +24,8 @@ import {
   type ActionSpec,
 } from "./actions.ts";
 import { CHECK_KINDS, type CheckKind, CHECKS, type OptionDef } from "./checks/mod.ts";
-import {
-  errorText,
-  HC_DURATION,
-  parseHostPort,
-  parseInteger,
-  resolvePath,
-} from "./checks/_util.ts";
+import { parseHostPort } from "../../lib/net.ts";
+import { errorText, HC_DURATION, parseInteger, resolvePath } from "./checks/_util.ts";
 import { analyzeGraph } from "./graph.ts";
 
 /** Most bytes of an Hcfile. */
@@ -403,7 +398,7 @@ export function parseHcfile(
           if (args.length !== 1) error(n, "listen needs one HOST:PORT, e.g. listen 127.0.0.1:7200");
           else {
             try {
-              parseHostPort(args[0]!, null);
+              parseHostPort(args[0]!, { allowPortZero: true });
               config.listen = args[0]!;
             } catch (e) {
               error(n, `listen: ${errorText(e)}`);

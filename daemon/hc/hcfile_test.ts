@@ -113,6 +113,14 @@ Deno.test("parseHcfile() reports every error with its line and what is allowed",
     assert.match(e.join("\n"), /body: "ok" is not a regex: write it as \/pattern\//);
     assert.match(e.join("\n"), /rise: 0 is out of range: use 1 to 100/);
   });
+  await t.step("dns: tcp= is yes or no, and a server in brackets is IPv6", () => {
+    assert.deepEqual(errorsOf("a:\n\tdns server=[::1]:5353 name=x.test tcp=yes\n"), []);
+    assert.deepEqual(errorsOf("a:\n\tdns server=198.18.0.53 name=x.test tcp=no\n"), []);
+    assert.deepEqual(errorsOf("a:\n\tdns server=198.18.0.53 name=x.test tcp=maybe\n"), [
+      '2: option tcp: "maybe" is not yes or no',
+    ]);
+    assert.match(errorsOf("a:\n\tdns server=[::1]53 name=x.test\n")[0]!, /in brackets/);
+  });
   await t.step("a command must be allow-listed", () => {
     assert.deepEqual(errorsOf("a:\n\tcommand /usr/bin/true\n"), [
       '2: program /usr/bin/true is not allowed: add "allow-program /usr/bin/true" to the Hcfile header',

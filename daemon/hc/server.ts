@@ -6,6 +6,8 @@
  * @module
  */
 import { type Logger, logger as defaultLogger } from "../../lib/log.ts";
+import { baseUrl } from "../../lib/net.ts";
+import { escapeLabel as esc, metricHeader, type MetricType } from "../../lib/metrics.ts";
 import type { CheckState } from "./graph.ts";
 import type { HcSnapshot, HealthChecker } from "./checker.ts";
 
@@ -16,10 +18,6 @@ export const MAX_EVENT_CLIENTS = 64;
 export const EVENT_HEARTBEAT_MS = 15_000;
 
 const STATES: readonly CheckState[] = ["UP", "FAIL", "BLOCKED", "PENDING"];
-
-function esc(value: string): string {
-  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
-}
 
 /**
  * Renders a snapshot in the Prometheus text exposition format.
@@ -40,7 +38,7 @@ function esc(value: string): string {
 export function renderMetrics(s: HcSnapshot): string {
   const out: string[] = [];
   const metric = (name: string, type: string, help: string, rows: string[]): void => {
-    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...rows);
+    out.push(...metricHeader(name, type as MetricType, help), ...rows);
   };
   const inst = `hc="${esc(s.name)}"`;
   metric("hc_up", "gauge", "1 while hc answers.", [`hc_up{${inst}} 1`]);
@@ -271,10 +269,9 @@ export function serveStatus(engine: HealthChecker, options: ServeStatusOptions =
     },
   }, handler);
   const addr = server.addr as Deno.NetAddr;
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   return {
     addr,
-    url: `http://${host}:${addr.port}`,
+    url: baseUrl(addr),
     replace(next) {
       hc = next;
       for (const close of [...streams]) close();

@@ -11,6 +11,7 @@
 import type { FailshSnapshot } from "../../lib/types.ts";
 import { monitorPage } from "../../shell/web/page.ts";
 import { normalizeBaseUrl, SnapshotStream } from "./stream.ts";
+import { baseUrl } from "../../lib/net.ts";
 
 /** One failsh followed by the aggregator. */
 export interface AggregateSource {
@@ -58,30 +59,6 @@ export interface AggregateServer {
   current(): AggregateSnapshot;
   /** Stops serving and following. */
   close(): Promise<void>;
-}
-
-/**
- * Parses `HOST:PORT` (`127.0.0.1:8080`, `[::1]:8080`, `:8080` for loopback).
- *
- * @param text The address.
- * @returns Host name and port.
- * @throws {TypeError} When it is not `HOST:PORT` with a port from 0 to 65535.
- *
- * @example
- * ```ts
- * import { parseListen } from "./aggregate.ts";
- * console.log(parseListen("127.0.0.1:8080")); // { hostname: "127.0.0.1", port: 8080 }
- * ```
- */
-export function parseListen(text: string): { hostname: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]*)):([0-9]{1,5})$/.exec(text);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || !(port >= 0 && port <= 65535)) {
-    throw new TypeError(
-      `Invalid listen address "${text}": expected HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080`,
-    );
-  }
-  return { hostname: m[1] ?? (m[2] || "127.0.0.1"), port };
 }
 
 const encoder = new TextEncoder();
@@ -223,10 +200,8 @@ export function serveAggregate(
       status: 404,
     });
   });
-  const addr = server.addr;
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   return {
-    url: `http://${host}:${addr.port}`,
+    url: baseUrl(server.addr),
     current,
     async close() {
       clearInterval(keepalive);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { failoverSnapshot, startFakeFailsh } from "../../tests/fake_failsh.ts";
-import { type AggregateSnapshot, parseListen, serveAggregate } from "./aggregate.ts";
-import { SseParser } from "./stream.ts";
+import { type AggregateSnapshot, serveAggregate } from "./aggregate.ts";
+import { SseParser } from "../../lib/sse.ts";
 
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -17,14 +17,6 @@ async function until(check: () => boolean, what: string): Promise<void> {
     await new Promise((r) => setTimeout(r, 20));
   }
 }
-
-Deno.test("parseListen accepts HOST:PORT forms and names the expected form otherwise", () => {
-  assert.deepEqual(parseListen("127.0.0.1:8080"), { hostname: "127.0.0.1", port: 8080 });
-  assert.deepEqual(parseListen("[::1]:0"), { hostname: "::1", port: 0 });
-  assert.deepEqual(parseListen(":9000"), { hostname: "127.0.0.1", port: 9000 });
-  assert.throws(() => parseListen("8080"), /expected HOST:PORT/);
-  assert.throws(() => parseListen("h:99999"), /expected HOST:PORT/);
-});
 
 Deno.test("serveAggregate follows every monitor and marks the unreachable one", async () => {
   const a = startFakeFailsh();

@@ -198,3 +198,31 @@ export function columns(headers: string[], rows: string[][]): string[] {
       .trimEnd();
   return [line(headers), ...clean.map(line)];
 }
+
+/**
+ * Every service name of a snapshot, its own and those its peers report, sorted.
+ *
+ * @param snapshot The snapshot.
+ * @returns The names, each once.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { serviceNames } from "./format.ts";
+ * const s = { services: [{ name: "web" }], hosts: [{ services: [{ name: "db" }, { name: "web" }] }] };
+ * assert.deepStrictEqual(serviceNames(s), ["db", "web"]);
+ * ```
+ */
+export function serviceNames(
+  snapshot: {
+    services: readonly { name: string }[];
+    hosts: readonly { services: readonly { name: string }[] }[];
+  },
+): string[] {
+  return [
+    ...new Set([
+      ...snapshot.services.map((s) => s.name),
+      ...snapshot.hosts.flatMap((h) => h.services.map((r) => r.name)),
+    ]),
+  ].sort();
+}

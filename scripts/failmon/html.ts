@@ -6,14 +6,7 @@
  */
 import type { FailshSnapshot } from "../../lib/types.ts";
 import { escapeHtml, MONITOR_CSS } from "../../shell/web/page.ts";
-import {
-  fmtDateTime,
-  fmtDecision,
-  fmtDuration,
-  fmtHandler,
-  fmtLatency,
-  fmtWhen,
-} from "./format.ts";
+import * as format from "./format.ts";
 
 function state(s: string, stale = false): string {
   const known = s === "UP" || s === "RECOVER" || s === "FAIL" ? s : "FAIL";
@@ -64,9 +57,9 @@ export function renderHtml(snapshot: FailshSnapshot, options: RenderHtmlOptions 
       e(h.name + (h.self ? " (self)" : "")),
       h.reachable ? `<span class="yes">yes</span>` : `<span class="no">NO</span>`,
       e(h.misses),
-      e(fmtWhen(h.lastConnect, now)),
-      e(fmtWhen(h.lastCall, now)),
-      e(fmtLatency(h.latencyMs)),
+      e(format.fmtWhen(h.lastConnect, now)),
+      e(format.fmtWhen(h.lastCall, now)),
+      e(format.fmtLatency(h.latencyMs)),
       e(h.services.length),
       e(h.lastError ?? ""),
     ]),
@@ -92,20 +85,15 @@ export function renderHtml(snapshot: FailshSnapshot, options: RenderHtmlOptions 
         e(s.role),
         e(s.masters.join(", ") || "-"),
         e(s.slaves.join(", ") || "-"),
-        e(fmtDuration(s.intervalMs)),
-        e(fmtWhen(s.lastChange, now)),
-        e(fmtDecision(s.lastDecision)),
-        e(fmtHandler(s.lastHandler)),
+        e(format.fmtDuration(s.intervalMs)),
+        e(format.fmtWhen(s.lastChange, now)),
+        e(format.fmtDecision(s.lastDecision)),
+        e(format.fmtHandler(s.lastHandler)),
       ]),
       "services",
     ),
   );
-  const names = [
-    ...new Set([
-      ...snapshot.services.map((s) => s.name),
-      ...snapshot.hosts.flatMap((h) => h.services.map((r) => r.name)),
-    ]),
-  ].sort();
+  const names = format.serviceNames(snapshot);
   if (names.length > 0 && snapshot.hosts.length > 0) {
     parts.push(`<h3>States by host</h3>`);
     parts.push(table(
@@ -128,7 +116,7 @@ export function renderHtml(snapshot: FailshSnapshot, options: RenderHtmlOptions 
         e(a.address),
         e(a.device),
         e(a.service ?? "-"),
-        e(fmtWhen(a.since, now)),
+        e(format.fmtWhen(a.since, now)),
       ]),
       "addresses",
     ),
@@ -139,7 +127,7 @@ export function renderHtml(snapshot: FailshSnapshot, options: RenderHtmlOptions 
     events.length === 0 ? `<p class="empty">No event yet.</p>` : table(
       ["When", "Kind", "Host", "Service", "Message"],
       events.map((ev) => [
-        e(fmtWhen(ev.at, now)),
+        e(format.fmtWhen(ev.at, now)),
         e(ev.kind),
         e(ev.host ?? ""),
         e(ev.service ?? ""),
@@ -158,9 +146,9 @@ export function renderHtml(snapshot: FailshSnapshot, options: RenderHtmlOptions 
 <style>${MONITOR_CSS}</style>
 </head>
 <body>
-<header class="top"><h1>${e(title)}</h1><span class="meta">snapshot ${e(fmtDateTime(now))}, up ${
-    e(fmtDuration(now - snapshot.startedAt))
-  }</span></header>
+<header class="top"><h1>${e(title)}</h1><span class="meta">snapshot ${
+    e(format.fmtDateTime(now))
+  }, up ${e(format.fmtDuration(now - snapshot.startedAt))}</span></header>
 <main>
 <section class="source">
 ${parts.join("\n")}

@@ -14,6 +14,7 @@ import {
   fmtHandler,
   fmtLatency,
   fmtWhen,
+  serviceNames,
 } from "./format.ts";
 import type { StreamStatus } from "./stream.ts";
 
@@ -127,12 +128,7 @@ export function renderText(snapshot: FailshSnapshot, options: RenderTextOptions 
       );
     }
   }
-  const names = [
-    ...new Set([
-      ...snapshot.services.map((s) => s.name),
-      ...snapshot.hosts.flatMap((h) => h.services.map((r) => r.name)),
-    ]),
-  ].sort();
+  const names = serviceNames(snapshot);
   if (names.length > 0 && snapshot.hosts.length > 0) {
     out.push("");
     out.push("STATES BY HOST");

@@ -1,146 +1,13 @@
 /**
- * The client side of failsh's monitor stream (`GET /v1/stream`, server-sent events): a bounded
- * SSE parser, a validator for {@linkcode FailshSnapshot}, and {@linkcode SnapshotStream}, which
+ * The client side of failsh's monitor stream (`GET /v1/stream`, server-sent events, read with
+ * `lib/sse.ts`): a validator for {@linkcode FailshSnapshot}, and {@linkcode SnapshotStream}, which
  * follows a monitor port, reconnects with exponential backoff and reports every connection state
  * so a user interface can show "connection lost, retrying".
  *
  * @module
  */
 import type { FailshSnapshot } from "../../lib/types.ts";
-
-/** One dispatched server-sent event. */
-export interface SseEvent {
-  /** The `event:` field, `message` when absent. */
-  event: string;
-  /** The `data:` lines joined with `\n`. */
-  data: string;
-  /** The last `id:` field seen, or `null`. */
-  id: string | null;
-}
-
-/** Default largest event (sum of its data lines) the parser accepts, in characters. */
-export const DEFAULT_MAX_EVENT_CHARS = 8 * 1024 * 1024;
-
-/**
- * An incremental parser of the `text/event-stream` format. It keeps at most `maxEventChars`
- * characters buffered (the pending line plus the pending event's data) and throws past that, so a
- * misbehaving server cannot make a monitor grow without bound.
- *
- * @example Parsing chunks as they arrive
- * ```ts
- * import { SseParser } from "./stream.ts";
- * const parser = new SseParser();
- * console.log(parser.push("event: snapshot\nda").length); // 0
- * console.log(parser.push("ta: {}\n\n")[0]?.data); // "{}"
- * ```
- */
-export class SseParser {
-  #buffer = "";
-  #event = "";
-  #data: string[] = [];
-  #dataChars = 0;
-  #id: string | null = null;
-  #maxEventChars: number;
-  #skipLf = false;
-
-  /**
-   * Creates a parser.
-   *
-   * @param options The largest event accepted, in characters (default 8 Mi).
-   */
-  constructor(options: { maxEventChars?: number } = {}) {
-    this.#maxEventChars = options.maxEventChars ?? DEFAULT_MAX_EVENT_CHARS;
-  }
-
-  /**
-   * Feeds decoded text and returns the events it completed.
-   *
-   * @param chunk The next piece of the stream, split anywhere.
-   * @returns The events dispatched by this chunk, in order.
-   * @throws {RangeError} When an event or a line exceeds the size limit.
-   */
-  push(chunk: string): SseEvent[] {
-    const out: SseEvent[] = [];
-    let text = chunk;
-    if (this.#skipLf && text.startsWith("\n")) text = text.slice(1);
-    this.#skipLf = false;
-    this.#buffer += text;
-    let start = 0;
-    for (;;) {
-      const nl = this.#nextBreak(start);
-      if (nl < 0) break;
-      const line = this.#buffer.slice(start, nl);
-      if (this.#buffer[nl] === "\r") {
-        if (nl + 1 < this.#buffer.length) {
-          start = this.#buffer[nl + 1] === "\n" ? nl + 2 : nl + 1;
-        } else {
-          this.#skipLf = true;
-          start = nl + 1;
-        }
-      } else {
-        start = nl + 1;
-      }
-      const event = this.#line(line);
-      if (event) out.push(event);
-    }
-    this.#buffer = this.#buffer.slice(start);
-    if (this.#buffer.length + this.#dataChars > this.#maxEventChars) {
-      this.reset();
-      throw new RangeError(
-        `Cannot read monitor stream: an event exceeds ${this.#maxEventChars} characters`,
-      );
-    }
-    return out;
-  }
-
-  /** Forgets any partial line and event (used after a reconnect). */
-  reset(): void {
-    this.#buffer = "";
-    this.#event = "";
-    this.#data = [];
-    this.#dataChars = 0;
-    this.#skipLf = false;
-  }
-
-  #nextBreak(from: number): number {
-    const lf = this.#buffer.indexOf("\n", from);
-    const cr = this.#buffer.indexOf("\r", from);
-    if (lf < 0) return cr;
-    if (cr < 0) return lf;
-    return Math.min(lf, cr);
-  }
-
-  #line(line: string): SseEvent | null {
-    if (line === "") {
-      if (this.#data.length === 0) {
-        this.#event = "";
-        return null;
-      }
-      const event = { event: this.#event || "message", data: this.#data.join("\n"), id: this.#id };
-      this.#event = "";
-      this.#data = [];
-      this.#dataChars = 0;
-      return event;
-    }
-    if (line.startsWith(":")) return null;
-    const colon = line.indexOf(":");
-    const field = colon < 0 ? line : line.slice(0, colon);
-    let value = colon < 0 ? "" : line.slice(colon + 1);
-    if (value.startsWith(" ")) value = value.slice(1);
-    if (field === "event") this.#event = value;
-    else if (field === "data") {
-      this.#data.push(value);
-      this.#dataChars += value.length + 1;
-      if (this.#dataChars > this.#maxEventChars) {
-        this.reset();
-        throw new RangeError(
-          `Cannot read monitor stream: an event exceeds ${this.#maxEventChars} characters`,
-        );
-      }
-    } else if (field === "id") this.#id = value;
-    return null;
-  }
-}
+import { SseParser } from "../../lib/sse.ts";
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -149,6 +16,16 @@ function isObject(value: unknown): value is Record<string, unknown> {
 function need(ok: boolean, what: string): void {
   if (!ok) throw new TypeError(`Invalid monitor snapshot: ${what}`);
 }
+
+/** The fields the monitors read of each host and service, and their types. */
+const SNAPSHOT_FIELDS: ReadonlyArray<readonly [string, ReadonlyArray<readonly [string, string]>]> =
+  [
+    ["hosts", [["name", "string"], ["reachable", "boolean"], ["services", "array"]]],
+    ["services", [["name", "string"], ["state", "string"], ["masters", "array"], [
+      "slaves",
+      "array",
+    ]]],
+  ];
 
 /**
  * Checks that a parsed JSON value has the shape of a {@linkcode FailshSnapshot} (the fields the
@@ -177,20 +54,15 @@ export function validateSnapshot(value: unknown): FailshSnapshot {
   for (const key of ["hosts", "services", "addresses", "events"]) {
     need(Array.isArray(v[key]), `${key} must be an array`);
   }
-  for (const [i, h] of (v.hosts as unknown[]).entries()) {
-    need(isObject(h), `hosts[${i}] must be an object`);
-    const host = h as Record<string, unknown>;
-    need(typeof host.name === "string", `hosts[${i}].name must be a string`);
-    need(typeof host.reachable === "boolean", `hosts[${i}].reachable must be a boolean`);
-    need(Array.isArray(host.services), `hosts[${i}].services must be an array`);
-  }
-  for (const [i, s] of (v.services as unknown[]).entries()) {
-    need(isObject(s), `services[${i}] must be an object`);
-    const service = s as Record<string, unknown>;
-    need(typeof service.name === "string", `services[${i}].name must be a string`);
-    need(typeof service.state === "string", `services[${i}].state must be a string`);
-    need(Array.isArray(service.masters), `services[${i}].masters must be an array`);
-    need(Array.isArray(service.slaves), `services[${i}].slaves must be an array`);
+  for (const [list, fields] of SNAPSHOT_FIELDS) {
+    for (const [i, item] of (v[list] as unknown[]).entries()) {
+      need(isObject(item), `${list}[${i}] must be an object`);
+      for (const [field, type] of fields) {
+        const value = (item as Record<string, unknown>)[field];
+        const ok = (Array.isArray(value) ? "array" : typeof value) === type;
+        need(ok, `${list}[${i}].${field} must be ${type === "array" ? "an" : "a"} ${type}`);
+      }
+    }
   }
   return value as FailshSnapshot;
 }
@@ -271,7 +143,7 @@ export interface SnapshotStreamOptions {
   idleTimeoutMs?: number;
   /** Time limit to get the response headers (default 10 s). */
   connectTimeoutMs?: number;
-  /** Largest event accepted (default {@linkcode DEFAULT_MAX_EVENT_CHARS}). */
+  /** Largest event accepted, in characters (default 8 Mi, `lib/sse.ts`). */
   maxEventChars?: number;
   /** Stop after this many failed attempts in a row (default: never). */
   maxAttempts?: number;
@@ -439,11 +311,12 @@ export class SnapshotStream {
         return `${this.#url} is not an event stream (content-type "${type}")`;
       }
       armIdle();
-      const parser = new SseParser(
-        this.#options.maxEventChars === undefined
+      const parser = new SseParser({
+        what: "the monitor stream",
+        ...(this.#options.maxEventChars === undefined
           ? {}
-          : { maxEventChars: this.#options.maxEventChars },
-      );
+          : { maxEventChars: this.#options.maxEventChars }),
+      });
       const parse = this.#options.parse ?? parseSnapshot;
       const eventName = this.#options.eventName ?? "snapshot";
       let connected = false;

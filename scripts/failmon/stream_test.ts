@@ -5,37 +5,9 @@ import {
   normalizeBaseUrl,
   parseSnapshot,
   SnapshotStream,
-  SseParser,
   type StreamStatus,
   validateSnapshot,
 } from "./stream.ts";
-
-Deno.test("SseParser reassembles events split anywhere and skips comments", () => {
-  const text = ': keepalive\n\nretry: 500\n\nevent: snapshot\ndata: {"a":\ndata: 1}\n\n' +
-    "data: plain\r\n\r\nevent: x\rdata: y\r\r";
-  for (const size of [1, 2, 3, 7, text.length]) {
-    const parser = new SseParser();
-    const events = [];
-    for (let i = 0; i < text.length; i += size) {
-      events.push(...parser.push(text.slice(i, i + size)));
-    }
-    assert.deepEqual(
-      events.map((e) => [e.event, e.data]),
-      [["snapshot", '{"a":\n1}'], ["message", "plain"], ["x", "y"]],
-      `chunk size ${size}`,
-    );
-  }
-});
-
-Deno.test("SseParser refuses an event larger than its bound instead of growing", () => {
-  const parser = new SseParser({ maxEventChars: 100 });
-  assert.throws(() => parser.push("data: " + "x".repeat(200) + "\n"), RangeError);
-  // A line that never ends is bounded too.
-  const p2 = new SseParser({ maxEventChars: 100 });
-  assert.throws(() => p2.push("data: " + "y".repeat(150)), /exceeds 100 characters/);
-  // After the error the parser is usable again.
-  assert.equal(p2.push("data: ok\n\n")[0]?.data, "ok");
-});
 
 Deno.test("validateSnapshot names the field that is wrong", () => {
   assert.equal(validateSnapshot(sampleSnapshot()).host, "alpha");

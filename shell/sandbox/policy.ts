@@ -13,6 +13,7 @@ import { dirname, resolve } from "node:path";
 import type { AddressRule, Policy, ProgramRule } from "../contract.ts";
 import { isValidName } from "../../lib/types.ts";
 import { parseCidr } from "./cidr.ts";
+import { parseHostPort } from "../../lib/net.ts";
 
 /** Default time limit of a program the script runs, in ms. */
 export const DEFAULT_PROGRAM_TIMEOUT_MS = 10_000;
@@ -58,7 +59,14 @@ export const DEVICE_PATTERN = /^[A-Za-z0-9_.:@-]{1,15}$/;
 /** `host`, `host:port` or `[v6]:port`, as `--allow-net` takes them (no commas). */
 const NET_PATTERN = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+|[0-9A-Fa-f:]+)(:[0-9]{1,5})?$/;
 
-const LISTEN_PATTERN = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/;
+function isListenAddress(text: string): boolean {
+  try {
+    parseHostPort(text, { allowPortZero: true });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const TOP_FIELDS = [
   "host",
@@ -444,7 +452,7 @@ export function parsePolicy(text: string, source: string): Policy {
   const listen = (field: string, v: unknown, dflt: string | null): string | null => {
     if (v === undefined) return dflt;
     if (v === null) return null;
-    if (typeof v !== "string" || !LISTEN_PATTERN.test(v) || Number(v.split(":").pop()) > 65535) {
+    if (typeof v !== "string" || !isListenAddress(v)) {
       problems.push(
         `${field} must be "address:port" like "127.0.0.1:1848" or null, got ${quote(v)}`,
       );

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { readBoundedText } from "../../../lib/streams.ts";
 
 /** Most bytes of stdout and of stderr kept. */
 export const MAX_OUTPUT_BYTES = 16 * 1024;
@@ -24,35 +25,10 @@ export interface ProcessOutcome {
   durationMs: number;
 }
 
-function drain(
-  stream: ReadableStream<Uint8Array>,
-  limit: number,
-): { text: Promise<string>; cancel: () => void } {
-  const reader = stream.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  const text = (async () => {
-    try {
-      while (true) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        if (size < limit) {
-          const part = value.subarray(0, limit - size);
-          chunks.push(part);
-          size += part.length;
-        }
-        // Keep reading past the limit so the child never blocks on a full pipe.
-      }
-    } catch { /* the pipe broke or was cancelled: keep what we have */ }
-    const out = new Uint8Array(size);
-    let at = 0;
-    for (const c of chunks) {
-      out.set(c, at);
-      at += c.length;
-    }
-    return new TextDecoder().decode(out);
-  })();
-  return { text, cancel: () => void reader.cancel().catch(() => {}) };
+/** Reads a child's pipe to its end, keeping the first bytes, until `cut` aborts. */
+function drain(stream: ReadableStream<Uint8Array>, cut: AbortSignal): Promise<string> {
+  return readBoundedText(stream, MAX_OUTPUT_BYTES, { overflow: "drain", signal: cut })
+    .then((r) => r.text);
 }
 
 /**
@@ -102,22 +78,13 @@ export async function runBounded(
   options.signal?.addEventListener("abort", onAbort, { once: true });
   if (options.signal?.aborted) kill();
   try {
-    const out = drain(child.stdout, MAX_OUTPUT_BYTES);
-    const err = drain(child.stderr, MAX_OUTPUT_BYTES);
+    const cut = new AbortController();
+    const out = drain(child.stdout, cut.signal);
+    const err = drain(child.stderr, cut.signal);
     const status = await child.status;
     // A grandchild may keep the pipes open after the program ended: wait a little, then cut.
-    let cutTimer: ReturnType<typeof setTimeout> | undefined;
-    const cut = new Promise<void>((resolve) => {
-      cutTimer = setTimeout(() => {
-        out.cancel();
-        err.cancel();
-        resolve();
-      }, 500);
-    });
-    const [stdout, stderr] = await Promise.race([
-      Promise.all([out.text, err.text]),
-      cut.then(() => Promise.all([out.text, err.text])),
-    ]);
+    const cutTimer = setTimeout(() => cut.abort(), 500);
+    const [stdout, stderr] = await Promise.all([out, err]);
     clearTimeout(cutTimer);
     return {
       code: status.signal === null ? status.code : null,

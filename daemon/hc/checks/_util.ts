@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { isAbsolute, join } from "node:path";
 
 /**
  * The durations an Hcfile accepts (`interval=`, `timeout=`, `max-latency=`), for `parseDuration`
@@ -63,55 +64,6 @@ export function parseRegex(text: string): RegExp {
   }
 }
 
-/** A host and port. */
-export interface HostPort {
-  /** Host name or IP literal (without brackets). */
-  host: string;
-  /** Port, 1 to 65535. */
-  port: number;
-}
-
-/**
- * Parses `host:port`, `[v6]:port`, or a bare host when a default port is given.
- *
- * @param text The address text.
- * @param defaultPort The port when none is written, or `null` to require one.
- * @returns Host and port.
- * @throws {RangeError} When malformed.
- *
- * @example
- * ```ts
- * import { parseHostPort } from "./_util.ts";
- * console.log(parseHostPort("127.0.0.1:5353", 53)); // { host: "127.0.0.1", port: 5353 }
- * ```
- */
-export function parseHostPort(text: string, defaultPort: number | null): HostPort {
-  let host = text;
-  let portText: string | null = null;
-  const v6 = /^\[([0-9A-Fa-f:.]+)\](?::([0-9]+))?$/.exec(text);
-  if (v6) {
-    host = v6[1] ?? "";
-    portText = v6[2] ?? null;
-  } else if ((text.match(/:/g) ?? []).length === 1) {
-    const i = text.indexOf(":");
-    host = text.slice(0, i);
-    portText = text.slice(i + 1);
-  }
-  if (!/^[A-Za-z0-9._:-]{1,253}$/.test(host)) {
-    throw new RangeError(`"${text}" is not host:port: the host must be a name or an IP address`);
-  }
-  if (portText === null) {
-    if (defaultPort === null) {
-      throw new RangeError(`"${text}" is not host:port: the port is missing`);
-    }
-    return { host, port: defaultPort };
-  }
-  if (!/^[0-9]{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
-    throw new RangeError(`"${text}" is not host:port: the port must be 1 to 65535`);
-  }
-  return { host, port: Number(portText) };
-}
-
 /**
  * Parses a host name or IP address (for `ping`, `tcp`, `smtp`).
  *
@@ -147,56 +99,6 @@ export function parseHost(text: string): string {
  */
 export function parsePort(text: string): number {
   return parseInteger(text, { min: 1, max: 65535 });
-}
-
-/**
- * Reads at most `limit` bytes of a stream, then cancels it.
- *
- * @param stream The stream (a response body or a child's stdout), or `null`.
- * @param limit Most bytes kept.
- * @returns The bytes read and whether more were dropped.
- *
- * @example
- * ```ts
- * import { readBounded } from "./_util.ts";
- * const r = await readBounded(new Response("hello").body, 3);
- * console.log(new TextDecoder().decode(r.bytes), r.truncated); // "hel" true
- * ```
- */
-export async function readBounded(
-  stream: ReadableStream<Uint8Array> | null,
-  limit: number,
-): Promise<{ bytes: Uint8Array; truncated: boolean }> {
-  if (stream === null) return { bytes: new Uint8Array(), truncated: false };
-  const reader = stream.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  let truncated = false;
-  try {
-    while (true) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      const room = limit - size;
-      if (value.length > room) {
-        chunks.push(value.subarray(0, room));
-        size += room;
-        truncated = true;
-        break;
-      }
-      chunks.push(value);
-      size += value.length;
-    }
-  } finally {
-    if (truncated) await reader.cancel().catch(() => {});
-    reader.releaseLock();
-  }
-  const bytes = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    bytes.set(c, at);
-    at += c.length;
-  }
-  return { bytes, truncated };
 }
 
 /**
@@ -265,6 +167,5 @@ export function errorText(error: unknown): string {
  * ```
  */
 export function resolvePath(base: string, path: string): string {
-  if (path.startsWith("/")) return path;
-  return `${base.replace(/\/+$/, "")}/${path}`;
+  return isAbsolute(path) ? path : join(base, path);
 }

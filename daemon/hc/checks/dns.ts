@@ -1,13 +1,17 @@
 /**
- * The `dns` check: sends a real DNS query over UDP to a given server and checks the answer. The
- * message encoder and decoder are here too (RFC 1035 with name compression, RFC 3596 AAAA).
+ * The `dns` check: sends a real DNS query over UDP (or TCP, `tcp=yes`) to a given server and
+ * checks the answer. Messages are encoded and decoded by `dns-packet`.
  *
  * @module
  */
 import dgram from "node:dgram";
+import { Buffer } from "node:buffer";
 import { isIP } from "node:net";
+// @ts-types="@types/dns-packet"
+import * as dnsPacket from "dns-packet";
+import { formatHostPort, parseHostPort } from "../../../lib/net.ts";
 import type { CheckKindDef, CheckResult } from "./_types.ts";
-import { errorText, parseHostPort } from "./_util.ts";
+import { errorText } from "./_util.ts";
 
 /** Record types hc can ask for, by name. */
 export const DNS_TYPES: Readonly<Record<string, number>> = {
@@ -70,311 +74,229 @@ export interface DnsMessage {
   authority: DnsRecord[];
 }
 
+/** Most bytes of an answer over TCP (its two-byte length prefix allows no more). */
+const MAX_TCP_MESSAGE = 65_535;
+
+const TYPE_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(DNS_TYPES).map(([name, code]) => [code, name]),
+);
+
 /**
- * Encodes a DNS name as labels.
+ * Checks a DNS name: labels of 1 to 63 bytes, at most 255 bytes in all.
  *
  * @param name A name such as `www.example.test` (trailing dot optional).
- * @returns The wire form.
  * @throws {RangeError} When a label is empty or longer than 63 bytes, or the name longer than 255.
  */
-function encodeName(name: string): number[] {
-  const out: number[] = [];
+function checkName(name: string): void {
   const trimmed = name.replace(/\.$/, "");
+  let length = 1;
   if (trimmed !== "") {
     for (const label of trimmed.split(".")) {
-      const bytes = new TextEncoder().encode(label);
-      if (bytes.length === 0 || bytes.length > 63) {
+      const bytes = new TextEncoder().encode(label).length;
+      if (bytes === 0 || bytes > 63) {
         throw new RangeError(`"${name}" is not a DNS name: each label must be 1 to 63 bytes`);
       }
-      out.push(bytes.length, ...bytes);
+      length += bytes + 1;
     }
   }
-  out.push(0);
-  if (out.length > 255) throw new RangeError(`"${name}" is not a DNS name: longer than 255 bytes`);
-  return out;
+  if (length > 255) throw new RangeError(`"${name}" is not a DNS name: longer than 255 bytes`);
+}
+
+function queryPacket(id: number, name: string, type: number): dnsPacket.Packet {
+  checkName(name);
+  const typeName = TYPE_NAMES[type];
+  if (typeName === undefined) throw new RangeError(`Cannot ask for record type ${type}`);
+  return {
+    type: "query",
+    id,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ type: typeName as dnsPacket.RecordType, name, class: "IN" }],
+  };
 }
 
 /**
- * Encodes a query with recursion desired.
+ * Encodes a query with recursion desired (`dns-packet`).
  *
  * @param id Message id, 0 to 65535.
  * @param name The name asked for.
  * @param type The numeric record type.
  * @returns The message bytes.
+ * @throws {RangeError} When the name is not a DNS name.
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { DNS_TYPES, encodeQuery } from "./dns.ts";
- * console.log(encodeQuery(7, "www.example.test", DNS_TYPES.A!).length); // 34
+ * assert.equal(encodeQuery(7, "www.example.test", DNS_TYPES.A!).length, 34);
  * ```
  */
 export function encodeQuery(id: number, name: string, type: number): Uint8Array {
-  const q = encodeName(name);
-  const out = new Uint8Array(12 + q.length + 4);
-  const view = new DataView(out.buffer);
-  view.setUint16(0, id);
-  view.setUint16(2, 0x0100); // RD
-  view.setUint16(4, 1); // QDCOUNT
-  out.set(q, 12);
-  view.setUint16(12 + q.length, type);
-  view.setUint16(14 + q.length, 1); // IN
-  return out;
+  return new Uint8Array(dnsPacket.encode(queryPacket(id, name, type)));
 }
 
-class Reader {
-  #view: DataView;
-  #bytes: Uint8Array;
-  at = 0;
-  constructor(bytes: Uint8Array) {
-    this.#bytes = bytes;
-    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+function text(value: unknown): string {
+  if (value instanceof Uint8Array) return new TextDecoder().decode(value);
+  return String(value);
+}
+
+/** Names as hc compares them: lower case, no trailing dot. */
+function lowerName(name: unknown): string {
+  return text(name).toLowerCase().replace(/\.$/, "");
+}
+
+function formatData(type: string, data: unknown): string {
+  const d = data as Record<string, unknown>;
+  switch (type) {
+    case "A":
+    case "AAAA":
+      return text(data);
+    case "NS":
+    case "CNAME":
+    case "PTR":
+      return lowerName(data);
+    case "MX":
+      return `${d.preference} ${lowerName(d.exchange)}`;
+    case "TXT":
+      return (Array.isArray(data) ? data : [data]).map(text).join("");
+    case "SRV":
+      return `${d.priority} ${d.weight} ${d.port} ${lowerName(d.target)}`;
+    case "SOA":
+      return `${lowerName(d.mname)} ${lowerName(d.rname)} ${d.serial} ${d.refresh} ${d.retry} ` +
+        `${d.expire} ${d.minimum}`;
+    case "CAA":
+      return `${d.flags} ${d.tag} "${d.value}"`;
+    default:
+      return data instanceof Uint8Array
+        ? Array.from(data, (b) => b.toString(16).padStart(2, "0")).join("")
+        : JSON.stringify(data);
   }
-  #need(n: number, at = this.at): void {
-    if (at + n > this.#bytes.length) {
-      throw new RangeError("Truncated DNS message: read past the end");
-    }
-  }
-  u8(): number {
-    this.#need(1);
-    return this.#view.getUint8(this.at++);
-  }
-  u16(): number {
-    this.#need(2);
-    const v = this.#view.getUint16(this.at);
-    this.at += 2;
-    return v;
-  }
-  u32(): number {
-    this.#need(4);
-    const v = this.#view.getUint32(this.at);
-    this.at += 4;
-    return v;
-  }
-  bytes(n: number): Uint8Array {
-    this.#need(n);
-    const v = this.#bytes.subarray(this.at, this.at + n);
-    this.at += n;
-    return v;
-  }
-  /** Reads a possibly compressed name starting at the cursor. */
-  name(): string {
-    const labels: string[] = [];
-    let pos = this.at;
-    let jumped = false;
-    let jumps = 0;
-    let length = 0;
-    while (true) {
-      this.#need(1, pos);
-      const len = this.#bytes[pos]!;
-      if (len === 0) {
-        pos += 1;
-        break;
-      }
-      if ((len & 0xc0) === 0xc0) {
-        this.#need(2, pos);
-        const target = ((len & 0x3f) << 8) | this.#bytes[pos + 1]!;
-        if (++jumps > 64 || target >= pos) {
-          throw new RangeError("Bad DNS message: compression pointer loops or points forward");
-        }
-        if (!jumped) this.at = pos + 2;
-        jumped = true;
-        pos = target;
-        continue;
-      }
-      if ((len & 0xc0) !== 0) throw new RangeError("Bad DNS message: unknown label type");
-      this.#need(1 + len, pos);
-      labels.push(new TextDecoder().decode(this.#bytes.subarray(pos + 1, pos + 1 + len)));
-      length += len + 1;
-      if (length > 255) throw new RangeError("Bad DNS message: name longer than 255 bytes");
-      pos += 1 + len;
-    }
-    if (!jumped) this.at = pos;
-    return labels.join(".").toLowerCase();
-  }
+}
+
+function records(list: readonly dnsPacket.Answer[] | undefined): DnsRecord[] {
+  return (list ?? []).map((a) => {
+    const r = a as dnsPacket.Answer & { ttl?: number; class?: string; data?: unknown };
+    return {
+      name: lowerName(r.name),
+      type: DNS_TYPES[r.type] ?? unknownTypeCode(r.type),
+      class: r.class === "IN" || r.class === undefined ? 1 : 0,
+      ttl: r.ttl ?? 0,
+      data: formatData(r.type, r.data),
+    };
+  });
+}
+
+function unknownTypeCode(name: string): number {
+  const m = /^UNKNOWN_(\d+)$/.exec(name);
+  return m ? Number(m[1]) : 0;
 }
 
 /**
- * Formats 16 bytes as an IPv6 address in RFC 5952 form (lower case, longest zero run as `::`).
+ * Decodes a DNS message (`dns-packet`: name compression, pointers only backwards).
  *
- * @param b The 16 bytes.
- * @returns The text form.
+ * @param bytes The message.
+ * @returns The decoded message, record data as text.
+ * @throws {RangeError} When the message is truncated or malformed.
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { decodeMessage, encodeQuery } from "./dns.ts";
+ * assert.deepStrictEqual(decodeMessage(encodeQuery(1, "a.test", 1)).questions, [
+ *   { name: "a.test", type: 1, class: 1 },
+ * ]);
+ * ```
+ */
+export function decodeMessage(bytes: Uint8Array): DnsMessage {
+  if (bytes.length < 12) throw new RangeError("Truncated DNS message: shorter than its header");
+  let p: dnsPacket.DecodedPacket;
+  try {
+    p = dnsPacket.decode(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  } catch (e) {
+    throw new RangeError(`Bad DNS message: ${errorText(e)}`);
+  }
+  const flags = (bytes[2]! << 8) | bytes[3]!;
+  return {
+    id: p.id ?? 0,
+    response: (flags & 0x8000) !== 0,
+    truncated: (flags & 0x0200) !== 0,
+    rcode: flags & 0x000f,
+    questions: (p.questions ?? []).map((q) => ({
+      name: lowerName(q.name),
+      type: DNS_TYPES[q.type] ?? unknownTypeCode(q.type),
+      class: q.class === "IN" || q.class === undefined ? 1 : 0,
+    })),
+    answers: records(p.answers),
+    authority: records(p.authorities),
+  };
+}
+
+/**
+ * Formats 16 bytes as an IPv6 address in the RFC 5952 form.
+ *
+ * @param b The address bytes.
+ * @returns The text, e.g. `2001:db8::1`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
  * import { formatIpv6 } from "./dns.ts";
- * const b = new Uint8Array(16); b[0] = 0x20; b[1] = 0x01; b[15] = 1;
- * console.log(formatIpv6(b)); // "2001::1"
+ * assert.equal(formatIpv6(new Uint8Array([0x20, 1, 0x0d, 0xb8, ...new Array(11).fill(0), 1])), "2001:db8::1");
  * ```
  */
 export function formatIpv6(b: Uint8Array): string {
-  const words: number[] = [];
-  for (let i = 0; i < 16; i += 2) words.push((b[i]! << 8) | b[i + 1]!);
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (words[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = words.map((w) => w.toString(16));
-  if (bestStart < 0) return hex.join(":");
-  return `${hex.slice(0, bestStart).join(":")}::${hex.slice(bestStart + bestLen).join(":")}`;
+  const words: string[] = [];
+  for (let i = 0; i < 16; i += 2) words.push(((b[i]! << 8) | b[i + 1]!).toString(16));
+  return normalizeIpv6(words.join(":"))!;
 }
 
 /**
- * Normalizes an IPv6 address text to the RFC 5952 form, or returns `null` if it is not one.
+ * Normalises an IPv6 address to the RFC 5952 form (lower case, longest zero run compressed).
  *
- * @param text An IPv6 address.
- * @returns The canonical text, or `null`.
+ * @param text The address.
+ * @returns The normal form, or `null` when the text is not an IPv6 address.
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { normalizeIpv6 } from "./dns.ts";
- * console.log(normalizeIpv6("2001:DB8:0:0:0:0:0:1")); // "2001:db8::1"
+ * assert.equal(normalizeIpv6("2001:DB8:0:0:0:0:0:1"), "2001:db8::1");
  * ```
  */
 export function normalizeIpv6(text: string): string | null {
   if (isIP(text) !== 6 || text.includes(".")) return null;
-  const [head = "", tail] = text.split("::");
-  const h = head === "" ? [] : head.split(":");
-  const t = tail === undefined ? [] : tail === "" ? [] : tail.split(":");
-  const fill = tail === undefined ? 0 : 8 - h.length - t.length;
-  const words = [...h, ...Array(fill).fill("0"), ...t].map((w) => parseInt(w, 16));
-  const b = new Uint8Array(16);
-  words.forEach((w, i) => {
-    b[i * 2] = w >> 8;
-    b[i * 2 + 1] = w & 0xff;
-  });
-  return formatIpv6(b);
+  // The URL standard serialises IPv6 hosts in the RFC 5952 form.
+  return new URL(`http://[${text}]/`).hostname.slice(1, -1);
 }
 
-function formatData(r: Reader, type: number, rdlength: number): string {
-  const end = r.at + rdlength;
-  let text: string;
-  switch (type) {
-    case 1: {
-      if (rdlength !== 4) throw new RangeError("Bad DNS message: A record is not 4 bytes");
-      text = Array.from(r.bytes(4)).join(".");
-      break;
-    }
-    case 28: {
-      if (rdlength !== 16) throw new RangeError("Bad DNS message: AAAA record is not 16 bytes");
-      text = formatIpv6(r.bytes(16));
-      break;
-    }
-    case 2:
-    case 5:
-    case 12:
-      text = r.name();
-      break;
-    case 15: {
-      const pref = r.u16();
-      text = `${pref} ${r.name()}`;
-      break;
-    }
-    case 16: {
-      const parts: string[] = [];
-      while (r.at < end) parts.push(new TextDecoder().decode(r.bytes(r.u8())));
-      text = parts.join("");
-      break;
-    }
-    case 33: {
-      const prio = r.u16();
-      const weight = r.u16();
-      const port = r.u16();
-      text = `${prio} ${weight} ${port} ${r.name()}`;
-      break;
-    }
-    case 6: {
-      const mname = r.name();
-      const rname = r.name();
-      const nums = [r.u32(), r.u32(), r.u32(), r.u32(), r.u32()];
-      text = `${mname} ${rname} ${nums.join(" ")}`;
-      break;
-    }
-    default:
-      text = Array.from(r.bytes(rdlength), (b) => b.toString(16).padStart(2, "0")).join("");
-  }
-  if (r.at !== end) throw new RangeError("Bad DNS message: record data length mismatch");
-  return text;
+/** A DNS server: an IP literal and a port. */
+export interface DnsServer {
+  /** The server's IP address. */
+  host: string;
+  /** Its port. */
+  port: number;
+}
+
+/** What to ask. */
+export interface DnsQuery {
+  /** The name. */
+  name: string;
+  /** The numeric record type. */
+  type: number;
+  /** Over UDP: send the query again after this many ms without an answer. */
+  retransmitMs?: number;
+  /** Ends the query. */
+  signal: AbortSignal;
 }
 
 /**
- * Decodes a DNS message.
+ * Sends one query over UDP and waits for the matching answer (same id, from the server's port).
  *
- * @param bytes The message as received.
- * @returns The decoded message.
- * @throws {RangeError} When the message is malformed (truncated, looping pointers, ...).
- *
- * @example
- * ```ts
- * import { decodeMessage, encodeQuery } from "./dns.ts";
- * console.log(decodeMessage(encodeQuery(1, "example.test", 1)).questions[0]?.name);
- * ```
+ * @param server The server (an IP literal).
+ * @param query Name, type, retransmission and the abort signal.
+ * @returns The answer.
+ * @throws {Error} On a timeout (`no answer: timed out`), a socket error or a malformed answer.
  */
-export function decodeMessage(bytes: Uint8Array): DnsMessage {
-  const r = new Reader(bytes);
-  const id = r.u16();
-  const flags = r.u16();
-  const counts = [r.u16(), r.u16(), r.u16(), r.u16()];
-  const questions: DnsMessage["questions"] = [];
-  for (let i = 0; i < counts[0]!; i++) {
-    questions.push({ name: r.name(), type: r.u16(), class: r.u16() });
-  }
-  const section = (n: number): DnsRecord[] => {
-    const out: DnsRecord[] = [];
-    for (let i = 0; i < n; i++) {
-      const name = r.name();
-      const type = r.u16();
-      const cls = r.u16();
-      const ttl = r.u32();
-      const len = r.u16();
-      out.push({ name, type, class: cls, ttl, data: formatData(r, type, len) });
-    }
-    return out;
-  };
-  const answers = section(counts[1]!);
-  const authority = section(counts[2]!);
-  return {
-    id,
-    response: (flags & 0x8000) !== 0,
-    truncated: (flags & 0x0200) !== 0,
-    rcode: flags & 0x000f,
-    questions,
-    answers,
-    authority,
-  };
-}
-
-/**
- * Sends a query over UDP and waits for the matching answer. Retransmits once at half the time.
- *
- * @param server The server's IP address and port.
- * @param query Name, numeric type, when to retransmit, and a signal that aborts the wait (the
- *   socket is then closed).
- * @returns The decoded answer.
- *
- * @example
- * ```ts ignore
- * import { queryUdp } from "./dns.ts";
- * const m = await queryUdp({ host: "127.0.0.1", port: 53 }, {
- *   name: "example.test", type: 1, signal: AbortSignal.timeout(1000),
- * });
- * console.log(m.answers);
- * ```
- */
-export function queryUdp(
-  server: { host: string; port: number },
-  query: { name: string; type: number; retransmitMs?: number; signal: AbortSignal },
-): Promise<DnsMessage> {
+export function queryUdp(server: DnsServer, query: DnsQuery): Promise<DnsMessage> {
   const { signal } = query;
   const id = Math.floor(Math.random() * 65536);
   const packet = encodeQuery(id, query.name, query.type);
@@ -423,6 +345,71 @@ export function queryUdp(
   });
 }
 
+/** Reads one length-prefixed message (at most 2 + 65535 bytes, the prefix's limit). */
+async function readFramed(conn: Deno.Conn): Promise<Uint8Array> {
+  const buf = new Uint8Array(2 + MAX_TCP_MESSAGE);
+  let got = 0;
+  let want = 2;
+  while (got < want) {
+    const n = await conn.read(buf.subarray(got));
+    if (n === null) {
+      throw new Error(
+        got < 2
+          ? "the server closed the connection without an answer"
+          : `Truncated DNS answer over TCP: ${got - 2} of ${want - 2} bytes`,
+      );
+    }
+    got += n;
+    if (want === 2 && got >= 2) want = 2 + ((buf[0]! << 8) | buf[1]!);
+  }
+  return buf.subarray(0, want);
+}
+
+/**
+ * Sends one query over TCP (RFC 1035 4.2.2: a two-byte length before each message, as
+ * `dns-packet`'s `streamEncode` writes it) and reads the answer.
+ *
+ * @param server The server (an IP literal).
+ * @param query Name, type and the abort signal (`retransmitMs` does not apply).
+ * @returns The answer.
+ * @throws {Error} On a timeout, a refused connection, a closed stream or a malformed answer.
+ */
+export async function queryTcp(server: DnsServer, query: DnsQuery): Promise<DnsMessage> {
+  const { signal } = query;
+  const id = Math.floor(Math.random() * 65536);
+  const packet = dnsPacket.streamEncode(queryPacket(id, query.name, query.type));
+  if (signal.aborted) throw new Error("no answer: timed out");
+  let conn: Deno.TcpConn | undefined;
+  const onAbort = (): void => {
+    try {
+      conn?.close();
+    } catch { /* already closed */ }
+  };
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    try {
+      conn = await Deno.connect({ hostname: server.host, port: server.port, transport: "tcp" });
+    } catch (e) {
+      throw new Error(signal.aborted ? "no answer: timed out" : `cannot connect: ${errorText(e)}`);
+    }
+    if (signal.aborted) throw new Error("no answer: timed out");
+    try {
+      await conn.write(new Uint8Array(packet));
+      const bytes = await readFramed(conn);
+      const length = bytes.length - 2;
+      const m = decodeMessage(bytes.subarray(2, 2 + length));
+      if (m.id !== id || !m.response) throw new Error("the answer is not for this query");
+      return m;
+    } catch (e) {
+      if (signal.aborted) throw new Error("no answer: timed out");
+      throw e;
+    }
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    onAbort();
+  }
+}
+
 function normalizeExpect(type: number, text: string): string {
   if (type === 28) return normalizeIpv6(text) ?? text;
   if ([2, 5, 12].includes(type)) return text.toLowerCase().replace(/\.$/, "");
@@ -445,21 +432,18 @@ export async function probeDns(
     expect: string | null;
     rcode: number;
     timeoutMs: number;
+    tcp?: boolean;
   },
   signal: AbortSignal,
 ): Promise<CheckResult> {
   const started = performance.now();
   let m: DnsMessage;
   try {
-    m = await queryUdp(
-      options.server,
-      {
-        name: options.name,
-        type: options.type,
-        retransmitMs: Math.max(1, options.timeoutMs / 2),
-        signal,
-      },
-    );
+    const query = { name: options.name, type: options.type, signal };
+    m = options.tcp ? await queryTcp(options.server, query) : await queryUdp(options.server, {
+      ...query,
+      retransmitMs: Math.max(1, options.timeoutMs / 2),
+    });
   } catch (e) {
     return { ok: false, detail: errorText(e), latencyMs: null };
   }
@@ -479,7 +463,7 @@ export async function probeDns(
   if (m.truncated && values.length === 0) {
     return {
       ok: false,
-      detail: `${head}: the answer is truncated (TC) and hc asks over UDP only`,
+      detail: `${head}: the answer is truncated (TC): ask over TCP (tcp=yes)`,
       latencyMs: ms,
     };
   }
@@ -500,24 +484,29 @@ export async function probeDns(
 
 /** The `dns` check kind: `dns server=IP[:PORT] name=N [type=A] [expect=V] [rcode=NOERROR]`. */
 export const dnsCheck: CheckKindDef = {
-  summary: "a DNS server answers a UDP query for name and type with the expected value",
+  summary: "a DNS server answers a query (UDP, or TCP) for name and type with the expected value",
   options: {
     server: {
       help: "the DNS server as IP or IP:port (port 53 by default), e.g. 127.0.0.1:5353",
       required: true,
       parse: (t) => {
-        const hp = parseHostPort(t, 53);
-        if (isIP(hp.host) === 0) {
+        let hp;
+        try {
+          hp = parseHostPort(t, { defaultPort: 53 });
+        } catch (e) {
+          throw new RangeError(errorText(e));
+        }
+        if (isIP(hp.hostname) === 0) {
           throw new RangeError(`"${t}" is not an IP address: the server must be an IP literal`);
         }
-        return hp;
+        return { host: hp.hostname, port: hp.port };
       },
     },
     name: {
       help: "the name to ask for, e.g. www.example.test",
       required: true,
       parse: (t) => {
-        encodeName(t);
+        checkName(t);
         return t.replace(/\.$/, "").toLowerCase();
       },
     },
@@ -535,6 +524,13 @@ export const dnsCheck: CheckKindDef = {
     },
     expect: {
       help: 'a value one answer must equal (A: 198.18.0.10, MX: "10 mx.example.test", TXT text)',
+    },
+    tcp: {
+      help: "yes: ask over TCP (RFC 7766) instead of UDP; no (the default): UDP",
+      parse: (t) => {
+        if (t !== "yes" && t !== "no") throw new RangeError(`"${t}" is not yes or no`);
+        return t === "yes";
+      },
     },
     rcode: {
       help: `expected response code (default NOERROR): ${DNS_RCODES.join(", ")}`,
@@ -565,8 +561,10 @@ export const dnsCheck: CheckKindDef = {
     return { errors, warnings: [] };
   },
   target: (v) => {
-    const s = v.server as { host: string; port: number };
-    return `${v.name} ${(v.type as string | undefined) ?? "A"} @${s.host}:${s.port}`;
+    const s = v.server as DnsServer;
+    return `${v.name} ${(v.type as string | undefined) ?? "A"} @${formatHostPort(s.host, s.port)}${
+      v.tcp === true ? " tcp" : ""
+    }`;
   },
   create(v, _argv, context) {
     const typeName = (v.type as string | undefined) ?? "A";
@@ -578,6 +576,7 @@ export const dnsCheck: CheckKindDef = {
       expect: (v.expect as string | undefined) ?? null,
       rcode: (v.rcode as number | undefined) ?? 0,
       timeoutMs: context.timeoutMs,
+      tcp: v.tcp === true,
     };
     return { run: (signal) => probeDns(options, signal) };
   },

@@ -116,7 +116,7 @@ Deno.test("decodeMessage() follows compression pointers and formats record data"
 Deno.test("decodeMessage() rejects truncated messages and pointer loops", () => {
   assert.throws(() => decodeMessage(new Uint8Array([0, 1, 0x81])), /Truncated/);
   const loop = new Uint8Array([0, 1, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1]);
-  assert.throws(() => decodeMessage(loop), /points forward|loops/);
+  assert.throws(() => decodeMessage(loop), /Bad DNS message: .*bad pointer/);
 });
 
 Deno.test("formatIpv6() and normalizeIpv6() give the RFC 5952 form", () => {
@@ -177,9 +177,35 @@ Deno.test("probeDns() against a real UDP responder", async (t) => {
       dns.behaviour.truncate = true;
       const r = await probeDns({ ...base, expect: null }, AbortSignal.timeout(300));
       assert.equal(r.ok, false);
-      assert.match(r.detail, /truncated \(TC\) and hc asks over UDP only/);
+      assert.match(r.detail, /truncated \(TC\): ask over TCP \(tcp=yes\)/);
+    });
+    await t.step("tcp=yes gets the whole answer the UDP one truncated", async () => {
+      assert.equal(dns.behaviour.truncate, true);
+      dns.behaviour.records["www.example.test"]!.A = ["198.18.0.10"];
+      const r = await probeDns({ ...base, tcp: true }, AbortSignal.timeout(1000));
+      assert.equal(r.ok, true, r.detail);
+      assert.match(r.detail, /^A www.example.test: 198.18.0.10 in \d+ ms$/);
       dns.behaviour.truncate = false;
     });
+    await t.step(
+      "tcp=yes fails with a timeout on a silent server, and a refused port says so",
+      async () => {
+        dns.behaviour.silent = true;
+        const r = await probeDns({ ...base, tcp: true }, AbortSignal.timeout(300));
+        assert.equal(r.ok, false);
+        assert.equal(r.detail, "no answer: timed out");
+        dns.behaviour.silent = false;
+        const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+        const port = (l.addr as Deno.NetAddr).port;
+        l.close();
+        const refused = await probeDns(
+          { ...base, server: { host: "127.0.0.1", port }, tcp: true },
+          AbortSignal.timeout(1000),
+        );
+        assert.equal(refused.ok, false);
+        assert.match(refused.detail, /cannot connect: .*refused/i);
+      },
+    );
     await t.step(
       "fails with a timeout when the server is silent, after one retransmission",
       async () => {

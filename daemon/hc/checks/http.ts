@@ -6,7 +6,8 @@
  */
 import type { CheckContext, CheckKindDef, CheckResult } from "./_types.ts";
 import { parseDuration } from "../../../lib/types.ts";
-import { errorText, HC_DURATION, parseRegex, readBounded, resolvePath } from "./_util.ts";
+import { readBounded } from "../../../lib/streams.ts";
+import { errorText, HC_DURATION, parseRegex, resolvePath } from "./_util.ts";
 
 /** Most body bytes read to match `body=` (the rest is discarded). */
 export const MAX_BODY_BYTES = 1 << 20;
