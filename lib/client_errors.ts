@@ -12,8 +12,9 @@
  * @example
  * ```ts
  * import { FaildError } from "./client_errors.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const e = new FaildError("Service not found: web", 404);
- * console.log(e.status); // 404
+ * deepEqual(e.status, 404);
  * ```
  */
 export class FaildError extends Error {
@@ -40,8 +41,9 @@ export class FaildError extends Error {
  * @example
  * ```ts
  * import { AuthError, FaildError } from "./client_errors.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const e = new AuthError("Request refused: read-only community cannot write", 403);
- * console.log(e instanceof FaildError, e.status); // true 403
+ * deepEqual([e instanceof FaildError, e.status], [true, 403]);
  * ```
  */
 export class AuthError extends FaildError {

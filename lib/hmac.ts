@@ -214,7 +214,8 @@ function encode(text: string): number {
  * @example
  * ```ts
  * import { sha256Hex } from "./hmac.ts";
- * console.log(sha256Hex("")); // e3b0c442...
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
  * ```
  */
 export function sha256Hex(data: string | Uint8Array): string {
@@ -240,8 +241,9 @@ export function sha256Hex(data: string | Uint8Array): string {
  * @example
  * ```ts
  * import { HmacKey } from "./hmac.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const key = new HmacKey("s3cret");
- * console.log(key.hex("message").length); // 64
+ * deepEqual(key.hex("message").length, 64);
  * ```
  */
 export class HmacKey {
@@ -303,7 +305,8 @@ export class HmacKey {
  * @example
  * ```ts
  * import { constantTimeEqual } from "./hmac.ts";
- * console.log(constantTimeEqual("ab", "ab")); // true
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(constantTimeEqual("ab", "ab"), true);
  * ```
  */
 export function constantTimeEqual(a: string, b: string): boolean {

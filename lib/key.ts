@@ -25,7 +25,8 @@ export interface ResolveKeyOptions {
  * @example
  * ```ts
  * import { resolveKey } from "./key.ts";
- * console.log(resolveKey({ key: "s3cret" })); // "s3cret"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(resolveKey({ key: "s3cret" }), "s3cret");
  * ```
  */
 export function resolveKey(options: ResolveKeyOptions): string | undefined {

@@ -25,11 +25,12 @@ function stderrSink(line: string): void {
  * @example
  * ```ts
  * import { Logger } from "./log.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const lines: string[] = [];
  * const log = new Logger({ sink: (l) => lines.push(l) });
  * log.setLevel("http", "debug");
  * log.debug("http", "request served", { path: "/v1/health" });
- * console.log(lines.length); // 1
+ * deepEqual(lines.length, 1);
  * ```
  */
 export class Logger {

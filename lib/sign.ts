@@ -51,7 +51,8 @@ export interface SignatureParts {
  * @example
  * ```ts
  * import { keyId } from "./sign.ts";
- * console.log(keyId("s3cret-community")); // 16 hex digits
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(keyId("s3cret-community").length, 16);
  * ```
  */
 export function keyId(community: string): string {
@@ -138,9 +139,10 @@ function randomHex(bytes: number): string {
  * @example
  * ```ts
  * import { NonceSequence } from "./sign.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const seq = new NonceSequence();
  * const a = seq.next(), b = seq.next();
- * console.log(a.slice(0, 16) === b.slice(0, 16), a.slice(16, 24)); // true 00000000
+ * deepEqual([a.slice(0, 16) === b.slice(0, 16), a.slice(16, 24)], [true, "00000000"]);
  * ```
  */
 export class NonceSequence {
@@ -218,8 +220,9 @@ const CANONICAL_AUTHORIZATION =
  * @example
  * ```ts
  * import { parseAuthorization, signRequest } from "./sign.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const { header } = signRequest("secret", { method: "GET", path: "/v1/health", body: "" });
- * console.log(parseAuthorization(header).keyId.length); // 16
+ * deepEqual(parseAuthorization(header).keyId.length, 16);
  * ```
  */
 export function parseAuthorization(header: string): SignatureParts {
@@ -267,9 +270,10 @@ export function parseAuthorization(header: string): SignatureParts {
  * @example
  * ```ts
  * import { bodyDigest, parseAuthorization, signRequest, verifyRequest } from "./sign.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const req = { method: "GET", path: "/v1/services", body: "" };
  * const parts = parseAuthorization(signRequest("k", req).header);
- * console.log(verifyRequest("k", parts, { ...req, digest: bodyDigest("") })); // true
+ * deepEqual(verifyRequest("k", parts, { ...req, digest: bodyDigest("") }), true);
  * ```
  */
 export function verifyRequest(
@@ -294,7 +298,8 @@ export function verifyRequest(
  * @example
  * ```ts
  * import { signResponse } from "./sign.ts";
- * console.log(signResponse("k", { nonce: "00", status: 200, body: "{}" }).length); // 64
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(signResponse("k", { nonce: "00", status: 200, body: "{}" }).length, 64);
  * ```
  */
 export function signResponse(
@@ -317,7 +322,8 @@ export function signResponse(
  * @example
  * ```ts
  * import { bodyDigest, HmacKey, responseSignature } from "./sign.ts";
- * console.log(responseSignature(new HmacKey("k"), "00", 200, bodyDigest("{}")).length); // 64
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(responseSignature(new HmacKey("k"), "00", 200, bodyDigest("{}")).length, 64);
  * ```
  */
 export function responseSignature(
@@ -340,8 +346,9 @@ export function responseSignature(
  * @example
  * ```ts
  * import { signResponse, verifyResponse } from "./sign.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const r = { nonce: "00", status: 200, body: "{}" };
- * console.log(verifyResponse("k", signResponse("k", r), r)); // true
+ * deepEqual(verifyResponse("k", signResponse("k", r), r), true);
  * ```
  */
 export function verifyResponse(
@@ -361,9 +368,10 @@ export function verifyResponse(
  * @example
  * ```ts
  * import { NonceCache } from "./sign.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const cache = new NonceCache({ maxSkewMs: 30_000, maxEntries: 1000 });
- * console.log(cache.check("ab".repeat(16), Date.now(), Date.now())); // "ok"
- * console.log(cache.check("ab".repeat(16), Date.now(), Date.now())); // "replayed"
+ * deepEqual(cache.check("ab".repeat(16), Date.now(), Date.now()), "ok");
+ * deepEqual(cache.check("ab".repeat(16), Date.now(), Date.now()), "replayed");
  * ```
  */
 export class NonceCache {

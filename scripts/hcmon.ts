@@ -78,7 +78,8 @@ export interface HcmonState {
  * @example
  * ```ts
  * import { normalizeHcUrl } from "./hcmon.ts";
- * console.log(normalizeHcUrl("127.0.0.1:7200")); // "http://127.0.0.1:7200"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(normalizeHcUrl("127.0.0.1:7200"), "http://127.0.0.1:7200");
  * ```
  */
 export function normalizeHcUrl(text: string): string {
@@ -175,7 +176,8 @@ export async function fetchInstance(
  * @example
  * ```ts
  * import { summarize } from "./hcmon.ts";
- * console.log(summarize([]).summary.instances); // 0
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(summarize([]).summary.instances, 0);
  * ```
  */
 export function summarize(instances: InstanceView[]): HcmonState {
@@ -267,7 +269,8 @@ export function renderTable(state: HcmonState): string {
  * @example
  * ```ts
  * import { exitCodeFor, summarize } from "./hcmon.ts";
- * console.log(exitCodeFor(summarize([]))); // 0
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(exitCodeFor(summarize([])), 0);
  * ```
  */
 export function exitCodeFor(state: HcmonState): number {

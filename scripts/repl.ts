@@ -48,7 +48,8 @@ export interface ReplHelpers {
  * @example
  * ```ts
  * import { helpers } from "./repl.ts";
- * console.log(Object.keys(helpers()).includes("faild")); // true
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(Object.keys(helpers()).includes("faild"), true);
  * ```
  */
 export function helpers(): ReplHelpers {

@@ -25,12 +25,13 @@ export function flush(): Promise<void> {
  * @example
  * ```ts
  * import { FakeTime } from "./_fake_time.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const time = new FakeTime(1_000);
  * let fired = 0;
  * time.setTimeout(() => fired++, 500);
  * await time.advance(499);
  * await time.advance(1);
- * console.log(fired, time.now()); // 1 1500
+ * deepEqual([fired, time.now()], [1, 1500]);
  * ```
  */
 export class FakeTime implements Timers {

@@ -43,8 +43,9 @@ export class PolicyDeniedError extends Error {
  * @example
  * ```ts
  * import { TimeoutError } from "./errors.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const e = new TimeoutError("Handler start of web timed out after 100 ms");
- * console.log(e.name); // "TimeoutError"
+ * deepEqual(e.name, "TimeoutError");
  * ```
  */
 export class TimeoutError extends Error {
@@ -66,7 +67,8 @@ export class TimeoutError extends Error {
  * @example
  * ```ts
  * import { ScriptError } from "./errors.ts";
- * console.log(new ScriptError("Script exited with code 1").name); // "ScriptError"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(new ScriptError("Script exited with code 1").name, "ScriptError");
  * ```
  */
 export class ScriptError extends Error {
@@ -98,7 +100,8 @@ export interface WireError {
  * @example
  * ```ts
  * import { toWireError } from "./errors.ts";
- * console.log(toWireError(new RangeError("Bad value: 3"))); // { name: "RangeError", message: "Bad value: 3" }
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(toWireError(new RangeError("Bad value: 3")), { name: "RangeError", message: "Bad value: 3" });
  * ```
  */
 export function toWireError(error: unknown): WireError {
@@ -119,8 +122,9 @@ export function toWireError(error: unknown): WireError {
  * @example
  * ```ts
  * import { fromWireError, PolicyDeniedError } from "./errors.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const e = fromWireError({ name: "PolicyDeniedError", message: "Cannot run rm: not allowed" });
- * console.log(e instanceof PolicyDeniedError); // true
+ * deepEqual(e instanceof PolicyDeniedError, true);
  * ```
  */
 export function fromWireError(wire: WireError): Error {

@@ -97,8 +97,9 @@ function fail(where: string, message: string): never {
  * @example
  * ```ts
  * import { parseScenario } from "./simulate.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const s = parseScenario('{"self":"beta","durationMs":5000,"events":[{"at":0,"host":"alpha","unreachable":true}]}', "x.json");
- * console.log(s.events.length); // 1
+ * deepEqual(s.events.length, 1);
  * ```
  */
 export function parseScenario(text: string, source: string): Scenario {
@@ -179,6 +180,7 @@ export function parseScenario(text: string, source: string): Scenario {
  * @example
  * ```ts
  * import { simulate } from "./simulate.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const decl = {
  *   hosts: [
  *     { name: "alpha", address: "127.0.0.1", port: 7100, protocol: "http" as const, key: null },
@@ -196,7 +198,7 @@ export function parseScenario(text: string, source: string): Scenario {
  *   durationMs: 1000,
  *   events: [{ at: 0, host: "alpha", service: "web", state: "UP" }, { at: 300, host: "alpha", unreachable: true }],
  * });
- * console.log(r.final.web); // "UP"
+ * deepEqual(r.final.web, "UP");
  * ```
  */
 export async function simulate(decl: ScriptDecl, scenario: Scenario): Promise<SimulationResult> {

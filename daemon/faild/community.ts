@@ -57,7 +57,8 @@ const GLOB_PATTERN = /^[A-Za-z0-9._*?-]{1,64}$/;
  * @example
  * ```ts
  * import { globToRegExp } from "./community.ts";
- * console.log(globToRegExp("web*").test("web-1")); // true
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(globToRegExp("web*").test("web-1"), true);
  * ```
  */
 export function globToRegExp(glob: string): RegExp {
@@ -81,8 +82,9 @@ export function globToRegExp(glob: string): RegExp {
  * @example
  * ```ts
  * import { parseCommunity } from "./community.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const c = parseCommunity("web*  s3cret-one  RW\n*  -  RO  # anyone may read\n");
- * console.log(c.rules.length, c.keys.size); // 2 1
+ * deepEqual([c.rules.length, c.keys.size], [2, 1]);
  * ```
  */
 export function parseCommunity(text: string, options: { file?: string } = {}): CommunityRules {
@@ -180,8 +182,9 @@ export async function loadCommunityFile(path: string): Promise<CommunityRules> {
  * @example
  * ```ts
  * import { accessFor, parseCommunity } from "./community.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const c = parseCommunity("db  -  RO\n");
- * console.log(accessFor(c, "db", null), accessFor(c, "web", null)); // RO null
+ * deepEqual([accessFor(c, "db", null), accessFor(c, "web", null)], ["RO", null]);
  * ```
  */
 export function accessFor(
@@ -205,7 +208,8 @@ export function accessFor(
  * @example
  * ```ts
  * import { hasRulesFor, parseCommunity } from "./community.ts";
- * console.log(hasRulesFor(parseCommunity("db  -  RO\n"), null)); // true
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(hasRulesFor(parseCommunity("db  -  RO\n"), null), true);
  * ```
  */
 export function hasRulesFor(rules: CommunityRules, callerKeyId: string | null): boolean {

@@ -111,7 +111,8 @@ export interface FaildHandle {
  * @example
  * ```ts
  * import { parseListen } from "./faild.ts";
- * console.log(parseListen("127.0.0.1:0")); // { hostname: "127.0.0.1", port: 0 }
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(parseListen("127.0.0.1:0"), { hostname: "127.0.0.1", port: 0 });
  * ```
  */
 export function parseListen(text: string): { hostname: string; port: number } {
@@ -470,7 +471,8 @@ line (docs/performance.md, docs/security.md).`;
  * @example
  * ```ts
  * import { nonceSlotsFor } from "./faild.ts";
- * console.log(nonceSlotsFor(786432)); // 1048576
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(nonceSlotsFor(786432), 1048576);
  * ```
  */
 export function nonceSlotsFor(n: number): number {

@@ -84,8 +84,9 @@ interface Session {
  * @example
  * ```ts
  * import { parseSequenced } from "./nonce.ts";
- * console.log(parseSequenced("0123456789abcdef000000000000002a")); // { session: "0123456789abcdef", counter: 42 }
- * console.log(parseSequenced("0123456789abcdef0123456789abcdef")); // null
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(parseSequenced("0123456789abcdef000000000000002a"), { session: "0123456789abcdef", counter: 42 });
+ * deepEqual(parseSequenced("0123456789abcdef0123456789abcdef"), null);
  * ```
  */
 export function parseSequenced(nonce: string): { session: string; counter: number } | null {
@@ -99,10 +100,11 @@ export function parseSequenced(nonce: string): { session: string; counter: numbe
  * @example
  * ```ts
  * import { CompactNonceCache } from "./nonce.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const cache = new CompactNonceCache({ maxSkewMs: 30_000, slots: 1024 });
  * const nonce = "0123456789abcdef0123456789abcdef";
- * console.log(cache.check(nonce, Date.now(), Date.now())); // "ok"
- * console.log(cache.check(nonce, Date.now(), Date.now())); // "replayed"
+ * deepEqual(cache.check(nonce, Date.now(), Date.now()), "ok");
+ * deepEqual(cache.check(nonce, Date.now(), Date.now()), "replayed");
  * ```
  */
 export class CompactNonceCache {

@@ -100,8 +100,9 @@ export async function writeFileAtomic(
  * @example
  * ```ts
  * import { parseStateFile, serializeState } from "./persist.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const text = serializeState("h1", [], 1);
- * console.log(parseStateFile(text).services.length); // 0
+ * deepEqual(parseStateFile(text).services.length, 0);
  * ```
  */
 export function serializeState(

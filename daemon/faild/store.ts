@@ -121,10 +121,11 @@ export function validateRecord(value: unknown, where: string): ServiceRecord {
  * @example
  * ```ts
  * import { ServiceStore } from "./store.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const store = new ServiceStore({ maxServices: 10 });
  * store.set("web", "UP", { setBy: "local" });
  * store.set("web", "FAIL", { setBy: "local", detail: "port 80 closed" });
- * console.log(store.get("web")?.changes); // 1
+ * deepEqual(store.get("web")?.changes, 1);
  * ```
  */
 export class ServiceStore {

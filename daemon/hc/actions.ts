@@ -169,7 +169,8 @@ export const ACTIONS: Readonly<Record<ActionKind, ActionKindDef>> = {
  * @example
  * ```ts
  * import { faildStateFor } from "./actions.ts";
- * console.log(faildStateFor({ values: {} }, "BLOCKED")); // "FAIL"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(faildStateFor({ values: {} }, "BLOCKED"), "FAIL");
  * ```
  */
 export function faildStateFor(

@@ -131,8 +131,9 @@ export interface HcChangeEvent {
  * @example
  * ```ts
  * import { runWithTimeout } from "./checker.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const r = await runWithTimeout(() => new Promise(() => {}), { timeoutMs: 10 });
- * console.log(r.ok, r.detail); // false "timed out after 10 ms"
+ * deepEqual([r.ok, r.detail], [false, "timed out after 10 ms"]);
  * ```
  */
 export async function runWithTimeout(
@@ -247,9 +248,10 @@ export interface HealthCheckerOptions {
  * ```ts
  * import { parseHcfile } from "./hcfile.ts";
  * import { HealthChecker } from "./checker.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const { config } = parseHcfile("self:\n\ttcp host=127.0.0.1 port=9 timeout=100ms\n");
  * const hc = new HealthChecker(config, { name: "example" });
- * console.log(hc.snapshot().checks[0]?.state); // "PENDING"
+ * deepEqual(hc.snapshot().checks[0]?.state, "PENDING");
  * ```
  */
 export class HealthChecker {

@@ -34,11 +34,12 @@ export interface GraphAnalysis {
  * @example
  * ```ts
  * import { analyzeGraph } from "./graph.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const g = analyzeGraph([
  *   { name: "web", deps: ["dns"], line: 3 },
  *   { name: "dns", deps: [], line: 1 },
  * ]);
- * console.log(g.order); // ["dns", "web"]
+ * deepEqual(g.order, ["dns", "web"]);
  * ```
  */
 export function analyzeGraph(nodes: readonly GraphNode[]): GraphAnalysis {
@@ -108,7 +109,8 @@ export function analyzeGraph(nodes: readonly GraphNode[]): GraphAnalysis {
  * @example
  * ```ts
  * import { dependentsOf } from "./graph.ts";
- * console.log(dependentsOf([{ name: "web", deps: ["dns"], line: 2 }]).get("dns")); // ["web"]
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(dependentsOf([{ name: "web", deps: ["dns"], line: 2 }]).get("dns"), ["web"]);
  * ```
  */
 export function dependentsOf(nodes: readonly GraphNode[]): Map<string, string[]> {
@@ -134,8 +136,9 @@ export type CheckState = "PENDING" | "UP" | "FAIL" | "BLOCKED";
  * @example
  * ```ts
  * import { effectiveState } from "./graph.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const r = effectiveState("FAIL", [{ name: "dns", state: "BLOCKED", rootCause: "gateway" }]);
- * console.log(r); // { state: "BLOCKED", rootCause: "gateway" }
+ * deepEqual(r, { state: "BLOCKED", rootCause: "gateway" });
  * ```
  */
 export function effectiveState(

@@ -69,7 +69,8 @@ ${
  * @example
  * ```ts
  * import { severityCode } from "./hc.ts";
- * console.log(severityCode([])); // 0
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(severityCode([]), 0);
  * ```
  */
 export function severityCode(diagnostics: readonly Diagnostic[]): number {

@@ -134,7 +134,8 @@ export function formatDiagnostic(d: Diagnostic): string {
  * @example
  * ```ts
  * import { tokenize } from "./hcfile.ts";
- * console.log(tokenize('http url=http://x/ body="/a b/"')); // ["http", "url=http://x/", "body=/a b/"]
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(tokenize('http url=http://x/ body="/a b/"'), ["http", "url=http://x/", "body=/a b/"]);
  * ```
  */
 export function tokenize(text: string): string[] {
@@ -258,8 +259,9 @@ export interface ParseOptions {
  * @example
  * ```ts
  * import { parseHcfile } from "./hcfile.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const { config, diagnostics } = parseHcfile("web:\n\ttcp host=127.0.0.1 port=80\n");
- * console.log(config.checks[0]?.kind, diagnostics.length); // "tcp" 0
+ * deepEqual([config.checks[0]?.kind, diagnostics.length], ["tcp", 0]);
  * ```
  */
 export function parseHcfile(

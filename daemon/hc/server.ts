@@ -28,11 +28,12 @@ const STATES: readonly CheckState[] = ["UP", "FAIL", "BLOCKED", "PENDING"];
  * @example
  * ```ts
  * import { renderMetrics } from "./server.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const text = renderMetrics({
  *   name: "hc1", version: "0.6.0", startedAt: 0, now: 1000,
  *   summary: { UP: 0, FAIL: 0, BLOCKED: 0, PENDING: 0 }, checks: [],
  * });
- * console.log(text.includes("hc_checks")); // true
+ * deepEqual(text.includes("hc_checks"), true);
  * ```
  */
 export function renderMetrics(s: HcSnapshot): string {

@@ -16,7 +16,8 @@ import type { DecisionView, HandlerRunView, HostView } from "../../lib/types.ts"
  * @example
  * ```ts
  * import { fmtClock } from "./format.ts";
- * console.log(fmtClock(Date.UTC(2026, 0, 1, 9, 5, 7))); // "09:05:07"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(fmtClock(Date.UTC(2026, 0, 1, 9, 5, 7)), "09:05:07");
  * ```
  */
 export function fmtClock(ms: number | null): string {
@@ -33,7 +34,8 @@ export function fmtClock(ms: number | null): string {
  * @example
  * ```ts
  * import { fmtDateTime } from "./format.ts";
- * console.log(fmtDateTime(0)); // "1970-01-01 00:00:00Z"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(fmtDateTime(0), "1970-01-01 00:00:00Z");
  * ```
  */
 export function fmtDateTime(ms: number): string {
@@ -50,7 +52,8 @@ export function fmtDateTime(ms: number): string {
  * @example
  * ```ts
  * import { fmtDuration } from "./format.ts";
- * console.log(fmtDuration(4200), fmtDuration(185_000)); // "4.2s 3m05s"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual([fmtDuration(4200), fmtDuration(185_000)], ["4.2s", "3m05s"]);
  * ```
  */
 export function fmtDuration(ms: number | null): string {
@@ -77,7 +80,8 @@ export function fmtDuration(ms: number | null): string {
  * @example
  * ```ts
  * import { fmtWhen } from "./format.ts";
- * console.log(fmtWhen(1000, 5200)); // "00:00:01 (4.2s ago)"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(fmtWhen(1000, 5200), "00:00:01 (4.2s ago)");
  * ```
  */
 export function fmtWhen(ms: number | null, now: number): string {
@@ -94,7 +98,8 @@ export function fmtWhen(ms: number | null, now: number): string {
  * @example
  * ```ts
  * import { fmtLatency } from "./format.ts";
- * console.log(fmtLatency(0.4213)); // "0.42ms"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(fmtLatency(0.4213), "0.42ms");
  * ```
  */
 export function fmtLatency(ms: number | null): string {
@@ -112,7 +117,8 @@ export function fmtLatency(ms: number | null): string {
  * @example
  * ```ts
  * import { fmtDecision } from "./format.ts";
- * console.log(fmtDecision({ at: 0, action: "wait", reason: "grace period" })); // "wait: grace period"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(fmtDecision({ at: 0, action: "wait", reason: "grace period" }), "wait: grace period");
  * ```
  */
 export function fmtDecision(d: DecisionView | null): string {
@@ -129,8 +135,9 @@ export function fmtDecision(d: DecisionView | null): string {
  * @example
  * ```ts
  * import { fmtHandler } from "./format.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const run = { kind: "start" as const, startedAt: 0, durationMs: 120, result: "UP" as const, error: null };
- * console.log(fmtHandler(run)); // "start -> UP in 120ms"
+ * deepEqual(fmtHandler(run), "start -> UP in 120ms");
  * ```
  */
 export function fmtHandler(h: HandlerRunView | null): string {
@@ -150,7 +157,8 @@ export function fmtHandler(h: HandlerRunView | null): string {
  * @example
  * ```ts
  * import { hostTime } from "./format.ts";
- * console.log(hostTime({ lastCall: 5, lastConnect: 3 } as never, true)); // 5
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(hostTime({ lastCall: 5, lastConnect: 3 } as never, true), 5);
  * ```
  */
 export function hostTime(host: HostView, lastCall: boolean): number | null {
@@ -167,7 +175,8 @@ export function hostTime(host: HostView, lastCall: boolean): number | null {
  * @example
  * ```ts
  * import { cleanText } from "./format.ts";
- * console.log(cleanText("a\x1b[2Jb")); // "a?[2Jb"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(cleanText("a\x1b[2Jb"), "a?[2Jb");
  * ```
  */
 export function cleanText(text: unknown): string {

@@ -39,10 +39,11 @@ export interface RenderHtmlOptions {
  * @example
  * ```ts
  * import { renderHtml } from "./html.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const html = renderHtml({
  *   host: "<alpha>", startedAt: 0, now: 0, hosts: [], services: [], addresses: [], events: [],
  * });
- * console.log(html.includes("&lt;alpha&gt;")); // true
+ * deepEqual(html.includes("&lt;alpha&gt;"), true);
  * ```
  */
 export function renderHtml(snapshot: FailshSnapshot, options: RenderHtmlOptions = {}): string {
@@ -168,7 +169,8 @@ ${parts.join("\n")}
  * @example
  * ```ts
  * import { renderHtmlError } from "./html.ts";
- * console.log(renderHtmlError("connection refused").includes("connection refused")); // true
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(renderHtmlError("connection refused").includes("connection refused"), true);
  * ```
  */
 export function renderHtmlError(message: string): string {

@@ -34,7 +34,8 @@ export interface RenderTextOptions {
  * @example
  * ```ts
  * import { fmtStatus } from "./line.ts";
- * console.log(fmtStatus({ kind: "connected", since: 0 })); // "connected"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(fmtStatus({ kind: "connected", since: 0 }), "connected");
  * ```
  */
 export function fmtStatus(status: StreamStatus): string {
@@ -65,10 +66,11 @@ export function fmtStatus(status: StreamStatus): string {
  * @example
  * ```ts
  * import { renderText } from "./line.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const text = renderText({
  *   host: "alpha", startedAt: 0, now: 1000, hosts: [], services: [], addresses: [], events: [],
  * });
- * console.log(text.startsWith("failsh alpha")); // true
+ * deepEqual(text.startsWith("failsh alpha"), true);
  * ```
  */
 export function renderText(snapshot: FailshSnapshot, options: RenderTextOptions = {}): string {

@@ -39,10 +39,11 @@ const SNAPSHOT_FIELDS: ReadonlyArray<readonly [string, ReadonlyArray<readonly [s
  * @example
  * ```ts
  * import { validateSnapshot } from "./stream.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const s = validateSnapshot({
  *   host: "alpha", startedAt: 0, now: 1, hosts: [], services: [], addresses: [], events: [],
  * });
- * console.log(s.host); // "alpha"
+ * deepEqual(s.host, "alpha");
  * ```
  */
 export function validateSnapshot(value: unknown): FailshSnapshot {
@@ -77,8 +78,9 @@ export function validateSnapshot(value: unknown): FailshSnapshot {
  * @example
  * ```ts
  * import { parseSnapshot } from "./stream.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const text = '{"host":"a","startedAt":0,"now":0,"hosts":[],"services":[],"addresses":[],"events":[]}';
- * console.log(parseSnapshot(text).host); // "a"
+ * deepEqual(parseSnapshot(text).host, "a");
  * ```
  */
 export function parseSnapshot(text: string): FailshSnapshot {
@@ -102,7 +104,8 @@ export function parseSnapshot(text: string): FailshSnapshot {
  * @example
  * ```ts
  * import { normalizeBaseUrl } from "./stream.ts";
- * console.log(normalizeBaseUrl("127.0.0.1:1848")); // "http://127.0.0.1:1848"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(normalizeBaseUrl("127.0.0.1:1848"), "http://127.0.0.1:1848");
  * ```
  */
 export function normalizeBaseUrl(url: string): string {

@@ -63,7 +63,8 @@ export type Key =
  * @example
  * ```ts
  * import { initialState } from "./tui.ts";
- * console.log(initialState().view); // "hosts"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(initialState().view, "hosts");
  * ```
  */
 export function initialState(): TuiState {
@@ -79,7 +80,8 @@ export function initialState(): TuiState {
  * @example
  * ```ts
  * import { parseKeys } from "./tui.ts";
- * console.log(parseKeys("\x1b[Bl\tq")); // ["down", "services", "tab", "quit"]
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(parseKeys("\x1b[Bl\tq"), ["down", "services", "tab", "quit"]);
  * ```
  */
 export function parseKeys(text: string): Key[] {
@@ -173,8 +175,9 @@ export interface ServiceRow {
  * @example
  * ```ts
  * import { servicesOf } from "./tui.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const host = { name: "a", self: false, services: [] } as never;
- * console.log(servicesOf({ services: [] } as never, host).length); // 0
+ * deepEqual(servicesOf({ services: [] } as never, host).length, 0);
  * ```
  */
 export function servicesOf(snapshot: FailshSnapshot, host: HostView): ServiceRow[] {
@@ -225,8 +228,9 @@ function clamp(n: number, count: number): number {
  * @example
  * ```ts
  * import { applyKey, initialState } from "./tui.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const next = applyKey(initialState(), "services", null);
- * console.log(next !== "quit" && next.view); // "services"
+ * deepEqual(next !== "quit" && next.view, "services");
  * ```
  */
 export function applyKey(
@@ -496,11 +500,12 @@ function detailView(input: ScreenInput, snapshot: FailshSnapshot): Line[] {
  * @example
  * ```ts
  * import { initialState, renderScreen } from "./tui.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const lines = renderScreen({
  *   state: initialState(), snapshot: null, status: { kind: "connecting", attempt: 1 },
  *   url: "http://127.0.0.1:1848", width: 80, height: 24, color: false,
  * });
- * console.log(lines.length); // 24
+ * deepEqual(lines.length, 24);
  * ```
  */
 export function renderScreen(input: ScreenInput): string[] {

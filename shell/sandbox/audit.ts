@@ -186,10 +186,11 @@ export interface AuditLogOptions {
  * @example
  * ```ts
  * import { AuditLog } from "./audit.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const lines: string[] = [];
  * const audit = new AuditLog({ script: "/tmp/failover.ts", sink: (l) => lines.push(l) });
  * audit.write("web", { op: "run", argv: ["rm"] }, "refused", "Cannot run rm: program is not in the policy");
- * console.log(JSON.parse(lines[0]!).verdict); // "refused"
+ * deepEqual(JSON.parse(lines[0]!).verdict, "refused");
  * ```
  */
 export class AuditLog {

@@ -110,11 +110,12 @@ function checkAddress(
  * import { checkTakeover } from "./checks.ts";
  * import { parsePolicy } from "./policy.ts";
  * import { PolicyDeniedError } from "../errors.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const policy = parsePolicy(
  *   '{"host":"a","addresses":[{"prefix":"198.18.0.0/24","devices":["eth0"]}]}',
  *   "/tmp/policy.json",
  * );
- * console.log(checkTakeover(policy, "198.18.0.100/24", "eth0").cidr.ip); // "198.18.0.100"
+ * deepEqual(checkTakeover(policy, "198.18.0.100/24", "eth0").cidr.ip, "198.18.0.100");
  * try {
  *   checkTakeover(policy, "198.19.0.100/24", "eth0");
  * } catch (e) {
@@ -140,11 +141,12 @@ export function checkTakeover(policy: Policy, address: string, device: string): 
  * ```ts
  * import { checkRelease } from "./checks.ts";
  * import { parsePolicy } from "./policy.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const policy = parsePolicy(
  *   '{"host":"a","addresses":[{"prefix":"2001:db8::/64","devices":["eth0"]}]}',
  *   "/tmp/policy.json",
  * );
- * console.log(checkRelease(policy, "2001:db8:0::5/64", "eth0").cidr.text); // "2001:db8::5/64"
+ * deepEqual(checkRelease(policy, "2001:db8:0::5/64", "eth0").cidr.text, "2001:db8::5/64");
  * ```
  */
 export function checkRelease(policy: Policy, address: string, device: string): AllowedAddress {
@@ -174,8 +176,9 @@ export interface AllowedArp {
  * ```ts
  * import { checkArp } from "./checks.ts";
  * import { parsePolicy } from "./policy.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const policy = parsePolicy('{"host":"a","arp":{"count":2,"refreshMs":5000}}', "/tmp/p.json");
- * console.log(checkArp(policy, "198.18.0.100/24", { arpCount: 1 })); // { arpCount: 1, refreshMs: 5000 }
+ * deepEqual(checkArp(policy, "198.18.0.100/24", { arpCount: 1 }), { arpCount: 1, refreshMs: 5000 });
  * try {
  *   checkArp(policy, "198.18.0.100/24", { arpCount: 50 });
  * } catch (e) {
@@ -272,6 +275,7 @@ function showArgv(argv: readonly unknown[]): string {
  * ```ts
  * import { checkRun } from "./checks.ts";
  * import { parsePolicy } from "./policy.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const policy = parsePolicy(
  *   JSON.stringify({
  *     host: "a",
@@ -279,7 +283,7 @@ function showArgv(argv: readonly unknown[]): string {
  *   }),
  *   "/tmp/policy.json",
  * );
- * console.log(checkRun(policy, ["systemctl", "start", "nginx"]).path); // "/usr/bin/systemctl"
+ * deepEqual(checkRun(policy, ["systemctl", "start", "nginx"]).path, "/usr/bin/systemctl");
  * ```
  */
 export function checkRun(

@@ -37,9 +37,11 @@ export const CHILD_ENTRY_FILES: readonly string[] = [
  * ```ts
  * import { childCommand } from "./command.ts";
  * import { parsePolicy } from "./policy.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const policy = parsePolicy('{"host":"a","net":["127.0.0.1:80"]}', "/etc/failover/policy.json");
  * const argv = childCommand("/etc/failover/failover.ts", policy, { denoPath: "deno" });
- * console.log(argv.includes("--allow-net=127.0.0.1:80"), argv.some((a) => a.startsWith("--allow-run"))); // true false
+ * deepEqual(argv.includes("--allow-net=127.0.0.1:80"), true);
+ * deepEqual(argv.some((a) => a.startsWith("--allow-run")), false);
  * ```
  */
 export function childCommand(

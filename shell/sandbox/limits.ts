@@ -57,7 +57,8 @@ export interface ChildLimits {
  * @example
  * ```ts
  * import { childLimits } from "./limits.ts";
- * console.log(childLimits(256).dataBytes / 1024 / 1024); // 896
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(childLimits(256).dataBytes / 1024 / 1024, 896);
  * ```
  */
 export function childLimits(memoryMb = 256): ChildLimits {
@@ -133,8 +134,9 @@ export interface ProcStat {
  * @example
  * ```ts
  * import { parseProcStat } from "./limits.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const line = "42 (de no) S 1 42 42 0 -1 4194560 0 0 0 0 150 50 0 0 30 10 7 0 1 2 3";
- * console.log(parseProcStat(line)); // { cpuMs: 2000, threads: 7 }
+ * deepEqual(parseProcStat(line), { cpuMs: 2000, threads: 7 });
  * ```
  */
 export function parseProcStat(text: string): { cpuMs: number; threads: number } | null {

@@ -167,7 +167,8 @@ function hasCodeExtension(path: string): boolean {
  * @example
  * ```ts
  * import { allowedRoots } from "./module_graph.ts";
- * console.log(allowedRoots(new URL(import.meta.url).pathname, []).length >= 1); // true
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(allowedRoots(new URL(import.meta.url).pathname, []).length >= 1, true);
  * ```
  */
 export function allowedRoots(script: string, read: readonly string[]): string[] {

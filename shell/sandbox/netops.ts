@@ -135,8 +135,9 @@ async function readBounded(
  * @example
  * ```ts
  * import { runFixed } from "./netops.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const r = await runFixed("/bin/echo", ["hello"], { timeoutMs: 5000 });
- * console.log(r.code, r.stdout); // 0 "hello\n"
+ * deepEqual([r.code, r.stdout], [0, "hello\n"]);
  * ```
  */
 export async function runFixed(
@@ -552,9 +553,10 @@ export class LinuxNetDriver implements NetDriver {
  * ```ts
  * import { SimulatedNetDriver } from "./netops.ts";
  * import { parseCidr } from "./cidr.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const net = new SimulatedNetDriver();
  * await net.takeover(parseCidr("127.0.0.100/8")!, "lo", { arpCount: 3, refreshMs: 0, service: "web" });
- * console.log(net.held().map((h) => h.address)); // ["127.0.0.100/8"]
+ * deepEqual(net.held().map((h) => h.address), ["127.0.0.100/8"]);
  * await net.close();
  * ```
  */
@@ -656,8 +658,9 @@ export class SimulatedNetDriver implements NetDriver {
  * @example
  * ```ts
  * import { createNetDriver } from "./netops.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const net = createNetDriver("simulated");
- * console.log(net.kind); // "simulated"
+ * deepEqual(net.kind, "simulated");
  * ```
  */
 export function createNetDriver(

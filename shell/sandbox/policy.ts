@@ -119,8 +119,9 @@ export function quote(v: unknown): string {
  * @example
  * ```ts
  * import { compileArgPattern } from "./policy.ts";
- * console.log(compileArgPattern("restart|reload").test("restart")); // true
- * console.log(compileArgPattern("restart|reload").test("restart; rm -rf /")); // false
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(compileArgPattern("restart|reload").test("restart"), true);
+ * deepEqual(compileArgPattern("restart|reload").test("restart; rm -rf /"), false);
  * ```
  */
 export function compileArgPattern(pattern: string): RegExp {
@@ -146,6 +147,7 @@ export function compileArgPattern(pattern: string): RegExp {
  * @example
  * ```ts
  * import { parsePolicy } from "./policy.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const policy = parsePolicy(
  *   JSON.stringify({
  *     host: "alpha",
@@ -153,7 +155,7 @@ export function compileArgPattern(pattern: string): RegExp {
  *   }),
  *   "/etc/failover/policy.json",
  * );
- * console.log(policy.netDriver, policy.audit); // "linux" "/etc/failover/failsh-audit.log"
+ * deepEqual([policy.netDriver, policy.audit], ["linux", "/etc/failover/failsh-audit.log"]);
  * ```
  */
 export function parsePolicy(text: string, source: string): Policy {

@@ -66,7 +66,8 @@ export function childUserIds(policy: Policy, passwd?: string): UserIds | null {
  * @example
  * ```ts
  * import { readableBy } from "./read_paths.ts";
- * console.log(readableBy("/", { uid: 65534, gid: 65534 })); // true
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(readableBy("/", { uid: 65534, gid: 65534 }), true);
  * ```
  */
 export function readableBy(path: string, ids: UserIds): boolean {
@@ -122,8 +123,9 @@ function under(path: string, root: string): boolean {
  * ```ts
  * import { parsePolicy } from "./policy.ts";
  * import { checkReadPaths } from "./read_paths.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const policy = parsePolicy('{"host":"a","read":["/nonexistent-failover-dir"]}', "/tmp/p.json");
- * console.log(checkReadPaths(policy)); // []
+ * deepEqual(checkReadPaths(policy), []);
  * ```
  */
 export function checkReadPaths(policy: Policy, options: { maxEntries?: number } = {}): string[] {

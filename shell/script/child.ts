@@ -106,12 +106,13 @@ export function confineChild(): void {
  * ```ts
  * import { ScriptRegistry } from "./registry.ts";
  * import { serveChild } from "./child.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const r = new ScriptRegistry();
  * r.host("a", { address: "127.0.0.1" });
  * r.service("web", { masters: ["a"], interval: 1000, start: async () => "UP", stop: async () => "FAIL" });
  * const sent: string[] = [];
  * await serveChild(r, { write: (l) => sent.push(l), lines: (async function* () {})() });
- * console.log(JSON.parse(sent[0]!).t); // "decl"
+ * deepEqual(JSON.parse(sent[0]!).t, "decl");
  * ```
  */
 export async function serveChild(registry: ScriptRegistry, io: ChildIo = stdio()): Promise<void> {

@@ -41,6 +41,7 @@ interface ServiceEntry {
  * @example
  * ```ts
  * import { ScriptRegistry } from "./registry.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const r = new ScriptRegistry();
  * r.host("alpha", { address: "127.0.0.1" });
  * r.host("beta", { address: "127.0.0.2" });
@@ -48,8 +49,8 @@ interface ServiceEntry {
  *   masters: ["alpha"], slaves: ["beta"], interval: "1s",
  *   start: async () => "UP", stop: async () => "FAIL",
  * });
- * console.log(r.validate()); // []
- * console.log(r.decl().services[0]!.intervalMs); // 1000
+ * deepEqual(r.validate(), []);
+ * deepEqual(r.decl().services[0]!.intervalMs, 1000);
  * ```
  */
 export class ScriptRegistry {

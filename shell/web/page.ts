@@ -400,8 +400,9 @@ const SCRIPT = String.raw`
  * @example
  * ```ts
  * import { monitorPage } from "./page.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const html = monitorPage();
- * console.log(html.startsWith("<!doctype html>")); // true
+ * deepEqual(html.startsWith("<!doctype html>"), true);
  * ```
  */
 export function monitorPage(options: MonitorPageOptions = {}): string {
@@ -437,7 +438,8 @@ export function monitorPage(options: MonitorPageOptions = {}): string {
  * @example
  * ```ts
  * import { escapeHtml } from "./page.ts";
- * console.log(escapeHtml('<b title="x">')); // "&lt;b title=&quot;x&quot;&gt;"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(escapeHtml('<b title="x">'), "&lt;b title=&quot;x&quot;&gt;");
  * ```
  */
 export function escapeHtml(text: unknown): string {

@@ -203,8 +203,9 @@ const TS = /^\[(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?\]\s*(.*)$/;
  * @example
  * ```ts
  * import { parseTimestamped } from "./history.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const r = parseTimestamped("[2026-12-01T10:30:21.491789] 3: eth0 inet 198.18.7.100/24");
- * console.log(r?.rest); // "3: eth0 inet 198.18.7.100/24"
+ * deepEqual(r?.rest, "3: eth0 inet 198.18.7.100/24");
  * ```
  */
 export function parseTimestamped(line: string): { at: number; rest: string } | null {
@@ -228,8 +229,10 @@ export function parseTimestamped(line: string): { at: number; rest: string } | n
  * @example
  * ```ts
  * import { parseMonitorLine } from "./history.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const line = "[2026-12-01T10:30:22.191068] Deleted 3: eth0    inet 198.18.7.100/24 scope global eth0";
- * console.log(parseMonitorLine(line, "h1", "198.18.7.100")?.kind); // "address" (op "del")
+ * const e = parseMonitorLine(line, "h1", "198.18.7.100");
+ * deepEqual(e?.kind === "address" ? e.op : null, "del");
  * ```
  */
 export function parseMonitorLine(
@@ -270,7 +273,8 @@ export function parseMonitorLine(
  * @example
  * ```ts
  * import { parseAnswer } from "./history.ts";
- * console.log(parseAnswer("h2@1042")); // { host: "h2", epoch: "1042" }
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(parseAnswer("h2@1042"), { host: "h2", epoch: "1042" });
  * ```
  */
 export function parseAnswer(who: string): { host: string; epoch: string | null } {
@@ -312,8 +316,9 @@ export function requestsFromProbe(
  * @example
  * ```ts
  * import { parseArping } from "./history.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const out = "Unicast reply from 198.18.7.100 [06:83:21:E0:17:C1]  0.584ms\n";
- * console.log(parseArping(out, "198.18.7.100")); // ["06:83:21:e0:17:c1"]
+ * deepEqual(parseArping(out, "198.18.7.100"), ["06:83:21:e0:17:c1"]);
  * ```
  */
 export function parseArping(output: string, address: string): string[] {
@@ -431,13 +436,14 @@ function holdersAt(intervals: Map<string, [number, number][]>, t: number): strin
  * @example
  * ```ts
  * import { checkHistory } from "./history.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const r = checkHistory({
  *   address: "198.18.7.100", hosts: ["h1", "h2"], from: 0, to: 10_000,
  *   initial: [{ host: "h1", address: true, carrier: true }, { host: "h2", address: false, carrier: true }],
  *   addresses: [{ at: 4000, host: "h2", op: "add" }, { at: 4500, host: "h1", op: "del" }],
  *   carriers: [], requests: [], arp: [], macs: {},
  * });
- * console.log(r.i1.largestOverlapMs); // 500
+ * deepEqual(r.i1.largestOverlapMs, 500);
  * ```
  */
 export function checkHistory(h: History, options: CheckOptions = {}): HistoryReport {

@@ -55,7 +55,8 @@ export interface OutageReport {
  * @example
  * ```ts
  * import { parseAttempt } from "./probe.ts";
- * console.log(parseAttempt("1764000000000 3 1 h1 -")?.who); // "h1"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(parseAttempt("1764000000000 3 1 h1 -")?.who, "h1");
  * ```
  */
 export function parseAttempt(line: string): Attempt | null {
@@ -80,10 +81,11 @@ export function parseAttempt(line: string): Attempt | null {
  * @example
  * ```ts
  * import { analyzeOutage, type Attempt } from "./probe.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const a = (start: number, ok: boolean, who = ok ? "h1" : "-"): Attempt =>
  *   ({ start, durationMs: 1, ok, who, error: ok ? "-" : "timeout" });
  * const r = analyzeOutage([a(0, true), a(10, false), a(20, false), a(30, true, "h2")], 5, 40);
- * console.log(r.outageMs, r.servedBy); // 30 "h2"
+ * deepEqual([r.outageMs, r.servedBy], [30, "h2"]);
  * ```
  */
 export function analyzeOutage(attempts: Attempt[], faultAt: number, until: number): OutageReport {

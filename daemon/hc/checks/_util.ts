@@ -25,7 +25,8 @@ export const HC_DURATION: { readonly min: number; readonly max: number } = {
  * @example
  * ```ts
  * import { parseInteger } from "./_util.ts";
- * console.log(parseInteger("3", { min: 1, max: 100 })); // 3
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(parseInteger("3", { min: 1, max: 100 }), 3);
  * ```
  */
 export function parseInteger(text: string, options: { min: number; max: number }): number {
@@ -51,7 +52,8 @@ export function parseInteger(text: string, options: { min: number; max: number }
  * @example
  * ```ts
  * import { parseRegex } from "./_util.ts";
- * console.log(parseRegex("/ok/i").test("OK")); // true
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(parseRegex("/ok/i").test("OK"), true);
  * ```
  */
 export function parseRegex(text: string): RegExp {
@@ -137,7 +139,8 @@ export function abortPromise(
  * @example
  * ```ts
  * import { errorText } from "./_util.ts";
- * console.log(errorText(new Error("boom"))); // "boom"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(errorText(new Error("boom")), "boom");
  * ```
  */
 export function errorText(error: unknown): string {
@@ -163,7 +166,8 @@ export function errorText(error: unknown): string {
  * @example
  * ```ts
  * import { resolvePath } from "./_util.ts";
- * console.log(resolvePath("/etc/hc", "ca.pem")); // "/etc/hc/ca.pem"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(resolvePath("/etc/hc", "ca.pem"), "/etc/hc/ca.pem");
  * ```
  */
 export function resolvePath(base: string, path: string): string {

@@ -25,7 +25,8 @@ export type StatusMatcher = (status: number) => boolean;
  * @example
  * ```ts
  * import { parseStatus } from "./http.ts";
- * console.log(parseStatus("2xx,301")(204)); // true
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(parseStatus("2xx,301")(204), true);
  * ```
  */
 export function parseStatus(text: string): StatusMatcher {

@@ -20,7 +20,8 @@ export const PING_PROGRAM = "/usr/bin/ping";
  * @example
  * ```ts
  * import { pingArgv } from "./ping.ts";
- * console.log(pingArgv("198.18.0.1", 500).join(" ")); // "/usr/bin/ping -c 1 -W 0.5 -n 198.18.0.1"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(pingArgv("198.18.0.1", 500).join(" "), "/usr/bin/ping -c 1 -W 0.5 -n 198.18.0.1");
  * ```
  */
 export function pingArgv(host: string, timeoutMs: number): string[] {

@@ -28,7 +28,8 @@ export interface SmtpReply {
  * @example
  * ```ts
  * import { parseReply } from "./smtp.ts";
- * console.log(parseReply("250-mx\r\n250 SIZE 1000\r\n")?.reply.code); // 250
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(parseReply("250-mx\r\n250 SIZE 1000\r\n")?.reply.code, 250);
  * ```
  */
 export function parseReply(text: string): { reply: SmtpReply; used: number } | null {
