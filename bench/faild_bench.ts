@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { runBenchCli } from "./_main.ts";
 import { FaildClient } from "../lib/client.ts";
 import { canonicalRequest, keyId, NonceSequence, RESPONSE_SIGNATURE_HEADER } from "../lib/sign.ts";
 import { constantTimeEqual, HmacKey, sha256Hex } from "../lib/hmac.ts";
@@ -574,18 +575,7 @@ async function bench(o: BenchOptions): Promise<number> {
  */
 export async function main(args: string[]): Promise<number> {
   if (args[0] === "--worker") return await worker(args.slice(1));
-  let o: BenchOptions | null;
-  try {
-    o = parseOptions(args);
-  } catch (error) {
-    console.error((error as Error).message);
-    return 2;
-  }
-  if (o === null) {
-    console.log(HELP);
-    return 0;
-  }
-  return await bench(o);
+  return await runBenchCli(args, parseOptions, HELP, bench);
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

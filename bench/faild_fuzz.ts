@@ -30,6 +30,7 @@
  *
  * @module
  */
+import { runBenchCli } from "./_main.ts";
 import { FaildClient } from "../lib/client.ts";
 import {
   bodyDigest,
@@ -1284,21 +1285,12 @@ function printReport(r: FuzzReport): void {
  */
 export async function main(args: string[]): Promise<number> {
   if (args[0] === "--poller") return await pollerProcess(args.slice(1));
-  let o: FuzzOptions | null;
-  try {
-    o = parseOptions(args);
-  } catch (error) {
-    console.error((error as Error).message);
-    return 2;
-  }
-  if (o === null) {
-    console.log(HELP);
-    return 0;
-  }
-  const report = await fuzz(o);
-  if (o.json) console.log(JSON.stringify(report, null, 2));
-  else printReport(report);
-  return report.ok ? 0 : 1;
+  return await runBenchCli(args, parseOptions, HELP, async (o: FuzzOptions) => {
+    const report = await fuzz(o);
+    if (o.json) console.log(JSON.stringify(report, null, 2));
+    else printReport(report);
+    return report.ok ? 0 : 1;
+  });
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -18,7 +18,12 @@ import type { FailshSnapshot, ServiceState } from "../lib/types.ts";
 import { type Logger, logger as processLogger } from "../lib/log.ts";
 import { FaildPool, faildUrl } from "./faild_pool.ts";
 import { applyLogLevels, EXIT } from "../lib/cli.ts";
-import { FAILSH_HELP, type FailshArgs, parseFailshArgs } from "./failsh_args.ts";
+import {
+  FAILSH_HELP,
+  type FailshArgs,
+  type FailshRunArgs,
+  parseFailshArgs,
+} from "./failsh_args.ts";
 import { AuditLog } from "./sandbox/audit.ts";
 import { createNetDriver, type NetDriver } from "./sandbox/netops.ts";
 import { loadPolicy, PolicyError, readKey } from "./sandbox/policy.ts";
@@ -32,19 +37,7 @@ import { writeDump } from "./dump.ts";
 export { checkFailsh, type CheckProblem, type CheckReport } from "./check.ts";
 
 /** Options of {@linkcode startFailsh} and {@linkcode runFailsh}. */
-export interface FailshOptions {
-  /** The failover script. */
-  script: string;
-  /** The policy file. */
-  policyPath: string;
-  /** Monitor listen address, overriding the policy's (`null` disables it). */
-  monitor?: string | null;
-  /** Debug listen address, overriding the policy's (`null` disables it). */
-  debug?: string | null;
-  /** Dump file, overriding the policy's. */
-  dumpFile?: string;
-  /** Pid file written at start and removed at exit. */
-  pidFile?: string;
+export interface FailshOptions extends FailshRunArgs {
   /** Handle SIGUSR1, SIGHUP, SIGTERM and SIGINT (default `true`). */
   handleSignals?: boolean;
   /** Logger (default the process logger). */

@@ -55,26 +55,30 @@ ${
   ])
 }`;
 
+/** What failsh runs with: the script, the policy and the overrides of the policy's settings. */
+export interface FailshRunArgs {
+  /** The failover script: `-f`, the argument, or the one a directly run script gives. */
+  script: string;
+  /** The policy file: `-p, --policy`, else `policy.json` beside the script. */
+  policyPath: string;
+  /** `-m, --monitor`: the monitor's listen address (`null` for `off`), absent for the policy's. */
+  monitor?: string | null;
+  /** `-D, --debug`: the debug port's listen address (`null` for `off`), absent for the policy's. */
+  debug?: string | null;
+  /** `-l, --dump`: where SIGUSR1 writes the state dump, absent for the policy's. */
+  dumpFile?: string;
+  /** `-i, --pidfile`: written at start and removed at exit. */
+  pidFile?: string;
+}
+
 /** failsh's flags, parsed. */
-export interface FailshArgs {
+export interface FailshArgs extends FailshRunArgs {
   /** `-h, --help`. */
   help: boolean;
   /** `--check`. */
   check: boolean;
   /** `--json`. */
   json: boolean;
-  /** The script: `-f`, the argument, or the one given to {@linkcode parseFailshArgs}. */
-  script: string;
-  /** `-p, --policy`, else `policy.json` beside the script. */
-  policyPath: string;
-  /** `-m, --monitor` (`null` for `off`), absent for the policy's. */
-  monitor?: string | null;
-  /** `-D, --debug` (`null` for `off`), absent for the policy's. */
-  debug?: string | null;
-  /** `-l, --dump`. */
-  dumpFile?: string;
-  /** `-i, --pidfile`. */
-  pidFile?: string;
   /** `-v, --log-level`, in order. */
   logLevel: string[];
 }

@@ -22,6 +22,7 @@
  *
  * @module
  */
+import { killAfter, killQuietly } from "../../lib/process.ts";
 import { fileURLToPath } from "node:url";
 import type { Policy } from "../contract.ts";
 import { checkReadPaths, childUserIds, readableBy } from "./read_paths.ts";
@@ -254,24 +255,12 @@ async function denoInfo(script: string, options: GraphOptions): Promise<InfoModu
     stderr: "null",
     ...(options.env ? { clearEnv: true, env: options.env } : {}),
   }).spawn();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-  }, timeoutMs);
+  const limit = killAfter(child, timeoutMs);
   let bytes: Uint8Array;
   let status: Deno.CommandStatus;
   try {
     bytes = await readBounded(child.stdout, MAX_GRAPH_JSON).catch((e) => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // already gone
-      }
+      killQuietly(child);
       throw e;
     });
     status = await child.status;
@@ -283,9 +272,9 @@ async function denoInfo(script: string, options: GraphOptions): Promise<InfoModu
       })`,
     );
   } finally {
-    clearTimeout(timer);
+    limit.clear();
   }
-  if (timedOut) {
+  if (limit.timedOut) {
     throw new ModuleGraphError(
       `Cannot run the script ${script}: deno could not list its modules within ${timeoutMs} ms (does it import a device, a pipe or a whole directory tree?)`,
     );

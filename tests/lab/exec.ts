@@ -5,6 +5,8 @@
  *
  * @module
  */
+import { killAfter } from "../../lib/process.ts";
+import { readBoundedText } from "../../lib/streams.ts";
 
 /** The result of {@linkcode run}. */
 export interface RunResult {
@@ -28,24 +30,6 @@ export interface RunOptions {
   maxOutput?: number;
   /** Text written to standard input (default: none, stdin is closed). */
   stdin?: string;
-}
-
-async function readBounded(stream: ReadableStream<Uint8Array>, max: number): Promise<string> {
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of stream) {
-    if (size >= max) continue;
-    const part = chunk.subarray(0, max - size);
-    chunks.push(part);
-    size += part.length;
-  }
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.length;
-  }
-  return new TextDecoder().decode(all);
 }
 
 /**
@@ -74,15 +58,7 @@ export async function run(argv: string[], options: RunOptions = {}): Promise<Run
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // Already gone.
-    }
-  }, timeoutMs);
+  const limit = killAfter(child, timeoutMs);
   try {
     if (options.stdin !== undefined) {
       const w = child.stdin.getWriter();
@@ -90,23 +66,23 @@ export async function run(argv: string[], options: RunOptions = {}): Promise<Run
       await w.close().catch(() => {});
     }
     const [stdout, stderr, status] = await Promise.all([
-      readBounded(child.stdout, maxOutput),
-      readBounded(child.stderr, maxOutput),
+      readBoundedText(child.stdout, maxOutput, { overflow: "drain" }).then((r) => r.text),
+      readBoundedText(child.stderr, maxOutput, { overflow: "drain" }).then((r) => r.text),
       child.status,
     ]);
     const result: RunResult = {
       code: status.signal ? -1 : status.code,
       stdout,
       stderr,
-      timedOut,
+      timedOut: limit.timedOut,
     };
-    if ((options.check ?? true) && (timedOut || result.code !== 0)) {
-      const why = timedOut ? `timed out after ${timeoutMs} ms` : `exit code ${result.code}`;
+    if ((options.check ?? true) && (result.timedOut || result.code !== 0)) {
+      const why = result.timedOut ? `timed out after ${timeoutMs} ms` : `exit code ${result.code}`;
       throw new Error(`Command failed: ${argv.join(" ")}: ${why}: ${stderr.trim()}`);
     }
     return result;
   } finally {
-    clearTimeout(timer);
+    limit.clear();
   }
 }
 

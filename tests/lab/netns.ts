@@ -626,37 +626,23 @@ export class Lab {
   async partition(...members: string[]): Promise<void> {
     if (members.length < 2) throw new RangeError("Cannot partition: name at least two members");
     for (const m of members) {
-      await this.#ip([
-        "-n",
-        this.ns("br"),
-        "link",
-        "set",
-        "dev",
-        this.port(m),
-        "type",
-        "bridge_slave",
-        "isolated",
-        "on",
-      ]);
+      await this.#isolate(m, "on");
       this.#isolated.add(m);
     }
+  }
+
+  /** Sets a member's bridge port `isolated` on or off (isolated ports do not talk to each other). */
+  async #isolate(member: string, state: "on" | "off"): Promise<void> {
+    const port = this.port(member);
+    await this.#ip(["-n", this.ns("br"), "link", "set", "dev", port, "type", "bridge_slave"].concat(
+      ["isolated", state],
+    ));
   }
 
   /** Heals every partition made by {@linkcode Lab.partition}. */
   async heal(): Promise<void> {
     for (const m of [...this.#isolated]) {
-      await this.#ip([
-        "-n",
-        this.ns("br"),
-        "link",
-        "set",
-        "dev",
-        this.port(m),
-        "type",
-        "bridge_slave",
-        "isolated",
-        "off",
-      ]);
+      await this.#isolate(m, "off");
       this.#isolated.delete(m);
     }
   }

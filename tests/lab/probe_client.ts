@@ -15,6 +15,7 @@
  *
  * @module
  */
+import { stopOnEndOfLife } from "./_lifetime.ts";
 import { parseArgs } from "node:util";
 
 function parseTarget(text: string | undefined): { hostname: string; port: number } | null {
@@ -97,16 +98,7 @@ export async function main(args: string[]): Promise<number> {
   const stop = () => {
     running = false;
   };
-  Deno.addSignalListener("SIGTERM", stop);
-  const life = setTimeout(stop, Number(values["max-life"]));
-  (async () => {
-    try {
-      for await (const _ of Deno.stdin.readable) { /* ignore input */ }
-    } catch {
-      // No stdin.
-    }
-    stop();
-  })();
+  const endLife = stopOnEndOfLife(Number(values["max-life"]), stop);
   const out = Deno.stdout.writable.getWriter();
   const enc = new TextEncoder();
   let inflight = 0;
@@ -130,7 +122,7 @@ export async function main(args: string[]): Promise<number> {
     await new Promise((r) => setTimeout(r, Math.max(0, wait)));
   }
   await Promise.allSettled([...pending]);
-  clearTimeout(life);
+  endLife();
   await out.close().catch(() => {});
   Deno.exit(0);
 }

@@ -15,6 +15,7 @@
  *
  * @module
  */
+import { stopOnEndOfLife } from "./_lifetime.ts";
 import { parseArgs } from "node:util";
 
 /**
@@ -64,17 +65,7 @@ export async function main(args: string[]): Promise<number> {
       // Closed already.
     }
   };
-  Deno.addSignalListener("SIGTERM", stop);
-  const life = setTimeout(stop, Number(values["max-life"]));
-  (async () => {
-    // Stdin EOF (the lab closed our pipe or died) also stops us.
-    try {
-      for await (const _ of Deno.stdin.readable) { /* ignore input */ }
-    } catch {
-      // No stdin.
-    }
-    stop();
-  })();
+  const endLife = stopOnEndOfLife(Number(values["max-life"]), stop);
   try {
     for await (const conn of listener) {
       conn.write(answer()).catch(() => {}).finally(() => {
@@ -88,7 +79,7 @@ export async function main(args: string[]): Promise<number> {
   } catch {
     // Listener closed.
   }
-  clearTimeout(life);
+  endLife();
   return 0;
 }
 
