@@ -97,11 +97,38 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-function freePort(hostname: string): number {
+/**
+ * A TCP port free on `hostname` right now (the kernel's choice).
+ *
+ * @param hostname The address.
+ * @returns The port.
+ */
+export function freePort(hostname: string): number {
   const l = Deno.listen({ hostname, port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
   return port;
+}
+
+/**
+ * Starts one demo host's failsh (`deno run -A shell/failsh.ts --policy POLICY SCRIPT`).
+ *
+ * @param policy The host's policy file.
+ * @param script The cluster's script.
+ * @param output `piped` to read its output, `null` to discard it.
+ * @returns The running failsh.
+ */
+export function spawnDemoFailsh(
+  policy: string,
+  script: string,
+  output: "piped" | "null",
+): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${REPO}shell/failsh.ts`, "--policy", policy, script],
+    stdin: "null",
+    stdout: output,
+    stderr: output,
+  }).spawn();
 }
 
 /** Longest gap between consecutive answered samples within [from, to], and failures in it. */
@@ -273,19 +300,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       nonceSlots: 1 << 14,
     });
     const log = await Deno.open(h.logFile, { create: true, append: true });
-    h.failsh = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        `${REPO}shell/failsh.ts`,
-        "--policy",
-        policies[name],
-        script,
-      ],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    h.failsh = spawnDemoFailsh(policies[name], script, "piped");
     const w = log.writable;
     // Both streams into one log file; the file closes when both end.
     const writer = w.getWriter();

@@ -10,10 +10,9 @@
 import { randomBytes } from "node:crypto";
 import { type FaildHandle, startFaild } from "../daemon/faild/faild.ts";
 import { Logger } from "../lib/log.ts";
-import { DEMO_HOSTS, writeDemoCluster } from "../scripts/demo.ts";
+import { DEMO_HOSTS, freePort, spawnDemoFailsh, writeDemoCluster } from "../scripts/demo.ts";
 import type { FailshSnapshot } from "../lib/types.ts";
 
-const REPO = new URL("../", import.meta.url).pathname;
 const ADDRESSES = DEMO_HOSTS;
 
 /** A host of the demo cluster. */
@@ -33,13 +32,6 @@ export interface DemoCluster {
   stop(name: DemoHost, signal: Deno.Signal): Promise<void>;
   /** Stops everything and removes the directory. */
   close(): Promise<void>;
-}
-
-function freePort(hostname: string): number {
-  const l = Deno.listen({ hostname, port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 /**
@@ -113,19 +105,7 @@ export async function prepareDemoCluster(): Promise<DemoCluster> {
         logger: quiet,
         nonceSlots: 1 << 12,
       });
-      failsh[name] = new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          `${REPO}shell/failsh.ts`,
-          "--policy",
-          policies[name],
-          script,
-        ],
-        stdin: "null",
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
+      failsh[name] = spawnDemoFailsh(policies[name], script, "null");
     },
     stop,
     async close() {
