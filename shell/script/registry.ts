@@ -7,21 +7,9 @@
  *
  * @module
  */
-import type {
-  HandlerKind,
-  HostDecl,
-  LivenessDecl,
-  ScriptDecl,
-  ServiceDecl,
-} from "../contract.ts";
+import type { HandlerKind, HostDecl, LivenessDecl, ScriptDecl, ServiceDecl } from "../contract.ts";
 import { isValidName, parseDuration } from "../../lib/types.ts";
-import type {
-  Handler,
-  HostOptions,
-  LivenessOptions,
-  ServiceOptions,
-  TrapHandler,
-} from "./api.ts";
+import type { Handler, HostOptions, LivenessOptions, ServiceOptions, TrapHandler } from "./api.ts";
 
 /** Default port of a faild. */
 export const DEFAULT_FAILD_PORT = 7100;
