@@ -471,8 +471,8 @@ export function formatSimulation(
         `${"".padStart(8)}  ${"".padEnd(10)} ${"".padEnd(7)} ${"".padEnd(8)}   inputs: ${
           i.peers.map((p) =>
             `${p.name}=${p.reachable ? p.state ?? "none" : "unreachable"}${
-              p.flapped ? "(flapped)" : ""
-            }`
+              p.kernelSilentMs === undefined ? "" : `(kernel silent ${p.kernelSilentMs}ms)`
+            }${p.flapped ? "(flapped)" : ""}`
           )
             .join(" ")
         } grace=${i.graceOver ? "over" : "on"} self=${

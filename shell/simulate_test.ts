@@ -129,6 +129,7 @@ Deno.test("simulate() with host liveness: a silent kernel is dead at once, a sta
     assert.equal(start.atMs, 2500, "at the silence, not after 3 missed polls of 1 s");
     assert.match(start.text, /alpha's kernel has not answered for 50 ms \(counts as FAIL\)/);
     assert.match(formatSimulation(r), /alpha's kernel stops answering ping/);
+    assert.match(formatSimulation(r, { inputs: true }), /alpha=unreachable\(kernel silent 50ms\)/);
   });
   await t.step(
     "alpha's faild stalls while its kernel answers: the polls' fall decides",

@@ -109,6 +109,7 @@ test("the master's link goes down: the standby takes over on its kernel's silenc
       20_000,
     );
     assert.ok(alive, "h2 sees h1's kernel answer its ping");
+    const cutAt = Date.now();
     await lab.linkDown("h1");
     assert.ok(await probe.waitServedBy("h2", 20_000), "h2 serves the VIP");
     const s = await waitSnapshot(
@@ -125,6 +126,8 @@ test("the master's link goes down: the standby takes over on its kernel's silenc
     assert.ok(start > silence, "the takeover's decision names the kernel's silence");
     assert.ok(missed < 0, "h1 was not (yet) called unreachable by missed polls");
     assert.equal(h1Liveness(s)?.state, "silent");
+    // A figure for the record, not an assertion: cut -> h2's decision to start.
+    console.log(`link down -> start decided on h2: ${events[start]!.at - cutAt} ms`);
   });
 });
 
@@ -161,6 +164,7 @@ test("a master whose kernel ignores ping: liveness stays unknown and the polls a
       await lab.exec("h1", ["sysctl", "-q", "-w", "net.ipv4.icmp_echo_ignore_all=1"]);
     },
     async ({ lab, cluster, probe }) => {
+      let cutAt = 0;
       const ready = await waitSnapshot(cluster, h1Reachable, 20_000);
       assert.ok(ready, "h2's failsh polls h1");
       // h2's ping runs a while longer and never gets an answer.
@@ -168,6 +172,7 @@ test("a master whose kernel ignores ping: liveness stays unknown and the polls a
       const before = await cluster.snapshot("h2");
       assert.equal(before && h1Liveness(before)?.state, "unknown");
       assert.ok(before && h1Liveness(before)!.unanswered >= 50, "ping sends, nobody answers");
+      cutAt = Date.now();
       await lab.linkDown("h1");
       assert.ok(await probe.waitServedBy("h2", 20_000), "h2 serves the VIP");
       const s = await waitSnapshot(
@@ -181,6 +186,9 @@ test("a master whose kernel ignores ping: liveness stays unknown and the polls a
       assert.ok(missed >= 0, "missed polls made h1 unreachable");
       assert.ok(start > missed, "the takeover followed the polls' fall");
       assert.equal(index(s.events, /kernel has not answered/), -1);
+      console.log(
+        `link down -> start decided on h2 (polls alone): ${s.events[start]!.at - cutAt} ms`,
+      );
     },
   );
 });

@@ -259,6 +259,10 @@ export class Peers {
     if (this.#running) return;
     this.#running = true;
     this.#unsubscribe = this.#opts.liveness?.onChange((h) => this.#kernel(h)) ?? null;
+    // A kernel already silent (a reload while a peer is down) counts from the start.
+    for (const name of this.#hosts.keys()) {
+      if (this.#opts.liveness?.status(name)?.state === "silent") this.#kernel(name);
+    }
     for (const host of this.#hosts.values()) this.#schedule(host, 0);
   }
 

@@ -255,6 +255,15 @@ Deno.test("Peers with host liveness: a silent kernel is unreachable at once, a s
       peers.stop();
     },
   );
+  await t.step("a kernel already silent when polling starts (a reload) counts at once", () => {
+    const kernel = new FakeLiveness();
+    kernel.set("beta", "silent", 70);
+    const { peers } = setup([svc], kernel);
+    peers.start();
+    assert.deepEqual(peers.inputs("web").peers[0]!.kernelSilentMs, 70);
+    assert.equal(peers.inputs("web").peers[0]!.reachable, false);
+    peers.stop();
+  });
   await t.step("ICMP filtered later: the faild's answers outweigh the silence", async () => {
     const kernel = new FakeLiveness();
     const { time, peers, events } = setup([svc], kernel);
