@@ -13,11 +13,13 @@
  *     its namespace): its liveness stays unknown and the polls alone decide when its link goes
  *     down.
  *
- * No timing assertion: order of events and the reasons only. Needs root, `ip netns`, arping and
+ * After each test, failsh's clean stop has left no ping in any namespace. No timing assertion:
+ * order of events and the reasons only. Needs root, `ip netns`, arping and
  * ping; skips naming the missing Debian package otherwise.
  */
 import assert from "node:assert/strict";
 import { Lab, labUnavailable } from "./lab/netns.ts";
+import { run } from "./lab/exec.ts";
 import { type FailoverCluster, type FailoverOptions, startFailover } from "./lab/failover.ts";
 import type { Probe } from "./lab/probe.ts";
 import type { EventRecord, FailshSnapshot } from "../lib/types.ts";
@@ -73,9 +75,27 @@ async function withLab(
       await probe.stop();
       await cluster.stop();
     }
+    // failsh stopped (SIGTERM): it killed and reaped its pings.
+    for (const h of lab.hosts) {
+      assert.equal(await pingsIn(lab, h), 0, `no ping left in ${h}'s namespace`);
+    }
   } finally {
     await lab.teardown();
   }
+}
+
+/** Number of ping processes in a lab member's namespace. */
+async function pingsIn(lab: Lab, member: string): Promise<number> {
+  const r = await run(["ip", "netns", "pids", lab.ns(member)], { check: false, timeoutMs: 5000 });
+  let n = 0;
+  for (const pid of r.stdout.split(/\s+/).filter(Boolean)) {
+    try {
+      if (Deno.readTextFileSync(`/proc/${pid}/comm`).trim() === "ping") n++;
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return n;
 }
 
 /** Waits until h2's snapshot satisfies `ok` (polling its monitor port). */
@@ -109,6 +129,7 @@ test("the master's link goes down: the standby takes over on its kernel's silenc
       20_000,
     );
     assert.ok(alive, "h2 sees h1's kernel answer its ping");
+    assert.equal(await pingsIn(lab, "h2"), 1, "h2's failsh runs one ping, for its one peer");
     const cutAt = Date.now();
     await lab.linkDown("h1");
     assert.ok(await probe.waitServedBy("h2", 20_000), "h2 serves the VIP");
