@@ -114,8 +114,10 @@ async function waitSnapshot(
 }
 
 const h1Liveness = (s: FailshSnapshot) => s.hosts.find((h) => h.name === "h1")?.liveness;
-/** h2's failsh runs and its polls found h1. */
-const h1Reachable = (s: FailshSnapshot) => s.hosts.find((h) => h.name === "h1")?.reachable === true;
+/** h2's failsh runs, its polls found h1, and its grace is over (it decided to stay standby). */
+const h2Settled = (s: FailshSnapshot) =>
+  s.hosts.find((h) => h.name === "h1")?.reachable === true &&
+  /stays standby/.test(s.services[0]?.lastDecision?.reason ?? "");
 
 function index(events: EventRecord[], pattern: RegExp): number {
   return events.findIndex((e) => pattern.test(e.message));
@@ -125,7 +127,7 @@ test("the master's link goes down: the standby takes over on its kernel's silenc
   await withLab(async () => {}, async ({ lab, cluster, probe }) => {
     const alive = await waitSnapshot(
       cluster,
-      (s) => h1Reachable(s) && h1Liveness(s)?.state === "alive",
+      (s) => h2Settled(s) && h1Liveness(s)?.state === "alive",
       20_000,
     );
     assert.ok(alive, "h2 sees h1's kernel answer its ping");
@@ -156,7 +158,7 @@ test("the master's faild and failsh stall 3 poll intervals while its kernel answ
   await withLab(async () => {}, async ({ lab, cluster }) => {
     const alive = await waitSnapshot(
       cluster,
-      (s) => h1Reachable(s) && h1Liveness(s)?.state === "alive",
+      (s) => h2Settled(s) && h1Liveness(s)?.state === "alive",
       20_000,
     );
     assert.ok(alive, "h2 sees h1's kernel answer its ping");
@@ -186,7 +188,7 @@ test("a master whose kernel ignores ping: liveness stays unknown and the polls a
     },
     async ({ lab, cluster, probe }) => {
       let cutAt = 0;
-      const ready = await waitSnapshot(cluster, h1Reachable, 20_000);
+      const ready = await waitSnapshot(cluster, h2Settled, 20_000);
       assert.ok(ready, "h2's failsh polls h1");
       // h2's ping runs a while longer and never gets an answer.
       await sleep(1000);
