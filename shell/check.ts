@@ -11,6 +11,7 @@ import { dirname, resolve } from "node:path";
 import type { Policy, ScriptDecl } from "./contract.ts";
 import { isLoopbackHost } from "./sandbox/cidr.ts";
 import { loadDeclaration } from "./sandbox/load.ts";
+import { MAX_PROBES } from "./liveness/prober.ts";
 import { loadPolicy, parsePolicy, PolicyError } from "./sandbox/policy.ts";
 
 /** One problem found by {@linkcode checkFailsh}. */
@@ -66,6 +67,20 @@ async function checkLiveness(
         } ms, no sooner than the polls (${pollMs} ms): it adds nothing`,
       );
     }
+  }
+  const peers = new Set(
+    decl.services.flatMap((s) =>
+      [...s.masters, ...s.slaves].includes(self) ? [...s.masters, ...s.slaves] : []
+    ),
+  );
+  const mine = probed.filter((h) => h.name !== self && peers.has(h.name));
+  if (mine.length > MAX_PROBES) {
+    report.err(
+      scriptAbs,
+      `liveness is declared for ${mine.length} peers of ${self}: at most ${MAX_PROBES} are probed (${
+        mine.slice(MAX_PROBES).map((h) => h.name).join(", ")
+      } would be judged by polls alone)`,
+    );
   }
   const fastest = Math.min(
     ...probed.filter((h) => h.name !== self).map((h) => h.liveness!.intervalMs),

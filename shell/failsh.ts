@@ -155,6 +155,7 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
     const m = new LivenessMonitor({
       self: policy.host,
       hosts: decl.hosts,
+      services: decl.services,
       timers: options.timers ?? realTimers,
       logger: log,
       audit: (request, verdict, reason) => audit.write(null, request, verdict, reason),

@@ -163,6 +163,30 @@ service("web", { masters: ["alpha"], slaves: ["beta"], interval: "1s",
         );
       },
     );
+    await t.step("more peers with liveness than failsh probes is an error", async () => {
+      const hosts = Array.from({ length: 34 }, (_, i) => `h${i}`);
+      await Deno.writeTextFile(
+        `${dir}/live_many.ts`,
+        `import { host, service } from ${JSON.stringify(mod)};
+host("alpha", { address: "127.0.0.1", key: "k" });
+${
+          hosts.map((h, i) =>
+            `host("${h}", { address: "127.0.1.${
+              i + 1
+            }", key: "k", liveness: { interval: "10ms" } });`
+          ).join("\n")
+        }
+service("web", { masters: ["alpha"], slaves: ${JSON.stringify(hosts)}, interval: "1s",
+  start: async () => "UP", stop: async () => "FAIL" });
+`,
+      );
+      const r = await check(`${dir}/live_many.ts`, `${dir}/policy.json`);
+      assert.equal(r.code, 2, r.out);
+      assert.match(
+        r.out,
+        /^error: .*live_many\.ts: liveness is declared for 34 peers of alpha: at most 32 are probed \(h32, h33 would be judged by polls alone\)$/m,
+      );
+    });
     await t.step("--json gives the code and the problems", async () => {
       const r = await check(`${dir}/bad.ts`, `${dir}/policy.json`, ["--json"]);
       const report = JSON.parse(r.out.slice(r.out.indexOf("{")));

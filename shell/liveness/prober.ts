@@ -33,6 +33,13 @@ export const RESTART_BACKOFF_MS = [100, 10_000] as const;
 /** How long a stopped ping may take to exit after SIGTERM before SIGKILL, ms. */
 export const STOP_TIMEOUT_MS = 1000;
 
+/**
+ * Most peers probed by one failsh (one ping process each, at most 200 echo requests a second
+ * each): a script declaring more hosts with liveness gets the first ones probed and the others
+ * refused (logged and audited), polls alone judging those.
+ */
+export const MAX_PROBES = 32;
+
 /** A running ping as the prober sees it (a real `Deno.ChildProcess`, or a fake in tests). */
 export interface PingProcess {
   /** Its standard output. */
@@ -143,17 +150,22 @@ export interface LivenessMonitorOptions {
   self: string;
   /** Every host of the script; those with `liveness` are probed. */
   hosts: readonly HostDecl[];
+  /**
+   * The script's services: when given, only hosts that share one with this host are probed
+   * (the others never enter a decision here).
+   */
+  services?: readonly { masters: readonly string[]; slaves: readonly string[] }[];
   /** Starts ping (default {@linkcode spawnPing}). */
   spawn?: PingSpawner;
   /** Clock and timers (backoff and stop timeout). */
   timers: Timers;
   /** Where starts, exits and restarts are logged. */
   logger: Logger;
-  /** Records the supervisor's own commands (each ping started and how it ended). */
+  /** Records the supervisor's own commands (each ping started and how it ended, or refused). */
   audit?:
     | ((
       request: Record<string, unknown>,
-      verdict: "allowed" | "failed" | "done",
+      verdict: "allowed" | "refused" | "failed" | "done",
       reason: string,
     ) => void)
     | undefined;
@@ -206,6 +218,7 @@ export class LivenessMonitor implements LivenessSource {
   #spawn: PingSpawner;
   #probes = new Map<string, ProbeRuntime>();
   #listeners = new Set<(host: string) => void>();
+  #refused = new Map<string, string>();
   #running = false;
 
   /**
@@ -216,9 +229,23 @@ export class LivenessMonitor implements LivenessSource {
   constructor(options: LivenessMonitorOptions) {
     this.#opts = options;
     this.#spawn = options.spawn ?? spawnPing;
-    for (const h of options.hosts) {
-      if (h.name === options.self || h.liveness === undefined) continue;
-      const { intervalMs, fall } = h.liveness;
+    const { self, services } = options;
+    const peers = services === undefined ? null : new Set(
+      services.flatMap((s) =>
+        [...s.masters, ...s.slaves].includes(self) ? [...s.masters, ...s.slaves] : []
+      ),
+    );
+    const wanted = options.hosts.filter((h) =>
+      h.name !== self && h.liveness !== undefined && (peers === null || peers.has(h.name))
+    );
+    for (const h of wanted.slice(MAX_PROBES)) {
+      this.#refused.set(
+        h.name,
+        `Cannot probe ${h.name}: at most ${MAX_PROBES} peers are probed and the script asks for ${wanted.length}; polls alone judge it`,
+      );
+    }
+    for (const h of wanted.slice(0, MAX_PROBES)) {
+      const { intervalMs, fall } = h.liveness!;
       this.#probes.set(h.name, {
         decl: h,
         intervalMs,
@@ -244,6 +271,10 @@ export class LivenessMonitor implements LivenessSource {
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    for (const [host, why] of this.#refused) {
+      this.#opts.audit?.({ op: "liveness", host }, "refused", why);
+      this.#opts.logger.error("liveness", why, { host });
+    }
     for (const p of this.#probes.values()) this.#launch(p);
   }
 
@@ -277,7 +308,12 @@ export class LivenessMonitor implements LivenessSource {
   /** {@inheritDoc LivenessSource.status} */
   status(host: string): LivenessStatus | null {
     const p = this.#probes.get(host);
-    if (!p) return null;
+    if (!p) {
+      const why = this.#refused.get(host);
+      if (why === undefined) return null;
+      const none = { unanswered: 0, silentMs: 0, rttMs: null, lastAnswerAt: null };
+      return { state: "unknown", ...none, error: why };
+    }
     const s = p.judge.status();
     if (p.process === null) return { ...s, state: "unknown", error: p.error };
     return s;

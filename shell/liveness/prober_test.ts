@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 import { Logger } from "../../lib/log.ts";
 import { FakeTime, flush } from "../_fake_time.ts";
 import type { HostDecl } from "../contract.ts";
-import { LivenessMonitor, MAX_PING_LINE, pingArgv, type PingProcess } from "./prober.ts";
+import {
+  LivenessMonitor,
+  MAX_PING_LINE,
+  MAX_PROBES,
+  pingArgv,
+  type PingProcess,
+} from "./prober.ts";
 
 /** A fake ping: the test writes its output and decides when it exits. */
 class FakePing implements PingProcess {
@@ -243,4 +249,52 @@ Deno.test({
       assert.equal(monitor.status("alpha")!.state, "unknown");
     });
   },
+});
+
+Deno.test("LivenessMonitor probes only this host's peers, at most MAX_PROBES, and says so", async () => {
+  const time = new FakeTime();
+  const spawned: FakePing[] = [];
+  const audit: string[] = [];
+  const lines: string[] = [];
+  const many: HostDecl[] = Array.from({ length: MAX_PROBES + 8 }, (_, i) => ({
+    name: `h${i}`,
+    address: `198.18.1.${i + 1}`,
+    port: 7100,
+    protocol: "http",
+    key: null,
+    liveness: { intervalMs: 5, fall: 1 },
+  }));
+  const stranger: HostDecl = { ...many[0]!, name: "stranger", address: "198.18.2.1" };
+  const monitor = new LivenessMonitor({
+    self: "h0",
+    hosts: [...many, stranger],
+    services: [
+      { masters: ["h0"], slaves: many.slice(1).map((h) => h.name) },
+      { masters: ["stranger"], slaves: [] },
+    ],
+    timers: time,
+    logger: new Logger({ sink: (l) => lines.push(l) }),
+    spawn: (argv) => {
+      const p = new FakePing(argv);
+      spawned.push(p);
+      return p;
+    },
+    audit: (request, verdict, reason) => audit.push(`${verdict} ${request.host} ${reason}`),
+  });
+  monitor.start();
+  assert.equal(spawned.length, MAX_PROBES, "one ping per peer, up to the bound");
+  assert.equal(monitor.status("stranger"), null, "a host sharing no service is not probed");
+  const refused = monitor.status(`h${MAX_PROBES + 7}`)!;
+  assert.equal(refused.state, "unknown");
+  assert.equal(
+    refused.error,
+    `Cannot probe h${
+      MAX_PROBES + 7
+    }: at most ${MAX_PROBES} peers are probed and the script asks for ${
+      MAX_PROBES + 7
+    }; polls alone judge it`,
+  );
+  assert.equal(audit.filter((a) => a.startsWith("refused ")).length, 7);
+  assert.equal(lines.filter((l) => l.includes("at most")).length, 7);
+  await monitor.stop();
 });
