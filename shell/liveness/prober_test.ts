@@ -224,7 +224,7 @@ Deno.test("LivenessMonitor.stop() kills a ping that ignores SIGTERM", async () =
 });
 
 Deno.test({
-  name: "LivenessMonitor with the real ping: loopback answers at 10 ms, and stop() ends it",
+  name: "LivenessMonitor with the real ping: loopback answers at 10 ms over IPv4 and IPv6",
   ignore: Deno.build.os !== "linux",
   async fn(t) {
     const { findProgram } = await import("../../tests/_programs.ts");
@@ -247,6 +247,27 @@ Deno.test({
       assert.ok(monitor.status("alpha")!.rttMs! >= 0);
       await monitor.stop();
       assert.equal(monitor.status("alpha")!.state, "unknown");
+    });
+    const v6 = Deno.networkInterfaces().some((i) => i.address === "::1");
+    if (!v6) console.log("skipped the IPv6 step: this machine has no ::1");
+    await t.step({
+      name: "::1 over ICMPv6 (ping -6) at 10 ms is alive",
+      ignore: !v6,
+      fn: async () => {
+        const monitor = new LivenessMonitor({
+          self: "me",
+          hosts: [{ ...HOSTS[0]!, address: "::1" }],
+          timers: realTimers,
+          logger: new Logger({ sink: () => {} }),
+        });
+        const alive = Promise.withResolvers<void>();
+        monitor.onChange((h) => monitor.status(h)?.state === "alive" && alive.resolve());
+        monitor.start();
+        await alive.promise;
+        assert.ok(monitor.status("alpha")!.rttMs! >= 0);
+        await monitor.stop();
+        assert.equal(monitor.status("alpha")!.state, "unknown");
+      },
     });
   },
 });
