@@ -12,6 +12,9 @@
  * (c) The master's kernel ignores ICMP echo from the start (`net.ipv4.icmp_echo_ignore_all=1` in
  *     its namespace): its liveness stays unknown and the polls alone decide when its link goes
  *     down.
+ * (d) The master is black-holed at the bridge (its link stays up): the standby takes over on the
+ *     kernel's silence; after the heal the kernel answers again, the polls count the master back
+ *     and exactly one host holds the VIP.
  *
  * After each test, failsh's clean stop has left no ping in any namespace. No timing assertion:
  * order of events and the reasons only. Needs root, `ip netns`, arping and
@@ -214,4 +217,38 @@ test("a master whose kernel ignores ping: liveness stays unknown and the polls a
       );
     },
   );
+});
+
+test("the master is black-holed (link up): the standby takes over on its kernel's silence; after the heal its kernel answers, the polls count it back, exactly one holder", async () => {
+  await withLab(async () => {}, async ({ lab, cluster, probe }) => {
+    const alive = await waitSnapshot(
+      cluster,
+      (s) => h2Settled(s) && h1Liveness(s)?.state === "alive",
+      20_000,
+    );
+    assert.ok(alive, "h2 sees h1's kernel answer its ping");
+    await lab.blackhole("h1");
+    assert.ok(await probe.waitServedBy("h2", 20_000), "h2 serves the VIP during the cut");
+    const cut = await waitSnapshot(cluster, (x) => x.services[0]?.state === "UP", 10_000);
+    assert.ok(cut, "h2 holds the service");
+    assert.ok(
+      index(cut.events, /^vip: start — .*h1's kernel has not answered for \d+ ms/) >= 0,
+      "the takeover named the kernel's silence",
+    );
+    await lab.unblackhole("h1");
+    // h1's kernel answers again; h1 counts again after `rise` answered polls, shows the VIP UP
+    // and outranks h2 (preempt): h2 yields, and only h1 keeps it.
+    const healed = await waitSnapshot(
+      cluster,
+      (x) =>
+        x.services[0]?.state === "FAIL" && h1Liveness(x)?.state === "alive" &&
+        x.hosts.find((h) => h.name === "h1")?.reachable === true,
+      20_000,
+    );
+    assert.ok(healed, "h2 gave the service back");
+    assert.ok(index(healed.events, /^h1's kernel answers again$/) >= 0);
+    const holders = await lab.waitHolders((h) => h.length === 1 && h[0] === "h1", 20_000);
+    assert.deepEqual(holders, ["h1"], "exactly h1 holds the VIP after the heal");
+    assert.ok(await probe.waitServedBy("h1", 20_000), "the client is served by h1 again");
+  });
 });
