@@ -42,6 +42,21 @@ class FakePing implements PingProcess {
   }
 }
 
+/** The ping processes this test process started. */
+function pingChildren(): number[] {
+  const out: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const m = /^\d+ \((.*)\) \S+ (\d+)/.exec(Deno.readTextFileSync(`/proc/${e.name}/stat`));
+      if (m && m[1] === "ping" && Number(m[2]) === Deno.pid) out.push(Number(e.name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
 const HOSTS: HostDecl[] = [
   {
     name: "alpha",
@@ -248,6 +263,44 @@ Deno.test({
       await monitor.stop();
       assert.equal(monitor.status("alpha")!.state, "unknown");
     });
+    await t.step(
+      "failsh's event loop blocked 300 ms, then ping itself stopped 300 ms: never silent",
+      async () => {
+        const monitor = new LivenessMonitor({
+          self: "me",
+          hosts: [{ ...HOSTS[0]!, address: "127.0.0.1", liveness: { intervalMs: 10, fall: 3 } }],
+          timers: realTimers,
+          logger: new Logger({ sink: () => {} }),
+        });
+        const states: string[] = [];
+        const alive = Promise.withResolvers<void>();
+        monitor.onChange((h) => {
+          states.push(monitor.status(h)!.state);
+          if (monitor.status(h)?.state === "alive") alive.resolve();
+        });
+        monitor.start();
+        try {
+          await alive.promise;
+          // The supervisor stalls: ping keeps its timing, its lines wait in the pipe.
+          const until = Date.now() + 300;
+          while (Date.now() < until) {
+            // busy: no event loop turn
+          }
+          await new Promise((r) => setTimeout(r, 200));
+          // ping itself is stopped (starved): it sends nothing, so it reports nothing missing.
+          const pings = pingChildren();
+          assert.equal(pings.length, 1);
+          Deno.kill(pings[0]!, "SIGSTOP");
+          await new Promise((r) => setTimeout(r, 300));
+          Deno.kill(pings[0]!, "SIGCONT");
+          await new Promise((r) => setTimeout(r, 200));
+          assert.deepEqual(states, ["alive"], "alive throughout, never silent");
+          assert.equal(monitor.status("alpha")!.state, "alive");
+        } finally {
+          await monitor.stop();
+        }
+      },
+    );
     const v6 = Deno.networkInterfaces().some((i) => i.address === "::1");
     if (!v6) console.log("skipped the IPv6 step: this machine has no ::1");
     await t.step({
