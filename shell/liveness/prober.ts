@@ -197,7 +197,6 @@ interface ProbeRuntime {
   backoffMs: number;
   restartTimer: number | null;
   error: string | null;
-  restarts: number;
   done: Promise<void> | null;
 }
 
@@ -256,7 +255,6 @@ export class LivenessMonitor implements LivenessSource {
         backoffMs: RESTART_BACKOFF_MS[0],
         restartTimer: null,
         error: null,
-        restarts: 0,
         done: null,
       });
     }
@@ -325,12 +323,6 @@ export class LivenessMonitor implements LivenessSource {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Probe settings of a host (for the snapshot), or `null`. */
-  settings(host: string): { intervalMs: number; fall: number; restarts: number } | null {
-    const p = this.#probes.get(host);
-    return p ? { intervalMs: p.intervalMs, fall: p.fall, restarts: p.restarts } : null;
-  }
-
   #tell(host: string): void {
     for (const l of this.#listeners) {
       try {
@@ -378,9 +370,7 @@ export class LivenessMonitor implements LivenessSource {
       }
     })();
     p.done = (async () => {
-      const [status, errText] = await Promise.all([proc.status, stderr, reading]).then((
-        [s, e],
-      ) => [s, e] as const);
+      const [status, errText] = await Promise.all([proc.status, stderr, reading]);
       const wasState = p.judge.status().state;
       p.process = null;
       if (!this.#running) {
@@ -410,7 +400,6 @@ export class LivenessMonitor implements LivenessSource {
     p.backoffMs = Math.min(p.backoffMs * 2, RESTART_BACKOFF_MS[1]);
     p.restartTimer = this.#opts.timers.setTimeout(() => {
       p.restartTimer = null;
-      p.restarts++;
       this.#launch(p);
     }, wait);
   }
