@@ -58,6 +58,7 @@ export type {
   HandlerContext,
   HandlerResult,
   HostOptions,
+  LivenessOptions,
   PeerPoll,
   ReleaseOptions,
   RunOptions,
@@ -70,6 +71,7 @@ export type {
 export type {
   HandlerKind,
   HostDecl,
+  LivenessDecl,
   ScriptDecl,
   ServiceDecl,
   TrapEvent,
@@ -81,8 +83,10 @@ export type { ServiceRecord, ServiceState } from "./lib/types.ts";
  *
  * @param name Unique host name (letters, digits, `.`, `_`, `-`; it must match the host's name
  *   in the policy of the failsh running there).
- * @param options Address and port of its faild, protocol, and the name of the policy key used
- *   to sign polls (the secret stays in the operator's key file).
+ * @param options Address and port of its faild, protocol, the name of the policy key used
+ *   to sign polls (the secret stays in the operator's key file), and optionally `liveness`:
+ *   failsh pings the host every `interval` and counts it dead at once after `fall` unanswered
+ *   echo requests (its kernel answered before), whatever the services' poll interval.
  * @returns The declaration.
  * @throws {TypeError} When the name, address, port or protocol is invalid, or the name is taken.
  *
@@ -90,6 +94,7 @@ export type { ServiceRecord, ServiceState } from "./lib/types.ts";
  * ```ts
  * import { host } from "./mod.ts";
  * host("gamma", { address: "198.18.0.3", port: 7100, key: "cluster" });
+ * host("delta", { address: "198.18.0.4", key: "cluster", liveness: { interval: "10ms", fall: 5 } });
  * ```
  */
 export function host(name: string, options: HostOptions): HostDecl {

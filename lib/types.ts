@@ -118,6 +118,34 @@ export interface HostView {
   lastError: string | null;
   /** The services that host reported at its last successful poll. */
   services: ServiceRecord[];
+  /** Its host liveness probe, when the script declares one for it (never for this host). */
+  liveness?: HostLiveness;
+}
+
+/** A peer's host liveness as failsh's prober judges it (see `shell/liveness/`). */
+export interface HostLiveness {
+  /**
+   * `unknown`: its kernel never answered (ICMP filtered, or the prober does not run), polls
+   * alone judge it; `alive`: it answers ping; `silent`: it answered, then left `fall` echo
+   * requests in a row unanswered.
+   */
+  state: "unknown" | "alive" | "silent";
+  /** Time between echo requests, ms. */
+  intervalMs: number;
+  /** Unanswered requests in a row that make it silent. */
+  fall: number;
+  /** Unanswered requests in a row right now. */
+  unanswered: number;
+  /** How long its kernel has not answered, by ping's clock, ms (0 while it answers). */
+  silentMs: number;
+  /** Round-trip time of the last echo reply, ms, or `null`. */
+  rttMs: number | null;
+  /** When the last echo reply was read (ms since epoch), or `null`. */
+  lastAnswerAt: number | null;
+  /** Why the prober does not run (it is restarted), or `null`. */
+  error: string | null;
+  /** `true` while the silence is what makes the host unreachable in the decisions. */
+  decisive: boolean;
 }
 
 /** The last decision failsh made for a service, and why. */

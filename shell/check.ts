@@ -11,6 +11,7 @@ import { dirname, resolve } from "node:path";
 import type { Policy, ScriptDecl } from "./contract.ts";
 import { isLoopbackHost } from "./sandbox/cidr.ts";
 import { loadDeclaration } from "./sandbox/load.ts";
+import { MAX_PROBES } from "./liveness/prober.ts";
 import { loadPolicy, parsePolicy, PolicyError } from "./sandbox/policy.ts";
 
 /** One problem found by {@linkcode checkFailsh}. */
@@ -33,6 +34,83 @@ export interface CheckReport {
   policy: Policy | null;
   /** 0 when clean, 1 with warnings only, 2 with errors (like `keepalived -t`). */
   code: 0 | 1 | 2;
+}
+
+/**
+ * The liveness probes of a script against this machine: ping must run here at the declared
+ * interval (iputils refuses short intervals to users without the right), and a probe is only
+ * worth its packets when it detects faster than the polls.
+ */
+async function checkLiveness(
+  decl: ScriptDecl,
+  self: string,
+  scriptAbs: string,
+  report: { err: (where: string, m: string) => void; warn: (where: string, m: string) => void },
+): Promise<void> {
+  const probed = decl.hosts.filter((h) => h.liveness !== undefined);
+  for (const h of probed) {
+    const where = `${scriptAbs}: host ${h.name}`;
+    const l = h.liveness!;
+    if (h.name === self) {
+      report.warn(where, "liveness is ignored for the host failsh runs on (it probes peers)");
+      continue;
+    }
+    const services = decl.services.filter((s) =>
+      s.masters.includes(h.name) || s.slaves.includes(h.name)
+    );
+    const pollMs = Math.min(...services.map((s) => s.intervalMs * s.fall));
+    if (services.length > 0 && l.intervalMs * l.fall >= pollMs) {
+      report.warn(
+        where,
+        `liveness detects a silent kernel after ${
+          l.intervalMs * l.fall
+        } ms, no sooner than the polls (${pollMs} ms): it adds nothing`,
+      );
+    }
+  }
+  const peers = new Set(
+    decl.services.flatMap((s) =>
+      [...s.masters, ...s.slaves].includes(self) ? [...s.masters, ...s.slaves] : []
+    ),
+  );
+  const mine = probed.filter((h) => h.name !== self && peers.has(h.name));
+  if (mine.length > MAX_PROBES) {
+    report.err(
+      scriptAbs,
+      `liveness is declared for ${mine.length} peers of ${self}: at most ${MAX_PROBES} are probed (${
+        mine.slice(MAX_PROBES).map((h) => h.name).join(", ")
+      } would be judged by polls alone)`,
+    );
+  }
+  const fastest = Math.min(
+    ...probed.filter((h) => h.name !== self).map((h) => h.liveness!.intervalMs),
+  );
+  if (!Number.isFinite(fastest)) return;
+  try {
+    const out = await new Deno.Command("ping", {
+      args: ["-n", "-c", "2", "-W", "1", "-i", String(fastest / 1000), "127.0.0.1"],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+      signal: AbortSignal.timeout(5000),
+    }).output();
+    const said = new TextDecoder().decode(out.stderr).trim().split("\n").at(-1) ?? "";
+    if (/minimal interval|cannot flood/i.test(said)) {
+      report.err(
+        scriptAbs,
+        `liveness.interval ${fastest} ms: iputils ping refuses it for this user (${said}); run failsh as root or declare at least 200 ms`,
+      );
+    } else if (!out.success && /not permitted|permission denied/i.test(said)) {
+      report.err(scriptAbs, `liveness: ping cannot open an ICMP socket for this user (${said})`);
+    }
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      report.err(
+        scriptAbs,
+        "liveness is declared but ping is not installed (Debian package iputils-ping)",
+      );
+    }
+  }
 }
 
 /**
@@ -144,6 +222,7 @@ export async function checkFailsh(script: string, policyPath: string): Promise<C
     ) {
       warn(`${policyAbs}: host`, `${policy.host} takes part in no service of the script`);
     }
+    await checkLiveness(decl, policy.host, scriptAbs, { err, warn });
     for (const h of decl.hosts) {
       if (h.key !== null && !(h.key in policy.keys)) {
         err(`${scriptAbs}: host ${h.name}`, `key "${h.key}" is not in the policy's keys`);

@@ -23,6 +23,20 @@ export interface HostDecl {
   protocol: "http" | "https";
   /** Name of the key in the policy's `keys` used to sign polls to this host. */
   key: string | null;
+  /**
+   * Host liveness (opt in): the supervisor pings the host's address at `intervalMs` and counts
+   * the host unreachable at once after `fall` consecutive unanswered echo requests, if its
+   * kernel answered before (`shell/liveness/prober.ts`). Absent when not asked for.
+   */
+  liveness?: LivenessDecl;
+}
+
+/** A host's liveness probe as declared (see {@linkcode HostDecl.liveness}). */
+export interface LivenessDecl {
+  /** Time between two echo requests, ms (5-10000). */
+  intervalMs: number;
+  /** Consecutive unanswered echo requests before the host's kernel counts as silent (1-100). */
+  fall: number;
 }
 
 /** A service as the script declares it. All times in ms. */

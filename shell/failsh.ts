@@ -30,7 +30,8 @@ import { loadPolicy, PolicyError, readKey } from "./sandbox/policy.ts";
 import { parseCidr } from "./sandbox/cidr.ts";
 import { checkFailsh } from "./check.ts";
 import { createSandbox, type FailshSandbox } from "./sandbox/sandbox.ts";
-import { type PollResult, Scheduler, type Timers } from "./scheduler/scheduler.ts";
+import { type PollResult, realTimers, Scheduler, type Timers } from "./scheduler/scheduler.ts";
+import { LivenessMonitor, type LivenessSource } from "./liveness/prober.ts";
 import { metricsText, type PortHandle, startDebugPort, startMonitor } from "./monitor.ts";
 import { writeDump } from "./dump.ts";
 
@@ -140,8 +141,34 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
       const cidr = h.service === service ? parseCidr(h.address) : null;
       return cidr ? [{ ...h, cidr }] : [];
     });
+  // Host liveness: one ping per peer that declares it, run here (never by the script). The
+  // scheduler reads it through `livenessSource`, which follows the monitor across reloads.
+  const livenessListeners = new Set<(host: string) => void>();
+  const newLiveness = (decl: ScriptDecl) => {
+    const m = new LivenessMonitor({
+      self: policy.host,
+      hosts: decl.hosts,
+      services: decl.services,
+      timers: options.timers ?? realTimers,
+      logger: log,
+      audit: (request, verdict, reason) => audit.write(null, request, verdict, reason),
+    });
+    m.onChange((h) => {
+      for (const l of livenessListeners) l(h);
+    });
+    return m;
+  };
+  let liveness = newLiveness(running.sandbox.decl);
+  const livenessSource: LivenessSource = {
+    status: (h) => liveness.status(h),
+    onChange: (l) => {
+      livenessListeners.add(l);
+      return () => livenessListeners.delete(l);
+    },
+  };
   const scheduler = new Scheduler({
     self: policy.host,
+    liveness: livenessSource,
     sandbox: running.sandbox,
     poller,
     reporter,
@@ -220,6 +247,7 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
   }
   if (options.pidFile) await Deno.writeTextFile(options.pidFile, `${Deno.pid}\n`);
 
+  liveness.start();
   scheduler.start();
   log.info("failsh", `failsh started: host ${policy.host}, script ${script}`, {
     services: scheduler.snapshot().services.map((s) => `${s.name}:${s.role}`),
@@ -286,6 +314,13 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
       const pool = await FaildPool.open(policy2, await sandbox2.start());
       const old = running;
       running = { policy: policy2, sandbox: sandbox2, pool };
+      const probes = (d: ScriptDecl) =>
+        JSON.stringify(d.hosts.map((h) => [h.name, h.address, h.liveness ?? null]));
+      if (probes(sandbox2.decl) !== probes(old.sandbox.decl)) {
+        await liveness.stop();
+        liveness = newLiveness(sandbox2.decl);
+        liveness.start();
+      }
       await scheduler.reload(sandbox2);
       await old.sandbox.close();
       old.pool.close();
@@ -331,6 +366,7 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
     }
     await monitor?.close().catch(() => {});
     await debug?.close().catch(() => {});
+    await liveness.stop().catch(() => {});
     await running.sandbox.close().catch(() => {});
     running.pool.close();
     await net.close().catch(() => {});

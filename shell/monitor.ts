@@ -437,6 +437,43 @@ export function metricsText(
   for (const h of snapshot.hosts) {
     out.push(`failsh_peer_reachable{host="${esc(h.name)}"} ${h.reachable ? 1 : 0}`);
   }
+  const probed = snapshot.hosts.flatMap((h) => h.liveness ? [[h.name, h.liveness] as const] : []);
+  if (probed.length > 0) {
+    metric(
+      "failsh_peer_liveness_state",
+      "gauge",
+      "1 for the host liveness state of each probed peer (its kernel answers ping), 0 otherwise.",
+    );
+    for (const [name, l] of probed) {
+      for (const st of ["unknown", "alive", "silent"]) {
+        out.push(
+          `failsh_peer_liveness_state{host="${esc(name)}",state="${st}"} ${l.state === st ? 1 : 0}`,
+        );
+      }
+    }
+    metric(
+      "failsh_peer_liveness_last_answer_age_seconds",
+      "gauge",
+      "Seconds since the last echo reply of each probed peer was read (absent before the first).",
+    );
+    for (const [name, l] of probed) {
+      if (l.lastAnswerAt === null) continue;
+      const age = Math.max(0, snapshot.now - l.lastAnswerAt) / 1000;
+      out.push(`failsh_peer_liveness_last_answer_age_seconds{host="${esc(name)}"} ${age}`);
+    }
+    metric("failsh_peer_liveness_rtt_ms", "gauge", "Round-trip time of the last echo reply.");
+    for (const [name, l] of probed) {
+      if (l.rttMs !== null) out.push(`failsh_peer_liveness_rtt_ms{host="${esc(name)}"} ${l.rttMs}`);
+    }
+    metric(
+      "failsh_peer_liveness_unanswered",
+      "gauge",
+      "Echo requests in a row the peer's kernel has left unanswered.",
+    );
+    for (const [name, l] of probed) {
+      out.push(`failsh_peer_liveness_unanswered{host="${esc(name)}"} ${l.unanswered}`);
+    }
+  }
   metric("failsh_poll_latency_ms", "histogram", "Round-trip time of successful polls, by host.");
   for (const [host, h] of stats.pollLatency) {
     out.push(...histogramLines("failsh_poll_latency_ms", { host }, h));

@@ -29,6 +29,7 @@ import { Logger, logger as processLogger } from "../lib/log.ts";
 import { FakeTime } from "./_fake_time.ts";
 import { type DecisionLogEntry, type PollResult, Scheduler } from "./scheduler/scheduler.ts";
 import { loadDeclaration } from "./sandbox/load.ts";
+import type { LivenessSource, LivenessStatus } from "./liveness/prober.ts";
 import { loadPolicy, parsePolicy } from "./sandbox/policy.ts";
 
 /** One event of a scenario's timeline. */
@@ -42,7 +43,8 @@ export type ScenarioEvent =
     result: ServiceState | "timeout" | "throw";
     durationMs?: number;
   }
-  | { at: number; arbiter: "grant" | "deny" | null; service: string };
+  | { at: number; arbiter: "grant" | "deny" | null; service: string }
+  | { at: number; host: string; kernel: "silent" | "answering" | "unknown" };
 
 /** A scenario: which host the script runs as, how long, and what happens when. */
 export interface Scenario {
@@ -155,6 +157,12 @@ export function parseScenario(text: string, source: string): Scenario {
       return { at, arbiter: ev.arbiter, service: ev.service };
     }
     if (typeof ev.host !== "string") fail(w, `"host" must name a host`);
+    if ("kernel" in ev) {
+      if (ev.kernel !== "silent" && ev.kernel !== "answering" && ev.kernel !== "unknown") {
+        fail(w, `"kernel" must be silent, answering or unknown`);
+      }
+      return { at, host: ev.host, kernel: ev.kernel };
+    }
     if ("unreachable" in ev) {
       if (typeof ev.unreachable !== "boolean") fail(w, `"unreachable" must be true or false`);
       return { at, host: ev.host, unreachable: ev.unreachable };
@@ -215,6 +223,11 @@ export async function simulate(decl: ScriptDecl, scenario: Scenario): Promise<Si
     if ("host" in e && !hostNames.has(e.host)) {
       throw new SyntaxError(`Invalid scenario: events[${i}] names unknown host "${e.host}"`);
     }
+    if ("kernel" in e && decl.hosts.find((h) => h.name === e.host)?.liveness === undefined) {
+      throw new SyntaxError(
+        `Invalid scenario: events[${i}] sets the kernel of "${e.host}", which declares no liveness`,
+      );
+    }
     if ("service" in e && !serviceNames.has(e.service)) {
       throw new SyntaxError(`Invalid scenario: events[${i}] names unknown service "${e.service}"`);
     }
@@ -229,6 +242,33 @@ export async function simulate(decl: ScriptDecl, scenario: Scenario): Promise<Si
   >();
   const arbiter = new Map<string, "grant" | "deny">();
   let scheduler: Scheduler | null = null;
+  // The peers' kernels as the scenario sets them: answering until told otherwise.
+  const kernels = new Map<string, LivenessStatus>();
+  const kernelListeners = new Set<(host: string) => void>();
+  const liveness: LivenessSource = {
+    status: (h) => kernels.get(h) ?? null,
+    onChange: (l) => {
+      kernelListeners.add(l);
+      return () => kernelListeners.delete(l);
+    },
+  };
+  const setKernel = (host: string, state: "alive" | "silent" | "unknown") => {
+    const l = decl.hosts.find((h) => h.name === host)?.liveness;
+    if (!l) return;
+    const silent = state === "silent";
+    kernels.set(host, {
+      state,
+      unanswered: silent ? l.fall : 0,
+      silentMs: silent ? l.fall * l.intervalMs : 0,
+      rttMs: state === "alive" ? 0.1 : null,
+      lastAnswerAt: state === "alive" ? time.now() : kernels.get(host)?.lastAnswerAt ?? null,
+      error: null,
+    });
+    for (const fn of kernelListeners) fn(host);
+  };
+  for (const h of decl.hosts) {
+    if (h.liveness !== undefined && h.name !== scenario.self) setKernel(h.name, "alive");
+  }
 
   function setRecord(
     host: string,
@@ -316,6 +356,13 @@ export async function simulate(decl: ScriptDecl, scenario: Scenario): Promise<Si
         text = `the arbiter ${
           e.arbiter === null ? "is removed" : `says ${e.arbiter}`
         } for ${e.service}`;
+      } else if ("kernel" in e) {
+        setKernel(e.host, e.kernel === "answering" ? "alive" : e.kernel);
+        text = e.kernel === "silent"
+          ? `${e.host}'s kernel stops answering ping`
+          : e.kernel === "answering"
+          ? `${e.host}'s kernel answers ping`
+          : `${e.host}'s kernel never answered (ICMP filtered)`;
       } else if ("unreachable" in e) {
         if (e.unreachable) unreachable.add(e.host);
         else unreachable.delete(e.host);
@@ -348,6 +395,7 @@ export async function simulate(decl: ScriptDecl, scenario: Scenario): Promise<Si
     timers: time,
     logger: quiet,
     arbiter: (s) => arbiter.get(s),
+    liveness,
     onDecision: (entry) => {
       lines.push({
         atMs: entry.at,
@@ -425,8 +473,8 @@ export function formatSimulation(
         `${"".padStart(8)}  ${"".padEnd(10)} ${"".padEnd(7)} ${"".padEnd(8)}   inputs: ${
           i.peers.map((p) =>
             `${p.name}=${p.reachable ? p.state ?? "none" : "unreachable"}${
-              p.flapped ? "(flapped)" : ""
-            }`
+              p.kernelSilentMs === undefined ? "" : `(kernel silent ${p.kernelSilentMs}ms)`
+            }${p.flapped ? "(flapped)" : ""}`
           )
             .join(" ")
         } grace=${i.graceOver ? "over" : "on"} self=${

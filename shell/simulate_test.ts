@@ -105,6 +105,82 @@ Deno.test("simulate() honours an arbiter veto", async () => {
   assert.ok(r.lines.some((l) => l.rule === "arbiter-veto"), formatSimulation(r));
 });
 
+const LIVE: ScriptDecl = {
+  ...DECL,
+  hosts: DECL.hosts.map((h) =>
+    h.name === "alpha" ? { ...h, liveness: { intervalMs: 10, fall: 5 } } : h
+  ),
+  services: [svc({ intervalMs: 1000, graceMs: 0 })],
+};
+
+Deno.test("simulate() with host liveness: a silent kernel is dead at once, a stalled faild is not", async (t) => {
+  await t.step("alpha's kernel stops answering: beta starts at once, and says why", async () => {
+    const r = await simulate(LIVE, {
+      self: "beta",
+      durationMs: 6000,
+      events: [
+        { at: 0, host: "alpha", service: "web", state: "UP" },
+        { at: 2500, host: "alpha", unreachable: true },
+        { at: 2500, host: "alpha", kernel: "silent" },
+      ],
+    });
+    const start = r.lines.find((l) => l.kind === "decision" && l.action === "start");
+    assert.ok(start, formatSimulation(r));
+    assert.equal(start.atMs, 2500, "at the silence, not after 3 missed polls of 1 s");
+    assert.match(start.text, /alpha's kernel has not answered for 50 ms \(counts as FAIL\)/);
+    assert.match(formatSimulation(r), /alpha's kernel stops answering ping/);
+    assert.match(formatSimulation(r, { inputs: true }), /alpha=unreachable\(kernel silent 50ms\)/);
+  });
+  await t.step(
+    "alpha's faild stalls while its kernel answers: the polls' fall decides",
+    async () => {
+      const r = await simulate(LIVE, {
+        self: "beta",
+        durationMs: 6000,
+        events: [
+          { at: 0, host: "alpha", service: "web", state: "UP" },
+          { at: 2500, host: "alpha", unreachable: true },
+        ],
+      });
+      const start = r.lines.find((l) => l.kind === "decision" && l.action === "start");
+      assert.ok(start, formatSimulation(r));
+      assert.equal(start.atMs, 5000, "three missed polls at 3000, 4000, 5000");
+      assert.match(start.text, /alpha is unreachable \(counts as FAIL\)/);
+    },
+  );
+  await t.step("a short stall (two polls) on a live kernel makes no takeover", async () => {
+    const r = await simulate(LIVE, {
+      self: "beta",
+      durationMs: 6000,
+      events: [
+        { at: 0, host: "alpha", service: "web", state: "UP" },
+        { at: 2500, host: "alpha", unreachable: true },
+        { at: 4500, host: "alpha", unreachable: false },
+      ],
+    });
+    assert.equal(r.final.web, "FAIL", formatSimulation(r));
+    assert.ok(!r.lines.some((l) => l.action === "start"), formatSimulation(r));
+  });
+  await t.step("the kernel event needs a host that declares liveness", async () => {
+    await assert.rejects(
+      simulate(DECL, {
+        self: "beta",
+        durationMs: 100,
+        events: [{ at: 0, host: "alpha", kernel: "silent" }],
+      }),
+      /events\[0\] sets the kernel of "alpha", which declares no liveness/,
+    );
+    assert.throws(
+      () =>
+        parseScenario(
+          '{"self":"a","durationMs":1,"events":[{"at":0,"host":"b","kernel":"dead"}]}',
+          "s.json",
+        ),
+      /"kernel" must be silent, answering or unknown/,
+    );
+  });
+});
+
 Deno.test("simulate() refuses a scenario naming an unknown host", async () => {
   await assert.rejects(
     simulate(DECL, {

@@ -123,6 +123,70 @@ service("web", { masters: ["alpha"], slaves: ["beta"], interval: "1s",
       assert.equal(r.code, 1, r.out);
       assert.match(r.out, /^warning: .*keys\.k: cannot read .*missing\.key/m);
     });
+    await t.step(
+      "a liveness probe: a clean one passes, a bad or useless one is reported",
+      async () => {
+        await Deno.writeTextFile(
+          `${dir}/live.ts`,
+          good.replace(
+            'host("beta", { address: "127.0.0.2", key: "k" });',
+            'host("beta", { address: "127.0.0.2", key: "k", liveness: { interval: "10ms", fall: 5 } });',
+          ),
+        );
+        const ok = await check(`${dir}/live.ts`, `${dir}/policy.json`);
+        assert.equal(ok.code, 0, ok.out);
+        await Deno.writeTextFile(
+          `${dir}/live_bad.ts`,
+          good.replace(
+            'host("beta", { address: "127.0.0.2", key: "k" });',
+            'host("beta", { address: "127.0.0.2", key: "k", liveness: { interval: "2ms" } });',
+          ),
+        );
+        const bad = await check(`${dir}/live_bad.ts`, `${dir}/policy.json`);
+        assert.equal(bad.code, 2, bad.out);
+        assert.match(
+          bad.out,
+          /^error: .*live_bad\.ts: .*RangeError: Invalid liveness\.interval of host beta: "2ms" is out of range: a duration here is from 5ms to 10s$/m,
+        );
+        await Deno.writeTextFile(
+          `${dir}/live_slow.ts`,
+          good.replace(
+            'host("beta", { address: "127.0.0.2", key: "k" });',
+            'host("beta", { address: "127.0.0.2", key: "k", liveness: { interval: "1s", fall: 5 } });',
+          ),
+        );
+        const slow = await check(`${dir}/live_slow.ts`, `${dir}/policy.json`);
+        assert.equal(slow.code, 1, slow.out);
+        assert.match(
+          slow.out,
+          /^warning: .*host beta: liveness detects a silent kernel after 5000 ms, no sooner than the polls \(3000 ms\): it adds nothing$/m,
+        );
+      },
+    );
+    await t.step("more peers with liveness than failsh probes is an error", async () => {
+      const hosts = Array.from({ length: 34 }, (_, i) => `h${i}`);
+      await Deno.writeTextFile(
+        `${dir}/live_many.ts`,
+        `import { host, service } from ${JSON.stringify(mod)};
+host("alpha", { address: "127.0.0.1", key: "k" });
+${
+          hosts.map((h, i) =>
+            `host("${h}", { address: "127.0.1.${
+              i + 1
+            }", key: "k", liveness: { interval: "10ms" } });`
+          ).join("\n")
+        }
+service("web", { masters: ["alpha"], slaves: ${JSON.stringify(hosts)}, interval: "1s",
+  start: async () => "UP", stop: async () => "FAIL" });
+`,
+      );
+      const r = await check(`${dir}/live_many.ts`, `${dir}/policy.json`);
+      assert.equal(r.code, 2, r.out);
+      assert.match(
+        r.out,
+        /^error: .*live_many\.ts: liveness is declared for 34 peers of alpha: at most 32 are probed \(h32, h33 would be judged by polls alone\)$/m,
+      );
+    });
     await t.step("--json gives the code and the problems", async () => {
       const r = await check(`${dir}/bad.ts`, `${dir}/policy.json`, ["--json"]);
       const report = JSON.parse(r.out.slice(r.out.indexOf("{")));

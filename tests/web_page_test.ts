@@ -33,7 +33,19 @@ Deno.test({
 
       await t.step("a failover shows up without a reload", async () => {
         await page.evaluate(() => ((globalThis as { marker?: number }).marker = 42));
-        fake.set(failoverSnapshot(fake.snapshot));
+        const failover = failoverSnapshot(fake.snapshot);
+        failover.hosts.find((h) => h.name === "beta")!.liveness = {
+          state: "silent",
+          intervalMs: 10,
+          fall: 5,
+          unanswered: 5,
+          silentMs: 52,
+          rttMs: 0.05,
+          lastAnswerAt: failover.now - 60,
+          error: null,
+          decisive: true,
+        };
+        fake.set(failover);
         await page.waitForSelector("table.services tr[data-service=web][data-state=UP]");
         assert.equal(await page.title(), "(1 down) failmon: alpha");
         assert.equal(
@@ -44,7 +56,7 @@ Deno.test({
         await page.waitForSelector("table.hosts tr[data-host=beta].unreachable");
         assert.match(
           await page.locator("table.hosts tr[data-host=beta]").innerText(),
-          /NO\s+3\s.*connection refused/s,
+          /NO\s+3\s.*SILENT 52ms.*connection refused/s,
         );
         const web = await page.locator("table.services tr[data-service=web]").innerText();
         assert.match(web, /start: master beta is FAIL \(unreachable after 3 misses\)/);

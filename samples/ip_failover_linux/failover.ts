@@ -20,6 +20,7 @@ import {
   type HandlerContext,
   host,
   type HostOptions,
+  type LivenessOptions,
   service,
   type ServiceState,
 } from "../../mod.ts";
@@ -54,6 +55,11 @@ export interface IpFailoverConfig {
   grace?: Duration;
   /** Time limit of each handler (default 10 s). */
   handlerTimeout?: Duration;
+  /**
+   * Host liveness for every host (opt in): failsh pings each peer every `interval` and counts it
+   * dead at once after `fall` unanswered echo requests, e.g. `{ interval: "10ms", fall: 5 }`.
+   */
+  liveness?: LivenessOptions;
 }
 
 /**
@@ -80,6 +86,7 @@ export function ipFailover(config: IpFailoverConfig): string {
   for (const [name, address] of Object.entries(config.hosts)) {
     const options: HostOptions = { address, key };
     if (config.port !== undefined) options.port = config.port;
+    if (config.liveness !== undefined) options.liveness = config.liveness;
     host(name, options);
   }
   const name = config.service ?? "vip";

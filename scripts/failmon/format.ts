@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { DecisionView, HandlerRunView, HostView } from "../../lib/types.ts";
+import type { DecisionView, HandlerRunView, HostLiveness, HostView } from "../../lib/types.ts";
 
 /**
  * Formats a timestamp as `HH:MM:SS` in UTC.
@@ -106,6 +106,31 @@ export function fmtLatency(ms: number | null): string {
   if (ms === null || !Number.isFinite(ms)) return "-";
   if (ms < 10) return `${ms.toFixed(2)}ms`;
   return `${Math.round(ms)}ms`;
+}
+
+/**
+ * Summarises a peer's host liveness (the KERNEL column): `alive 0.05ms`, `SILENT 52ms`,
+ * `unknown` (never answered: polls alone judge it), `no prober` (ping is being restarted).
+ *
+ * @param l The host's liveness, or `undefined` when it declares none.
+ * @returns One short cell, `-` without liveness.
+ *
+ * @example
+ * ```ts
+ * import { fmtLiveness } from "./format.ts";
+ * const l = {
+ *   state: "silent" as const, intervalMs: 10, fall: 5, unanswered: 5, silentMs: 52,
+ *   rttMs: 0.05, lastAnswerAt: 0, error: null, decisive: true,
+ * };
+ * console.log(fmtLiveness(l)); // "SILENT 52ms"
+ * ```
+ */
+export function fmtLiveness(l: HostLiveness | undefined): string {
+  if (l === undefined) return "-";
+  if (l.error !== null) return "no prober";
+  if (l.state === "alive") return `alive ${fmtLatency(l.rttMs)}`;
+  if (l.state === "silent") return `SILENT ${Math.round(l.silentMs)}ms`;
+  return "unknown";
 }
 
 /**

@@ -53,7 +53,17 @@ export function renderHtml(snapshot: FailshSnapshot, options: RenderHtmlOptions 
   const parts: string[] = [];
   parts.push(`<h3>Hosts</h3>`);
   parts.push(table(
-    ["Host", "Reachable", "Misses", "Last connect", "Last call", "Latency", "Services", "Error"],
+    [
+      "Host",
+      "Reachable",
+      "Misses",
+      "Last connect",
+      "Last call",
+      "Latency",
+      "Kernel",
+      "Services",
+      "Error",
+    ],
     snapshot.hosts.map((h) => [
       e(h.name + (h.self ? " (self)" : "")),
       h.reachable ? `<span class="yes">yes</span>` : `<span class="no">NO</span>`,
@@ -61,6 +71,9 @@ export function renderHtml(snapshot: FailshSnapshot, options: RenderHtmlOptions 
       e(format.fmtWhen(h.lastConnect, now)),
       e(format.fmtWhen(h.lastCall, now)),
       e(format.fmtLatency(h.latencyMs)),
+      h.liveness?.state === "silent"
+        ? `<span class="no">${e(format.fmtLiveness(h.liveness))}</span>`
+        : e(format.fmtLiveness(h.liveness)),
       e(h.services.length),
       e(h.lastError ?? ""),
     ]),

@@ -13,6 +13,7 @@ import {
   fmtDuration,
   fmtHandler,
   fmtLatency,
+  fmtLiveness,
   fmtWhen,
   serviceNames,
 } from "./format.ts";
@@ -85,7 +86,17 @@ export function renderText(snapshot: FailshSnapshot, options: RenderTextOptions 
   out.push("HOSTS");
   out.push(
     ...columns(
-      ["NAME", "REACHABLE", "MISSES", "LAST CONNECT", "LAST CALL", "LATENCY", "SERVICES", "ERROR"],
+      [
+        "NAME",
+        "REACHABLE",
+        "MISSES",
+        "LAST CONNECT",
+        "LAST CALL",
+        "LATENCY",
+        "KERNEL",
+        "SERVICES",
+        "ERROR",
+      ],
       snapshot.hosts.map((h) => [
         h.name + (h.self ? " (self)" : ""),
         h.reachable ? "yes" : "NO",
@@ -93,6 +104,7 @@ export function renderText(snapshot: FailshSnapshot, options: RenderTextOptions 
         fmtWhen(h.lastConnect, now),
         fmtWhen(h.lastCall, now),
         fmtLatency(h.latencyMs),
+        fmtLiveness(h.liveness),
         String(h.services.length),
         h.lastError ?? "",
       ]),

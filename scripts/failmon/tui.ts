@@ -18,6 +18,7 @@ import {
   fmtDuration,
   fmtHandler,
   fmtLatency,
+  fmtLiveness,
   fmtWhen,
   hostTime,
 } from "./format.ts";
@@ -374,12 +375,13 @@ function hostsView(input: ScreenInput, snapshot: FailshSnapshot, room: number): 
   const now = snapshot.now;
   const which = state.lastCall ? "LAST CALL" : "LAST CONNECT";
   const g = grid(
-    ["HOST", "REACHABLE", which, "LATENCY", "MISSES", "SERVICES", "LAST ERROR"],
+    ["HOST", "REACHABLE", which, "LATENCY", "KERNEL", "MISSES", "SERVICES", "LAST ERROR"],
     snapshot.hosts.map((h) => [
       h.name + (h.self ? " (self)" : ""),
       h.reachable ? ["yes", "UP"] : ["NO", "FAIL"],
       fmtWhen(hostTime(h, state.lastCall), now),
       fmtLatency(h.latencyMs),
+      h.liveness?.state === "silent" ? [fmtLiveness(h.liveness), "bad"] : fmtLiveness(h.liveness),
       h.misses > 0 ? [String(h.misses), "bad"] : String(h.misses),
       String(servicesOf(snapshot, h).length),
       h.lastError ?? "",

@@ -77,7 +77,7 @@ Deno.test("applyKey moves between the views like the original's keys", async (t)
 
 Deno.test("renderScreen shows hosts, then services, then a service's detail", () => {
   const hosts = screen(initialState());
-  assert.match(hosts, /HOST\s+REACHABLE\s+LAST CONNECT\s+LATENCY\s+MISSES\s+SERVICES/);
+  assert.match(hosts, /HOST\s+REACHABLE\s+LAST CONNECT\s+LATENCY\s+KERNEL\s+MISSES\s+SERVICES/);
   assert.match(hosts, /alpha \(self\)\s+yes/);
   assert.match(hosts, /beta\s+yes/);
   assert.match(screen(press(["toggle"])), /REACHABLE\s+LAST CALL\s+LATENCY/);
@@ -161,4 +161,25 @@ Deno.test("servicesOf merges what failsh runs with what the local faild holds", 
     ["extra", "-"],
     ["web", "slave"],
   ]);
+});
+
+Deno.test("renderScreen shows each peer's kernel liveness in the hosts view", () => {
+  const snapshot = sampleSnapshot();
+  const beta = snapshot.hosts.find((h) => !h.self)!;
+  const liveness = {
+    state: "silent" as const,
+    intervalMs: 10,
+    fall: 5,
+    unanswered: 5,
+    silentMs: 52,
+    rttMs: 0.05,
+    lastAnswerAt: snapshot.now - 60,
+    error: null,
+    decisive: true,
+  };
+  beta.liveness = liveness;
+  assert.match(screen(initialState(), snapshot), /beta\s+yes\s+.*ago\)\s+\S+\s+SILENT 52ms/);
+  beta.liveness = { ...liveness, state: "alive", silentMs: 0, unanswered: 0, decisive: false };
+  assert.match(screen(initialState(), snapshot), /beta\s+yes\s+.*ago\)\s+\S+\s+alive 0\.05ms/);
+  assert.match(screen(initialState(), snapshot), /alpha \(self\)\s+yes\s+.*ago\)\s+\S+\s+-\s/);
 });

@@ -7,6 +7,16 @@
  */
 import type { HostDecl, ScriptDecl, ServiceDecl } from "../contract.ts";
 import { ScriptRegistry } from "../script/registry.ts";
+import type { LivenessOptions } from "../script/api.ts";
+
+/** The `host()` liveness options that declare `value`, or `value` itself when it is no object. */
+function livenessOptions(value: unknown): LivenessOptions {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return value as LivenessOptions;
+  }
+  const { intervalMs, fall } = value as Record<string, unknown>;
+  return { interval: intervalMs, fall } as LivenessOptions;
+}
 
 /**
  * Checks a declaration received from a script's child: it must be exactly what a
@@ -44,7 +54,13 @@ export function checkDecl(value: unknown): ScriptDecl {
   try {
     for (const h of v.hosts as HostDecl[]) {
       if (typeof h !== "object" || h === null) fail("a host is not an object");
-      r.host(h.name, { address: h.address, port: h.port, protocol: h.protocol, key: h.key });
+      r.host(h.name, {
+        address: h.address,
+        port: h.port,
+        protocol: h.protocol,
+        key: h.key,
+        ...(h.liveness === undefined ? {} : { liveness: livenessOptions(h.liveness) }),
+      });
     }
     for (const d of v.services as ServiceDecl[]) {
       if (typeof d !== "object" || d === null || !Array.isArray(d.handlers)) {

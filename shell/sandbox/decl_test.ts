@@ -11,6 +11,11 @@ Deno.test("checkDecl() accepts what the registry sends and nothing else", async 
   await t.step("a registry's declaration", () => {
     assertEquals(checkDecl(JSON.parse(JSON.stringify(good))), good);
   });
+  await t.step("a host with a liveness probe", () => {
+    const d = JSON.parse(JSON.stringify(good));
+    d.hosts[0].liveness = { intervalMs: 10, fall: 5 };
+    assertEquals(checkDecl(d).hosts[0]!.liveness, { intervalMs: 10, fall: 5 });
+  });
   // deno-lint-ignore no-explicit-any
   const forged = (patch: (d: Record<string, any>) => void) => {
     const d = JSON.parse(JSON.stringify(good));
@@ -28,10 +33,27 @@ Deno.test("checkDecl() accepts what the registry sends and nothing else", async 
       /masters names host "mallory", which is not declared/,
     );
     throws(forged((d) => (d.traps = -1)), /traps must be a count/);
+    throws(
+      forged((d) => (d.hosts[0].liveness = { intervalMs: 1, fall: 5 })),
+      /Invalid declaration from the script: Invalid liveness\.interval of host alpha/,
+    );
+    throws(
+      forged((d) => (d.hosts[0].liveness = { intervalMs: 10, fall: 1000 })),
+      /liveness\.fall must be an integer 1-100/,
+    );
+    throws(forged((d) => (d.hosts[0].liveness = null)), /liveness must be an object/);
     throws(() => checkDecl("decl"), /not an object/);
   });
   await t.step("fields a registry never sends", () => {
     throws(forged((d) => (d.services[0].priority = 1)), /fields or values mod\.ts never sends/);
+    throws(
+      forged((d) => (d.hosts[0].liveness = { intervalMs: "10ms", fall: 5 })),
+      /never sends/,
+    );
+    throws(
+      forged((d) => (d.hosts[0].liveness = { intervalMs: 10, fall: 5, address: "10.0.0.1" })),
+      /never sends/,
+    );
     throws(
       forged((d) => (d.services[0].handlers = ["start", "stop", "reclaim", "start"])),
       /never sends/,

@@ -81,6 +81,12 @@ export interface PeerInput {
    * registered the service and has not held it yet, e.g. a master in its start-up grace.
    */
   neverHeld?: boolean;
+  /**
+   * Set when the host is unreachable because its kernel, which answered this host's liveness
+   * probe, stopped answering: for how long, ms (ping's clock). Only the reason shows it: the
+   * host is unreachable either way.
+   */
+  kernelSilentMs?: number;
 }
 
 /** Everything {@linkcode decide} looks at. */
@@ -189,6 +195,9 @@ function effective(peer: PeerInput): ServiceState {
 }
 
 function describe(peer: PeerInput): string {
+  if (!peer.reachable && peer.kernelSilentMs !== undefined) {
+    return `${peer.name}'s kernel has not answered for ${peer.kernelSilentMs} ms (counts as FAIL)`;
+  }
   if (!peer.reachable) return `${peer.name} is unreachable (counts as FAIL)`;
   if (peer.state === null) return `${peer.name} has no record (counts as FAIL)`;
   return `${peer.name} is ${peer.state}`;

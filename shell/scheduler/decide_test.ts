@@ -92,6 +92,29 @@ const ROWS: Row[] = [
     mentions: ["alpha is unreachable"],
   },
   {
+    name: "a master whose kernel stopped answering counts as FAIL and the reason says so",
+    input: input({
+      peers: [
+        peer("alpha", "UP", { reachable: false, kernelSilentMs: 52 }),
+        peer("gamma", "FAIL"),
+      ],
+    }),
+    action: "start",
+    rule: "slave-start",
+    mentions: ["alpha's kernel has not answered for 52 ms (counts as FAIL)"],
+  },
+  {
+    name: "a holder stays when only a lower peer's kernel is silent",
+    input: input({
+      self: "alpha",
+      local: "UP",
+      peers: [peer("beta", "UP", { reachable: false, kernelSilentMs: 60 }), peer("gamma", "FAIL")],
+    }),
+    action: "none",
+    rule: "holding",
+    mentions: ["alpha holds web"],
+  },
+  {
     name:
       "a cold start: the slave defers to a reachable master whose failsh has not registered yet",
     input: input({ peers: [peer("alpha", null), peer("gamma", "FAIL")] }),

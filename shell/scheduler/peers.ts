@@ -5,8 +5,11 @@
  * `decide()` ({@linkcode Peers.inputs}). It decides nothing: after each answer or miss it
  * tells the scheduler (`scheduler.ts`), which decides.
  *
- * Room for later inputs: a per-peer host liveness (the kernel answers ping) makes a peer
- * unreachable at once in {@linkcode Peers.inputs}, beside the polls' hysteresis.
+ * Host liveness (`shell/liveness/`), beside the polls' hysteresis: a peer whose kernel answered
+ * its liveness probe and then fell silent is unreachable at once, for every service
+ * ({@linkcode Peers.inputs} names the silence); it counts reachable again after `rise` polls
+ * sent after the silence, like any peer back from a cut. A stalled faild on a host whose kernel
+ * answers is judged by the polls alone, at their own pace.
  *
  * @module
  */
@@ -15,6 +18,7 @@ import type { HostView, ServiceRecord } from "../../lib/types.ts";
 import type { PeerInput } from "./decide.ts";
 import type { EventSink } from "./events.ts";
 import { increment, observe, POLL_BUCKETS, type SchedulerStats } from "./stats.ts";
+import type { LivenessSource } from "../liveness/prober.ts";
 
 /** Clock and timers (real ones by default; tests inject fake time). */
 export interface Timers {
@@ -104,6 +108,8 @@ export interface PeersOptions {
   events: EventSink;
   /** Where answers, misses and traps go. */
   hooks: PeersHooks;
+  /** The peers' host liveness (default none: polls alone judge every peer). */
+  liveness?: LivenessSource | undefined;
 }
 
 /** The peers' part of {@linkcode decide}'s input for one service. */
@@ -154,6 +160,11 @@ interface HostRuntime {
   staleUntil: number;
   /** Reachable as the snapshot shows it (null until known). */
   reachable: boolean | null;
+  /**
+   * When the host's kernel was judged silent and the host made unreachable for it, or `null`.
+   * Cleared when the kernel answers again, or when a poll sent after it is answered.
+   */
+  kernelSilentAt: number | null;
 }
 
 /** A count of polls of a service's interval expressed in polls of a host's (faster) interval. */
@@ -182,6 +193,7 @@ export class Peers {
   /** Per service, per host: reachable after that service's hysteresis (null until known). */
   #reach = new Map<string, Map<string, boolean | null>>();
   #running = false;
+  #unsubscribe: (() => void) | null = null;
 
   /**
    * Creates the view of every host that takes part in one of the given services.
@@ -229,6 +241,7 @@ export class Peers {
         restored: new Map(),
         staleUntil: 0,
         reachable: null,
+        kernelSilentAt: null,
       });
     }
     for (const s of options.services) {
@@ -245,12 +258,19 @@ export class Peers {
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    this.#unsubscribe = this.#opts.liveness?.onChange((h) => this.#kernel(h)) ?? null;
+    // A kernel already silent (a reload while a peer is down) counts from the start.
+    for (const name of this.#hosts.keys()) {
+      if (this.#opts.liveness?.status(name)?.state === "silent") this.#kernel(name);
+    }
     for (const host of this.#hosts.values()) this.#schedule(host, 0);
   }
 
   /** Stops polling; answers still on their way are ignored. */
   stop(): void {
     this.#running = false;
+    this.#unsubscribe?.();
+    this.#unsubscribe = null;
     for (const host of this.#hosts.values()) this.#clear(host);
   }
 
@@ -285,14 +305,17 @@ export class Peers {
       const host = this.#hosts.get(name)!;
       const rec = host.records.find((x) => x.name === service);
       const restored = host.restored.get(service);
-      peers.push({
+      const input: PeerInput = {
         name,
         reachable: r === true,
         state: rec?.state ?? null,
         flapped: host.flapped.has(service),
         stale: rec !== undefined && restored === rec.changes && now < host.staleUntil,
         neverHeld: rec !== undefined && rec.changes === 0,
-      });
+      };
+      const kernel = r === false ? this.#kernelSilentMs(host) : null;
+      if (kernel !== null) input.kernelSilentMs = kernel;
+      peers.push(input);
     }
     return { peers, known, selfReachable: reach.get(this.#opts.self) !== false };
   }
@@ -328,18 +351,71 @@ export class Peers {
 
   /** The hosts as the monitor's snapshot shows them. */
   views(): HostView[] {
-    return [...this.#hosts.values()].map((h) => ({
-      name: h.decl.name,
-      url: h.url,
-      self: h.self,
-      reachable: h.reachable === true,
-      misses: h.misses,
-      lastConnect: h.lastConnect,
-      lastCall: h.lastCall,
-      latencyMs: h.latencyMs,
-      lastError: h.lastError,
-      services: h.records,
-    }));
+    return [...this.#hosts.values()].map((h) => {
+      const view: HostView = {
+        name: h.decl.name,
+        url: h.url,
+        self: h.self,
+        reachable: h.reachable === true,
+        misses: h.misses,
+        lastConnect: h.lastConnect,
+        lastCall: h.lastCall,
+        latencyMs: h.latencyMs,
+        lastError: h.lastError,
+        services: h.records,
+      };
+      const status = h.self ? null : this.#opts.liveness?.status(h.decl.name) ?? null;
+      if (status !== null && h.decl.liveness !== undefined) {
+        view.liveness = {
+          ...status,
+          intervalMs: h.decl.liveness.intervalMs,
+          fall: h.decl.liveness.fall,
+          decisive: h.kernelSilentAt !== null,
+        };
+      }
+      return view;
+    });
+  }
+
+  /** How long the host's kernel has been silent, when that is why it is unreachable. */
+  #kernelSilentMs(host: HostRuntime): number | null {
+    if (host.kernelSilentAt === null) return null;
+    const status = this.#opts.liveness?.status(host.decl.name);
+    return status?.state === "silent" ? status.silentMs : null;
+  }
+
+  /**
+   * A peer's liveness changed. Silent (its kernel answered, then left `fall` echo requests
+   * unanswered): unreachable at once for every service, whatever the polls' hysteresis says, and
+   * it needs `rise` answers to polls sent from now on to count again. Answering again: nothing
+   * changes at once (the polls bring it back). Unknown (the prober stopped): polls alone.
+   */
+  #kernel(name: string): void {
+    const host = this.#hosts.get(name);
+    if (!host || host.self || !this.#running) return;
+    const status = this.#opts.liveness?.status(name);
+    if (status?.state === "silent") {
+      if (host.kernelSilentAt !== null) return;
+      host.kernelSilentAt = this.#timers.now();
+      host.goods = 0;
+      host.lastError = `its kernel has not answered for ${status.silentMs} ms`;
+      for (const svc of host.services) {
+        const reach = this.#reach.get(svc)!;
+        if (reach.get(name) !== false) {
+          reach.set(name, false);
+          host.comebackSeen.delete(svc);
+        }
+      }
+      this.#updateReachable(host);
+      this.#hooks.missed(name, host.services);
+      this.#events.changed();
+      return;
+    }
+    if (host.kernelSilentAt !== null && status?.state === "alive") {
+      this.#events.add("peer", null, name, `${name}'s kernel answers again`);
+    }
+    host.kernelSilentAt = null;
+    this.#events.changed();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -437,8 +513,21 @@ export class Peers {
     const now = this.#timers.now();
     const name = host.decl.name;
     const wasFailing = host.misses > 0 || host.lastConnect === null;
+    // A poll sent before the host's kernel fell silent says nothing about it since: it does not
+    // count towards `rise`. One sent after it does, and outweighs the silence (its faild
+    // answers, so ICMP was filtered or rate-limited on the way): polls alone judge it again.
+    const beforeSilence = host.kernelSilentAt !== null && now - latencyMs <= host.kernelSilentAt;
+    if (host.kernelSilentAt !== null && !beforeSilence) {
+      host.kernelSilentAt = null;
+      this.#events.add(
+        "peer",
+        null,
+        name,
+        `${name}'s faild answers though its kernel does not answer ping (ICMP filtered?): polls alone judge it`,
+      );
+    }
     host.misses = 0;
-    host.goods++;
+    if (!beforeSilence) host.goods++;
     host.lastConnect = now;
     host.latencyMs = latencyMs;
     host.lastError = null;
@@ -521,7 +610,9 @@ export class Peers {
         host.comebackSeen.add(svc.name);
       }
       if (k === false && host.goods === 1) host.backAt = now;
-      if (k === null || (k === false && host.goods >= rise)) reach.set(name, true);
+      if ((k === null && !beforeSilence) || (k === false && host.goods >= rise)) {
+        reach.set(name, true);
+      }
     }
     this.#updateReachable(host);
     this.#hooks.answered({
@@ -581,6 +672,8 @@ export class Peers {
       name,
       next
         ? `${name} is reachable${previous === false ? " again" : ""}`
+        : host.kernelSilentAt !== null
+        ? `${name} is unreachable: ${host.lastError}`
         : `${name} is unreachable after ${host.misses} missed polls: ${
           host.lastError ?? "no answer"
         }`,

@@ -4,6 +4,7 @@ import { type Answer, Peers, type PollResult } from "./peers.ts";
 import { schedulerStats } from "./stats.ts";
 import type { HostDecl, ServiceDecl } from "../contract.ts";
 import type { ServiceRecord, ServiceState } from "../../lib/types.ts";
+import type { LivenessSource, LivenessStatus } from "../liveness/prober.ts";
 
 function host(name: string): HostDecl {
   return { name, address: "127.0.0.1", port: 7100, protocol: "http", key: null };
@@ -25,10 +26,34 @@ function service(name: string, over: Partial<ServiceDecl> = {}): ServiceDecl {
   };
 }
 
-/** alpha's view of beta, whose faild answers as told. */
-function setup(services: ServiceDecl[]) {
+/** A fake liveness source: the test sets beta's kernel's state. */
+class FakeLiveness implements LivenessSource {
+  states = new Map<string, LivenessStatus>();
+  #listeners = new Set<(host: string) => void>();
+  set(host: string, state: LivenessStatus["state"], silentMs = 0): void {
+    this.states.set(host, {
+      state,
+      unanswered: state === "silent" ? 5 : 0,
+      silentMs,
+      rttMs: 0.1,
+      lastAnswerAt: null,
+      error: null,
+    });
+    for (const l of this.#listeners) l(host);
+  }
+  status(host: string): LivenessStatus | null {
+    return this.states.get(host) ?? null;
+  }
+  onChange(listener: (host: string) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+}
+
+/** alpha's view of beta, whose faild answers as told (after `delay` ms). */
+function setup(services: ServiceDecl[], liveness?: LivenessSource) {
   const time = new FakeTime();
-  const beta = { up: true, boot: "b1", records: new Map<string, ServiceRecord>() };
+  const beta = { up: true, boot: "b1", delay: 0, records: new Map<string, ServiceRecord>() };
   const set = (svc: string, state: ServiceState, changes: number) =>
     beta.records.set(svc, {
       name: svc,
@@ -41,26 +66,34 @@ function setup(services: ServiceDecl[]) {
   const poller = (h: HostDecl): Promise<PollResult> => {
     if (h.name === "alpha") return Promise.resolve({ bootId: "a1", services: [] });
     if (!beta.up) return Promise.reject(new Error("beta does not answer"));
-    return Promise.resolve({ bootId: beta.boot, services: [...beta.records.values()] });
+    const result = { bootId: beta.boot, services: [...beta.records.values()] };
+    if (beta.delay === 0) return Promise.resolve(result);
+    return new Promise((resolve) => time.setTimeout(() => resolve(result), beta.delay));
   };
   const answers: Answer[] = [];
+  const missed: number[] = [];
+  const events: string[] = [];
   const peers = new Peers({
     self: "alpha",
-    hosts: [host("alpha"), host("beta")],
+    hosts: [
+      host("alpha"),
+      { ...host("beta"), ...(liveness ? { liveness: { intervalMs: 10, fall: 5 } } : {}) },
+    ],
     services,
     poller,
     timers: time,
     stats: schedulerStats(),
-    events: { add: () => {}, changed: () => {} },
+    events: { add: (_k, _s, _h, message) => events.push(message), changed: () => {} },
     hooks: {
       trap: () => {},
       answered: (a) => {
         if (!a.self) answers.push(a);
       },
-      missed: () => {},
+      missed: () => missed.push(time.now()),
     },
+    liveness,
   });
-  return { time, beta, set, peers, answers };
+  return { time, beta, set, peers, answers, missed, events };
 }
 
 Deno.test("Peers counts a peer unreachable after fall misses, back after rise answers", async () => {
@@ -135,4 +168,116 @@ Deno.test("Peers marks a restarted peer's restored records stale until it sets t
   await time.advance(300);
   assert.equal(stale(), false, "or (fall + 1) intervals passed");
   peers.stop();
+});
+
+Deno.test("Peers with host liveness: a silent kernel is unreachable at once, a stalled faild is not", async (t) => {
+  const svc = service("web", { intervalMs: 1000, fall: 3, rise: 2 });
+  await t.step(
+    "kernel answering, then silent: unreachable at once, the reason names it",
+    async () => {
+      const kernel = new FakeLiveness();
+      const { time, peers, missed, events } = setup([svc], kernel);
+      peers.start();
+      kernel.set("beta", "alive");
+      await time.advance(50);
+      assert.equal(peers.inputs("web").peers[0]!.reachable, true);
+      const decidedBefore = missed.length;
+      kernel.set("beta", "silent", 52);
+      const p = peers.inputs("web").peers[0]!;
+      assert.deepEqual([p.reachable, p.kernelSilentMs], [false, 52]);
+      assert.equal(missed.length, decidedBefore + 1, "the scheduler is told to decide at once");
+      assert.ok(events.includes("beta is unreachable: its kernel has not answered for 52 ms"));
+      assert.equal(peers.views()[1]!.liveness?.decisive, true);
+      peers.stop();
+    },
+  );
+  await t.step(
+    "kernel answering, faild stalled: the polls' fall decides, at their pace",
+    async () => {
+      const kernel = new FakeLiveness();
+      const { time, beta, peers } = setup([svc], kernel);
+      peers.start();
+      kernel.set("beta", "alive");
+      await time.advance(50);
+      beta.up = false;
+      await time.advance(2000);
+      assert.equal(peers.inputs("web").peers[0]!.reachable, true, "2 misses of fall 3");
+      await time.advance(1000);
+      const p = peers.inputs("web").peers[0]!;
+      assert.deepEqual([p.reachable, p.kernelSilentMs], [false, undefined]);
+      peers.stop();
+    },
+  );
+  await t.step("a kernel that never answered (ICMP filtered): polls alone", async () => {
+    const kernel = new FakeLiveness();
+    const { time, beta, peers } = setup([svc], kernel);
+    peers.start();
+    kernel.set("beta", "unknown");
+    await time.advance(50);
+    beta.up = false;
+    await time.advance(2000);
+    assert.equal(peers.inputs("web").peers[0]!.reachable, true);
+    await time.advance(1000);
+    assert.equal(peers.inputs("web").peers[0]!.reachable, false);
+    peers.stop();
+  });
+  await t.step("back from silence: rise answers to polls sent after it, not at once", async () => {
+    const kernel = new FakeLiveness();
+    const { time, peers, events } = setup([svc], kernel);
+    peers.start();
+    kernel.set("beta", "alive");
+    await time.advance(50);
+    kernel.set("beta", "silent", 50);
+    await time.advance(100);
+    kernel.set("beta", "alive");
+    assert.ok(events.includes("beta's kernel answers again"));
+    assert.equal(peers.inputs("web").peers[0]!.reachable, false, "the kernel alone does not");
+    assert.equal(peers.inputs("web").peers[0]!.kernelSilentMs, undefined);
+    await time.advance(1000);
+    assert.equal(peers.inputs("web").peers[0]!.reachable, false, "one answer of rise 2");
+    await time.advance(1000);
+    assert.equal(peers.inputs("web").peers[0]!.reachable, true);
+    peers.stop();
+  });
+  await t.step(
+    "a poll sent before the silence and answered after it does not bring it back",
+    async () => {
+      const kernel = new FakeLiveness();
+      const { time, beta, peers } = setup([service("web", { intervalMs: 1000, rise: 1 })], kernel);
+      peers.start();
+      kernel.set("beta", "alive");
+      await time.advance(50);
+      beta.delay = 200;
+      await time.advance(960); // the poll of t=1000 is on its way
+      kernel.set("beta", "silent", 50);
+      await time.advance(300); // and answers at t=1200
+      assert.equal(peers.inputs("web").peers[0]!.reachable, false);
+      peers.stop();
+    },
+  );
+  await t.step("a kernel already silent when polling starts (a reload) counts at once", () => {
+    const kernel = new FakeLiveness();
+    kernel.set("beta", "silent", 70);
+    const { peers } = setup([svc], kernel);
+    peers.start();
+    assert.deepEqual(peers.inputs("web").peers[0]!.kernelSilentMs, 70);
+    assert.equal(peers.inputs("web").peers[0]!.reachable, false);
+    peers.stop();
+  });
+  await t.step("ICMP filtered later: the faild's answers outweigh the silence", async () => {
+    const kernel = new FakeLiveness();
+    const { time, peers, events } = setup([svc], kernel);
+    peers.start();
+    kernel.set("beta", "alive");
+    await time.advance(50);
+    kernel.set("beta", "silent", 50);
+    assert.equal(peers.inputs("web").peers[0]!.reachable, false);
+    await time.advance(2000);
+    assert.equal(peers.inputs("web").peers[0]!.reachable, true, "after rise answered polls");
+    assert.ok(
+      events.some((e) => /beta's faild answers though its kernel does not answer ping/.test(e)),
+    );
+    assert.equal(peers.views()[1]!.liveness?.decisive, false);
+    peers.stop();
+  });
 });

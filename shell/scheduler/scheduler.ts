@@ -19,6 +19,7 @@ import { decide, type Decision, type DecisionInput, roleOf } from "./decide.ts";
 import { type AnswerInput, handOver } from "./handover.ts";
 import { type Answer, Peers, type Poller, realTimers, type Timers } from "./peers.ts";
 import { LocalRecords, type Reporter } from "./local.ts";
+import type { LivenessSource } from "../liveness/prober.ts";
 import { HandlerRunner, RETRY_HOLDOFF_MS } from "./handlers.ts";
 import { increment, type SchedulerStats, schedulerStats } from "./stats.ts";
 import { AddressWatch, type DecisionLogEntry, EventLog } from "./events.ts";
@@ -79,6 +80,11 @@ export interface SchedulerOptions {
   onQuiet?: (service: string) => void;
   /** Called with every decision that changes something and every handler run (for simulate). */
   onDecision?: (entry: DecisionLogEntry) => void;
+  /**
+   * The peers' host liveness (`shell/liveness/prober.ts`'s `LivenessMonitor`, or a fake): a
+   * peer whose kernel falls silent is unreachable at once (default none: polls alone).
+   */
+  liveness?: LivenessSource;
 }
 
 /**
@@ -282,6 +288,7 @@ export class Scheduler {
       timers: this.#timers,
       stats: this.stats,
       urlOf: this.#opts.urlOf,
+      liveness: this.#opts.liveness,
       events: this.#events,
       hooks: {
         trap: (event) => this.#sandbox.trap(event),

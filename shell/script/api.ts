@@ -21,6 +21,22 @@ export interface HostOptions {
   protocol?: "http" | "https";
   /** Name of a key of the operator's policy used to sign polls of this host (no secret here). */
   key?: string | null;
+  /**
+   * Host liveness, opt in: failsh's supervisor pings `address` every `interval` (one long-lived
+   * iputils `ping` per peer) and counts the host unreachable at once when its kernel, having
+   * answered before, leaves `fall` consecutive echo requests unanswered. A host whose kernel
+   * never answered (ICMP filtered) is judged by the polls alone. Ignored for the host failsh
+   * runs on.
+   */
+  liveness?: LivenessOptions;
+}
+
+/** Options of a host's liveness probe (see {@linkcode HostOptions.liveness}). */
+export interface LivenessOptions {
+  /** Time between two echo requests, 5 ms to 10 s (e.g. `"10ms"`). */
+  interval: Duration;
+  /** Consecutive unanswered echo requests before the host counts as dead, 1-100 (default 5). */
+  fall?: number;
 }
 
 /**

@@ -7,9 +7,9 @@
  *
  * @module
  */
-import type { HandlerKind, HostDecl, ScriptDecl, ServiceDecl } from "../contract.ts";
+import type { HandlerKind, HostDecl, LivenessDecl, ScriptDecl, ServiceDecl } from "../contract.ts";
 import { isValidName, parseDuration } from "../../lib/types.ts";
-import type { Handler, HostOptions, ServiceOptions, TrapHandler } from "./api.ts";
+import type { Handler, HostOptions, LivenessOptions, ServiceOptions, TrapHandler } from "./api.ts";
 
 /** Default port of a faild. */
 export const DEFAULT_FAILD_PORT = 7100;
@@ -27,6 +27,43 @@ function inRange(
   if (!(value >= min && value <= max)) {
     throw new RangeError(`Invalid ${what}: ${value} ${unit} is outside ${min}-${max} ${unit}`);
   }
+}
+
+/** Shortest and longest interval of a host's liveness probe, ms. */
+export const LIVENESS_INTERVAL_RANGE_MS = [5, 10_000] as const;
+
+/** Default `fall` of a host's liveness probe. */
+export const DEFAULT_LIVENESS_FALL = 5;
+
+function livenessOf(host: string, options: LivenessOptions): LivenessDecl {
+  if (typeof options !== "object" || options === null || Array.isArray(options)) {
+    throw new TypeError(
+      `Invalid host ${host}: liveness must be an object like { interval: "10ms", fall: 5 }`,
+    );
+  }
+  for (const k of Object.keys(options)) {
+    if (k !== "interval" && k !== "fall") {
+      throw new TypeError(
+        `Invalid host ${host}: liveness.${k} is not an option (use interval and fall)`,
+      );
+    }
+  }
+  if (options.interval === undefined) {
+    throw new TypeError(`Invalid host ${host}: liveness.interval is required (e.g. "10ms")`);
+  }
+  const [min, max] = LIVENESS_INTERVAL_RANGE_MS;
+  const intervalMs = parseDuration(options.interval, {
+    what: `liveness.interval of host ${host}`,
+    min,
+    max,
+  });
+  const fall = options.fall ?? DEFAULT_LIVENESS_FALL;
+  if (!Number.isInteger(fall) || fall < 1 || fall > 100) {
+    throw new RangeError(
+      `Invalid host ${host}: liveness.fall must be an integer 1-100, got ${JSON.stringify(fall)}`,
+    );
+  }
+  return { intervalMs, fall };
 }
 
 interface ServiceEntry {
@@ -126,6 +163,7 @@ export class ScriptRegistry {
       );
     }
     const decl: HostDecl = { name, address, port, protocol, key };
+    if (options.liveness !== undefined) decl.liveness = livenessOf(name, options.liveness);
     this.#hosts.set(name, decl);
     return decl;
   }
@@ -296,7 +334,7 @@ export class ScriptRegistry {
    */
   decl(): ScriptDecl {
     return {
-      hosts: [...this.#hosts.values()].map((h) => ({ ...h })),
+      hosts: [...this.#hosts.values()].map((h) => structuredClone(h)),
       services: [...this.#services.values()].map(({ decl }) => structuredClone(decl)),
       traps: this.#traps.length,
     };

@@ -127,3 +127,53 @@ Deno.test("declarations are validated with errors that name the problem", async 
     );
   });
 });
+
+Deno.test("host() takes an opt-in liveness probe and refuses bad ones clearly", async (t) => {
+  await t.step("interval and fall are declared in ms, fall defaults to 5", () => {
+    const r = new ScriptRegistry();
+    r.host("alpha", { address: "198.18.0.1", liveness: { interval: "10ms", fall: 3 } });
+    r.host("beta", { address: "198.18.0.2", liveness: { interval: "1s" } });
+    r.host("gamma", { address: "198.18.0.3" });
+    const hosts = r.decl().hosts;
+    assertEquals(hosts[0]!.liveness, { intervalMs: 10, fall: 3 });
+    assertEquals(hosts[1]!.liveness, { intervalMs: 1000, fall: 5 });
+    assertEquals("liveness" in hosts[2]!, false);
+  });
+  await t.step("out-of-range and malformed values name the option and the range", () => {
+    const r = new ScriptRegistry();
+    throws(
+      () => r.host("a", { address: "198.18.0.1", liveness: { interval: "1ms" } }),
+      /^RangeError: Invalid liveness\.interval of host a: "1ms" is out of range: a duration here is from 5ms to 10s$/,
+    );
+    throws(
+      () => r.host("a", { address: "198.18.0.1", liveness: { interval: "11s" } }),
+      /from 5ms to 10s/,
+    );
+    throws(
+      () => r.host("a", { address: "198.18.0.1", liveness: { interval: "10ms", fall: 0 } }),
+      /^RangeError: Invalid host a: liveness\.fall must be an integer 1-100, got 0$/,
+    );
+    throws(
+      () => r.host("a", { address: "198.18.0.1", liveness: { interval: "10ms", fall: 2.5 } }),
+      /liveness\.fall must be an integer 1-100, got 2\.5/,
+    );
+    throws(
+      () => r.host("a", { address: "198.18.0.1", liveness: {} as { interval: string } }),
+      /^TypeError: Invalid host a: liveness\.interval is required/,
+    );
+    throws(
+      () =>
+        r.host("a", {
+          address: "198.18.0.1",
+          liveness: { interval: "10ms", count: 3 } as { interval: string },
+        }),
+      /^TypeError: Invalid host a: liveness\.count is not an option \(use interval and fall\)$/,
+    );
+    throws(
+      () => r.host("a", { address: "198.18.0.1", liveness: "10ms" as unknown as { interval: 1 } }),
+      /^TypeError: Invalid host a: liveness must be an object/,
+    );
+    // Nothing was declared by the refused calls.
+    assertEquals(r.decl().hosts, []);
+  });
+});

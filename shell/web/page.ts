@@ -119,6 +119,13 @@ const SCRIPT = String.raw`
     if (ms === null || ms === undefined || !isFinite(ms)) return "-";
     return ms < 10 ? ms.toFixed(2) + "ms" : Math.round(ms) + "ms";
   }
+  function kernel(l) {
+    if (!l) return "-";
+    if (l.error !== null) return el("span", "muted", "no prober");
+    if (l.state === "alive") return "alive " + latency(l.rttMs);
+    if (l.state === "silent") return el("span", "no", "SILENT " + Math.round(l.silentMs) + "ms");
+    return el("span", "muted", "unknown");
+  }
   function stateBadge(state, stale) {
     var known = state === "UP" || state === "RECOVER" || state === "FAIL";
     var b = el("span", "state " + (known ? state : "FAIL") + (stale ? " stale" : ""), state);
@@ -167,8 +174,8 @@ const SCRIPT = String.raw`
     var panel = el("div", "panel");
     panel.appendChild(el("h3", null, "Hosts"));
     panel.appendChild(table(
-      ["Host", "Reachable", "Misses", "Last connect", "Last call", "Latency", "Services",
-        "Last error"],
+      ["Host", "Reachable", "Misses", "Last connect", "Last call", "Latency", "Kernel",
+        "Services", "Last error"],
       s.hosts.map(function (h) {
         return row([
           cell(h.name + (h.self ? " (self)" : "")),
@@ -177,6 +184,7 @@ const SCRIPT = String.raw`
           cell(when(h.lastConnect, now), "time"),
           cell(when(h.lastCall, now), "time"),
           cell(latency(h.latencyMs), "num"),
+          cell(kernel(h.liveness)),
           cell(h.services.length, "num"),
           cell(h.lastError || "", "muted"),
         ], { "data-host": h.name, "class": h.reachable ? "reachable" : "unreachable" });
