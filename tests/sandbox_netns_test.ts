@@ -33,171 +33,211 @@ async function waitFor(what: string, fn: () => Promise<boolean>, ms = 6000): Pro
   throw new Error(`Timed out waiting for ${what}`);
 }
 
-Deno.test({
-  name: `the linux driver adds, announces and removes addresses in a namespace${SKIP}`,
-  ignore: !ROOT,
-  async fn(t) {
-    const tag = String(Deno.pid % 100000);
-    const nsA = `fsh3-a-${tag}`;
-    const nsB = `fsh3-b-${tag}`;
-    const devA = `f3a${tag}`;
-    const devB = `f3b${tag}`;
-    const lines: string[] = [];
-    const audit = new AuditLog({ script: "/test.ts", sink: (l) => lines.push(l) });
-    const errors: string[] = [];
-    const net = new LinuxNetDriver({ netns: nsA, audit, onError: (m) => errors.push(m) });
-    try {
-      await ip("netns", "add", nsA);
-      await ip("netns", "add", nsB);
-      await ip(
-        "link",
-        "add",
-        devA,
-        "netns",
-        nsA,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        devB,
-        "netns",
-        nsB,
-      );
-      await ip("-n", nsA, "link", "set", devA, "up");
-      await ip("-n", nsB, "link", "set", devB, "up");
-      await ip("-n", nsB, "addr", "add", "198.18.203.2/24", "dev", devB);
-      await ip("-n", nsB, "-6", "addr", "add", "2001:db8:203::2/64", "dev", devB, "nodad");
-      const macA = /link\/ether ([0-9a-f:]{17})/.exec(await ip("-n", nsA, "link", "show", devA))
-        ?.[1];
-      assert(macA, "the veth has a MAC address");
-      // The peer remembers a stale, wrong MAC for the addresses, as after a failover.
-      for (const a of ["198.18.203.100", "2001:db8:203::100"]) {
+for (
+  const [fast, how] of [
+    [true, "without starting a process (ip -batch, packet socket)"],
+    [false, "by starting ip and arping (the fallback)"],
+  ] as const
+) {
+  Deno.test({
+    name: `the linux driver adds, announces and removes addresses in a namespace ${how}${SKIP}`,
+    ignore: !ROOT,
+    async fn(t) {
+      const tag = `${fast ? 1 : 2}${Deno.pid % 10000}`;
+      const nsA = `fsh3-a-${tag}`;
+      const nsB = `fsh3-b-${tag}`;
+      const devA = `f3a${tag}`;
+      const devB = `f3b${tag}`;
+      const lines: string[] = [];
+      const audit = new AuditLog({ script: "/test.ts", sink: (l) => lines.push(l) });
+      const errors: string[] = [];
+      // Created once the namespace exists: the driver starts its ip -batch and opens its packet
+      // socket in it at once.
+      let net: LinuxNetDriver | null = null;
+      try {
+        await ip("netns", "add", nsA);
+        await ip("netns", "add", nsB);
         await ip(
-          "-n",
-          nsB,
-          "neigh",
+          "link",
           "add",
-          a,
-          "lladdr",
-          "02:00:00:00:00:99",
-          "dev",
-          devB,
-          "nud",
-          "stale",
-        );
-      }
-
-      await t.step("takeover puts the IPv4 address on the device", async () => {
-        await net.takeover(parseCidr("198.18.203.100/24")!, devA, {
-          arpCount: 2,
-          refreshMs: 0,
-          service: "web",
-        });
-        assertMatch(
-          await ip("-n", nsA, "-4", "addr", "show", "dev", devA),
-          /inet 198\.18\.203\.100\/24 /,
-        );
-        assertEquals(net.held().map((h) => [h.address, h.device, h.service]), [[
-          "198.18.203.100/24",
           devA,
-          "web",
-        ]]);
-      });
-      await t.step("the gratuitous ARP updates the peer's neighbour table", async () => {
-        await waitFor(
-          "the peer to learn the new MAC",
-          async () =>
-            (await ip("-n", nsB, "neigh", "show", "198.18.203.100", "dev", devB)).includes(macA),
+          "netns",
+          nsA,
+          "type",
+          "veth",
+          "peer",
+          "name",
+          devB,
+          "netns",
+          nsB,
         );
-      });
-      await t.step("taking an address already present succeeds", async () => {
-        await net.takeover(parseCidr("198.18.203.100/24")!, devA, {
-          arpCount: 0,
-          refreshMs: 0,
-          service: "web",
+        await ip("-n", nsA, "link", "set", devA, "up");
+        await ip("-n", nsB, "link", "set", devB, "up");
+        await ip("-n", nsB, "addr", "add", "198.18.203.2/24", "dev", devB);
+        await ip("-n", nsB, "-6", "addr", "add", "2001:db8:203::2/64", "dev", devB, "nodad");
+        const macA = /link\/ether ([0-9a-f:]{17})/.exec(await ip("-n", nsA, "link", "show", devA))
+          ?.[1];
+        assert(macA, "the veth has a MAC address");
+        net = new LinuxNetDriver({
+          netns: nsA,
+          audit,
+          onError: (m) => errors.push(m),
+          ipBatch: fast,
+          packetAnnouncer: fast,
         });
-        assertEquals(net.held().length, 1);
-      });
-      await t.step(
-        "an IPv6 takeover is announced by an unsolicited neighbour advertisement",
-        async () => {
-          await net.takeover(parseCidr("2001:db8:203::100/64")!, devA, {
-            arpCount: 3,
+        const driver = net;
+        // The peer remembers a stale, wrong MAC for the addresses, as after a failover.
+        for (const a of ["198.18.203.100", "2001:db8:203::100"]) {
+          await ip(
+            "-n",
+            nsB,
+            "neigh",
+            "add",
+            a,
+            "lladdr",
+            "02:00:00:00:00:99",
+            "dev",
+            devB,
+            "nud",
+            "stale",
+          );
+        }
+
+        await t.step("takeover puts the IPv4 address on the device", async () => {
+          await driver.takeover(parseCidr("198.18.203.100/24")!, devA, {
+            arpCount: 2,
             refreshMs: 0,
-            service: "web6",
+            service: "web",
           });
           assertMatch(
-            await ip("-n", nsA, "-6", "addr", "show", "dev", devA),
-            /inet6 2001:db8:203::100\/64 /,
+            await ip("-n", nsA, "-4", "addr", "show", "dev", devA),
+            /inet 198\.18\.203\.100\/24 /,
           );
+          assertEquals(driver.held().map((h) => [h.address, h.device, h.service]), [[
+            "198.18.203.100/24",
+            devA,
+            "web",
+          ]]);
+        });
+        await t.step("the gratuitous ARP updates the peer's neighbour table", async () => {
           await waitFor(
-            "the peer to learn the new MAC over NDP",
+            "the peer to learn the new MAC",
             async () =>
-              (await ip("-n", nsB, "-6", "neigh", "show", "2001:db8:203::100", "dev", devB))
-                .includes(
-                  macA,
-                ),
+              (await ip("-n", nsB, "neigh", "show", "198.18.203.100", "dev", devB)).includes(macA),
           );
-        },
-      );
-      await t.step("release removes the addresses", async () => {
-        await net.release(parseCidr("198.18.203.100/24")!, devA);
-        assert(!(await ip("-n", nsA, "addr", "show", "dev", devA)).includes("198.18.203.100"));
-        assertEquals(await net.releaseAll(), []);
-        assert(!(await ip("-n", nsA, "addr", "show", "dev", devA)).includes("2001:db8:203::100"));
-        assertEquals(net.held(), []);
-        // Releasing an absent address is not an error.
-        await net.release(parseCidr("198.18.203.100/24")!, devA);
-      });
-      await t.step("a device that does not exist is a clear failure", async () => {
-        try {
-          await net.takeover(parseCidr("198.18.203.101/24")!, "nosuchdev0", {
+        });
+        await t.step("taking an address already present succeeds", async () => {
+          await driver.takeover(parseCidr("198.18.203.100/24")!, devA, {
             arpCount: 0,
             refreshMs: 0,
-            service: null,
+            service: "web",
           });
-          throw new Error("expected a failure");
-        } catch (e) {
-          assertMatch(
-            (e as Error).message,
-            /^Cannot take over 198\.18\.203\.101\/24 on nosuchdev0: exit code 1/,
-          );
-        }
-        assertEquals(net.held(), []);
-      });
-      await t.step("every command is in the audit log with its argv", async () => {
-        // arping runs in the background (one packet a second): wait for its outcome. The
-        // first packet comes from a one-shot arping, the rest of the burst from another.
-        const arpings = () =>
-          lines.map((l) => JSON.parse(l)).filter((r) =>
-            r.request.op === "arping" && r.request.argv.includes("198.18.203.100")
-          );
-        await waitFor("the arping bursts to end", () => Promise.resolve(arpings().length === 2));
-        const records = lines.map((l) => JSON.parse(l));
-        const ops = records.map((r) => r.request.op);
-        for (const op of ["ip-addr-add", "arping", "ndisc-notify", "ip-addr-del"]) {
-          assert(ops.includes(op), op);
-        }
-        let packets = 0;
-        for (const arping of arpings()) {
-          const argv = arping.request.argv.slice(4);
-          assertEquals(argv.slice(0, 3), ["/usr/bin/arping", "-U", "-c"]);
-          assertEquals(argv.slice(4), ["-I", devA, "198.18.203.100"]);
-          packets += Number(argv[3]);
-          // The release above stops a burst still running (so a released address is never
-          // announced again): the burst either ended or was aborted, never failed.
-          assert(["done", "aborted"].includes(arping.verdict), arping.verdict);
-        }
-        assertEquals(packets, 2, "arpCount packets in all");
-      });
-      assertEquals(errors, []);
-    } finally {
-      await net.close();
-      await ip("netns", "del", nsA).catch(() => "");
-      await ip("netns", "del", nsB).catch(() => "");
-    }
-  },
-});
+          assertEquals(driver.held().length, 1);
+        });
+        await t.step(
+          "an IPv6 takeover is announced by an unsolicited neighbour advertisement",
+          async () => {
+            await driver.takeover(parseCidr("2001:db8:203::100/64")!, devA, {
+              arpCount: 3,
+              refreshMs: 0,
+              service: "web6",
+            });
+            assertMatch(
+              await ip("-n", nsA, "-6", "addr", "show", "dev", devA),
+              /inet6 2001:db8:203::100\/64 /,
+            );
+            await waitFor(
+              "the peer to learn the new MAC over NDP",
+              async () =>
+                (await ip("-n", nsB, "-6", "neigh", "show", "2001:db8:203::100", "dev", devB))
+                  .includes(
+                    macA,
+                  ),
+            );
+          },
+        );
+        await t.step("release removes the addresses", async () => {
+          await driver.release(parseCidr("198.18.203.100/24")!, devA);
+          assert(!(await ip("-n", nsA, "addr", "show", "dev", devA)).includes("198.18.203.100"));
+          assertEquals(await driver.releaseAll(), []);
+          assert(!(await ip("-n", nsA, "addr", "show", "dev", devA)).includes("2001:db8:203::100"));
+          assertEquals(driver.held(), []);
+          // Releasing an absent address is not an error.
+          await driver.release(parseCidr("198.18.203.100/24")!, devA);
+        });
+        await t.step("a device that does not exist is a clear failure", async () => {
+          try {
+            await driver.takeover(parseCidr("198.18.203.101/24")!, "nosuchdev0", {
+              arpCount: 0,
+              refreshMs: 0,
+              service: null,
+            });
+            throw new Error("expected a failure");
+          } catch (e) {
+            // ip's own reason, from the batch or from the process.
+            assertMatch(
+              (e as Error).message,
+              /^Cannot take over 198\.18\.203\.101\/24 on nosuchdev0: .*Cannot find device "nosuchdev0"/,
+            );
+          }
+          assertEquals(driver.held(), []);
+        });
+        await t.step("every command is in the audit log with its argv", async () => {
+          if (fast) {
+            const records = lines.map((l) => JSON.parse(l));
+            assertEquals(driver.paths, { change: "ip-batch", announce: "packet" });
+            const changes = records.filter((r) => /^ip-addr-/.test(r.request.op));
+            assert(changes.length >= 4);
+            for (const r of changes) assertMatch(r.request.batch, /^addr (add|del) \S+ dev /);
+            // The takeover record: decision, added and first-announcement times, in that order.
+            const takes = records.filter((r) =>
+              r.request.op === "takeover" && r.verdict === "done"
+            );
+            const v4 = takes.find((r) => r.request.address === "198.18.203.100/24");
+            assertEquals([v4.request.change, v4.request.announce], ["ip-batch", "packet"]);
+            assert(v4.request.addedMs >= 0 && v4.request.announcedMs >= v4.request.addedMs);
+            const v6 = takes.find((r) => r.request.address === "2001:db8:203::100/64");
+            assertEquals(v6.request.announce, "packet");
+            assertMatch(
+              records.find((r) => r.request.batch?.startsWith("addr add 2001:db8:203::100/64"))
+                .request.batch,
+              / nodad$/,
+            );
+            return;
+          }
+          // arping runs in the background (one packet a second): wait for its outcome. The
+          // first packet comes from a one-shot arping, the rest of the burst from another.
+          const arpings = () =>
+            lines.map((l) => JSON.parse(l)).filter((r) =>
+              r.request.op === "arping" && r.request.argv.includes("198.18.203.100")
+            );
+          await waitFor("the arping bursts to end", () => Promise.resolve(arpings().length === 2));
+          const records = lines.map((l) => JSON.parse(l));
+          const ops = records.map((r) => r.request.op);
+          for (const op of ["ip-addr-add", "arping", "ndisc-notify", "ip-addr-del"]) {
+            assert(ops.includes(op), op);
+          }
+          let packets = 0;
+          for (const arping of arpings()) {
+            const argv = arping.request.argv.slice(4);
+            assertEquals(argv.slice(0, 3), ["/usr/bin/arping", "-U", "-c"]);
+            assertEquals(argv.slice(4), ["-I", devA, "198.18.203.100"]);
+            packets += Number(argv[3]);
+            // The release above stops a burst still running (so a released address is never
+            // announced again): the burst either ended or was aborted, never failed.
+            assert(["done", "aborted"].includes(arping.verdict), arping.verdict);
+          }
+          assertEquals(packets, 2, "arpCount packets in all");
+        });
+        assertEquals(errors, []);
+      } finally {
+        await net?.close();
+        await ip("netns", "del", nsA).catch(() => "");
+        await ip("netns", "del", nsB).catch(() => "");
+      }
+    },
+  });
+}
 
 Deno.test({
   name: `the periodic ARP refresh keeps announcing a held address${SKIP}`,

@@ -140,8 +140,8 @@ Deno.test("IpBatch refuses hostile argument text before it reaches ip", async (t
     assertEquals(ip.seen, [], "nothing was written to ip");
     assertEquals(ip.spawned(), 0);
     assertEquals(
-      batchLine(["-6", "addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad"]),
-      "-6 addr add 2001:db8::1/64 dev eth0 nodad",
+      batchLine(["addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad"]),
+      "addr add 2001:db8::1/64 dev eth0 nodad",
     );
   } finally {
     await batch.close();
