@@ -3,7 +3,12 @@
  * pair, created here and always deleted. Needs root, iproute2, iputils-arping and procps (skipped
  * otherwise, naming what is missing).
  */
-import { deepEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert/strict";
+import {
+  deepEqual as assertEquals,
+  match as assertMatch,
+  ok as assert,
+  rejects,
+} from "node:assert/strict";
 import { LinuxNetDriver } from "../shell/sandbox/netops.ts";
 import { parseCidr } from "../shell/sandbox/cidr.ts";
 import { AuditLog } from "../shell/sandbox/audit.ts";
@@ -338,6 +343,147 @@ service("vip", {
     } finally {
       await h.close();
       await net.close();
+      await ip("netns", "del", ns).catch(() => "");
+    }
+  },
+});
+
+for (const family of [4, 6] as const) {
+  Deno.test({
+    name:
+      `the periodic refresh moves the client's IPv${family} neighbour entry back to the holder${SKIP}`,
+    ignore: !ROOT,
+    async fn() {
+      const tag = `${family}${Deno.pid % 10000}`;
+      const nsH = `fsh3-h-${tag}`;
+      const nsC = `fsh3-c-${tag}`;
+      const devH = `f3h${tag}`;
+      const devC = `f3c${tag}`;
+      const vip = family === 4 ? "198.18.213.100" : "2001:db8:213::100";
+      const neigh = (...a: string[]) =>
+        ip("-n", nsC, ...(family === 6 ? ["-6"] : []), "neigh", ...a);
+      const lines: string[] = [];
+      let net: LinuxNetDriver | null = null;
+      try {
+        await ip("netns", "add", nsH);
+        await ip("netns", "add", nsC);
+        await ip(
+          "link",
+          "add",
+          devH,
+          "netns",
+          nsH,
+          "type",
+          "veth",
+          "peer",
+          "name",
+          devC,
+          "netns",
+          nsC,
+        );
+        await ip("-n", nsH, "link", "set", devH, "up");
+        await ip("-n", nsC, "link", "set", devC, "up");
+        await ip("-n", nsC, "addr", "add", "198.18.213.1/24", "dev", devC);
+        await ip("-n", nsC, "-6", "addr", "add", "2001:db8:213::1/64", "dev", devC, "nodad");
+        const macH = /link\/ether ([0-9a-f:]{17})/.exec(await ip("-n", nsH, "link", "show", devH))
+          ?.[1];
+        assert(macH, "the veth has a MAC address");
+        // The client knows the address at another host's MAC, as before a failover.
+        await neigh("add", vip, "lladdr", "02:00:00:00:00:99", "dev", devC, "nud", "stale");
+        net = new LinuxNetDriver({
+          netns: nsH,
+          audit: new AuditLog({ script: "/t.ts", sink: (l) => lines.push(l) }),
+          onError: () => {},
+        });
+        const cidr = parseCidr(`${vip}/${family === 4 ? 24 : 64}`)!;
+        await net.takeover(cidr, devH, { arpCount: 1, refreshMs: 1000, service: "web" });
+        const atHolder = async () => (await neigh("show", vip, "dev", devC)).includes(macH);
+        await waitFor("the client to learn the holder's MAC at takeover", atHolder);
+        // Another host announces the address (a stale backup, a misconfigured box): the
+        // client's entry points there until the holder's next refresh.
+        await neigh("replace", vip, "lladdr", "02:00:00:00:00:98", "dev", devC, "nud", "stale");
+        assert(!(await atHolder()));
+        await waitFor("the refresh to move the client's entry back to the holder", atHolder);
+        await net.release(cidr, devH);
+      } finally {
+        await net?.close();
+        await ip("netns", "del", nsH).catch(() => "");
+        await ip("netns", "del", nsC).catch(() => "");
+      }
+    },
+  });
+}
+
+/** The pids of this process's `ip -force -batch -` children. */
+function batchChildren(): number[] {
+  const pids: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      const cmd = Deno.readTextFileSync(`/proc/${e.name}/cmdline`).split("\0");
+      if (ppid === Deno.pid && cmd.includes("-batch") && !/\) Z/.test(stat)) {
+        pids.push(Number(e.name));
+      }
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
+
+Deno.test({
+  name: `the ip -batch path refuses hostile device text and survives its child being killed${SKIP}`,
+  ignore: !ROOT,
+  async fn(t) {
+    const tag = `7${Deno.pid % 10000}`;
+    const ns = `fsh3-k-${tag}`;
+    const dev = `f3k${tag}`;
+    const lines: string[] = [];
+    const errors: string[] = [];
+    let net: LinuxNetDriver | null = null;
+    try {
+      await ip("netns", "add", ns);
+      await ip("-n", ns, "link", "add", dev, "type", "veth", "peer", "name", `${dev}p`);
+      await ip("-n", ns, "link", "set", dev, "up");
+      await ip("-n", ns, "link", "set", `${dev}p`, "up");
+      net = new LinuxNetDriver({
+        netns: ns,
+        audit: new AuditLog({ script: "/t.ts", sink: (l) => lines.push(l) }),
+        onError: (m) => errors.push(m),
+      });
+      const driver = net;
+      const opts = { arpCount: 1, refreshMs: 0, service: "web" };
+      await t.step("a device name carrying a second command never reaches ip", async () => {
+        for (const hostile of [`${dev}\nlink set ${dev} down`, `${dev} # x`, `${dev}"`]) {
+          await rejects(
+            driver.takeover(parseCidr("198.18.214.100/24")!, hostile, opts),
+            (e: Error) =>
+              e instanceof TypeError && /^Cannot send to ip -batch: argument 5/.test(e.message),
+          );
+        }
+        const shown = await ip("-n", ns, "addr", "show", "dev", dev);
+        assertMatch(shown, /state UP|,UP/, "the link is still up");
+        assert(!shown.includes("198.18.214.100"));
+        assertEquals(driver.held(), []);
+      });
+      await t.step("a killed ip -batch is replaced, and the takeover still happens", async () => {
+        await driver.takeover(parseCidr("198.18.214.100/24")!, dev, opts);
+        const before = batchChildren();
+        assertEquals(before.length, 1, "one ip -batch child");
+        Deno.kill(before[0]!, "SIGKILL");
+        await waitFor("the child to die", () => Promise.resolve(batchChildren().length === 0));
+        await driver.takeover(parseCidr("198.18.214.101/24")!, dev, opts);
+        assertMatch(await ip("-n", ns, "addr", "show", "dev", dev), /inet 198\.18\.214\.101\/24 /);
+        const after = batchChildren();
+        assertEquals(after.length, 1, "a new ip -batch child");
+        assert(after[0] !== before[0]);
+        await driver.releaseAll();
+        assert(!(await ip("-n", ns, "addr", "show", "dev", dev)).includes("198.18.214.10"));
+      });
+    } finally {
+      await net?.close();
       await ip("netns", "del", ns).catch(() => "");
     }
   },

@@ -151,6 +151,8 @@ export function batchLine(args: readonly string[]): string {
 
 interface Pending {
   line: string;
+  /** Already sent once to a child whose pipe was broken (so not run): not retried again. */
+  retried?: boolean;
   resolve: (a: IpBatchAnswer) => void;
   reject: (e: Error) => void;
 }
@@ -328,6 +330,16 @@ export class IpBatch {
     };
     this.#current = cur;
     r.writer.write(new TextEncoder().encode(`${p.line}\n${SENTINEL}\n`)).catch((e) => {
+      // The child was gone before it could read the line (its exit not yet seen): the command
+      // did not run, so it goes once more, first in line, to a fresh child.
+      if (this.#current === cur && !p.retried) {
+        clearTimeout(cur.timer);
+        this.#current = null;
+        this.#queue.unshift({ line: p.line, resolve: p.resolve, reject: p.reject, retried: true });
+        this.#kill(r, `broken pipe: ${(e as Error).message}`);
+        this.#next();
+        return;
+      }
       this.#fail(
         cur,
         new IpBatchUnavailableError(

@@ -20,6 +20,7 @@ type Behaviour = "ok" | "fail" | "hang" | "die" | "noise" | "chatty";
  */
 function fakeIp(behave: (line: string) => Behaviour) {
   const seen: string[] = [];
+  const vanishers: (() => void)[] = [];
   let spawned = 0;
   const spawn = (): IpBatchChild => {
     spawned++;
@@ -72,9 +73,15 @@ function fakeIp(behave: (line: string) => Behaviour) {
         }
       },
     });
+    vanishers.push(() => {
+      done = true;
+      errCtl.close();
+    });
     return { stdin, stderr, status, kill: () => end(137, "SIGKILL") };
   };
-  return { spawn, seen, spawned: () => spawned };
+  /** Closes the last child's pipes without its exit being seen yet (a zombie not reaped). */
+  const vanish = () => vanishers.at(-1)?.();
+  return { spawn, seen, spawned: () => spawned, vanish };
 }
 
 async function rejects(p: Promise<unknown>, type: new (...a: never[]) => Error, re: RegExp) {
@@ -158,6 +165,21 @@ Deno.test("IpBatch fails a request whose child dies, and restarts for the next",
     const after = await batch.run(["link", "show"]);
     assert(after.ok);
     assertEquals(ip.spawned(), 2, "a new child after the death");
+  } finally {
+    await batch.close();
+  }
+});
+
+Deno.test("IpBatch sends a line again to a fresh child when the pipe was already broken", async () => {
+  const ip = fakeIp(() => "ok");
+  const batch = new IpBatch({ spawn: ip.spawn });
+  try {
+    assert((await batch.run(["link", "show"])).ok);
+    ip.vanish(); // killed while idle; its exit not seen yet
+    const a = await batch.run(["addr", "add", "198.18.0.1/24", "dev", "eth0"]);
+    assert(a.ok, "answered by the new child");
+    assertEquals(ip.spawned(), 2);
+    assertEquals(ip.seen, ["link show", "addr add 198.18.0.1/24 dev eth0"], "run once");
   } finally {
     await batch.close();
   }
