@@ -256,6 +256,8 @@ Deno.test({
       netns: ns,
       audit: new AuditLog({ script: "/t.ts", sink: (l) => lines.push(l) }),
       onError: () => {},
+      // The fallback's refresh (arping); the packet socket's is tested below.
+      packetAnnouncer: false,
     });
     try {
       await ip("netns", "add", ns);
