@@ -484,6 +484,18 @@ Deno.test({
         await driver.releaseAll();
         assert(!(await ip("-n", ns, "addr", "show", "dev", dev)).includes("198.18.214.10"));
       });
+      await t.step("a release stops the packet burst: nothing is announced after it", async () => {
+        const a = parseCidr("198.18.214.102/24")!;
+        await driver.takeover(a, dev, { arpCount: 3, refreshMs: 1000, service: "web" });
+        await driver.release(a, dev);
+        const released = lines.length;
+        // The burst's next packets were due 1 s and 2 s later, the refresh every second.
+        await new Promise((r) => setTimeout(r, 2500));
+        const late = lines.slice(released).map((l) => JSON.parse(l)).filter((r) =>
+          ["announce-burst", "refresh"].includes(r.request.op)
+        );
+        assertEquals(late, [], "no gratuitous ARP for an address given up");
+      });
     } finally {
       await net?.close();
       await ip("netns", "del", ns).catch(() => "");

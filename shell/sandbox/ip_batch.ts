@@ -13,8 +13,11 @@
  *
  * Bounds: one request on the wire at a time, at most {@linkcode MAX_QUEUED} waiting, each line
  * of stderr cut at {@linkcode MAX_LINE} characters and at most {@linkcode MAX_ERROR_LINES} kept per
- * request, a time limit per request (the child is killed when it is reached). A child that dies or
- * times out is restarted at the next request; after {@linkcode MAX_DEATHS} deaths within
+ * request, a time limit per request (the child is killed when it is reached). A line that never
+ * reached a live child (its pipe broken, or its exit seen before the write completed) did not run
+ * and goes once more, first in line, to a fresh child; one that reached the pipe fails with
+ * {@linkcode IpBatchUnavailableError} when the child dies or times out (it may have run). A dead
+ * child is restarted at the next request; after {@linkcode MAX_DEATHS} deaths within
  * {@linkcode DEATH_WINDOW_MS} the batch stays down for that window and every request fails with
  * {@linkcode IpBatchUnavailableError}, which the caller answers by spawning `ip` as before.
  *
@@ -158,6 +161,8 @@ interface Pending {
 }
 
 interface Current extends Pending {
+  /** The line reached the pipe (from then on, a death leaves it unknown whether it ran). */
+  written: boolean;
   requestLine: number;
   sentinelLine: number;
   errors: string[];
@@ -315,6 +320,7 @@ export class IpBatch {
       ...p,
       requestLine,
       sentinelLine,
+      written: false,
       errors: [],
       failed: false,
       started: this.#now(),
@@ -329,7 +335,9 @@ export class IpBatch {
       }, this.#timeoutMs),
     };
     this.#current = cur;
-    r.writer.write(new TextEncoder().encode(`${p.line}\n${SENTINEL}\n`)).catch((e) => {
+    r.writer.write(new TextEncoder().encode(`${p.line}\n${SENTINEL}\n`)).then(() => {
+      cur.written = true;
+    }, (e) => {
       // The child was gone before it could read the line (its exit not yet seen): the command
       // did not run, so it goes once more, first in line, to a fresh child.
       if (this.#current === cur && !p.retried) {
@@ -370,12 +378,25 @@ export class IpBatch {
     if (this.#running === r) this.#running = null;
     if (!this.#closed) this.#died(why);
     const cur = this.#current;
-    if (cur !== null) {
-      this.#fail(
-        cur,
-        new IpBatchUnavailableError(`Cannot run "${cur.line}" in ip -batch: it ${why}`),
-      );
+    if (cur === null) return;
+    if (!cur.written && !cur.retried && !this.#closed) {
+      // Dead before its line reached the pipe (the exit seen before the write failed): the
+      // command did not run; it goes once more, first in line, to a fresh child.
+      clearTimeout(cur.timer);
+      this.#current = null;
+      this.#queue.unshift({
+        line: cur.line,
+        resolve: cur.resolve,
+        reject: cur.reject,
+        retried: true,
+      });
+      queueMicrotask(() => this.#next());
+      return;
     }
+    this.#fail(
+      cur,
+      new IpBatchUnavailableError(`Cannot run "${cur.line}" in ip -batch: it ${why}`),
+    );
   }
 
   #died(why: string): void {

@@ -22,6 +22,7 @@ function fakeIp(behave: (line: string) => Behaviour) {
   const seen: string[] = [];
   const vanishers: (() => void)[] = [];
   let spawned = 0;
+  let exitOnWrite = false;
   const spawn = (): IpBatchChild => {
     spawned++;
     let errCtl!: ReadableStreamDefaultController<Uint8Array>;
@@ -48,6 +49,12 @@ function fakeIp(behave: (line: string) => Behaviour) {
     const stdin = new WritableStream<Uint8Array>({
       write(chunk) {
         if (done) throw new Error("Broken pipe");
+        if (exitOnWrite) {
+          // Its exit is seen first; the write fails a little later.
+          exitOnWrite = false;
+          end(137, "SIGKILL");
+          return new Promise((_, reject) => setTimeout(() => reject(new Error("Broken pipe")), 5));
+        }
         rest += new TextDecoder().decode(chunk);
         let nl;
         while ((nl = rest.indexOf("\n")) >= 0) {
@@ -66,8 +73,12 @@ function fakeIp(behave: (line: string) => Behaviour) {
           if (b === "chatty") say(`${"e".repeat(5000)}\n`.repeat(20) + `Command failed -:${n}\n`);
           if (b === "hang") hanging = true;
           if (b === "die") {
-            say("Error: boom\n");
-            end(255, null);
+            // Like ip: it has read the line (the write is complete) and dies running it.
+            hanging = true;
+            setTimeout(() => {
+              say("Error: boom\n");
+              end(255, null);
+            }, 0);
             return;
           }
         }
@@ -81,7 +92,9 @@ function fakeIp(behave: (line: string) => Behaviour) {
   };
   /** Closes the last child's pipes without its exit being seen yet (a zombie not reaped). */
   const vanish = () => vanishers.at(-1)?.();
-  return { spawn, seen, spawned: () => spawned, vanish };
+  /** The next write finds the child dead, its exit seen before the write fails. */
+  const exitOnNextWrite = () => void (exitOnWrite = true);
+  return { spawn, seen, spawned: () => spawned, vanish, exitOnNextWrite };
 }
 
 async function rejects(p: Promise<unknown>, type: new (...a: never[]) => Error, re: RegExp) {
@@ -176,6 +189,21 @@ Deno.test("IpBatch sends a line again to a fresh child when the pipe was already
   try {
     assert((await batch.run(["link", "show"])).ok);
     ip.vanish(); // killed while idle; its exit not seen yet
+    const a = await batch.run(["addr", "add", "198.18.0.1/24", "dev", "eth0"]);
+    assert(a.ok, "answered by the new child");
+    assertEquals(ip.spawned(), 2);
+    assertEquals(ip.seen, ["link show", "addr add 198.18.0.1/24 dev eth0"], "run once");
+  } finally {
+    await batch.close();
+  }
+});
+
+Deno.test("IpBatch sends a line again to a fresh child when the child's exit is seen before the write fails", async () => {
+  const ip = fakeIp(() => "ok");
+  const batch = new IpBatch({ spawn: ip.spawn });
+  try {
+    assert((await batch.run(["link", "show"])).ok);
+    ip.exitOnNextWrite();
     const a = await batch.run(["addr", "add", "198.18.0.1/24", "dev", "eth0"]);
     assert(a.ok, "answered by the new child");
     assertEquals(ip.spawned(), 2);
