@@ -7,8 +7,9 @@
  *   long-lived `ip -force -batch -` (`./ip_batch.ts`), and the first announcement is sent at once
  *   from a packet socket prepared when the driver starts (`./announcer.ts`): a gratuitous ARP for
  *   IPv4, an unsolicited neighbour advertisement (Override flag) for IPv6, whose address is added
- *   with `nodad` so it is usable at once. The rest of a burst (one a second) and the periodic
- *   refresh, for both families, come from the same socket. When the batch cannot answer (it
+ *   with `nodad` so it is usable at once. The rest of a burst (one at once, then one a second,
+ *   as the spawned `arping -c COUNT-1` did) and the periodic refresh, for both families, come
+ *   from the same socket. When the batch cannot answer (it
  *   died, timed out, could not start) the command is run as a process as before
  *   (`ip addr add ADDR/LEN dev DEV`), and without the socket (no FFI, no `CAP_NET_RAW`)
  *   announcements are `arping -U -c N -I DEV ADDR` (iputils) for IPv4 and, for IPv6, the
@@ -658,7 +659,10 @@ export class LinuxNetDriver implements NetDriver {
     }
   }
 
-  /** The rest of a burst from the packet socket, one a second; stopped by quiet() or release. */
+  /**
+   * The rest of a burst from the packet socket: one at once, then one a second; stopped by
+   * quiet() or release.
+   */
   #packetBurst(
     key: string,
     address: Cidr,
@@ -672,12 +676,18 @@ export class LinuxNetDriver implements NetDriver {
     bursts.add(abort);
     this.#packetBursts.add(abort);
     const p = new Promise<void>((resolve) => {
+      // The timing of the spawning path, which the hand-over rules were tuned against: the rest
+      // of the burst is what `arping -U -c COUNT` sends, one packet at once (just after the
+      // takeover's own), then one a second.
       let left = count;
-      const timer = setInterval(() => {
+      const tick = () => {
         this.#sendNow(address, device, service, "announce-burst");
         if (--left <= 0) done();
-      }, BURST_PERIOD_MS);
+      };
+      const first = setTimeout(tick, 0);
+      const timer = setInterval(tick, BURST_PERIOD_MS);
       const done = () => {
+        clearTimeout(first);
         clearInterval(timer);
         abort.signal.removeEventListener("abort", done);
         resolve();
