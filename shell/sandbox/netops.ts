@@ -3,20 +3,31 @@
  * and bounded output (its whole process group killed on timeout), and the network drivers that
  * put addresses in place.
  *
- * - `linux`: `ip addr add ADDR/LEN dev DEV` then, for IPv4, a burst of gratuitous ARP with
- *   `arping -U -c N -I DEV ADDR` (iputils) and an optional periodic refresh; for IPv6,
- *   `ip -6 addr add` after setting the device's `ndisc_notify=1` and `dad_transmits=0`, so that
- *   the kernel sends an unsolicited neighbour advertisement at once. Release is `ip addr del`.
+ * - `linux`: the hot path starts no process. Addresses are added and removed through a
+ *   long-lived `ip -force -batch -` (`./ip_batch.ts`), and the first announcement is sent at once
+ *   from a packet socket prepared when the driver starts (`./announcer.ts`): a gratuitous ARP for
+ *   IPv4, an unsolicited neighbour advertisement (Override flag) for IPv6, whose address is added
+ *   with `nodad` so it is usable at once. The rest of a burst (one at once, then one a second,
+ *   as the spawned `arping -c COUNT-1` did) and the periodic refresh, for both families, come
+ *   from the same socket. When the batch cannot answer (it
+ *   died, timed out, could not start) the command is run as a process as before
+ *   (`ip addr add ADDR/LEN dev DEV`), and without the socket (no FFI, no `CAP_NET_RAW`)
+ *   announcements are `arping -U -c N -I DEV ADDR` (iputils) for IPv4 and, for IPv6, the
+ *   kernel's own advertisement (`ndisc_notify=1`, `dad_transmits=0`, no `nodad`), with no
+ *   refresh; each fallback is told to `onError` with its reason. Release is `ip addr del`.
  * - `simulated`: records holdings in memory (and optionally a JSON file) and changes nothing on
  *   the system; for the no-root demo and for tests.
  *
- * Every command run is written to the audit log with its outcome.
+ * Every command run is written to the audit log with its outcome, and every takeover with one
+ * `takeover` record carrying the decision, address-added and first-announcement times.
  *
  * @module
  */
 import type { HeldAddress } from "../../lib/types.ts";
 import type { Cidr } from "./cidr.ts";
 import type { AuditLog } from "./audit.ts";
+import { IpBatch, IpBatchUnavailableError } from "./ip_batch.ts";
+import { AnnouncerUnavailableError, PacketAnnouncer } from "./announcer.ts";
 
 /** Largest captured stdout or stderr of a program, in bytes (the rest is dropped). */
 export const DEFAULT_MAX_OUTPUT = 64 * 1024;
@@ -265,6 +276,11 @@ export interface DriverTakeoverOptions {
   refreshMs: number;
   /** The service that takes the address (recorded in {@linkcode HeldAddress}). */
   service: string | null;
+  /**
+   * When the takeover was decided (epoch ms, fractions allowed), for the audit record's
+   * timings; default: when `takeover()` is called.
+   */
+  decidedAt?: number;
 }
 
 /** Puts addresses in place and takes them away; remembers what it holds. */
@@ -303,9 +319,27 @@ export interface NetDriverOptions {
   arpingPath?: string;
   /** Simulated: file where holdings are written (JSON, atomically) after every change. */
   stateFile?: string;
-  /** Told about background failures (an arping that failed…). */
+  /** Told about background failures (an arping that failed…) and about fallbacks. */
   onError?: (message: string) => void;
+  /**
+   * Linux: add and remove addresses through a long-lived `ip -force -batch -` (default `true`);
+   * `false` runs `ip` as a process for each change.
+   */
+  ipBatch?: boolean;
+  /**
+   * Linux: announce from a packet socket opened at start through FFI (default `true`); `false`
+   * uses `arping` for IPv4 and the kernel's advertisement for IPv6.
+   */
+  packetAnnouncer?: boolean;
 }
+
+/** Epoch time in ms with sub-millisecond precision. */
+function epochMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** Period of the packets of a burst after the first, in ms (what `arping` does). */
+export const BURST_PERIOD_MS = 1000;
 
 function keyOf(address: Cidr, device: string): string {
   return `${address.text}|${device}`;
@@ -341,11 +375,17 @@ export class LinuxNetDriver implements NetDriver {
   #audit: AuditLog | null;
   #onError: (message: string) => void;
   #closed = false;
+  #batch: IpBatch | null = null;
+  #announcer: PacketAnnouncer | null = null;
+  #told = new Set<string>();
+  #packetBursts = new Set<AbortController>();
 
   /**
-   * Creates the driver.
+   * Creates the driver; starts the `ip -batch` child and opens the packet socket, so the first
+   * takeover finds them ready (each unavailable one is told to `onError` with the reason, and
+   * its fallback used).
    *
-   * @param options Audit log, network namespace, tool paths, error callback.
+   * @param options Audit log, network namespace, tool paths, error callback, hot path switches.
    */
   constructor(options: NetDriverOptions = {}) {
     this.#ip = options.ipPath ??
@@ -355,6 +395,52 @@ export class LinuxNetDriver implements NetDriver {
     this.#netns = options.netns ?? null;
     this.#audit = options.audit ?? null;
     this.#onError = options.onError ?? ((m) => console.error(m));
+    if (options.ipBatch ?? true) {
+      this.#batch = new IpBatch({
+        argv: [
+          this.#ip,
+          ...(this.#netns === null ? [] : ["-n", this.#netns]),
+          "-force",
+          "-batch",
+          "-",
+        ],
+      });
+      try {
+        this.#batch.start();
+      } catch (e) {
+        this.#tell("batch", `Address changes spawn ip: ${(e as Error).message}`);
+      }
+    }
+    if (options.packetAnnouncer ?? true) {
+      try {
+        this.#announcer = PacketAnnouncer.open(
+          this.#netns === null ? {} : { netns: this.#netns },
+        );
+      } catch (e) {
+        const why = e instanceof AnnouncerUnavailableError ? e.message : String(e);
+        this.#tell(
+          "announcer",
+          `Announcements come from arping (IPv4) and the kernel (IPv6, no refresh): ${why}`,
+        );
+      }
+    }
+  }
+
+  /** How addresses are changed and announced now (for tests, the bench and the docs). */
+  get paths(): { change: "ip-batch" | "spawn"; announce: "packet" | "arping" } {
+    return {
+      change: this.#batch !== null && !this.#closed ? "ip-batch" : "spawn",
+      announce: this.#announcer !== null ? "packet" : "arping",
+    };
+  }
+
+  /** Tells a fallback's reason once per kind and reason. */
+  #tell(kind: string, message: string): void {
+    const key = `${kind}|${message}`;
+    if (this.#told.has(key)) return;
+    if (this.#told.size > 64) this.#told.clear();
+    this.#told.add(key);
+    this.#onError(message);
   }
 
   async #exec(
@@ -364,6 +450,7 @@ export class LinuxNetDriver implements NetDriver {
     op: string,
     signal?: AbortSignal,
     isolate = true,
+    note = "",
   ): Promise<RunOutcome> {
     const full = this.#netns === null ? argv : [this.#ip, "netns", "exec", this.#netns, ...argv];
     const r = await runFixed(
@@ -375,18 +462,72 @@ export class LinuxNetDriver implements NetDriver {
       service,
       { op, argv: full },
       r.code === 0 ? "done" : r.aborted ? "aborted" : "failed",
-      describe(r),
+      note + describe(r),
     );
     return r;
   }
 
-  /** Adds the address with `ip addr add` and announces it (see the module doc). */
+  /**
+   * Runs `ip ARGS…`: a line of the batch, or a process when the batch cannot answer. Audited
+   * either way.
+   */
+  async #ipCommand(
+    args: string[],
+    service: string | null,
+    op: string,
+    deferred?: (() => void)[],
+  ): Promise<{ ok: boolean; stderr: string; detail: string; via: "ip-batch" | "spawn" }> {
+    let note = "";
+    if (this.#batch !== null && !this.#closed) {
+      try {
+        const a = await this.#batch.run(args);
+        const detail = a.ok
+          ? `ok in ${a.durationMs.toFixed(2)} ms`
+          : `failed in ${a.durationMs.toFixed(2)} ms: ${
+            a.stderr.split("\n").slice(-2).join(" / ")
+          }`;
+        const record = () =>
+          this.#audit?.write(
+            service,
+            { op, batch: args.join(" "), netns: this.#netns },
+            a.ok ? "done" : "failed",
+            `ip -batch ${detail}`,
+          );
+        // On the takeover path the record is written right after the first announcement (a
+        // synchronous write), never skipped.
+        if (deferred !== undefined && a.ok) deferred.push(record);
+        else record();
+        return { ok: a.ok, stderr: a.stderr, detail, via: "ip-batch" };
+      } catch (e) {
+        if (!(e instanceof IpBatchUnavailableError) && !(e instanceof RangeError)) throw e;
+        note = `ip -batch could not answer (${e.message}), spawned instead: `;
+        this.#tell("batch", `Spawning ip: ${e.message}`);
+      }
+    }
+    // `ip` is started directly (no setsid/setpriv): it does not fork and ends in a millisecond,
+    // and this is the path a client waits on.
+    const r = await this.#exec(
+      [this.#ip, ...args],
+      IP_TIMEOUT_MS,
+      service,
+      op,
+      undefined,
+      false,
+      note,
+    );
+    return { ok: r.code === 0, stderr: r.stderr, detail: describe(r), via: "spawn" };
+  }
+
+  /** Adds the address and announces it (see the module doc). */
   async takeover(address: Cidr, device: string, options: DriverTakeoverOptions): Promise<void> {
+    const decidedAt = options.decidedAt ?? epochMs();
     const v6 = address.family === 6;
-    if (v6) {
-      // With ndisc_notify=1 the kernel sends an unsolicited neighbour advertisement when an
-      // address becomes valid; dad_transmits=0 makes that immediate (no 1 s of duplicate
-      // address detection). `nodad` would skip the advertisement too.
+    // With the packet socket, IPv6 addresses are added with `nodad` (usable at once) and
+    // announced by our own advertisement. Without it, the kernel announces: with ndisc_notify=1
+    // it sends an unsolicited neighbour advertisement when an address becomes valid, and
+    // dad_transmits=0 makes that immediate (`nodad` would skip the advertisement too).
+    const packet = this.#announcer !== null;
+    if (v6 && !packet) {
       const sysctl = firstExisting(["/usr/sbin/sysctl", "/sbin/sysctl", "/usr/bin/sysctl"]);
       if (sysctl !== null) {
         await this.#exec(
@@ -403,23 +544,15 @@ export class LinuxNetDriver implements NetDriver {
         );
       }
     }
-    const argv = v6
-      ? [this.#ip, "-6", "addr", "add", address.text, "dev", device]
-      : [this.#ip, "addr", "add", address.text, "dev", device];
-    // `ip` is started directly (no setsid/setpriv): it does not fork and ends in a millisecond,
-    // and this is the path a client waits on.
-    const r = await this.#exec(
-      argv,
-      IP_TIMEOUT_MS,
-      options.service,
-      "ip-addr-add",
-      undefined,
-      false,
-    );
+    // `ip` takes the family from the address (a batch line cannot carry the global `-6`).
+    const args = ["addr", "add", address.text, "dev", device, ...(v6 && packet ? ["nodad"] : [])];
+    const deferred: (() => void)[] = [];
+    const r = await this.#ipCommand(args, options.service, "ip-addr-add", deferred);
     // "File exists" (older iproute2) or "Address already assigned": the address is there.
-    if (r.code !== 0 && !/File exists|already assigned/i.test(r.stderr)) {
-      throw new Error(`Cannot take over ${address.text} on ${device}: ${describe(r)}`);
+    if (!r.ok && !/File exists|already assigned/i.test(r.stderr)) {
+      throw new Error(`Cannot take over ${address.text} on ${device}: ${r.detail}`);
     }
+    const addedAt = epochMs();
     const key = keyOf(address, device);
     const previous = this.#held.get(key);
     if (previous?.refresh != null) clearInterval(previous.refresh);
@@ -432,26 +565,143 @@ export class LinuxNetDriver implements NetDriver {
       refresh: null as ReturnType<typeof setInterval> | null,
     };
     this.#held.set(key, entry);
-    if (!v6 && options.arpCount > 0) {
+    let announcedAt: number | null = null;
+    let how: "packet" | "arping" | "kernel" | "none" = "none";
+    if (options.arpCount > 0 && (packet || !v6)) {
       // One burst per address: a takeover of an address still announcing replaces its burst, so
-      // a script repeating takeover in a loop cannot pile up arping processes.
+      // a script repeating takeover in a loop cannot pile up bursts.
       this.quiet(address, device);
-      // The first gratuitous ARP is what clients wait for: a one-packet arping started directly
-      // (no setsid/setpriv, about 1.5 ms sooner on the wire; it ends by itself within a second),
-      // the rest of the burst from an isolated arping as usual.
-      this.#announce(key, address, device, 1, options.service, false);
-      if (options.arpCount > 1) {
-        this.#announce(key, address, device, options.arpCount - 1, options.service);
+      if (packet && this.#sendNow(address, device, options.service)) {
+        announcedAt = epochMs();
+        how = "packet";
+        if (options.arpCount > 1) {
+          this.#packetBurst(key, address, device, options.arpCount - 1, options.service);
+        }
+      } else if (!v6) {
+        // The first gratuitous ARP is what clients wait for: a one-packet arping started
+        // directly (no setsid/setpriv, about 1.5 ms sooner on the wire; it ends by itself within
+        // a second), the rest of the burst from an isolated arping as usual.
+        how = "arping";
+        this.#announce(key, address, device, 1, options.service, false);
+        if (options.arpCount > 1) {
+          this.#announce(key, address, device, options.arpCount - 1, options.service);
+        }
       }
+    } else if (v6 && !packet) {
+      how = "kernel";
     }
-    if (!v6 && options.refreshMs > 0 && !this.#closed) {
+    if (options.refreshMs > 0 && !this.#closed && (packet || !v6)) {
       entry.refresh = setInterval(() => {
-        if (this.#refreshing.has(key)) return;
+        if (this.#announcer !== null) {
+          this.#sendNow(address, device, options.service, "refresh");
+          return;
+        }
+        if (v6 || this.#refreshing.has(key)) return;
         this.#refreshing.add(key);
         const p = this.#announce(key, address, device, 1, options.service);
         p.finally(() => this.#refreshing.delete(key));
       }, options.refreshMs);
     }
+    for (const record of deferred) record();
+    const ms = (t: number | null) => t === null ? null : Math.round((t - decidedAt) * 1000) / 1000;
+    this.#audit?.write(
+      options.service,
+      {
+        op: "takeover",
+        address: address.text,
+        device,
+        change: r.via,
+        announce: how,
+        decidedAt: new Date(decidedAt).toISOString(),
+        addedMs: ms(addedAt),
+        announcedMs: ms(announcedAt),
+      },
+      "done",
+      `${address.text} is on ${device}: added ${ms(addedAt)} ms after the decision, ` +
+        (announcedAt === null
+          ? how === "arping"
+            ? "announced by arping (in the background)"
+            : how === "kernel"
+            ? "announced by the kernel (ndisc_notify)"
+            : "not announced (arpCount 0)"
+          : `first announcement on the wire ${ms(announcedAt)} ms after the decision`),
+    );
+  }
+
+  /**
+   * Sends one announcement from the packet socket now. Returns whether it was sent; a failure
+   * is told to `onError` and audited.
+   */
+  #sendNow(address: Cidr, device: string, service: string | null, op = "announce"): boolean {
+    const a = this.#announcer;
+    if (a === null) return false;
+    try {
+      a.announce(address.ip, device);
+      // The takeover's own record (written right after) carries the first packet; bursts and
+      // refreshes get one line each.
+      if (op !== "announce") {
+        this.#audit?.write(
+          service,
+          { op, address: address.ip, device, via: "packet" },
+          "done",
+          address.family === 6 ? "unsolicited neighbour advertisement sent" : "gratuitous ARP sent",
+        );
+      }
+      return true;
+    } catch (e) {
+      this.#audit?.write(
+        service,
+        { op, address: address.ip, device, via: "packet" },
+        "failed",
+        (e as Error).message,
+      );
+      this.#onError((e as Error).message);
+      return false;
+    }
+  }
+
+  /**
+   * The rest of a burst from the packet socket: one at once, then one a second; stopped by
+   * quiet() or release.
+   */
+  #packetBurst(
+    key: string,
+    address: Cidr,
+    device: string,
+    count: number,
+    service: string | null,
+  ): void {
+    const abort = new AbortController();
+    let bursts = this.#announcing.get(key);
+    if (bursts === undefined) this.#announcing.set(key, bursts = new Set());
+    bursts.add(abort);
+    this.#packetBursts.add(abort);
+    const p = new Promise<void>((resolve) => {
+      // The timing of the spawning path, which the hand-over rules were tuned against: the rest
+      // of the burst is what `arping -U -c COUNT` sends, one packet at once (just after the
+      // takeover's own), then one a second.
+      let left = count;
+      const tick = () => {
+        this.#sendNow(address, device, service, "announce-burst");
+        if (--left <= 0) done();
+      };
+      const first = setTimeout(tick, 0);
+      const timer = setInterval(tick, BURST_PERIOD_MS);
+      const done = () => {
+        clearTimeout(first);
+        clearInterval(timer);
+        abort.signal.removeEventListener("abort", done);
+        resolve();
+      };
+      abort.signal.addEventListener("abort", done, { once: true });
+    });
+    this.#inflight.add(p);
+    p.finally(() => {
+      this.#inflight.delete(p);
+      this.#packetBursts.delete(abort);
+      bursts.delete(abort);
+      if (bursts.size === 0 && this.#announcing.get(key) === bursts) this.#announcing.delete(key);
+    });
   }
 
   #announce(
@@ -489,7 +739,7 @@ export class LinuxNetDriver implements NetDriver {
     return p;
   }
 
-  /** Kills the address's ARP bursts in flight (see {@linkcode NetDriver.quiet}). */
+  /** Stops the address's announcement bursts in flight (see {@linkcode NetDriver.quiet}). */
   quiet(address: Cidr, device: string): number {
     const bursts = [...this.#announcing.get(keyOf(address, device)) ?? []];
     for (const abort of bursts) abort.abort();
@@ -502,12 +752,11 @@ export class LinuxNetDriver implements NetDriver {
     const entry = this.#held.get(key);
     if (entry?.refresh != null) clearInterval(entry.refresh);
     this.quiet(address, device);
-    const argv = [this.#ip, ...(address.family === 6 ? ["-6"] : []), "addr", "del", address.text];
-    argv.push("dev", device);
-    const r = await this.#exec(argv, IP_TIMEOUT_MS, entry?.service ?? null, "ip-addr-del");
+    const args = ["addr", "del", address.text, "dev", device];
+    const r = await this.#ipCommand(args, entry?.service ?? null, "ip-addr-del");
     // The address is not there (message of older and newer iproute2): nothing to release.
-    if (r.code !== 0 && !/Cannot assign requested address|Address not found/i.test(r.stderr)) {
-      throw new Error(`Cannot release ${address.text} on ${device}: ${describe(r)}`);
+    if (!r.ok && !/Cannot assign requested address|Address not found/i.test(r.stderr)) {
+      throw new Error(`Cannot release ${address.text} on ${device}: ${r.detail}`);
     }
     this.#held.delete(key);
   }
@@ -535,14 +784,21 @@ export class LinuxNetDriver implements NetDriver {
     return failed;
   }
 
-  /** Stops the refresh timers and waits for ARP bursts in flight. */
+  /**
+   * Stops the refresh timers and the packet bursts, waits for `arping` bursts in flight, ends
+   * the `ip -batch` child and closes the packet socket. Held addresses stay.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     for (const h of this.#held.values()) {
       if (h.refresh !== null) clearInterval(h.refresh);
       h.refresh = null;
     }
+    for (const abort of this.#packetBursts) abort.abort();
     await Promise.allSettled([...this.#inflight]);
+    await this.#batch?.close();
+    this.#announcer?.close();
+    this.#announcer = null;
   }
 }
 

@@ -121,6 +121,9 @@ Deno.test("the linux driver runs one ARP burst per address: a new takeover repla
       ipPath: "/bin/true",
       arpingPath: `${dir}/arping`,
       onError: () => {},
+      // The spawning path: arping bursts (the packet socket's bursts are timers).
+      ipBatch: false,
+      packetAnnouncer: false,
     });
     const a = parseCidr("198.18.0.100/24")!;
     const opts = { arpCount: 3, refreshMs: 0, service: "web" };
@@ -138,6 +141,47 @@ Deno.test("the linux driver runs one ARP burst per address: a new takeover repla
     assertEquals(net.quiet(a, "lo"), 2, "one burst (its direct first packet and the rest) runs");
     await net.release(a, "lo");
     await net.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the linux driver spawns ip, with the reason logged, when ip -batch cannot answer", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // A stand-in `ip` that dies at once as a batch and succeeds as a one-off command.
+    await Deno.writeTextFile(
+      `${dir}/ip`,
+      '#!/bin/sh\nfor a; do [ "$a" = -batch ] && exit 1; done\nexit 0\n',
+      { mode: 0o755 },
+    );
+    const lines: string[] = [];
+    const errors: string[] = [];
+    const net = new LinuxNetDriver({
+      audit: new AuditLog({ script: "/s.ts", sink: (l) => lines.push(l) }),
+      ipPath: `${dir}/ip`,
+      onError: (m) => errors.push(m),
+      packetAnnouncer: false,
+    });
+    try {
+      const a = parseCidr("198.18.0.100/24")!;
+      await net.takeover(a, "lo", { arpCount: 0, refreshMs: 0, service: "web" });
+      assertEquals(net.held().map((h) => h.address), ["198.18.0.100/24"]);
+      const add = lines.map((l) => JSON.parse(l)).find((r) => r.request.op === "ip-addr-add");
+      assertEquals(add.verdict, "done");
+      assertEquals(add.request.argv, [`${dir}/ip`, "addr", "add", "198.18.0.100/24", "dev", "lo"]);
+      assertMatch(
+        add.reason,
+        /^ip -batch could not answer \(.*exited with code 1.*\), spawned instead/,
+      );
+      assert(errors.some((m) => /^Spawning ip: /.test(m)), errors.join("\n"));
+      const take = lines.map((l) => JSON.parse(l)).find((r) => r.request.op === "takeover");
+      assertEquals(take.request.change, "spawn");
+      await net.release(a, "lo");
+      assertEquals(net.held(), []);
+    } finally {
+      await net.close();
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -183,6 +183,9 @@ export class Requests {
       this.#allow(source, service, auditRequest(op, args), { verb, target }, reason);
     switch (op) {
       case "takeover": {
+        // The takeover's audit record times the path from here: the policy check and the
+        // "allowed" record written before acting are part of it.
+        const decidedAt = performance.timeOrigin + performance.now();
         const allowed = checkTakeover(
           this.#ctx.policy,
           args.address as string,
@@ -190,7 +193,11 @@ export class Requests {
         );
         const arp = checkArp(this.#ctx.policy, allowed.cidr.text, args);
         allow("take over", allowed.cidr.text, `within ${allowed.rule.prefix}`);
-        await this.#ctx.net.takeover(allowed.cidr, allowed.device, { ...arp, service });
+        await this.#ctx.net.takeover(allowed.cidr, allowed.device, {
+          ...arp,
+          service,
+          decidedAt,
+        });
         return { value: null, audit: `${allowed.cidr.text} is on ${allowed.device}` };
       }
       case "release": {
