@@ -287,6 +287,15 @@ export async function startFailover(
     },
   };
 
+  const until = async (ok: () => Promise<boolean>, ms: number): Promise<boolean> => {
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      if (await ok()) return true;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return false;
+  };
+
   try {
     const members = options.only ?? lab.hosts;
     for (const h of members) await startFaild(h);
@@ -312,6 +321,23 @@ export async function startFailover(
     }
     for (const h of members) if (h !== first) await startHost(h);
     if (expect !== null) await waitForHolder(expect);
+    if (first !== null) {
+      // A test's fault must find every failsh running and seeing its peers: on a busy machine a
+      // standby's `deno run` can still be starting when the VIP is on the master.
+      for (const h of members) {
+        if (h === first) continue;
+        const seen = await until(async () => {
+          const s = await snapshot(h);
+          return s !== null &&
+            members.every((m) => s.hosts.find((x) => x.name === m)?.reachable === true);
+        }, timeout);
+        if (!seen) {
+          throw new Error(
+            `failsh on ${h} did not see every host within ${timeout} ms:\n${lab.diagnostics()}`,
+          );
+        }
+      }
+    }
   } catch (e) {
     await cluster.stop();
     throw e;
