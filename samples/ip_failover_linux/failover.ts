@@ -16,6 +16,8 @@
  * @module
  */
 import {
+  arbiter,
+  type ArbiterOptions,
   type Duration,
   type HandlerContext,
   host,
@@ -54,6 +56,12 @@ export interface IpFailoverConfig {
   grace?: Duration;
   /** Time limit of each handler (default 10 s). */
   handlerTimeout?: Duration;
+  /**
+   * The cluster's etcd arbiter (see `docs/arbiter.md` and `samples/ip_failover_etcd/`): the VIP
+   * is taken only while this host holds the service's key in etcd, so a partitioned or
+   * black-holed host lets it go. Default: none (like keepalived, a partition gives two holders).
+   */
+  arbiter?: ArbiterOptions;
 }
 
 /**
@@ -76,6 +84,7 @@ export interface IpFailoverConfig {
  * ```
  */
 export function ipFailover(config: IpFailoverConfig): string {
+  if (config.arbiter !== undefined) arbiter(config.arbiter);
   const key = config.key === undefined ? "cluster" : config.key;
   for (const [name, address] of Object.entries(config.hosts)) {
     const options: HostOptions = { address, key };

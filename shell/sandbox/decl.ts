@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { HostDecl, ScriptDecl, ServiceDecl } from "../contract.ts";
+import type { ArbiterDecl, HostDecl, ScriptDecl, ServiceDecl } from "../contract.ts";
 import { ScriptRegistry } from "../script/registry.ts";
 
 /**
@@ -42,6 +42,20 @@ export function checkDecl(value: unknown): ScriptDecl {
   const r = new ScriptRegistry();
   const noop = () => Promise.resolve("FAIL" as const);
   try {
+    if (v.arbiter !== undefined) {
+      const a = v.arbiter as ArbiterDecl;
+      if (typeof a !== "object" || a === null) fail("the arbiter is not an object");
+      r.arbiter({
+        endpoints: a.endpoints,
+        prefix: a.prefix,
+        ttl: a.ttlMs,
+        renew: a.renewMs,
+        timeout: a.timeoutMs,
+        margin: a.marginMs,
+        takeoverDelay: a.takeoverDelayMs,
+        onArbiterLoss: a.onArbiterLoss,
+      });
+    }
     for (const h of v.hosts as HostDecl[]) {
       if (typeof h !== "object" || h === null) fail("a host is not an object");
       r.host(h.name, { address: h.address, port: h.port, protocol: h.protocol, key: h.key });
