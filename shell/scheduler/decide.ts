@@ -306,7 +306,9 @@ export function decide(input: DecisionInput): Decision {
         `the local faild reports ${service.name} FAIL, set by ${input.localVeto} (a health check or an operator), so ${self} gives it up`,
       );
     }
-    if (input.arbiter === "deny") {
+    // A holder the arbiter denies lets go. RECOVER holds no address: it waits for the key
+    // before reclaiming (below) instead of giving up the handshake that frees the key.
+    if (input.arbiter === "deny" && local === "UP") {
       return d("stop", "arbiter-revoke", `the arbiter denies ${self} the service ${service.name}`);
     }
     if (higherHolders.length > 0) {
@@ -341,6 +343,13 @@ export function decide(input: DecisionInput): Decision {
         `${self} is RECOVER and waits for ${names(holders)} to stop (${
           holders.map(describe).join("; ")
         })`,
+      );
+    }
+    if (input.arbiter === "deny") {
+      return d(
+        "wait",
+        "arbiter-veto",
+        `${self} is RECOVER and nobody else holds ${service.name}, but the arbiter denies ${self} the service until it holds the key`,
       );
     }
     const wait = unsettled("before reclaiming");
@@ -380,9 +389,8 @@ export function decide(input: DecisionInput): Decision {
       if (!selfReachable) {
         return d("wait", "self-unreachable", `${who}; this host's own faild is unreachable`);
       }
-      if (input.arbiter === "deny") {
-        return d("wait", "arbiter-veto", `${who}; the arbiter denies ${self} the service`);
-      }
+      // No arbiter check: RECOVER moves no address, and it is what makes the slave stop and
+      // free the arbiter's key; the reclaim waits for the grant.
       return d(
         "recover",
         "master-recover",
