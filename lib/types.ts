@@ -173,6 +173,24 @@ export interface ServiceView {
   lastDecision: DecisionView | null;
   /** Last handler run, or `null` before the first. */
   lastHandler: HandlerRunView | null;
+  /** The etcd arbiter's standing of this host for the service; absent without an arbiter. */
+  arbiter?: ArbiterView;
+}
+
+/** The arbiter's standing of this host for one service, as the monitor shows it. */
+export interface ArbiterView {
+  /** `none`, `acquiring`, `waiting-delay`, `held`, `failsafe` or `lost`. */
+  state: string;
+  /** `grant` only while `held` or `failsafe`. */
+  verdict: "grant" | "deny";
+  /** The epoch (etcd revision of the key) while the key is this host's, else `null`. */
+  epoch: string | null;
+  /** Who holds the key when it is not this host's, if known. */
+  holder: string | null;
+  /** Why, in one sentence. */
+  reason: string;
+  /** Time left before the holder must let go without a renewal, ms (while keyed), else `null`. */
+  deadlineInMs: number | null;
 }
 
 /** An address this failsh holds. */

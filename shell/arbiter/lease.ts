@@ -156,6 +156,11 @@ export interface EtcdArbiterOptions {
   onChange?: (status: ArbiterStatus) => void;
   /** Receives one line per transition and per etcd failure. */
   log?: (line: string) => void;
+  /**
+   * Told after each renewal of held keys: confirmed (`ok`, with the time from sending the
+   * keepalive to the confirmation) or failed (for `/metrics`).
+   */
+  onRenew?: (ok: boolean, latencyMs: number) => void;
   /** Watch the prefix to learn at once that a key is gone (default `true` when the gateway can). */
   watch?: boolean;
 }
@@ -209,6 +214,7 @@ export class EtcdArbiter {
   #clock: MonotonicClock;
   #onChange: (status: ArbiterStatus) => void;
   #log: (line: string) => void;
+  #onRenew: (ok: boolean, latencyMs: number) => void;
   #useWatch: boolean;
   #services = new Map<string, ServiceLease>();
   #last = new Map<string, { state: ArbiterState; verdict: ArbiterVerdict; epoch: string | null }>();
@@ -254,6 +260,7 @@ export class EtcdArbiter {
     this.#clock = options.clock ?? monotonicClock;
     this.#onChange = options.onChange ?? (() => {});
     this.#log = options.log ?? (() => {});
+    this.#onRenew = options.onRenew ?? (() => {});
     this.#useWatch = (options.watch ?? true) && typeof options.gateway.follow === "function";
   }
 
@@ -521,6 +528,7 @@ export class EtcdArbiter {
       ka = await this.#gw.keepAlive(lease.id, opts);
     } catch (e) {
       this.#failed(e, keyed, `renew lease ${lease.id}`);
+      if (keyed.length > 0) this.#onRenew(false, this.#clock.now() - sentAt);
       return false;
     }
     if (this.#lease !== lease) return true;
@@ -539,8 +547,10 @@ export class EtcdArbiter {
       c = await this.#gw.confirm(keys.map((s) => this.keyOf(s)), lease.id, opts);
     } catch (e) {
       this.#failed(e, keys, `confirm the keys of lease ${lease.id}`);
+      this.#onRenew(false, this.#clock.now() - sentAt);
       return false;
     }
+    this.#onRenew(true, this.#clock.now() - sentAt);
     for (const s of keys) {
       const key = this.keyOf(s);
       if (c.owned.has(key)) {

@@ -304,6 +304,11 @@ export interface NetDriverOptions {
   stateFile?: string;
   /** Told about background failures (an arping that failed…). */
   onError?: (message: string) => void;
+  /**
+   * The arbiter's epoch of a service's holding, written with each gratuitous ARP in the audit
+   * log (`null`: no arbiter, or the key is not this host's).
+   */
+  epochOf?: (service: string | null) => string | null;
 }
 
 function keyOf(address: Cidr, device: string): string {
@@ -339,6 +344,7 @@ export class LinuxNetDriver implements NetDriver {
   #netns: string | null;
   #audit: AuditLog | null;
   #onError: (message: string) => void;
+  #epochOf: (service: string | null) => string | null;
   #closed = false;
 
   /**
@@ -354,6 +360,7 @@ export class LinuxNetDriver implements NetDriver {
     this.#netns = options.netns ?? null;
     this.#audit = options.audit ?? null;
     this.#onError = options.onError ?? ((m) => console.error(m));
+    this.#epochOf = options.epochOf ?? (() => null);
   }
 
   async #exec(
@@ -363,6 +370,7 @@ export class LinuxNetDriver implements NetDriver {
     op: string,
     signal?: AbortSignal,
     isolate = true,
+    extra: Record<string, unknown> = {},
   ): Promise<RunOutcome> {
     const full = this.#netns === null ? argv : [this.#ip, "netns", "exec", this.#netns, ...argv];
     const r = await runFixed(
@@ -372,7 +380,7 @@ export class LinuxNetDriver implements NetDriver {
     );
     this.#audit?.write(
       service,
-      { op, argv: full },
+      { op, argv: full, ...extra },
       r.code === 0 ? "done" : r.aborted ? "aborted" : "failed",
       describe(r),
     );
@@ -474,11 +482,16 @@ export class LinuxNetDriver implements NetDriver {
     bursts.add(abort);
     // arping sends one packet a second; allow the burst plus a margin.
     const timeoutMs = count * 1000 + 3000;
-    const p = this.#exec(argv, timeoutMs, service, "arping", abort.signal, isolate).then((r) => {
-      if (r.code !== 0 && !r.aborted) {
-        this.#onError(`Gratuitous ARP for ${address.ip} on ${device} failed: ${describe(r)}`);
-      }
-    });
+    // The audit line of a gratuitous ARP names the arbiter's epoch of the holding it announces.
+    const epoch = this.#epochOf(service);
+    const extra = epoch === null ? {} : { epoch };
+    const p = this.#exec(argv, timeoutMs, service, "arping", abort.signal, isolate, extra).then(
+      (r) => {
+        if (r.code !== 0 && !r.aborted) {
+          this.#onError(`Gratuitous ARP for ${address.ip} on ${device} failed: ${describe(r)}`);
+        }
+      },
+    );
     this.#inflight.add(p);
     p.finally(() => {
       this.#inflight.delete(p);
