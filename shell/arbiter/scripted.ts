@@ -98,6 +98,7 @@ export class ScriptedArbiter implements ArbiterLink {
   }
 
   #to(service: string, e: Entry, state: string, rule: string, reason: string): void {
+    const same = e.view.state === state;
     e.view = {
       ...e.view,
       state,
@@ -105,7 +106,7 @@ export class ScriptedArbiter implements ArbiterLink {
       reason,
     };
     e.rule = rule;
-    this.#opts.timers.setTimeout(() => this.#opts.onChange?.(service), 0);
+    if (!same) this.#opts.timers.setTimeout(() => this.#opts.onChange?.(service), 0);
   }
 
   #try(service: string, e: Entry): void {
