@@ -133,6 +133,8 @@ export interface ArbiterStatus {
   reason: string;
   /** Time left before the holder must release without a renewal, in ms (while keyed). */
   deadlineInMs: number | null;
+  /** `false` while etcd has not answered this host since its last failed request. */
+  etcdReachable: boolean;
 }
 
 /** Options of {@linkcode EtcdArbiter}. */
@@ -417,6 +419,7 @@ export class EtcdArbiter {
       rule: a.rule,
       reason: a.reason,
       deadlineInMs: KEYED.includes(a.lease.state) && d !== null ? Math.max(0, d - now) : null,
+      etcdReachable: a.lease.etcdDownSince === null,
     };
     const last = this.#last.get(service);
     if (

@@ -432,6 +432,34 @@ const ROWS: Row[] = [
     mentions: ["enters RECOVER"],
   },
   {
+    // Seen in the lab: a master cut from etcd entered RECOVER, the slave yielded, and nobody
+    // could take the key: the VIP was down until etcd came back.
+    name: "a returning master that cannot reach the arbiter does not make the slave stop",
+    input: input({ self: "alpha", arbiter: "unreachable", peers: [peer("beta", "UP")] }),
+    action: "wait",
+    rule: "arbiter-veto",
+    mentions: ["does not answer"],
+  },
+  {
+    name: "a RECOVER master that loses the arbiter gives RECOVER up",
+    input: input({
+      self: "alpha",
+      local: "RECOVER",
+      arbiter: "unreachable",
+      peers: [peer("beta", "UP")],
+    }),
+    action: "stop",
+    rule: "arbiter-revoke",
+    mentions: ["does not answer"],
+  },
+  {
+    name: "an unreachable arbiter vetoes a takeover like a denial",
+    input: input({ arbiter: "unreachable", peers: [peer("alpha", "FAIL", { reachable: false })] }),
+    action: "wait",
+    rule: "arbiter-veto",
+    mentions: ["arbiter denies"],
+  },
+  {
     name: "a RECOVER master the arbiter denies waits for the key instead of giving up",
     input: input({
       self: "alpha",

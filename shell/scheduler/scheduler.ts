@@ -54,8 +54,11 @@ export interface ArbiterLink {
   want(service: string): void;
   /** The service's addresses are gone: forget it, delete the key if still ours (idempotent). */
   unwant(service: string): void;
-  /** The standing shown by the monitor, the logs and the faild record. */
-  status(service: string): ArbiterView & { wanted: boolean; rule: string };
+  /**
+   * The standing shown by the monitor, the logs and the faild record; `etcdReachable: false`
+   * turns a `deny` into decide()'s `unreachable`.
+   */
+  status(service: string): ArbiterView & { wanted: boolean; rule: string; etcdReachable?: boolean };
 }
 
 /** Options of {@linkcode Scheduler}. */
@@ -444,7 +447,7 @@ export class Scheduler {
       peers: this.#peers.inputs(name),
       handlerRunning: this.#handlers.running(name),
       veto: this.#local.veto(name),
-      arbiter: this.#opts.arbiterLink?.verdict(name) ?? this.#opts.arbiter?.(name),
+      arbiter: this.#verdict(name),
       deferIntervals: this.#opts.deferIntervals ?? 3,
     });
     const decision = decide(input);
@@ -492,6 +495,14 @@ export class Scheduler {
       }
     }
     return plan.pollInMs;
+  }
+
+  /** decide()'s `arbiter` input: the link's verdict, `unreachable` for a denial without etcd. */
+  #verdict(name: string): DecisionInput["arbiter"] {
+    const link = this.#opts.arbiterLink;
+    if (!link) return this.#opts.arbiter?.(name);
+    const v = link.verdict(name);
+    return v === "deny" && link.status(name).etcdReachable === false ? "unreachable" : v;
   }
 
   /**
