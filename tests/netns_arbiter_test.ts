@@ -243,7 +243,11 @@ test("3. h1 and h2 cut from each other, both reach etcd: nothing moves", async (
     await lab.heal();
     await sleep(2000);
   }, (r) => {
-    assert.equal(r.i1.intervals.h2, undefined, `h2 never held: ${JSON.stringify(r.i1.intervals)}`);
+    assert.equal(
+      r.i1.intervals.h2?.length ?? 0,
+      0,
+      `h2 never held: ${JSON.stringify(r.i1.intervals)}`,
+    );
     assert.equal(r.i1.intervals.h1?.length, 1, "h1 held throughout");
   });
 });
@@ -256,7 +260,11 @@ test("4. the etcd leader killed: no failover", async () => {
     assert.ok(await etcd.waitLeader(15_000, leader), "a new leader");
     await sleep(3 * TIMING.ttl);
   }, (r) => {
-    assert.equal(r.i1.intervals.h2, undefined, `h2 never held: ${JSON.stringify(r.i1.intervals)}`);
+    assert.equal(
+      r.i1.intervals.h2?.length ?? 0,
+      0,
+      `h2 never held: ${JSON.stringify(r.i1.intervals)}`,
+    );
     assert.equal(r.i1.intervals.h1?.length, 1, "h1 held throughout");
   });
 });
@@ -293,7 +301,9 @@ test("5. h1 frozen for 0.5, 1, 1.5 and 3 × TTL: the overlap bound, and zero wit
     // past TTL − renew + delay, plus the time to remove the address once it runs again.
     const bound = Math.max(0, pause - (TIMING.ttl - TIMING.renew + delay)) + 1000;
     assert.ok(r.report.i1.largestOverlapMs <= bound, `overlap ${r.report.i1.largestOverlapMs} ms`);
-    assert.equal(r.report.i3.ok, true, JSON.stringify(r.report.i3.regressions));
+    // The old holder answers with its older epoch while it overlaps: I3 sees what I1 sees.
+    if (r.report.i1.ok) assert.equal(r.report.i3.ok, true, JSON.stringify(r.report.i3.regressions));
+    else assert.equal(r.report.i3.ok, false, "the client saw the epoch go back");
   }
   const long = await recorded("5. h1 frozen 3 × TTL, takeover delay 7 s", async ({ cluster }) => {
     await freeze(cluster, 3 * TIMING.ttl);
