@@ -92,18 +92,22 @@ export function prefixRangeEnd(prefix: string): string {
   return "AA==";
 }
 
+/** A JSON object as the gateway sends it. */
 export type Json = Record<string, unknown>;
 
+/** Whether a value is a JSON object (not an array, not null). */
 export function isObject(v: unknown): v is Json {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
+/** The value as an object, or a protocol error naming `where`. */
 export function obj(v: unknown, where: string): Json {
   if (v === undefined) return {};
   if (!isObject(v)) throw new EtcdProtocolError(`Invalid answer from etcd: ${where} is no object`);
   return v;
 }
 
+/** The value as a list (absent: empty, a zero value), or a protocol error. */
 export function list(v: unknown, where: string): unknown[] {
   if (v === undefined) return [];
   if (!Array.isArray(v)) {
@@ -133,6 +137,7 @@ function uint64(v: unknown, where: string): string {
   throw new EtcdProtocolError(`Invalid answer from etcd: ${where} is not a uint64: ${String(v)}`);
 }
 
+/** An int64 string small enough for a number (TTLs, counts); absent is 0. */
 export function smallInt(v: unknown, where: string): number {
   const s = int64(v, where);
   const n = Number(s);
@@ -142,6 +147,7 @@ export function smallInt(v: unknown, where: string): number {
   return n;
 }
 
+/** A boolean; absent is `false` (a zero value). */
 export function bool(v: unknown, where: string): boolean {
   if (v === undefined || v === null) return false;
   if (typeof v !== "boolean") {
@@ -150,6 +156,7 @@ export function bool(v: unknown, where: string): boolean {
   return v;
 }
 
+/** A string; absent is `""` (a zero value). */
 export function text(v: unknown, where: string): string {
   if (v === undefined || v === null) return "";
   if (typeof v !== "string") {
@@ -158,6 +165,7 @@ export function text(v: unknown, where: string): string {
   return v;
 }
 
+/** The response header, int64 fields kept as strings. */
 export function parseHeader(v: unknown): ResponseHeader {
   const h = obj(v, "header");
   return {
@@ -168,6 +176,7 @@ export function parseHeader(v: unknown): ResponseHeader {
   };
 }
 
+/** A key-value pair, key and value decoded from base64. */
 export function parseKv(v: unknown, where: string): KeyValue {
   const kv = obj(v, where);
   return {
@@ -180,10 +189,12 @@ export function parseKv(v: unknown, where: string): KeyValue {
   };
 }
 
+/** The `kvs` of a range answer. */
 export function parseRangeKvs(v: unknown, where: string): KeyValue[] {
   return list(obj(v, where).kvs, `${where}.kvs`).map((kv, i) => parseKv(kv, `${where}.kvs[${i}]`));
 }
 
+/** A lease id as a decimal string (it may exceed 2^53), or a `TypeError`. */
 export function checkLeaseId(id: string): string {
   if (!/^\d{1,19}$/.test(id) || BigInt(id) > 0x7fffffffffffffffn) {
     throw new TypeError(
@@ -193,6 +204,7 @@ export function checkLeaseId(id: string): string {
   return id;
 }
 
+/** A key in printable ASCII, or a `TypeError`. */
 export function checkKey(key: string): string {
   if (typeof key !== "string" || key.length === 0) {
     throw new TypeError(`Invalid etcd key: ${JSON.stringify(key)}: expected a non-empty string`);
@@ -292,6 +304,7 @@ export class LineReader {
   }
 }
 
+/** Reads a whole body, at most `max` bytes, as text. */
 export async function readBody(
   body: ReadableStream<Uint8Array> | null,
   max: number,
@@ -326,6 +339,7 @@ export async function readBody(
   return decoder.decode(all);
 }
 
+/** Parses a body as a JSON object, or a protocol error naming the endpoint. */
 export function parseJson(textBody: string, where: string, endpoint: string): Json {
   let v: unknown;
   try {
@@ -344,6 +358,7 @@ export function parseJson(textBody: string, where: string, endpoint: string): Js
   return v;
 }
 
+/** A short sentence for a failed attempt (a timeout reads "no answer in time"). */
 export function describeFailure(e: unknown): string {
   if (e instanceof EtcdError) return e.message;
   if (e instanceof DOMException && (e.name === "TimeoutError" || e.name === "AbortError")) {
@@ -352,6 +367,7 @@ export function describeFailure(e: unknown): string {
   return (e as Error)?.message ?? String(e);
 }
 
+/** Waits `ms`, or less when `signal` aborts. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();

@@ -165,7 +165,13 @@ export class Scheduler {
     const { self } = options;
     const stats = this.stats;
     const events = this.#events = new EventLog(this.#timers);
-    this.#addresses = new AddressWatch({ self, stats, events, list: options.addresses });
+    this.#addresses = new AddressWatch({
+      self,
+      stats,
+      events,
+      list: options.addresses,
+      epochOf: (service) => this.#opts.arbiterLink?.status(service).epoch ?? null,
+    });
     this.#local = new LocalRecords({
       self,
       reporter: options.reporter,

@@ -992,3 +992,49 @@ Deno.test("Scheduler with an arbiter: no takeover without the grant, a lost key 
   });
   await scheduler.stop();
 });
+
+Deno.test("Scheduler with an arbiter it cannot reach: a returning master does not make the slave stop", async () => {
+  const time = new FakeTime();
+  const decl: ScriptDecl = {
+    hosts: ["alpha", "beta"].map(host),
+    services: [service("web")],
+    traps: 0,
+  };
+  const sandbox = new FakeSandbox(decl, time);
+  const net = new FakeNet(time, "alpha");
+  net.set("beta", "web", "UP");
+  let reachable = false;
+  const wanted: string[] = [];
+  const scheduler = new Scheduler({
+    self: "alpha",
+    sandbox,
+    poller: net.poller,
+    reporter: net.reporter,
+    timers: time,
+    logger: quiet,
+    arbiterLink: {
+      verdict: () => "deny",
+      want: (s) => void wanted.push(s),
+      unwant: () => {},
+      status: () => ({
+        state: "acquiring",
+        verdict: "deny",
+        epoch: null,
+        holder: reachable ? "beta" : null,
+        reason: "",
+        deadlineInMs: null,
+        wanted: wanted.length > 0,
+        rule: "want",
+        etcdReachable: reachable,
+      }),
+    },
+  });
+  scheduler.start();
+  await time.advance(1000);
+  assert.equal(scheduler.state("web"), "FAIL", "no RECOVER while etcd does not answer");
+  assert.match(scheduler.snapshot().services[0]!.lastDecision?.reason ?? "", /does not answer/);
+  reachable = true; // etcd answers again: the key is beta's, the handshake can free it
+  await time.advance(300);
+  assert.equal(scheduler.state("web"), "RECOVER");
+  await scheduler.stop();
+});
