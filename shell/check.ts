@@ -181,6 +181,12 @@ export async function checkFailsh(script: string, policyPath: string): Promise<C
         `${decl.arbiter.endpoints.length} etcd endpoint(s): with fewer than three members etcd loses its quorum with one, and every holder lets go`,
       );
     }
+    if (decl.arbiter && policy.onExit === "keep") {
+      warn(
+        `${policyAbs}: onExit`,
+        "keep with an arbiter: the address stays after failsh exits while its key expires, and the next holder then overlaps with it",
+      );
+    }
     if (!decl.arbiter && policy.etcd.length > 0) {
       warn(
         `${policyAbs}: etcd`,

@@ -117,6 +117,11 @@ host("beta", { address: "127.0.0.2" });
         );
         assertEquals(r.text.filter((l) => l.startsWith("error")), []);
         r = await check(
+          withArbiter(`{ endpoints: ${JSON.stringify(eps)} }`),
+          policy({ etcd: eps, onExit: "keep" }),
+        );
+        assert(r.text.some((l) => /^warning: keep with an arbiter/.test(l)), r.text.join("\n"));
+        r = await check(
           withArbiter(`{ endpoints: ${JSON.stringify(eps)}, ttl: "3s", timeout: "1s" }`),
           policy({ etcd: eps }),
         );
