@@ -53,7 +53,7 @@ import {
   type KeepAliveResult,
 } from "./etcd_gateway.ts";
 import { NAME_PATTERN } from "../../lib/types.ts";
-export * from "./timing.ts";
+export * from "../script/arbiter_timing.ts";
 export * from "./rule.ts";
 import {
   type ArbiterLossPolicy,
@@ -61,7 +61,7 @@ import {
   type ArbiterTiming,
   arbiterTiming,
   type ArbiterVerdict,
-} from "./timing.ts";
+} from "../script/arbiter_timing.ts";
 import {
   deadlineOf,
   initialLease,

@@ -10,7 +10,7 @@ import {
   type ArbiterState,
   type ArbiterTiming,
   type ArbiterVerdict,
-} from "./timing.ts";
+} from "../script/arbiter_timing.ts";
 
 /** One service's standing with the arbiter (plain data; {@linkcode stepLease} makes the next). */
 export interface ServiceLease {

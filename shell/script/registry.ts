@@ -9,7 +9,7 @@
  */
 import type { ArbiterDecl, HandlerKind, HostDecl, ScriptDecl, ServiceDecl } from "../contract.ts";
 import { isValidName, parseDuration } from "../../lib/types.ts";
-import { type ArbiterTiming, arbiterTiming } from "../arbiter/timing.ts";
+import { type ArbiterTiming, arbiterTiming } from "./arbiter_timing.ts";
 import type { ArbiterOptions, Handler, HostOptions, ServiceOptions, TrapHandler } from "./api.ts";
 
 /** Default port of a faild. */

@@ -1,6 +1,8 @@
 /**
  * The arbiter's states, verdicts and timing: defaults derived from the TTL and the check
- * `renew + 2 × timeout + margin ≤ TTL` that `failsh --check` reports (see `docs/arbiter.md`).
+ * `renew + 2 × timeout + margin ≤ TTL`. Pure and without imports: the script API's registry checks
+ * a declared `arbiter()` with it in the sandboxed child, and the supervisor's arbiter
+ * (`shell/arbiter/`) runs on it (see `docs/arbiter.md`).
  *
  * @module
  */
@@ -51,7 +53,7 @@ export const DEFAULT_TTL_MS = 6000;
  *
  * @example
  * ```ts
- * import { timingProblems } from "./lease.ts";
+ * import { timingProblems } from "./arbiter_timing.ts";
  * const t = { ttlMs: 3000, renewMs: 1000, timeoutMs: 1000, marginMs: 500, takeoverDelayMs: 1500 };
  * console.log(timingProblems(t)); // ["renewMs + 2 × timeoutMs + marginMs = 3500 ms exceeds ttlMs 3000 ms: a renewal sent on time could be confirmed after the deadline"]
  * ```
@@ -88,7 +90,7 @@ export function timingProblems(t: ArbiterTiming): string[] {
  *
  * @example
  * ```ts
- * import { arbiterTiming } from "./lease.ts";
+ * import { arbiterTiming } from "./arbiter_timing.ts";
  * console.log(arbiterTiming()); // { ttlMs: 6000, renewMs: 2000, timeoutMs: 1000, marginMs: 1000, takeoverDelayMs: 3000 }
  * ```
  */
