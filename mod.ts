@@ -46,13 +46,19 @@
  *
  * @module
  */
-import type { HostDecl, ScriptDecl, ServiceDecl } from "./shell/contract.ts";
-import type { HostOptions, ServiceOptions, TrapHandler } from "./shell/script/api.ts";
+import type { ArbiterDecl, HostDecl, ScriptDecl, ServiceDecl } from "./shell/contract.ts";
+import type {
+  ArbiterOptions,
+  HostOptions,
+  ServiceOptions,
+  TrapHandler,
+} from "./shell/script/api.ts";
 import { scriptRegistry } from "./shell/script/registry.ts";
 import { noteDeclaration } from "./shell/script/direct_run.ts";
 
 export { PolicyDeniedError, ScriptError, TimeoutError } from "./shell/errors.ts";
 export type {
+  ArbiterOptions,
   Duration,
   Handler,
   HandlerContext,
@@ -69,6 +75,7 @@ export type {
   TrapHandler,
 } from "./shell/script/api.ts";
 export type {
+  ArbiterDecl,
   HandlerKind,
   HostDecl,
   LivenessDecl,
@@ -134,6 +141,32 @@ export function host(name: string, options: HostOptions): HostDecl {
 export function service(name: string, options: ServiceOptions): ServiceDecl {
   noteDeclaration();
   return scriptRegistry().service(name, options);
+}
+
+/**
+ * Declares the cluster's etcd arbiter, once, the same on every host: a host then takes a service
+ * only after acquiring the service's key in etcd and lets it go before etcd can hand the key to
+ * anyone else, so a partitioned host does not keep the address (see `docs/arbiter.md`). failsh's
+ * supervisor talks to etcd, never the script; the policy's `etcd` must list each endpoint.
+ *
+ * @param options Endpoints, key prefix, TTL and the other times, `onArbiterLoss`.
+ * @returns The declaration (times in ms, defaults filled in).
+ * @throws {TypeError} On a bad endpoint, prefix or option; {@linkcode RangeError} when the timing
+ *   breaks `renew + 2 × timeout + margin ≤ TTL` (or another of its rules, each named).
+ *
+ * @example
+ * ```ts
+ * import { arbiter } from "./mod.ts";
+ * const a = arbiter({
+ *   endpoints: ["http://198.18.1.11:2379", "http://198.18.1.12:2379", "http://198.18.1.13:2379"],
+ *   ttl: "6s",
+ * });
+ * console.log(a.takeoverDelayMs); // 3000
+ * ```
+ */
+export function arbiter(options: ArbiterOptions): ArbiterDecl {
+  noteDeclaration();
+  return scriptRegistry().arbiter(options);
 }
 
 /**

@@ -3,7 +3,8 @@
  *
  * ```sh
  * deno run -A bench/failover_bench.ts [--cuts N] [--intervals 1000,50] [--systems keepalived,failover]
- *   [--false-intervals 50,20] [--stress-seconds 30] [--json] [--out FILE] [--docs]
+ *   [--false-intervals 50,20] [--stress-seconds 30] [--arbiter-ttls 2000,6000] [--json]
+ *   [--out FILE] [--docs]
  * ```
  *
  * 1. Outage: for each interval (keepalived's `advert_int`, failover's poll interval) and each
@@ -27,6 +28,7 @@ import { Lab, labUnavailable } from "../tests/lab/netns.ts";
 import { run } from "../tests/lab/exec.ts";
 import { startKeepalived } from "../tests/lab/keepalived.ts";
 import { startFailover } from "../tests/lab/failover.ts";
+import { EtcdLab } from "../tests/lab/etcd.ts";
 import type { Probe } from "../tests/lab/probe.ts";
 
 const PORT = 8080;
@@ -34,11 +36,15 @@ const PORT = 8080;
 /** A failover system running in a lab. */
 interface Running {
   stop(): Promise<void>;
+  /** The fault (default: h1's service link down). */
+  cut?(): Promise<void>;
+  /** Heals the fault (default: h1's link up). */
+  heal?(): Promise<void>;
 }
 
 /** A system under test. */
 interface System {
-  name: "keepalived" | "failover";
+  name: string;
   /** Starts it with the VIP on h1; `label` describes the interval mapping. */
   start(lab: Lab, intervalMs: number): Promise<Running>;
   /** How the interval maps to the system's configuration. */
@@ -66,6 +72,51 @@ const SYSTEMS: Record<string, System> = {
     describe: (ms) => `poll interval ${ms} ms, fall ${FALL}, rise 2, preempt`,
   },
 };
+
+/**
+ * failover with the etcd arbiter at a TTL (the rest of the timing derives from it): a 3-member
+ * etcd on the lab's management network. The cut takes h1 off both networks (its service link and
+ * its management link down): with the management link up h1 would keep the key, and there would
+ * be no failover to measure (docs/arbiter.md).
+ */
+function arbiterSystem(ttlMs: number): System {
+  return {
+    name: `failover+etcd TTL ${ttlMs / 1000} s`,
+    async start(lab, ms) {
+      const etcd = await EtcdLab.start(lab);
+      try {
+        const cluster = await startFailover(lab, {
+          intervalMs: ms,
+          fall: FALL,
+          preempt: true,
+          arbiter: { endpoints: etcd.endpoints, prefix: `/failover/${lab.net}/`, ttl: ttlMs },
+          startTimeoutMs: 60_000,
+        });
+        return {
+          async stop() {
+            await cluster.stop();
+            await etcd.stop();
+          },
+          async cut() {
+            await lab.linkDown("h1");
+            await etcd.cut("h1", "down");
+          },
+          async heal() {
+            await etcd.heal("h1");
+            await lab.linkUp("h1");
+          },
+        };
+      } catch (e) {
+        await etcd.stop();
+        throw e;
+      }
+    },
+    describe: (ms) =>
+      `poll interval ${ms} ms, fall ${FALL}, etcd arbiter TTL ${
+        ttlMs / 1000
+      } s (renew TTL/3, margin TTL/6, takeover delay TTL/2), h1 cut from clients and etcd`,
+  };
+}
 
 /** One cut's measurement. */
 interface CutResult {
@@ -225,7 +276,7 @@ async function measureOutages(
         }
         await sleep(Math.random() * intervalMs); // Random phase against the system's timers.
         const cutAt = Date.now();
-        await lab.linkDown("h1");
+        await (running.cut ? running.cut() : lab.linkDown("h1"));
         const served = await probe.waitServedBy("h2", bound, 10);
         const r = await probe.settledOutage(cutAt);
         const cut: CutResult = {
@@ -239,7 +290,7 @@ async function measureOutages(
         };
         series.cuts.push(cut);
         const upAt = Date.now();
-        await lab.linkUp("h1");
+        await (running.heal ? running.heal() : lab.linkUp("h1"));
         // A failback that takes long is a bug worth a look: keep a snapshot of the lab from then.
         let snapshot: Promise<string> | null = null;
         const watch = setTimeout(() => snapshot = stuckSnapshot(lab, upAt), 3000);
@@ -508,6 +559,7 @@ export async function main(args: string[]): Promise<number> {
         systems: { type: "string", default: "keepalived,failover" },
         "false-intervals": { type: "string", default: "50,20" },
         "stress-seconds": { type: "string", default: "30" },
+        "arbiter-ttls": { type: "string", default: "" },
         json: { type: "boolean", default: false },
         out: { type: "string", default: "bench/failover_results.json" },
         docs: { type: "boolean", default: false },
@@ -522,7 +574,7 @@ export async function main(args: string[]): Promise<number> {
     console.log(
       "Usage: deno run -A bench/failover_bench.ts [--cuts N] [--intervals 1000,50]\n" +
         "  [--systems keepalived,failover] [--false-intervals 50,20] [--stress-seconds 30]\n" +
-        "  [--json] [--out FILE] [--docs]",
+        "  [--arbiter-ttls 2000,6000] [--json] [--out FILE] [--docs]",
     );
     return 0;
   }
@@ -530,6 +582,7 @@ export async function main(args: string[]): Promise<number> {
   const stressSeconds = Number(values["stress-seconds"]);
   let intervals: number[];
   let falseIntervals: number[];
+  let arbiterTtls: number[];
   try {
     if (!Number.isInteger(cuts) || cuts < 1 || cuts > 200) {
       throw new RangeError(`Invalid --cuts: ${values.cuts}: expected 1 to 200`);
@@ -543,6 +596,14 @@ export async function main(args: string[]): Promise<number> {
     falseIntervals = values["false-intervals"] === "" || stressSeconds === 0
       ? []
       : parseList(values["false-intervals"], "--false-intervals");
+    arbiterTtls = values["arbiter-ttls"] === ""
+      ? []
+      : parseList(values["arbiter-ttls"], "--arbiter-ttls");
+    if (arbiterTtls.some((t) => t % 1000 !== 0)) {
+      throw new RangeError(
+        `Invalid --arbiter-ttls: ${values["arbiter-ttls"]}: etcd leases are whole seconds`,
+      );
+    }
   } catch (e) {
     console.error((e as Error).message);
     return 2;
@@ -573,7 +634,7 @@ export async function main(args: string[]): Promise<number> {
   };
   const started = Date.now();
   for (const ms of intervals) {
-    for (const s of systems) {
+    for (const s of [...systems, ...arbiterTtls.map(arbiterSystem)]) {
       log(`outage: ${s.name} at ${ms} ms (${s.describe(ms)})`);
       report.outages.push(await measureOutages(s, ms, cuts, log));
     }

@@ -79,6 +79,11 @@ export interface FaildClientOptions {
 export interface SetOptions {
   /** Free text stored with the state (at most {@linkcode MAX_DETAIL_LENGTH} characters). */
   detail?: string;
+  /**
+   * The arbiter's epoch of the holding (a decimal string). Sent only when given: a faild older
+   * than the arbiter refuses the field.
+   */
+  epoch?: string;
   /** Aborts the request. */
   signal?: AbortSignal;
 }
@@ -109,7 +114,8 @@ function checkRecord(value: unknown, where: string): ServiceRecord {
   if (
     typeof r !== "object" || r === null || typeof r.name !== "string" ||
     !isServiceState(r.state) || typeof r.lastChange !== "number" ||
-    typeof r.changes !== "number" || typeof r.detail !== "string" || typeof r.setBy !== "string"
+    typeof r.changes !== "number" || typeof r.detail !== "string" || typeof r.setBy !== "string" ||
+    (r.epoch !== undefined && typeof r.epoch !== "string")
   ) {
     throw new FaildError(`Invalid answer from faild: ${where} is not a service record`, 502);
   }
@@ -277,9 +283,11 @@ export class FaildClient {
         `Invalid detail: ${options.detail.length} characters, at most ${MAX_DETAIL_LENGTH}`,
       );
     }
-    const body = JSON.stringify(
-      options.detail === undefined ? { state } : { state, detail: options.detail },
-    );
+    const body = JSON.stringify({
+      state,
+      ...(options.detail === undefined ? {} : { detail: options.detail }),
+      ...(options.epoch === undefined ? {} : { epoch: options.epoch }),
+    });
     const answer = await this.#request("PUT", `/v1/services/${name}`, {
       body,
       ...(options.signal ? { signal: options.signal } : {}),

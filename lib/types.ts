@@ -15,6 +15,9 @@ export const SERVICE_STATES: readonly ServiceState[] = ["UP", "RECOVER", "FAIL"]
 /** Service and host names: letters, digits, `.`, `_`, `-`; 1 to 64 characters; starts alnum. */
 export const NAME_PATTERN: RegExp = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
+/** An arbiter epoch as a record carries it: a positive decimal integer of at most 19 digits. */
+export const EPOCH_PATTERN: RegExp = /^[1-9][0-9]{0,18}$/;
+
 /** Longest `detail` text faild accepts, in characters. */
 export const MAX_DETAIL_LENGTH = 512;
 
@@ -43,6 +46,12 @@ export interface ServiceRecord {
   detail: string;
   /** Who set it: the key id of the signed request, or `local` / `anonymous`. */
   setBy: string;
+  /**
+   * The arbiter's epoch of the holding (a fencing token: the etcd revision of the service's key,
+   * a decimal string), when the writer holds the service under an arbiter; absent otherwise.
+   * Readers that do not know it ignore it.
+   */
+  epoch?: string;
 }
 
 /** The answer of `GET /v1/services`. */
@@ -192,6 +201,24 @@ export interface ServiceView {
   lastDecision: DecisionView | null;
   /** Last handler run, or `null` before the first. */
   lastHandler: HandlerRunView | null;
+  /** The etcd arbiter's standing of this host for the service; absent without an arbiter. */
+  arbiter?: ArbiterView;
+}
+
+/** The arbiter's standing of this host for one service, as the monitor shows it. */
+export interface ArbiterView {
+  /** `none`, `acquiring`, `waiting-delay`, `held`, `failsafe` or `lost`. */
+  state: string;
+  /** `grant` only while `held` or `failsafe`. */
+  verdict: "grant" | "deny";
+  /** The epoch (etcd revision of the key) while the key is this host's, else `null`. */
+  epoch: string | null;
+  /** Who holds the key when it is not this host's, if known. */
+  holder: string | null;
+  /** Why, in one sentence. */
+  reason: string;
+  /** Time left before the holder must let go without a renewal, ms (while keyed), else `null`. */
+  deadlineInMs: number | null;
 }
 
 /** An address this failsh holds. */

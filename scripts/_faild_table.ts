@@ -119,5 +119,6 @@ export function recordTable(
     ["set by", s.setBy],
     ["detail", s.detail],
   );
+  if (s.epoch !== undefined) t.push(["arbiter epoch", s.epoch]);
   return t.toString();
 }

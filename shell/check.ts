@@ -14,6 +14,34 @@ import { loadDeclaration } from "./sandbox/load.ts";
 import { MAX_PROBES } from "./liveness/prober.ts";
 import { loadPolicy, parsePolicy, PolicyError } from "./sandbox/policy.ts";
 
+/**
+ * The problems of a script's arbiter under a policy: each endpoint must be one the policy's
+ * `etcd` allows (the supervisor, not the script, talks to etcd, and only where the operator
+ * says). failsh refuses to start with any of them; `--check` reports them as errors.
+ *
+ * @param decl The script's declaration.
+ * @param policy The operator's policy.
+ * @returns One sentence per problem; empty when allowed or without an arbiter.
+ *
+ * @example
+ * ```ts
+ * import { arbiterPolicyProblems } from "./check.ts";
+ * import type { Policy, ScriptDecl } from "./contract.ts";
+ * const decl = {
+ *   arbiter: { endpoints: ["http://198.18.1.11:2379"] },
+ * } as unknown as ScriptDecl;
+ * console.log(arbiterPolicyProblems(decl, { etcd: [] } as unknown as Policy));
+ * // ["endpoint http://198.18.1.11:2379 is not allowed by the policy's etcd (allowed: none)"]
+ * ```
+ */
+export function arbiterPolicyProblems(decl: ScriptDecl, policy: Policy): string[] {
+  if (!decl.arbiter) return [];
+  const allowed = policy.etcd.join(", ") || "none";
+  return decl.arbiter.endpoints.filter((e) => !policy.etcd.includes(e)).map((e) =>
+    `endpoint ${e} is not allowed by the policy's etcd (allowed: ${allowed})`
+  );
+}
+
 /** One problem found by {@linkcode checkFailsh}. */
 export interface CheckProblem {
   /** `error` stops failsh from running as intended; `warning` is worth a look. */
@@ -223,6 +251,27 @@ export async function checkFailsh(script: string, policyPath: string): Promise<C
       warn(`${policyAbs}: host`, `${policy.host} takes part in no service of the script`);
     }
     await checkLiveness(decl, policy.host, scriptAbs, { err, warn });
+    for (const problem of arbiterPolicyProblems(decl, policy)) {
+      err(`${scriptAbs}: arbiter`, problem);
+    }
+    if (decl.arbiter && decl.arbiter.endpoints.length < 3) {
+      warn(
+        `${scriptAbs}: arbiter`,
+        `${decl.arbiter.endpoints.length} etcd endpoint(s): with fewer than three members etcd loses its quorum with one, and every holder lets go`,
+      );
+    }
+    if (decl.arbiter && policy.onExit === "keep") {
+      warn(
+        `${policyAbs}: onExit`,
+        "keep with an arbiter: the address stays after failsh exits while its key expires, and the next holder then overlaps with it",
+      );
+    }
+    if (!decl.arbiter && policy.etcd.length > 0) {
+      warn(
+        `${policyAbs}: etcd`,
+        "the policy allows etcd endpoints but the script declares no arbiter",
+      );
+    }
     for (const h of decl.hosts) {
       if (h.key !== null && !(h.key in policy.keys)) {
         err(`${scriptAbs}: host ${h.name}`, `key "${h.key}" is not in the policy's keys`);

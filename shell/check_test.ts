@@ -86,6 +86,60 @@ host("beta", { address: "127.0.0.2" });
         );
       }
     });
+    await t.step(
+      "the arbiter: endpoints outside the policy's etcd and a bad timing are errors",
+      async () => {
+        const eps = [
+          "http://198.18.1.11:2379",
+          "http://198.18.1.12:2379",
+          "http://198.18.1.13:2379",
+        ];
+        const withArbiter = (opts: string) =>
+          web + `\nimport { arbiter } from ${JSON.stringify(MOD)};\narbiter(${opts});`;
+        let r = await check(withArbiter(`{ endpoints: ${JSON.stringify(eps)} }`));
+        assert(r.code === 2 && r.decl?.arbiter !== undefined, r.text.join("\n"));
+        assert(
+          r.text.includes(
+            "error: endpoint http://198.18.1.11:2379 is not allowed by the policy's etcd (allowed: none)",
+          ),
+          r.text.join("\n"),
+        );
+        r = await check(
+          withArbiter(`{ endpoints: ${JSON.stringify(eps)} }`),
+          policy({ etcd: eps.slice(0, 2) }),
+        );
+        assertEquals(r.text.filter((l) => l.startsWith("error")), [
+          "error: endpoint http://198.18.1.13:2379 is not allowed by the policy's etcd (allowed: http://198.18.1.11:2379, http://198.18.1.12:2379)",
+        ]);
+        r = await check(
+          withArbiter(`{ endpoints: ${JSON.stringify(eps)} }`),
+          policy({ etcd: eps }),
+        );
+        assertEquals(r.text.filter((l) => l.startsWith("error")), []);
+        r = await check(
+          withArbiter(`{ endpoints: ${JSON.stringify(eps)} }`),
+          policy({ etcd: eps, onExit: "keep" }),
+        );
+        assert(r.text.some((l) => /^warning: keep with an arbiter/.test(l)), r.text.join("\n"));
+        r = await check(
+          withArbiter(`{ endpoints: ${JSON.stringify(eps)}, ttl: "3s", timeout: "1s" }`),
+          policy({ etcd: eps }),
+        );
+        assert(r.code === 2 && r.decl === null, r.text.join("\n"));
+        assert(
+          r.text.some((l) =>
+            /renewMs \+ 2 × timeoutMs \+ marginMs = 3500 ms exceeds ttlMs 3000 ms/.test(l)
+          ),
+          r.text.join("\n"),
+        );
+        r = await check(web, policy({ etcd: ["ftp://e1"] }));
+        assert(r.code === 2 && r.policy === null, r.text.join("\n"));
+        assert(
+          r.text.some((l) => /etcd\[0\]: "ftp:\/\/e1" is not an etcd endpoint/.test(l)),
+          r.text.join("\n"),
+        );
+      },
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -63,8 +63,35 @@ export interface ServiceDecl {
   handlers: HandlerKind[];
 }
 
+/**
+ * The cluster's etcd arbiter as the script declares it (the same on every host; see
+ * `docs/arbiter.md`). The supervisor talks to etcd, never the script; the endpoints must be
+ * allowed by the policy's `etcd`. All times in ms, checked with `renew + 2 × timeout + margin ≤
+ * TTL`.
+ */
+export interface ArbiterDecl {
+  /** etcd members' v3 JSON gateways, `http://host:port`. */
+  endpoints: string[];
+  /** Key prefix of the cluster, `/…/`: a service's key is prefix + service name. */
+  prefix: string;
+  /** Lease TTL (whole seconds). */
+  ttlMs: number;
+  /** Renewal period. */
+  renewMs: number;
+  /** Time limit of each request to etcd. */
+  timeoutMs: number;
+  /** How long before the earliest expiry the holder lets go. */
+  marginMs: number;
+  /** How long a new holder waits after taking the key before it acts. */
+  takeoverDelayMs: number;
+  /** What a holder does when etcd stops answering. */
+  onArbiterLoss: "release" | "keep-if-peers-agree";
+}
+
 /** Everything a script declared, as sent to the supervisor once the module has loaded. */
 export interface ScriptDecl {
+  /** The etcd arbiter, when the script declares one (absent: no arbiter). */
+  arbiter?: ArbiterDecl;
   /** Declared hosts. */
   hosts: HostDecl[];
   /** Declared services. */
@@ -168,6 +195,11 @@ export interface Policy {
   net: string[];
   /** Files or directories the script may read. */
   read: string[];
+  /**
+   * etcd endpoints (`http://host:port`) the supervisor may talk to for the script's arbiter;
+   * the script itself never connects to them.
+   */
+  etcd: string[];
   /**
    * The user the sandboxed child runs as (`"nobody"` or `"UID:GID"`), or `null` to keep failsh's
    * (root without capabilities). Needs failsh to run as root and util-linux `setpriv`.

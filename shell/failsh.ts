@@ -28,7 +28,9 @@ import { AuditLog } from "./sandbox/audit.ts";
 import { createNetDriver, type NetDriver } from "./sandbox/netops.ts";
 import { loadPolicy, PolicyError, readKey } from "./sandbox/policy.ts";
 import { parseCidr } from "./sandbox/cidr.ts";
-import { checkFailsh } from "./check.ts";
+import { arbiterPolicyProblems, checkFailsh } from "./check.ts";
+import { EtcdGateway } from "./arbiter/etcd_gateway.ts";
+import { EtcdArbiter } from "./arbiter/lease.ts";
 import { createSandbox, type FailshSandbox } from "./sandbox/sandbox.ts";
 import { type PollResult, realTimers, Scheduler, type Timers } from "./scheduler/scheduler.ts";
 import { LivenessMonitor, type LivenessSource } from "./liveness/prober.ts";
@@ -102,9 +104,12 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
     path: policy.audit,
     onError: (e) => log.error("audit", `Cannot write the audit log: ${e.message}`),
   });
+  /** The etcd arbiter, when the script declares one (set once the declaration is loaded). */
+  let arbiter: EtcdArbiter | null = null;
   const net: NetDriver = createNetDriver(policy.netDriver, {
     audit,
     onError: (m) => log.warn("net", m),
+    epochOf: (service) => service === null ? null : arbiter?.status(service).epoch ?? null,
   });
   let running: Running;
   /** A sandbox whose ctx.poll() and ctx.setState() go through the running pool. */
@@ -119,7 +124,12 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
   {
     const sandbox = sandboxFor(policy);
     try {
-      running = { policy, sandbox, pool: await FaildPool.open(policy, await sandbox.start()) };
+      const decl = await sandbox.start();
+      const problems = arbiterPolicyProblems(decl, policy);
+      if (problems.length > 0) {
+        throw new Error(`Cannot start failsh: the script's arbiter: ${problems.join("; ")}`);
+      }
+      running = { policy, sandbox, pool: await FaildPool.open(policy, decl) };
     } catch (error) {
       await sandbox.close();
       await net.close();
@@ -133,8 +143,37 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
     const list = await running.pool.client(host.name).list({ signal });
     return { bootId: list.bootId, services: list.services };
   };
-  const reporter = (service: string, state: ServiceState, detail: string) =>
-    running.pool.local.set(service, state, { detail: `failsh: ${detail}`.slice(0, 500) });
+  const reporter = (service: string, state: ServiceState, detail: string) => {
+    // The epoch goes into the record while this host holds the key (never to a faild without
+    // an arbiter: an older faild refuses the field).
+    const epoch = state === "FAIL" ? null : arbiter?.status(service).epoch ?? null;
+    return running.pool.local.set(service, state, {
+      detail: `failsh: ${detail}`.slice(0, 500),
+      ...(epoch === null ? {} : { epoch }),
+    });
+  };
+  const declared = running.sandbox.decl.arbiter;
+  if (declared) {
+    arbiter = new EtcdArbiter({
+      gateway: new EtcdGateway({ endpoints: declared.endpoints, timeoutMs: declared.timeoutMs }),
+      host: policy.host,
+      prefix: declared.prefix,
+      timing: {
+        ttlMs: declared.ttlMs,
+        renewMs: declared.renewMs,
+        timeoutMs: declared.timeoutMs,
+        marginMs: declared.marginMs,
+        takeoverDelayMs: declared.takeoverDelayMs,
+      },
+      onArbiterLoss: declared.onArbiterLoss,
+      log: (line) => log.info("arbiter", line),
+      onChange: (s) => scheduler.arbiterChanged(s.service),
+      onRenew: (ok, ms) => {
+        if (ok) scheduler.stats.arbiterRenewLatency.observe(ms);
+        else scheduler.stats.arbiterRenewFailures++;
+      },
+    });
+  }
   /** The addresses held for a service, with their parsed form. */
   const heldBy = (service: string) =>
     net.held().flatMap((h) => {
@@ -207,6 +246,25 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
         await net.release(a.cidr, a.device);
       }
     },
+    ...(arbiter ? { arbiterLink: arbiter } : {}),
+    onArbiterRevoked: async (service) => {
+      // The stop handler ran: whatever address of the service is still here goes now, before
+      // etcd can give the key to another host.
+      for (const a of heldBy(service)) {
+        log.warn(
+          "net",
+          `${service}: releasing ${a.address} on ${a.device}: the arbiter's key is lost`,
+        );
+        audit.write(
+          service,
+          { op: "arbiter-release", address: a.address, device: a.device },
+          "allowed",
+          "the arbiter's key is lost: the supervisor removes the address",
+        );
+        scheduler.note("address", `${service}: released ${a.address}: arbiter key lost`, service);
+        await net.release(a.cidr, a.device);
+      }
+    },
     urlOf: (h) => h.name === policy.host ? policy.faild.url : faildUrl(h),
     ...(options.timers ? { timers: options.timers } : {}),
   });
@@ -248,6 +306,32 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
   if (options.pidFile) await Deno.writeTextFile(options.pidFile, `${Deno.pid}\n`);
 
   liveness.start();
+  if (arbiter) {
+    const a = arbiter;
+    // keep-if-peers-agree: a holder past its deadline keeps the service only while every peer
+    // of the service answers and none holds it.
+    if (declared?.onArbiterLoss === "keep-if-peers-agree") {
+      scheduler.onChange(() => {
+        const snap = scheduler.snapshot();
+        for (const s of snap.services) {
+          const peers = [...s.masters, ...s.slaves].filter((h) => h !== policy.host);
+          const agree = peers.every((name) => {
+            const h = snap.hosts.find((x) => x.name === name);
+            const rec = h?.services.find((r) => r.name === s.name);
+            return h !== undefined && h.reachable && (rec === undefined || rec.state === "FAIL");
+          });
+          a.setPeersAgree(s.name, agree);
+        }
+      });
+    }
+    a.start();
+    log.info(
+      "arbiter",
+      `etcd arbiter at ${declared!.endpoints.join(", ")}, prefix ${declared!.prefix}, TTL ${
+        declared!.ttlMs / 1000
+      } s, takeover delay ${declared!.takeoverDelayMs} ms, on loss: ${declared!.onArbiterLoss}`,
+    );
+  }
   scheduler.start();
   log.info("failsh", `failsh started: host ${policy.host}, script ${script}`, {
     services: scheduler.snapshot().services.map((s) => `${s.name}:${s.role}`),
@@ -307,11 +391,18 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
           `the policy's host changed from ${running.policy.host} to ${policy2.host}; restart failsh for that`,
         );
       }
+      if (policy2.etcd.join() !== running.policy.etcd.join() && arbiter) {
+        log.warn("failsh", "the policy's etcd changed: it takes effect at the next restart");
+      }
       if (policy2.netDriver !== running.policy.netDriver) {
         log.warn("failsh", "netDriver changed: it takes effect at the next restart");
       }
       sandbox2 = sandboxFor(policy2);
-      const pool = await FaildPool.open(policy2, await sandbox2.start());
+      const decl2 = await sandbox2.start();
+      if (JSON.stringify(decl2.arbiter ?? null) !== JSON.stringify(declared ?? null)) {
+        throw new Error("the script's arbiter changed; restart failsh for that");
+      }
+      const pool = await FaildPool.open(policy2, decl2);
       const old = running;
       running = { policy: policy2, sandbox: sandbox2, pool };
       const probes = (d: ScriptDecl) =>
@@ -354,6 +445,8 @@ export async function startFailsh(options: FailshOptions): Promise<FailshHandle>
           code = 1;
           log.error("net", `Cannot release ${f.address} on ${f.device}: ${f.error}`);
         }
+        // Every address is gone: revoke the lease, so the next host need not wait for the TTL.
+        if (code === 0) await arbiter?.stop();
       } else if (net.held().length > 0) {
         log.info(
           "net",

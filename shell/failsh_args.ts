@@ -37,14 +37,18 @@ Options:
   -v, --log-level [FAC=]LEVEL
                         log level: error, warn, info, debug, trace (default info); alone for
                         every facility or per facility; repeatable
-      --check           validate script and policy without running them; exit 0 ok,
+      --check           validate script and policy without running them (the arbiter's
+                        endpoints against the policy's etcd, its timing rule too); exit 0 ok,
                         1 warnings, 2 errors (like keepalived -t)
       --json            with --check or simulate: print JSON
   -h, --help            this help
 
+With an etcd arbiter declared in the script (arbiter({...}), docs/arbiter.md), the
+supervisor talks to etcd: a service is started only while this host holds its key.
+
 Signals: SIGUSR1 writes a state dump; SIGHUP reloads script and policy (held addresses
-stay; a broken new script keeps the old one); SIGTERM/SIGINT stop, releasing or keeping
-addresses as the policy's onExit says.
+stay; a broken new script keeps the old one; the arbiter cannot change); SIGTERM/SIGINT
+stop, releasing or keeping addresses as the policy's onExit says.
 
 ${
   exitCodesHelp([

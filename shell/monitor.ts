@@ -505,6 +505,54 @@ export function metricsText(
     const [service, kind] = k.split("/");
     out.push(`failsh_handler_errors_total{service="${esc(service!)}",kind="${kind}"} ${v}`);
   }
+  if (snapshot.services.some((s) => s.arbiter !== undefined)) {
+    const STATES = ["none", "acquiring", "waiting-delay", "held", "failsafe", "lost"];
+    metric(
+      "failsh_arbiter_state",
+      "gauge",
+      "1 for the etcd arbiter's state of each service on this host, 0 otherwise.",
+    );
+    for (const s of snapshot.services) {
+      if (!s.arbiter) continue;
+      for (const st of STATES) {
+        out.push(
+          `failsh_arbiter_state{service="${esc(s.name)}",state="${st}"} ${
+            s.arbiter.state === st ? 1 : 0
+          }`,
+        );
+      }
+    }
+    metric(
+      "failsh_arbiter_epoch",
+      "gauge",
+      "The epoch (etcd revision of the key) of each service this host holds the key of; 0 otherwise.",
+    );
+    for (const s of snapshot.services) {
+      if (!s.arbiter) continue;
+      out.push(`failsh_arbiter_epoch{service="${esc(s.name)}"} ${s.arbiter.epoch ?? 0}`);
+    }
+    metric(
+      "failsh_arbiter_renew_latency_ms",
+      "histogram",
+      "Time from sending a lease keepalive to the confirmation of every held key.",
+    );
+    out.push(...histogramLines("failsh_arbiter_renew_latency_ms", {}, stats.arbiterRenewLatency));
+    metric("failsh_arbiter_renew_failures_total", "counter", "Renewals etcd did not confirm.");
+    out.push(`failsh_arbiter_renew_failures_total ${stats.arbiterRenewFailures}`);
+    metric(
+      "failsh_arbiter_losses_total",
+      "counter",
+      "Keys lost while held (the service was stopped), by service.",
+    );
+    for (const s of snapshot.services) {
+      if (!s.arbiter) continue;
+      out.push(
+        `failsh_arbiter_losses_total{service="${esc(s.name)}"} ${
+          stats.arbiterLosses.get(s.name) ?? 0
+        }`,
+      );
+    }
+  }
   if (sandbox) {
     metric("failsh_policy_requests_total", "counter", "Privileged requests by kind and verdict.");
     for (const [op, c] of Object.entries(sandbox.requests)) {

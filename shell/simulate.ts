@@ -30,6 +30,11 @@ import { FakeTime } from "./_fake_time.ts";
 import { type DecisionLogEntry, type PollResult, Scheduler } from "./scheduler/scheduler.ts";
 import { loadDeclaration } from "./sandbox/load.ts";
 import type { LivenessSource, LivenessStatus } from "./liveness/prober.ts";
+import {
+  SCRIPTED_ARBITER_EVENTS,
+  ScriptedArbiter,
+  type ScriptedArbiterEvent,
+} from "./arbiter/scripted.ts";
 import { loadPolicy, parsePolicy } from "./sandbox/policy.ts";
 
 /** One event of a scenario's timeline. */
@@ -43,7 +48,7 @@ export type ScenarioEvent =
     result: ServiceState | "timeout" | "throw";
     durationMs?: number;
   }
-  | { at: number; arbiter: "grant" | "deny" | null; service: string }
+  | { at: number; arbiter: ScriptedArbiterEvent | null; service: string }
   | { at: number; host: string; kernel: "silent" | "answering" | "unknown" };
 
 /** A scenario: which host the script runs as, how long, and what happens when. */
@@ -150,11 +155,14 @@ export function parseScenario(text: string, source: string): Scenario {
       };
     }
     if ("arbiter" in ev) {
-      if (ev.arbiter !== "grant" && ev.arbiter !== "deny" && ev.arbiter !== null) {
-        fail(w, `"arbiter" must be grant, deny or null`);
+      if (
+        ev.arbiter !== null &&
+        !(SCRIPTED_ARBITER_EVENTS as readonly unknown[]).includes(ev.arbiter)
+      ) {
+        fail(w, `"arbiter" must be grant, deny, lose, regain or null (no arbiter)`);
       }
       if (typeof ev.service !== "string") fail(w, `"service" must name a service`);
-      return { at, arbiter: ev.arbiter, service: ev.service };
+      return { at, arbiter: ev.arbiter as ScriptedArbiterEvent | null, service: ev.service };
     }
     if (typeof ev.host !== "string") fail(w, `"host" must name a host`);
     if ("kernel" in ev) {
@@ -240,7 +248,6 @@ export async function simulate(decl: ScriptDecl, scenario: Scenario): Promise<Si
     string,
     { result: ServiceState | "timeout" | "throw"; durationMs: number }
   >();
-  const arbiter = new Map<string, "grant" | "deny">();
   let scheduler: Scheduler | null = null;
   // The peers' kernels as the scenario sets them: answering until told otherwise.
   const kernels = new Map<string, LivenessStatus>();
@@ -268,6 +275,36 @@ export async function simulate(decl: ScriptDecl, scenario: Scenario): Promise<Si
   };
   for (const h of decl.hosts) {
     if (h.liveness !== undefined && h.name !== scenario.self) setKernel(h.name, "alive");
+  }
+  // The arbiter: the declared one (its key free at first: etcd up, nobody holds it), or one the
+  // scenario brings in with its first arbiter event. Services it is off for have no verdict.
+  const lastArbiterLine = new Map<string, string>();
+  const scripted = decl.arbiter !== undefined || scenario.events.some((e) => "arbiter" in e);
+  const off = new Set(decl.arbiter === undefined ? decl.services.map((s) => s.name) : []);
+  const arbiter = scripted
+    ? new ScriptedArbiter({
+      timers: time,
+      takeoverDelayMs: decl.arbiter?.takeoverDelayMs ?? 0,
+      onChange: (service) => {
+        const st = arbiter!.status(service);
+        const text = `arbiter: ${st.state}${st.epoch ? `, epoch ${st.epoch}` : ""} (${st.reason})`;
+        scheduler?.arbiterChanged(service);
+        if (lastArbiterLine.get(service) === text) return;
+        lastArbiterLine.set(service, text);
+        lines.push({
+          atMs: time.now(),
+          kind: "event",
+          service,
+          local: scheduler?.state(service) ?? null,
+          action: "-",
+          rule: null,
+          text,
+        });
+      },
+    })
+    : null;
+  if (arbiter && decl.arbiter !== undefined) {
+    for (const s of decl.services) arbiter.event(s.name, "grant");
   }
 
   function setRecord(
@@ -350,12 +387,20 @@ export async function simulate(decl: ScriptDecl, scenario: Scenario): Promise<Si
             : `returns ${e.result}`
         }${e.durationMs ? ` after ${e.durationMs} ms` : ""}`;
       } else if ("arbiter" in e) {
-        if (e.arbiter === null) arbiter.delete(e.service);
-        else arbiter.set(e.service, e.arbiter);
+        if (e.arbiter === null) off.add(e.service);
+        else {
+          off.delete(e.service);
+          arbiter!.event(e.service, e.arbiter);
+        }
         service = e.service;
-        text = `the arbiter ${
-          e.arbiter === null ? "is removed" : `says ${e.arbiter}`
-        } for ${e.service}`;
+        text = e.arbiter === null ? `the arbiter is removed for ${e.service}` : `the arbiter ${
+          {
+            grant: "would give",
+            deny: "refuses",
+            lose: "takes away",
+            regain: "would give again",
+          }[e.arbiter]
+        } the key of ${e.service}`;
       } else if ("kernel" in e) {
         setKernel(e.host, e.kernel === "answering" ? "alive" : e.kernel);
         text = e.kernel === "silent"
@@ -394,7 +439,16 @@ export async function simulate(decl: ScriptDecl, scenario: Scenario): Promise<Si
     reporter,
     timers: time,
     logger: quiet,
-    arbiter: (s) => arbiter.get(s),
+    ...(arbiter
+      ? {
+        arbiterLink: {
+          verdict: (s: string) => off.has(s) ? undefined : arbiter.verdict(s),
+          want: (s: string) => arbiter.want(s),
+          unwant: (s: string) => arbiter.unwant(s),
+          status: (s: string) => arbiter.status(s),
+        },
+      }
+      : {}),
     liveness,
     onDecision: (entry) => {
       lines.push({

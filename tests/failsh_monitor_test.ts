@@ -67,6 +67,9 @@ function stats(): SchedulerStats {
     takeovers: 1,
     releases: 0,
     decisions: new Map([["start", 1]]),
+    arbiterLosses: new Map(),
+    arbiterRenewLatency: new Histogram(POLL_BUCKETS),
+    arbiterRenewFailures: 0,
   };
 }
 

@@ -85,6 +85,7 @@ Deno.test("the supervisor is outside the script's graph: failsh.ts is loaded onl
     "shell/errors.ts",
     "shell/rpc.ts",
     "shell/script/api.ts",
+    "shell/script/arbiter_timing.ts",
     "shell/script/direct_run.ts",
     "shell/script/registry.ts",
   ]);

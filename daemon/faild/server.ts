@@ -9,6 +9,7 @@
  */
 import type { Logger } from "../../lib/log.ts";
 import {
+  EPOCH_PATTERN,
   type Health,
   isServiceState,
   LOG_LEVELS,
@@ -509,8 +510,11 @@ export class FaildServer {
     }
     const v = this.#parseJson(body) as Record<string, unknown>;
     for (const k of Object.keys(v)) {
-      if (k !== "state" && k !== "detail") {
-        throw new HttpError(400, `Invalid body: unknown field "${k}" (expected state, detail)`);
+      if (k !== "state" && k !== "detail" && k !== "epoch") {
+        throw new HttpError(
+          400,
+          `Invalid body: unknown field "${k}" (expected state, detail, epoch)`,
+        );
       }
     }
     if (!isServiceState(v.state)) {
@@ -528,11 +532,20 @@ export class FaildServer {
         `Invalid detail: ${v.detail.length} characters, at most ${MAX_DETAIL_LENGTH}`,
       );
     }
+    if (v.epoch !== undefined && (typeof v.epoch !== "string" || !EPOCH_PATTERN.test(v.epoch))) {
+      throw new HttpError(
+        400,
+        `Invalid epoch: ${
+          JSON.stringify(v.epoch).slice(0, 40)
+        } is not a decimal string of 1-19 digits (the arbiter's fencing token)`,
+      );
+    }
     let result;
     try {
       result = ctx.store.set(name, v.state, {
         setBy: caller.keyId ?? "anonymous",
         ...(typeof v.detail === "string" ? { detail: v.detail } : {}),
+        ...(typeof v.epoch === "string" ? { epoch: v.epoch } : {}),
       });
     } catch (error) {
       if (error instanceof TooManyServicesError) throw new HttpError(429, error.message);

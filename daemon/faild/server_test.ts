@@ -692,3 +692,35 @@ Deno.test("faild drops an event stream whose client stops reading, and keeps ser
     }
   });
 });
+
+Deno.test("faild keeps the arbiter's epoch of a record: stored, persisted, cleared, bad ones refused", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await withFaild({ stateFile: `${dir}/state` }, async (f) => {
+      const client = new FaildClient(f.url, { key: OPS });
+      try {
+        const up = await client.set("web", "UP", { detail: "taken", epoch: "9007199254740993" });
+        assert.equal(up.epoch, "9007199254740993"); // above 2^53: kept as a string
+        const file = JSON.parse(await Deno.readTextFile(`${dir}/state`));
+        assert.equal(file.services[0].epoch, "9007199254740993");
+        assert.equal((await client.list()).services[0]!.epoch, "9007199254740993");
+        // A writer without an arbiter (an older failsh, failc, hc) leaves no epoch behind.
+        const fail = await client.set("web", "FAIL");
+        assert.equal("epoch" in fail, false);
+        for (const epoch of ["0", "-1", "1e3", "12345678901234567890", 7]) {
+          const r = await raw(f, "PUT", "/v1/services/web", {
+            key: OPS,
+            body: JSON.stringify({ state: "UP", epoch }),
+          });
+          assert.equal(r.status, 400, String(epoch));
+          assert.match(r.json.error as string, /^Invalid epoch: .* is not a decimal string/);
+        }
+        assert.equal((await client.get("web")).state, "FAIL");
+      } finally {
+        client.close();
+      }
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -6,6 +6,7 @@
  */
 import {
   type ChangeEvent,
+  EPOCH_PATTERN,
   isServiceState,
   isValidName,
   MAX_DETAIL_LENGTH,
@@ -105,6 +106,9 @@ export function validateRecord(value: unknown, where: string): ServiceRecord {
   if (typeof r.setBy !== "string" || r.setBy.length > 64) {
     throw new SyntaxError(`Invalid ${where}: setBy must be text of at most 64 characters`);
   }
+  if (r.epoch !== undefined && (typeof r.epoch !== "string" || !EPOCH_PATTERN.test(r.epoch))) {
+    throw new SyntaxError(`Invalid ${where}: epoch must be a decimal string of 1-19 digits`);
+  }
   return {
     name: r.name,
     state: r.state,
@@ -112,6 +116,7 @@ export function validateRecord(value: unknown, where: string): ServiceRecord {
     changes: r.changes as number,
     detail: r.detail,
     setBy: r.setBy,
+    ...(typeof r.epoch === "string" ? { epoch: r.epoch } : {}),
   };
 }
 
@@ -209,7 +214,7 @@ export class ServiceStore {
   set(
     name: string,
     state: ServiceState,
-    options: { setBy: string; detail?: string },
+    options: { setBy: string; detail?: string; epoch?: string },
   ): SetResult {
     if (!isValidName(name)) throw new RangeError(`Invalid service name "${name}"`);
     if (!isServiceState(state)) throw new RangeError(`Invalid state "${state}"`);
@@ -217,6 +222,11 @@ export class ServiceStore {
     if (detail.length > MAX_DETAIL_LENGTH) {
       throw new RangeError(`Invalid detail: longer than ${MAX_DETAIL_LENGTH} characters`);
     }
+    const epoch = options.epoch;
+    if (epoch !== undefined && !EPOCH_PATTERN.test(epoch)) {
+      throw new RangeError(`Invalid epoch "${epoch}": expected a decimal string of 1-19 digits`);
+    }
+    const withEpoch = epoch === undefined ? {} : { epoch };
     const old = this.#services.get(name);
     if (old === undefined) {
       if (this.#services.size >= this.#max) throw new TooManyServicesError(this.#max);
@@ -227,6 +237,7 @@ export class ServiceStore {
         changes: 0,
         detail,
         setBy: options.setBy,
+        ...withEpoch,
       };
       this.#services.set(name, record);
       this.#sorted = null;
@@ -234,7 +245,8 @@ export class ServiceStore {
       return { record: { ...record }, created: true, stateChanged: true, modified: true };
     }
     const stateChanged = old.state !== state;
-    const modified = stateChanged || old.detail !== detail || old.setBy !== options.setBy;
+    const modified = stateChanged || old.detail !== detail || old.setBy !== options.setBy ||
+      old.epoch !== epoch;
     if (!modified) return { record: { ...old }, created: false, stateChanged, modified };
     const record: ServiceRecord = {
       name,
@@ -243,6 +255,7 @@ export class ServiceStore {
       changes: stateChanged ? old.changes + 1 : old.changes,
       detail,
       setBy: options.setBy,
+      ...withEpoch,
     };
     this.#services.set(name, record);
     this.#sorted = null;

@@ -16,6 +16,8 @@
  * @module
  */
 import {
+  arbiter,
+  type ArbiterOptions,
   type Duration,
   type HandlerContext,
   host,
@@ -60,6 +62,12 @@ export interface IpFailoverConfig {
    * dead at once after `fall` unanswered echo requests, e.g. `{ interval: "10ms", fall: 5 }`.
    */
   liveness?: LivenessOptions;
+  /**
+   * The cluster's etcd arbiter (see `docs/arbiter.md` and `samples/ip_failover_etcd/`): the VIP
+   * is taken only while this host holds the service's key in etcd, so a partitioned or
+   * black-holed host lets it go. Default: none (like keepalived, a partition gives two holders).
+   */
+  arbiter?: ArbiterOptions;
 }
 
 /**
@@ -82,6 +90,7 @@ export interface IpFailoverConfig {
  * ```
  */
 export function ipFailover(config: IpFailoverConfig): string {
+  if (config.arbiter !== undefined) arbiter(config.arbiter);
   const key = config.key === undefined ? "cluster" : config.key;
   for (const [name, address] of Object.entries(config.hosts)) {
     const options: HostOptions = { address, key };

@@ -5,7 +5,13 @@
  *
  * @module
  */
-import type { DecisionView, HandlerRunView, HostLiveness, HostView } from "../../lib/types.ts";
+import type {
+  ArbiterView,
+  DecisionView,
+  HandlerRunView,
+  HostLiveness,
+  HostView,
+} from "../../lib/types.ts";
 
 /**
  * Formats a timestamp as `HH:MM:SS` in UTC.
@@ -149,6 +155,31 @@ export function fmtLiveness(l: HostLiveness | undefined): string {
 export function fmtDecision(d: DecisionView | null): string {
   if (d === null) return "none yet";
   return `${d.action}: ${d.reason}`;
+}
+
+/**
+ * Summarises this host's standing with the etcd arbiter for a service: the state, the epoch
+ * while the key is ours (and the time left before the holder must let go), or who holds it.
+ *
+ * @param a The arbiter's view, or `undefined` without an arbiter.
+ * @returns One line, `-` without an arbiter.
+ *
+ * @example
+ * ```ts
+ * import { fmtArbiter } from "./format.ts";
+ * const a = {
+ *   state: "held", verdict: "grant" as const, epoch: "101", holder: null, reason: "", deadlineInMs: 4200,
+ * };
+ * console.log(fmtArbiter(a)); // "held, epoch 101 (4.2s left)"
+ * ```
+ */
+export function fmtArbiter(a: ArbiterView | undefined): string {
+  if (a === undefined) return "-";
+  const parts = [a.state];
+  if (a.epoch !== null) parts.push(`epoch ${a.epoch}`);
+  else if (a.holder !== null) parts.push(`key held by ${a.holder}`);
+  const left = a.deadlineInMs === null ? "" : ` (${fmtDuration(a.deadlineInMs)} left)`;
+  return parts.join(", ") + left;
 }
 
 /**

@@ -80,6 +80,7 @@ export function renderHtml(snapshot: FailshSnapshot, options: RenderHtmlOptions 
     "hosts",
   ));
   parts.push(`<h3>Services on ${e(snapshot.host)}</h3>`);
+  const arbitrated = snapshot.services.some((s) => s.arbiter !== undefined);
   parts.push(
     snapshot.services.length === 0 ? `<p class="empty">No service declared.</p>` : table(
       [
@@ -92,6 +93,7 @@ export function renderHtml(snapshot: FailshSnapshot, options: RenderHtmlOptions 
         "Last change",
         "Decision",
         "Handler",
+        ...(arbitrated ? ["Arbiter"] : []),
       ],
       snapshot.services.map((s) => [
         e(s.name),
@@ -103,6 +105,7 @@ export function renderHtml(snapshot: FailshSnapshot, options: RenderHtmlOptions 
         e(format.fmtWhen(s.lastChange, now)),
         e(format.fmtDecision(s.lastDecision)),
         e(format.fmtHandler(s.lastHandler)),
+        ...(arbitrated ? [e(format.fmtArbiter(s.arbiter))] : []),
       ]),
       "services",
     ),

@@ -23,3 +23,19 @@ Deno.test("renderHtml escapes every text that came from the network", () => {
   assert.match(html, /&quot;&gt;&lt;img src=x&gt;/);
   assert.match(renderHtmlError("<x>"), /&lt;x&gt;/);
 });
+
+Deno.test("renderHtml adds an Arbiter column only when a service has an arbiter, escaped", () => {
+  const s = failoverSnapshot(sampleSnapshot());
+  assert.doesNotMatch(renderHtml(s), /<th>Arbiter<\/th>/);
+  s.services[0]!.arbiter = {
+    state: "acquiring",
+    verdict: "deny",
+    epoch: null,
+    holder: "<h1>",
+    reason: "the key is held",
+    deadlineInMs: null,
+  };
+  const html = renderHtml(s);
+  assert.match(html, /<th>Arbiter<\/th>/);
+  assert.match(html, /acquiring, key held by &lt;h1&gt;/);
+});

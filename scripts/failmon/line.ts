@@ -8,6 +8,7 @@ import type { FailshSnapshot } from "../../lib/types.ts";
 import {
   cleanText,
   columns,
+  fmtArbiter,
   fmtDateTime,
   fmtDecision,
   fmtDuration,
@@ -140,6 +141,7 @@ export function renderText(snapshot: FailshSnapshot, options: RenderTextOptions 
           s.lastHandler ? ` (${fmtWhen(s.lastHandler.startedAt, now)})` : ""
         }`,
       );
+      if (s.arbiter) out.push(`    arbiter:  ${cleanText(fmtArbiter(s.arbiter))}`);
     }
   }
   const names = serviceNames(snapshot);

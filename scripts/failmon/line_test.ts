@@ -26,3 +26,17 @@ Deno.test("fmtStatus says that a lost connection is retried", () => {
     "connection lost: connection refused; retrying in 500ms (attempt 2)",
   );
 });
+
+Deno.test("renderText shows the arbiter's state and epoch of a service, and nothing without one", () => {
+  const s = failoverSnapshot(sampleSnapshot());
+  assert.doesNotMatch(renderText(s), /arbiter:/);
+  s.services[0]!.arbiter = {
+    state: "held",
+    verdict: "grant",
+    epoch: "9007199254740993",
+    holder: null,
+    reason: "holding",
+    deadlineInMs: 4200,
+  };
+  assert.match(renderText(s), /arbiter: {2}held, epoch 9007199254740993 \(4\.2s left\)/);
+});

@@ -13,6 +13,7 @@
 import type { FailshSnapshot, HostView, ServiceState } from "../../lib/types.ts";
 import {
   cleanText,
+  fmtArbiter,
   fmtClock,
   fmtDecision,
   fmtDuration,
@@ -453,6 +454,10 @@ function detailView(input: ScreenInput, snapshot: FailshSnapshot): Line[] {
     if (local.lastDecision) field("", `at ${fmtWhen(local.lastDecision.at, now)}`);
     field("Last handler", fmtHandler(local.lastHandler));
     if (local.lastHandler) field("", `at ${fmtWhen(local.lastHandler.startedAt, now)}`);
+    if (local.arbiter) {
+      field("Arbiter", fmtArbiter(local.arbiter));
+      field("", local.arbiter.reason);
+    }
   } else {
     field("State", [row.state, stateStyle(row.state)]);
     field("", `${snapshot.host} does not run this service; ${host.name} reports it`);

@@ -53,533 +53,24 @@ import {
   type KeepAliveResult,
 } from "./etcd_gateway.ts";
 import { NAME_PATTERN } from "../../lib/types.ts";
-
-/** Where a service stands with the arbiter. */
-export type ArbiterState =
-  /** Not wanted, not held. */
-  | "none"
-  /** Wanted: trying to take the key (someone else may hold it). */
-  | "acquiring"
-  /** The key is ours; waiting out the takeover delay before holding. */
-  | "waiting-delay"
-  /** Held: the verdict is `grant`. */
-  | "held"
-  /** Held past the deadline because etcd does not answer and every peer agrees. */
-  | "failsafe"
-  /** Was held, now lost: the address must go; nothing is taken until the loss is acknowledged. */
-  | "lost";
-
-/** What a holder does when etcd stops answering. */
-export type ArbiterLossPolicy = "release" | "keep-if-peers-agree";
-
-/** The arbiter's verdict on this host holding a service (`shell/scheduler/decide.ts`'s `arbiter` input). */
-export type ArbiterVerdict = "grant" | "deny";
-
-/** The timing of the rule, in milliseconds. */
-export interface ArbiterTiming {
-  /** The lease TTL asked of etcd (whole seconds; etcd may grant more, which is then used). */
-  ttlMs: number;
-  /** Renewal period, counted from the previous keepalive's send time (≤ TTL/3). */
-  renewMs: number;
-  /** Time limit of each request to etcd (≤ TTL/3). */
-  timeoutMs: number;
-  /** How long before the earliest possible expiry a holder stops holding (address removal + jitter). */
-  marginMs: number;
-  /** How long a new holder waits after taking the key (≥ renewMs + marginMs). */
-  takeoverDelayMs: number;
-}
-
-/** The default lease TTL in ms. */
-export const DEFAULT_TTL_MS = 6000;
-
-/**
- * The problems of a timing, as sentences (empty when it is valid).
- *
- * @param t The timing.
- * @returns What is wrong.
- *
- * @example
- * ```ts
- * import { timingProblems } from "./lease.ts";
- * const t = { ttlMs: 3000, renewMs: 1000, timeoutMs: 1000, marginMs: 500, takeoverDelayMs: 1500 };
- * console.log(timingProblems(t)); // ["renewMs + 2 × timeoutMs + marginMs = 3500 ms exceeds ttlMs 3000 ms: a renewal sent on time could be confirmed after the deadline"]
- * ```
- */
-export function timingProblems(t: ArbiterTiming): string[] {
-  const out: string[] = [];
-  for (const k of ["ttlMs", "renewMs", "timeoutMs", "marginMs", "takeoverDelayMs"] as const) {
-    if (!Number.isSafeInteger(t[k]) || t[k] <= 0) out.push(`${k} must be a positive integer`);
-  }
-  if (out.length > 0) return out;
-  if (t.ttlMs % 1000 !== 0) out.push(`ttlMs ${t.ttlMs} must be whole seconds (etcd leases are)`);
-  if (t.renewMs * 3 > t.ttlMs) out.push(`renewMs ${t.renewMs} exceeds ttlMs / 3`);
-  if (t.timeoutMs * 3 > t.ttlMs) out.push(`timeoutMs ${t.timeoutMs} exceeds ttlMs / 3`);
-  if (t.marginMs < 100) out.push(`marginMs ${t.marginMs} is below 100 ms (address removal time)`);
-  const cycle = t.renewMs + 2 * t.timeoutMs + t.marginMs;
-  if (cycle > t.ttlMs) {
-    out.push(
-      `renewMs + 2 × timeoutMs + marginMs = ${cycle} ms exceeds ttlMs ${t.ttlMs} ms: a renewal sent on time could be confirmed after the deadline`,
-    );
-  }
-  if (t.takeoverDelayMs < t.renewMs + t.marginMs) {
-    out.push(`takeoverDelayMs ${t.takeoverDelayMs} is below renewMs + marginMs`);
-  }
-  return out;
-}
-
-/**
- * A complete, checked timing: the defaults derive from the TTL (`renew = TTL/3`,
- * `timeout = TTL/6`, `margin = TTL/6`, `takeoverDelay = renew + margin`).
- *
- * @param options Any of the fields (default TTL 6000 ms).
- * @returns The timing.
- * @throws {RangeError} Naming every problem.
- *
- * @example
- * ```ts
- * import { arbiterTiming } from "./lease.ts";
- * console.log(arbiterTiming()); // { ttlMs: 6000, renewMs: 2000, timeoutMs: 1000, marginMs: 1000, takeoverDelayMs: 3000 }
- * ```
- */
-export function arbiterTiming(options: Partial<ArbiterTiming> = {}): ArbiterTiming {
-  const ttlMs = options.ttlMs ?? DEFAULT_TTL_MS;
-  const renewMs = options.renewMs ?? Math.floor(ttlMs / 3);
-  const marginMs = options.marginMs ?? Math.floor(ttlMs / 6);
-  const t: ArbiterTiming = {
-    ttlMs,
-    renewMs,
-    timeoutMs: options.timeoutMs ?? Math.floor(ttlMs / 6),
-    marginMs,
-    takeoverDelayMs: options.takeoverDelayMs ?? renewMs + marginMs,
-  };
-  const problems = timingProblems(t);
-  if (problems.length > 0) {
-    throw new RangeError(`Invalid arbiter timing: ${problems.join("; ")}`);
-  }
-  return t;
-}
-
-/** One service's standing with the arbiter (plain data; {@linkcode stepLease} makes the next). */
-export interface ServiceLease {
-  /** The service. */
-  service: string;
-  /** Its state. */
-  state: ArbiterState;
-  /** Whether this host wants the service (the scheduler asked for it and has not given it up). */
-  wanted: boolean;
-  /** The epoch (the key's create revision) while the key is ours, else `null`. */
-  epoch: string | null;
-  /** Who holds the key when it is not ours (its value), if known. */
-  holder: string | null;
-  /** Monotonic time the acquire answer arrived, while the key is ours. */
-  acquiredAt: number | null;
-  /** Monotonic send time of the last keepalive (or grant) confirmed for this key. */
-  confirmedSentAt: number | null;
-  /** The lease TTL etcd returned at that renewal, in ms. */
-  ttlMs: number;
-  /** Monotonic time of the first failed request since the last answer, or `null`. */
-  etcdDownSince: number | null;
-  /** Whether every peer of the service answers and agrees this host holds it (failsafe). */
-  peersAgree: boolean;
-  /** Monotonic time the state was entered. */
-  since: number;
-}
-
-/**
- * A service's initial standing: `none`.
- *
- * @param service The service.
- * @param now Monotonic time.
- * @returns The standing.
- *
- * @example
- * ```ts
- * import { initialLease } from "./lease.ts";
- * console.log(initialLease("web", 0).state); // "none"
- * ```
- */
-export function initialLease(service: string, now: number): ServiceLease {
-  return {
-    service,
-    state: "none",
-    wanted: false,
-    epoch: null,
-    holder: null,
-    acquiredAt: null,
-    confirmedSentAt: null,
-    ttlMs: 0,
-    etcdDownSince: null,
-    peersAgree: false,
-    since: now,
-  };
-}
-
-/** What happened, as {@linkcode stepLease} takes it. */
-export type LeaseEvent =
-  /** Time passed (a deadline or a delay may be over). */
-  | { type: "tick" }
-  /** The scheduler wants the service (decide() would start it but for the arbiter). */
-  | { type: "want" }
-  /** The scheduler gave the service up: its address is gone (or was never added). */
-  | { type: "unwant" }
-  /** The acquire transaction succeeded; the lease's last renewal was sent at `leaseSentAt`. */
-  | { type: "acquired"; epoch: string; leaseSentAt: number; ttlMs: number }
-  /** The acquire transaction failed: the key exists, held by `holder` (its value). */
-  | { type: "taken"; holder: string | null }
-  /** A keepalive sent at `sentAt` renewed the lease and the key is confirmed on it. */
-  | { type: "renewed"; sentAt: number; ttlMs: number }
-  /** The confirmation found the key gone (`holder` null) or on another lease. */
-  | { type: "not-owned"; holder: string | null }
-  /** etcd answered that the lease does not exist any more (expired or revoked). */
-  | { type: "lease-expired" }
-  /** A request to etcd got no answer (or no member could serve it). */
-  | { type: "unreachable"; error: string }
-  /** Whether every peer of the service answers and agrees (for `keep-if-peers-agree`). */
-  | { type: "peers"; agree: boolean };
-
-/** What {@linkcode stepLease} needs besides the state and the event. */
-export interface LeaseContext {
-  /** This host's name (for reasons). */
-  self: string;
-  /** The timing. */
-  timing: ArbiterTiming;
-  /** What a holder does when etcd stops answering. */
-  onArbiterLoss: ArbiterLossPolicy;
-}
-
-/** What {@linkcode stepLease} answers. */
-export interface LeaseAnswer {
-  /** The new standing. */
-  lease: ServiceLease;
-  /** `grant` only while `held` or `failsafe`. */
-  verdict: ArbiterVerdict;
-  /** The rule that decided (a row of `docs/arbiter.md`), e.g. `deadline`. */
-  rule: string;
-  /** One sentence naming the inputs. */
-  reason: string;
-  /** Monotonic time to call again with a `tick` (deadline or end of the delay), or `null`. */
-  wakeAt: number | null;
-}
-
-/**
- * The deadline of a held key: `confirmedSentAt + ttl − margin`.
- *
- * @param lease The standing.
- * @param timing The timing.
- * @returns Monotonic time, or `null` when nothing was confirmed.
- *
- * @example
- * ```ts
- * import { arbiterTiming, deadlineOf, initialLease } from "./lease.ts";
- * const l = { ...initialLease("web", 0), confirmedSentAt: 1000, ttlMs: 6000 };
- * console.log(deadlineOf(l, arbiterTiming())); // 6000
- * ```
- */
-export function deadlineOf(lease: ServiceLease, timing: ArbiterTiming): number | null {
-  return lease.confirmedSentAt === null
-    ? null
-    : lease.confirmedSentAt + lease.ttlMs - timing.marginMs;
-}
-
-const KEYED: readonly ArbiterState[] = ["waiting-delay", "held", "failsafe"];
-
-function ms(n: number): string {
-  return `${Math.round(n)} ms`;
-}
-
-/**
- * The arbiter's rule for one service: from its standing, one event and the monotonic time, the
- * next standing, the verdict, the rule that decided and why. Pure: no clock, no I/O.
- *
- * @param lease The current standing.
- * @param event What happened.
- * @param now Monotonic time in ms.
- * @param ctx This host, the timing, the loss policy.
- * @returns The new standing, the verdict, the rule and reason, and when to tick next.
- *
- * @example
- * ```ts
- * import { arbiterTiming, initialLease, stepLease } from "./lease.ts";
- * const ctx = { self: "h1", timing: arbiterTiming(), onArbiterLoss: "release" as const };
- * let a = stepLease(initialLease("web", 0), { type: "want" }, 0, ctx);
- * a = stepLease(a.lease, { type: "acquired", epoch: "7", leaseSentAt: 0, ttlMs: 6000 }, 10, ctx);
- * console.log(a.lease.state, a.verdict); // "waiting-delay" "deny"
- * a = stepLease(a.lease, { type: "tick" }, 3010, ctx);
- * console.log(a.lease.state, a.verdict); // "held" "grant"
- * a = stepLease(a.lease, { type: "tick" }, 5000, ctx); // 0 + 6000 − 1000: no renewal confirmed
- * console.log(a.lease.state, a.rule); // "lost" "deadline"
- * ```
- */
-export function stepLease(
-  lease: ServiceLease,
-  event: LeaseEvent,
-  now: number,
-  ctx: LeaseContext,
-): LeaseAnswer {
-  const { self, timing } = ctx;
-  const l: ServiceLease = { ...lease };
-  const svc = l.service;
-  let rule: string | null = null;
-  let reason = "";
-  const to = (state: ArbiterState, r: string, why: string) => {
-    if (state !== l.state) l.since = now;
-    l.state = state;
-    rule = r;
-    reason = why;
-  };
-  const forget = () => {
-    l.epoch = null;
-    l.acquiredAt = null;
-    l.confirmedSentAt = null;
-  };
-  const backToAcquiring = (r: string, why: string) => {
-    forget();
-    if (l.wanted) to("acquiring", r, `${why}; ${self} tries to take the key again`);
-    else to("none", r, why);
-  };
-  const epoch = () => `epoch ${l.epoch ?? "?"}`;
-
-  switch (event.type) {
-    case "want":
-      l.wanted = true;
-      if (l.state === "none") {
-        l.holder = null;
-        to(
-          "acquiring",
-          "want",
-          `${self} wants ${svc}: it takes the key only if it does not exist (create_revision == 0)`,
-        );
-      }
-      break;
-    case "unwant":
-      l.wanted = false;
-      if (l.state !== "none") {
-        forget();
-        l.holder = null;
-        to(
-          "none",
-          "unwant",
-          `${self} gave ${svc} up (its address is gone); the key is deleted if it is still ours`,
-        );
-      }
-      break;
-    case "acquired":
-      l.etcdDownSince = null;
-      if (l.state === "acquiring") {
-        l.epoch = event.epoch;
-        l.holder = null;
-        l.acquiredAt = now;
-        l.confirmedSentAt = event.leaseSentAt;
-        l.ttlMs = event.ttlMs;
-        to(
-          "waiting-delay",
-          "acquired",
-          `${self} took the key of ${svc} (${epoch()}); it waits the takeover delay of ${
-            ms(timing.takeoverDelayMs)
-          } before holding it, so that a paused old holder has released`,
-        );
-      } else if (l.state === "failsafe") {
-        l.epoch = event.epoch;
-        l.holder = null;
-        l.acquiredAt = now;
-        l.confirmedSentAt = event.leaseSentAt;
-        l.ttlMs = event.ttlMs;
-        to(
-          "held",
-          "reacquired",
-          `etcd answers again and the key of ${svc} was free: ${self}, which kept the service meanwhile, took it again (${epoch()})`,
-        );
-      }
-      break;
-    case "taken":
-      l.etcdDownSince = null;
-      if (l.state === "acquiring") {
-        l.holder = event.holder;
-      } else if (l.state === "failsafe") {
-        l.holder = event.holder;
-        to(
-          "lost",
-          "failsafe-taken",
-          `${
-            event.holder ?? "another host"
-          } took the key of ${svc} while ${self} kept it without etcd: ${self} must release it`,
-        );
-      }
-      break;
-    case "renewed":
-      l.etcdDownSince = null;
-      if (KEYED.includes(l.state)) {
-        if (l.confirmedSentAt === null || event.sentAt >= l.confirmedSentAt) {
-          l.confirmedSentAt = event.sentAt;
-          l.ttlMs = event.ttlMs;
-        }
-        if (l.state === "failsafe") {
-          to(
-            "held",
-            "etcd-back",
-            `etcd answers again and the key of ${svc} is still on ${self}'s lease (${epoch()})`,
-          );
-        }
-      }
-      break;
-    case "not-owned": {
-      l.etcdDownSince = null;
-      const who = event.holder === null ? "is gone" : `is held by ${event.holder}`;
-      if (l.state === "held" || l.state === "failsafe") {
-        l.holder = event.holder;
-        to(
-          "lost",
-          "key-lost",
-          `the key of ${svc} ${who} (${self} had ${epoch()}): ${self} must release`,
-        );
-      } else if (l.state === "waiting-delay") {
-        backToAcquiring(
-          "key-lost-in-delay",
-          `the key of ${svc} ${who} before the takeover delay ended`,
-        );
-        l.holder = event.holder;
-      }
-      break;
-    }
-    case "lease-expired":
-      l.etcdDownSince = null;
-      if (l.state === "held") {
-        to(
-          "lost",
-          "lease-expired",
-          `etcd says ${self}'s lease expired (${svc}, ${epoch()}): ${self} must release`,
-        );
-      } else if (l.state === "waiting-delay") {
-        backToAcquiring(
-          "lease-expired-in-delay",
-          `${self}'s lease expired before the takeover delay ended`,
-        );
-      } else if (l.state === "failsafe") {
-        l.confirmedSentAt = null;
-        rule = "failsafe-reacquire";
-        reason =
-          `etcd answers again but ${self}'s lease expired: ${self} keeps ${svc} only if it can take the key again at once`;
-      }
-      break;
-    case "unreachable":
-      if (l.etcdDownSince === null) l.etcdDownSince = now;
-      break;
-    case "peers":
-      l.peersAgree = event.agree;
-      break;
-    case "tick":
-      break;
-  }
-
-  // The clock's part of the rule.
-  const deadline = deadlineOf(l, timing);
-  if (l.state === "waiting-delay") {
-    if (deadline === null || now >= deadline) {
-      backToAcquiring(
-        "deadline-before-start",
-        `no renewal of ${self}'s key of ${svc} was confirmed in time (deadline passed during the takeover delay)`,
-      );
-    } else if (now >= (l.acquiredAt ?? now) + timing.takeoverDelayMs) {
-      to(
-        "held",
-        "takeover-delay-over",
-        `${self} holds ${svc} (${epoch()}): the takeover delay of ${
-          ms(timing.takeoverDelayMs)
-        } is over and its renewals are confirmed`,
-      );
-    }
-  }
-  if (l.state === "held" && (deadline === null || now >= deadline)) {
-    const since = l.confirmedSentAt === null ? "ever" : `${ms(now - l.confirmedSentAt)} ago`;
-    const late = `the last confirmed renewal of ${svc}'s key was sent ${since} (TTL ${
-      ms(l.ttlMs)
-    }, margin ${ms(timing.marginMs)})`;
-    if (ctx.onArbiterLoss === "keep-if-peers-agree" && l.etcdDownSince !== null && l.peersAgree) {
-      to(
-        "failsafe",
-        "failsafe",
-        `${late}; etcd has not answered for ${
-          ms(now - l.etcdDownSince)
-        } but every peer answers and agrees, so ${self} keeps it (keep-if-peers-agree)`,
-      );
-    } else {
-      const why = l.etcdDownSince !== null
-        ? `etcd has not answered for ${ms(now - l.etcdDownSince)}`
-        : "no renewal was confirmed";
-      to(
-        "lost",
-        "deadline",
-        `${late}; ${why}: ${self} releases it before etcd can let anyone else take the key`,
-      );
-    }
-  }
-  if (l.state === "failsafe" && !l.peersAgree) {
-    to(
-      "lost",
-      "failsafe-disagree",
-      `etcd does not answer and a peer of ${svc} no longer answers or agrees: ${self} releases it`,
-    );
-  }
-
-  // The reason when nothing changed: the current standing, with its numbers.
-  if (rule === null) {
-    switch (l.state) {
-      case "none":
-        rule = "idle";
-        reason = `${self} does not want ${svc}`;
-        break;
-      case "acquiring":
-        rule = l.holder !== null ? "key-held" : "acquiring";
-        reason = l.holder !== null
-          ? `${l.holder} holds the key of ${svc}; ${self} waits until it is gone (a TTL is no timer to trust)`
-          : `${self} is taking the key of ${svc}`;
-        if (l.etcdDownSince !== null) {
-          reason += `; etcd has not answered for ${ms(now - l.etcdDownSince)}`;
-        }
-        break;
-      case "waiting-delay":
-        rule = "takeover-delay";
-        reason = `${self} took the key of ${svc} (${epoch()}) and waits ${
-          ms((l.acquiredAt ?? now) + timing.takeoverDelayMs - now)
-        } more before holding it`;
-        break;
-      case "held":
-        rule = "held";
-        reason = `${self} holds ${svc} (${epoch()}): the last confirmed renewal was sent ${
-          ms(now - (l.confirmedSentAt ?? now))
-        } ago; without another it releases in ${ms((deadline ?? now) - now)}`;
-        if (l.etcdDownSince !== null) {
-          reason += ` (etcd has not answered for ${ms(now - l.etcdDownSince)})`;
-        }
-        break;
-      case "failsafe":
-        rule = "failsafe";
-        reason = `etcd has not answered for ${
-          ms(now - (l.etcdDownSince ?? now))
-        }; ${self} keeps ${svc} (${epoch()}) while every peer answers and agrees`;
-        break;
-      case "lost":
-        rule = "lost";
-        reason = `${self} lost ${svc}: its address must go; nothing is taken until that is done`;
-        break;
-    }
-  }
-
-  let wakeAt: number | null = null;
-  const d = deadlineOf(l, timing);
-  if (l.state === "held") wakeAt = d;
-  if (l.state === "waiting-delay") {
-    const end = (l.acquiredAt ?? now) + timing.takeoverDelayMs;
-    wakeAt = d === null ? end : Math.min(d, end);
-  }
-  return {
-    lease: l,
-    verdict: l.state === "held" || l.state === "failsafe" ? "grant" : "deny",
-    rule: rule ?? "idle",
-    reason,
-    wakeAt,
-  };
-}
+export * from "../script/arbiter_timing.ts";
+export * from "./rule.ts";
+import {
+  type ArbiterLossPolicy,
+  type ArbiterState,
+  type ArbiterTiming,
+  arbiterTiming,
+  type ArbiterVerdict,
+} from "../script/arbiter_timing.ts";
+import {
+  deadlineOf,
+  initialLease,
+  KEYED,
+  type LeaseContext,
+  type LeaseEvent,
+  type ServiceLease,
+  stepLease,
+} from "./rule.ts";
 
 // ---------------------------------------------------------------------------------------------
 // The driver.
@@ -642,6 +133,8 @@ export interface ArbiterStatus {
   reason: string;
   /** Time left before the holder must release without a renewal, in ms (while keyed). */
   deadlineInMs: number | null;
+  /** `false` while etcd has not answered this host since its last failed request. */
+  etcdReachable: boolean;
 }
 
 /** Options of {@linkcode EtcdArbiter}. */
@@ -665,6 +158,11 @@ export interface EtcdArbiterOptions {
   onChange?: (status: ArbiterStatus) => void;
   /** Receives one line per transition and per etcd failure. */
   log?: (line: string) => void;
+  /**
+   * Told after each renewal of held keys: confirmed (`ok`, with the time from sending the
+   * keepalive to the confirmation) or failed (for `/metrics`).
+   */
+  onRenew?: (ok: boolean, latencyMs: number) => void;
   /** Watch the prefix to learn at once that a key is gone (default `true` when the gateway can). */
   watch?: boolean;
 }
@@ -718,6 +216,7 @@ export class EtcdArbiter {
   #clock: MonotonicClock;
   #onChange: (status: ArbiterStatus) => void;
   #log: (line: string) => void;
+  #onRenew: (ok: boolean, latencyMs: number) => void;
   #useWatch: boolean;
   #services = new Map<string, ServiceLease>();
   #last = new Map<string, { state: ArbiterState; verdict: ArbiterVerdict; epoch: string | null }>();
@@ -763,6 +262,7 @@ export class EtcdArbiter {
     this.#clock = options.clock ?? monotonicClock;
     this.#onChange = options.onChange ?? (() => {});
     this.#log = options.log ?? (() => {});
+    this.#onRenew = options.onRenew ?? (() => {});
     this.#useWatch = (options.watch ?? true) && typeof options.gateway.follow === "function";
   }
 
@@ -919,6 +419,7 @@ export class EtcdArbiter {
       rule: a.rule,
       reason: a.reason,
       deadlineInMs: KEYED.includes(a.lease.state) && d !== null ? Math.max(0, d - now) : null,
+      etcdReachable: a.lease.etcdDownSince === null,
     };
     const last = this.#last.get(service);
     if (
@@ -1030,6 +531,7 @@ export class EtcdArbiter {
       ka = await this.#gw.keepAlive(lease.id, opts);
     } catch (e) {
       this.#failed(e, keyed, `renew lease ${lease.id}`);
+      if (keyed.length > 0) this.#onRenew(false, this.#clock.now() - sentAt);
       return false;
     }
     if (this.#lease !== lease) return true;
@@ -1048,8 +550,10 @@ export class EtcdArbiter {
       c = await this.#gw.confirm(keys.map((s) => this.keyOf(s)), lease.id, opts);
     } catch (e) {
       this.#failed(e, keys, `confirm the keys of lease ${lease.id}`);
+      this.#onRenew(false, this.#clock.now() - sentAt);
       return false;
     }
+    this.#onRenew(true, this.#clock.now() - sentAt);
     for (const s of keys) {
       const key = this.keyOf(s);
       if (c.owned.has(key)) {

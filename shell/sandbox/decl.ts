@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { HostDecl, ScriptDecl, ServiceDecl } from "../contract.ts";
+import type { ArbiterDecl, HostDecl, ScriptDecl, ServiceDecl } from "../contract.ts";
 import { ScriptRegistry } from "../script/registry.ts";
 import type { LivenessOptions } from "../script/api.ts";
 
@@ -52,6 +52,20 @@ export function checkDecl(value: unknown): ScriptDecl {
   const r = new ScriptRegistry();
   const noop = () => Promise.resolve("FAIL" as const);
   try {
+    if (v.arbiter !== undefined) {
+      const a = v.arbiter as ArbiterDecl;
+      if (typeof a !== "object" || a === null) fail("the arbiter is not an object");
+      r.arbiter({
+        endpoints: a.endpoints,
+        prefix: a.prefix,
+        ttl: a.ttlMs,
+        renew: a.renewMs,
+        timeout: a.timeoutMs,
+        margin: a.marginMs,
+        takeoverDelay: a.takeoverDelayMs,
+        onArbiterLoss: a.onArbiterLoss,
+      });
+    }
     for (const h of v.hosts as HostDecl[]) {
       if (typeof h !== "object" || h === null) fail("a host is not an object");
       r.host(h.name, {

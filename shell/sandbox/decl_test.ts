@@ -60,3 +60,20 @@ Deno.test("checkDecl() accepts what the registry sends and nothing else", async 
     );
   });
 });
+
+Deno.test("checkDecl() replays the arbiter: a child cannot send a timing the registry refuses", () => {
+  const r = registry();
+  r.service("web", { masters: ["alpha"], slaves: ["beta"], interval: "2s", ...handlers });
+  r.arbiter({ endpoints: ["http://198.18.1.11:2379"], ttl: "6s" });
+  const good = r.decl();
+  assertEquals(checkDecl(JSON.parse(JSON.stringify(good))), good);
+  const forged = JSON.parse(JSON.stringify(good));
+  forged.arbiter.marginMs = 50; // would let the holder keep the address until etcd hands it over
+  throws(() => checkDecl(forged), /Invalid arbiter timing: marginMs 50 is below 100 ms/);
+  const extra = JSON.parse(JSON.stringify(good));
+  extra.arbiter.endpoints = ["http://198.18.1.11:2379/"]; // normalised by the registry: not sent so
+  throws(() => checkDecl(extra), /fields or values mod\.ts never sends/);
+  const bad = JSON.parse(JSON.stringify(good));
+  bad.arbiter = "etcd";
+  throws(() => checkDecl(bad), /the arbiter is not an object/);
+});

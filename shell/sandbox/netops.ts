@@ -331,6 +331,11 @@ export interface NetDriverOptions {
    * uses `arping` for IPv4 and the kernel's advertisement for IPv6.
    */
   packetAnnouncer?: boolean;
+  /**
+   * The arbiter's epoch of a service's holding, written with each gratuitous ARP in the audit
+   * log (`null`: no arbiter, or the key is not this host's).
+   */
+  epochOf?: (service: string | null) => string | null;
 }
 
 /** Epoch time in ms with sub-millisecond precision. */
@@ -374,6 +379,7 @@ export class LinuxNetDriver implements NetDriver {
   #netns: string | null;
   #audit: AuditLog | null;
   #onError: (message: string) => void;
+  #epochOf: (service: string | null) => string | null;
   #closed = false;
   #batch: IpBatch | null = null;
   #announcer: PacketAnnouncer | null = null;
@@ -395,6 +401,7 @@ export class LinuxNetDriver implements NetDriver {
     this.#netns = options.netns ?? null;
     this.#audit = options.audit ?? null;
     this.#onError = options.onError ?? ((m) => console.error(m));
+    this.#epochOf = options.epochOf ?? (() => null);
     if (options.ipBatch ?? true) {
       this.#batch = new IpBatch({
         argv: [
@@ -451,6 +458,7 @@ export class LinuxNetDriver implements NetDriver {
     signal?: AbortSignal,
     isolate = true,
     note = "",
+    extra: Record<string, unknown> = {},
   ): Promise<RunOutcome> {
     const full = this.#netns === null ? argv : [this.#ip, "netns", "exec", this.#netns, ...argv];
     const r = await runFixed(
@@ -460,7 +468,7 @@ export class LinuxNetDriver implements NetDriver {
     );
     this.#audit?.write(
       service,
-      { op, argv: full },
+      { op, argv: full, ...extra },
       r.code === 0 ? "done" : r.aborted ? "aborted" : "failed",
       note + describe(r),
     );
@@ -604,6 +612,8 @@ export class LinuxNetDriver implements NetDriver {
     }
     for (const record of deferred) record();
     const ms = (t: number | null) => t === null ? null : Math.round((t - decidedAt) * 1000) / 1000;
+    // The takeover's record names the arbiter's epoch of the holding it announces.
+    const epoch = this.#epochOf(options.service);
     this.#audit?.write(
       options.service,
       {
@@ -615,6 +625,7 @@ export class LinuxNetDriver implements NetDriver {
         decidedAt: new Date(decidedAt).toISOString(),
         addedMs: ms(addedAt),
         announcedMs: ms(announcedAt),
+        ...(epoch === null ? {} : { epoch }),
       },
       "done",
       `${address.text} is on ${device}: added ${ms(addedAt)} ms after the decision, ` +
@@ -725,11 +736,16 @@ export class LinuxNetDriver implements NetDriver {
     bursts.add(abort);
     // arping sends one packet a second; allow the burst plus a margin.
     const timeoutMs = count * 1000 + 3000;
-    const p = this.#exec(argv, timeoutMs, service, "arping", abort.signal, isolate).then((r) => {
-      if (r.code !== 0 && !r.aborted) {
-        this.#onError(`Gratuitous ARP for ${address.ip} on ${device} failed: ${describe(r)}`);
-      }
-    });
+    // The audit line of a gratuitous ARP names the arbiter's epoch of the holding it announces.
+    const epoch = this.#epochOf(service);
+    const extra = epoch === null ? {} : { epoch };
+    const p = this.#exec(argv, timeoutMs, service, "arping", abort.signal, isolate, "", extra).then(
+      (r) => {
+        if (r.code !== 0 && !r.aborted) {
+          this.#onError(`Gratuitous ARP for ${address.ip} on ${device} failed: ${describe(r)}`);
+        }
+      },
+    );
     this.#inflight.add(p);
     p.finally(() => {
       this.#inflight.delete(p);

@@ -14,6 +14,7 @@ import type { AddressRule, Policy, ProgramRule } from "../contract.ts";
 import { isValidName } from "../../lib/types.ts";
 import { parseCidr } from "./cidr.ts";
 import { parseHostPort } from "../../lib/net.ts";
+import { checkEtcdEndpoint, MAX_ARBITER_ENDPOINTS } from "../script/registry.ts";
 
 /** Default time limit of a program the script runs, in ms. */
 export const DEFAULT_PROGRAM_TIMEOUT_MS = 10_000;
@@ -77,6 +78,7 @@ const TOP_FIELDS = [
   "arp",
   "programs",
   "net",
+  "etcd",
   "read",
   "childUser",
   "onExit",
@@ -134,7 +136,7 @@ export function compileArgPattern(pattern: string): RegExp {
  *
  * Defaults: `faild` `{ url: "http://127.0.0.1:7100", key: null }`, `keys` `{}`, `addresses`
  * `[]`, `netDriver` `linux`, `arp` `{ count: 3, refreshMs: 0 }`, `programs` `[]` (each with
- * `timeoutMs` 10000), `net` `[]`, `read` `[]`, `childUser` `null`, `onExit` `release`,
+ * `timeoutMs` 10000), `net` `[]`, `etcd` `[]`, `read` `[]`, `childUser` `null`, `onExit` `release`,
  * `monitor` `127.0.0.1:1848`,
  * `debug` `null`, `debugKey` `null`, `audit` `./failsh-audit.log`, `dumpFile` `./failsh.dump`.
  * Fields whose name starts with `_` or `$` are comments and ignored.
@@ -401,6 +403,24 @@ export function parsePolicy(text: string, source: string): Policy {
     }
   }
 
+  // etcd: the endpoints the supervisor may talk to for the script's arbiter
+  const etcd: string[] = [];
+  if (raw.etcd !== undefined) {
+    if (!Array.isArray(raw.etcd) || raw.etcd.length > MAX_ARBITER_ENDPOINTS) {
+      problems.push(
+        `etcd must be a list of at most ${MAX_ARBITER_ENDPOINTS} "http://host:port" endpoints`,
+      );
+    } else {
+      raw.etcd.forEach((e: unknown, i: number) => {
+        try {
+          etcd.push(checkEtcdEndpoint(e, `etcd[${i}]`));
+        } catch (error) {
+          problems.push((error as Error).message.replace(/^Invalid /, ""));
+        }
+      });
+    }
+  }
+
   // read
   const read: string[] = [];
   if (raw.read !== undefined) {
@@ -490,6 +510,7 @@ export function parsePolicy(text: string, source: string): Policy {
     arp,
     programs,
     net,
+    etcd,
     read,
     childUser,
     onExit: onExit as Policy["onExit"],

@@ -115,10 +115,12 @@ export interface DecisionInput {
    */
   localVeto?: string | null;
   /**
-   * The arbiter's verdict on this host holding the service: `grant`, `deny`, or `undefined` when
-   * no arbiter is configured. A `deny` vetoes a start, recover or reclaim and makes a holder stop.
+   * The arbiter's verdict on this host holding the service: `grant`, `deny`, `unreachable` (a
+   * denial while etcd does not answer this host), or `undefined` when no arbiter is configured.
+   * A denial vetoes a start or reclaim and makes a holder stop; only `unreachable` keeps a master
+   * from entering RECOVER (it could not take the key back) and makes a RECOVER master give up.
    */
-  arbiter?: "grant" | "deny" | undefined;
+  arbiter?: "grant" | "deny" | "unreachable" | undefined;
   /** How long this host has been deferring to a higher-priority host in a race, in ms (0 if not). */
   deferredMs: number;
   /** The longest a lower-priority host defers to a higher-priority one that stays FAIL, in ms. */
@@ -315,7 +317,17 @@ export function decide(input: DecisionInput): Decision {
         `the local faild reports ${service.name} FAIL, set by ${input.localVeto} (a health check or an operator), so ${self} gives it up`,
       );
     }
-    if (input.arbiter === "deny") {
+    // A holder the arbiter denies lets go. RECOVER holds no address: it waits for the key
+    // before reclaiming (below) instead of giving up the handshake that frees the key.
+    const denied = input.arbiter === "deny" || input.arbiter === "unreachable";
+    if (input.arbiter === "unreachable" && local === "RECOVER") {
+      return d(
+        "stop",
+        "arbiter-revoke",
+        `the arbiter (etcd) does not answer ${self}, which could not take ${service.name}'s key back: it gives RECOVER up so that the holder keeps serving`,
+      );
+    }
+    if (denied && local === "UP") {
       return d("stop", "arbiter-revoke", `the arbiter denies ${self} the service ${service.name}`);
     }
     if (higherHolders.length > 0) {
@@ -350,6 +362,13 @@ export function decide(input: DecisionInput): Decision {
         `${self} is RECOVER and waits for ${names(holders)} to stop (${
           holders.map(describe).join("; ")
         })`,
+      );
+    }
+    if (denied) {
+      return d(
+        "wait",
+        "arbiter-veto",
+        `${self} is RECOVER and nobody else holds ${service.name}, but the arbiter denies ${self} the service until it holds the key`,
       );
     }
     const wait = unsettled("before reclaiming");
@@ -389,8 +408,15 @@ export function decide(input: DecisionInput): Decision {
       if (!selfReachable) {
         return d("wait", "self-unreachable", `${who}; this host's own faild is unreachable`);
       }
-      if (input.arbiter === "deny") {
-        return d("wait", "arbiter-veto", `${who}; the arbiter denies ${self} the service`);
+      // A denial does not stop it: RECOVER moves no address, and it is what makes the slave stop
+      // and free the arbiter's key; the reclaim waits for the grant. But a master that cannot
+      // reach etcd could not take the key: the slave would stop for nothing.
+      if (input.arbiter === "unreachable") {
+        return d(
+          "wait",
+          "arbiter-veto",
+          `${who}; the arbiter (etcd) does not answer ${self}, so it does not make the slave stop`,
+        );
       }
       return d(
         "recover",
@@ -420,7 +446,7 @@ export function decide(input: DecisionInput): Decision {
       `nobody holds ${service.name} but this host's own faild is unreachable, so peers could not see ${self} take it`,
     );
   }
-  if (input.arbiter === "deny") {
+  if (input.arbiter === "deny" || input.arbiter === "unreachable") {
     return d(
       "wait",
       "arbiter-veto",

@@ -446,11 +446,65 @@ const ROWS: Row[] = [
     mentions: ["grace"],
   },
   {
-    name: "the arbiter vetoes entering RECOVER",
+    // With the arbiter, the slave holds the key: the master must announce RECOVER (no address
+    // moves) so that the slave stops and frees the key; vetoing it would make preemption impossible.
+    name: "a returning master enters RECOVER without the arbiter's grant",
     input: input({ self: "alpha", arbiter: "deny", peers: [peer("beta", "UP")] }),
+    action: "recover",
+    rule: "master-recover",
+    mentions: ["enters RECOVER"],
+  },
+  {
+    // Seen in the lab: a master cut from etcd entered RECOVER, the slave yielded, and nobody
+    // could take the key: the VIP was down until etcd came back.
+    name: "a returning master that cannot reach the arbiter does not make the slave stop",
+    input: input({ self: "alpha", arbiter: "unreachable", peers: [peer("beta", "UP")] }),
+    action: "wait",
+    rule: "arbiter-veto",
+    mentions: ["does not answer"],
+  },
+  {
+    name: "a RECOVER master that loses the arbiter gives RECOVER up",
+    input: input({
+      self: "alpha",
+      local: "RECOVER",
+      arbiter: "unreachable",
+      peers: [peer("beta", "UP")],
+    }),
+    action: "stop",
+    rule: "arbiter-revoke",
+    mentions: ["does not answer"],
+  },
+  {
+    name: "an unreachable arbiter vetoes a takeover like a denial",
+    input: input({ arbiter: "unreachable", peers: [peer("alpha", "FAIL", { reachable: false })] }),
     action: "wait",
     rule: "arbiter-veto",
     mentions: ["arbiter denies"],
+  },
+  {
+    name: "a RECOVER master the arbiter denies waits for the key instead of giving up",
+    input: input({
+      self: "alpha",
+      local: "RECOVER",
+      arbiter: "deny",
+      peers: [peer("beta", "FAIL")],
+    }),
+    action: "wait",
+    rule: "arbiter-veto",
+    mentions: ["arbiter denies"],
+  },
+  {
+    name: "a RECOVER master the arbiter grants reclaims",
+    input: input({
+      self: "alpha",
+      local: "RECOVER",
+      arbiter: "grant",
+      peers: [peer("beta", "FAIL")],
+    }),
+    action: "reclaim",
+    rule: "reclaim",
+    mentions: ["RECOVER"],
   },
   {
     name: "a RECOVER master waits while the slave is still UP",

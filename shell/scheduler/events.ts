@@ -119,6 +119,8 @@ export interface AddressWatchOptions {
   stats: SchedulerStats;
   /** Where each one is logged. */
   events: EventSink;
+  /** The arbiter's epoch of a service's holding, named in the takeover line (default none). */
+  epochOf?: ((service: string) => string | null) | undefined;
 }
 
 /**
@@ -151,11 +153,14 @@ export class AddressWatch {
   track(): void {
     const { stats, events, self } = this.#opts;
     const event = (message: string) => events.add("address", null, self, message);
-    const now = new Set(this.current().map((a) => `${a.address}%${a.device}`));
-    for (const a of now) {
+    const current = this.current();
+    const now = new Set(current.map((a) => `${a.address}%${a.device}`));
+    for (const h of current) {
+      const a = `${h.address}%${h.device}`;
       if (!this.#held.has(a)) {
         stats.takeovers++;
-        event(`took over ${a.replace("%", " on ")}`);
+        const epoch = h.service === null ? null : this.#opts.epochOf?.(h.service) ?? null;
+        event(`took over ${a.replace("%", " on ")}${epoch === null ? "" : ` (epoch ${epoch})`}`);
       }
     }
     for (const a of this.#held) {

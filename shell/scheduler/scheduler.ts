@@ -13,9 +13,15 @@
  * @module
  */
 import type { HandlerKind, HostDecl, Sandbox, ScriptDecl } from "../contract.ts";
-import type { EventRecord, FailshSnapshot, HeldAddress, ServiceState } from "../../lib/types.ts";
+import type {
+  ArbiterView,
+  EventRecord,
+  FailshSnapshot,
+  HeldAddress,
+  ServiceState,
+} from "../../lib/types.ts";
 import { type Logger, logger as defaultLogger } from "../../lib/log.ts";
-import { decide, type Decision, type DecisionInput, roleOf } from "./decide.ts";
+import { decide, type Decision, type DecisionInput, type DecisionRule, roleOf } from "./decide.ts";
 import { type AnswerInput, handOver } from "./handover.ts";
 import { type Answer, Peers, type Poller, realTimers, type Timers } from "./peers.ts";
 import { LocalRecords, type Reporter } from "./local.ts";
@@ -34,6 +40,27 @@ import {
 export { type Poller, type PollResult, realTimers, type Timers } from "./peers.ts";
 export type { Reporter } from "./local.ts";
 export type { DecisionLogEntry } from "./events.ts";
+
+/**
+ * What the scheduler needs of an arbiter (`EtcdArbiter` of `shell/arbiter/lease.ts` is one).
+ * Call {@linkcode Scheduler.arbiterChanged} on every change of a service's standing.
+ */
+export interface ArbiterLink {
+  /**
+   * The verdict: `grant` only while this host holds the key and its takeover delay is over
+   * (`undefined`: no arbiter for the service, as a simulation may say).
+   */
+  verdict(service: string): "grant" | "deny" | undefined;
+  /** This host would take or holds the service: acquire its key (idempotent). */
+  want(service: string): void;
+  /** The service's addresses are gone: forget it, delete the key if still ours (idempotent). */
+  unwant(service: string): void;
+  /**
+   * The standing shown by the monitor, the logs and the faild record; `etcdReachable: false`
+   * turns a `deny` into decide()'s `unreachable`.
+   */
+  status(service: string): ArbiterView & { wanted: boolean; rule: string; etcdReachable?: boolean };
+}
 
 /** Options of {@linkcode Scheduler}. */
 export interface SchedulerOptions {
@@ -61,6 +88,13 @@ export interface SchedulerOptions {
    */
   arbiter?: (service: string) => "grant" | "deny" | undefined;
   /**
+   * The etcd arbiter (failsh passes its `EtcdArbiter`; simulate a scripted one): its verdict is
+   * `decide()`'s `arbiter` input (it replaces `arbiter`), and the scheduler wants the service's
+   * key while it would take or holds the service and gives it up once the service is `FAIL`
+   * again (see {@linkcode ArbiterLink}).
+   */
+  arbiterLink?: ArbiterLink;
+  /**
    * Called after a handler threw or timed out, before the service is set FAIL: failsh releases
    * the addresses the service still holds, so a half-done takeover is not left behind.
    */
@@ -78,6 +112,11 @@ export interface SchedulerOptions {
    * a host about to release.
    */
   onQuiet?: (service: string) => void;
+  /**
+   * Called after the stop handler of an `arbiter-revoke` decision (the key is lost), before the
+   * service is set `FAIL`: failsh removes the addresses the service still holds.
+   */
+  onArbiterRevoked?: (service: string) => Promise<void>;
   /** Called with every decision that changes something and every handler run (for simulate). */
   onDecision?: (entry: DecisionLogEntry) => void;
   /**
@@ -132,7 +171,13 @@ export class Scheduler {
     const { self } = options;
     const stats = this.stats;
     const events = this.#events = new EventLog(this.#timers);
-    this.#addresses = new AddressWatch({ self, stats, events, list: options.addresses });
+    this.#addresses = new AddressWatch({
+      self,
+      stats,
+      events,
+      list: options.addresses,
+      epochOf: (service) => this.#opts.arbiterLink?.status(service).epoch ?? null,
+    });
     this.#local = new LocalRecords({
       self,
       reporter: options.reporter,
@@ -238,14 +283,60 @@ export class Scheduler {
     this.#events.add(kind, service, null, message);
   }
 
+  /**
+   * Tells the scheduler that the arbiter's standing of a service changed (a grant after the
+   * takeover delay, a lost key): it decides again at once, not at the next tick. On `lost` the
+   * decision is `arbiter-revoke` and the stop handler runs.
+   *
+   * @param service The service.
+   */
+  arbiterChanged(service: string): void {
+    const svc = this.#services.get(service);
+    const link = this.#opts.arbiterLink;
+    if (!svc || !link) return;
+    const st = link.status(service);
+    this.#events.add(
+      "decision",
+      service,
+      this.#opts.self,
+      `${service}: arbiter ${st.state} (${st.verdict}${
+        st.epoch ? `, epoch ${st.epoch}` : ""
+      }) — ${st.reason}`,
+    );
+    if (st.state === "lost") increment(this.stats.arbiterLosses, service);
+    this.#events.changed();
+    // Decide again right after, not inside the arbiter's call (it may come from want()).
+    this.#timers.setTimeout(() => {
+      if (!this.#handlers.running(service)) this.#evaluate(svc);
+    }, 0);
+  }
+
+  /**
+   * The arbiter's epoch of a service while this host holds its key (for the faild record and
+   * the logs).
+   *
+   * @param service The service.
+   * @returns The epoch, or `null` (no arbiter, or the key is not ours).
+   */
+  epoch(service: string): string | null {
+    return this.#opts.arbiterLink?.status(service).epoch ?? null;
+  }
+
   /** The data of the monitor's snapshot. */
   snapshot(): FailshSnapshot {
+    const link = this.#opts.arbiterLink;
+    const view = (svc: ServiceRuntime) => {
+      const v = serviceView(svc);
+      if (!link) return v;
+      const { state, verdict, epoch, holder, reason, deadlineInMs } = link.status(svc.decl.name);
+      return { ...v, arbiter: { state, verdict, epoch, holder, reason, deadlineInMs } };
+    };
     return {
       host: this.#opts.self,
       startedAt: this.#startedAt,
       now: this.#timers.now(),
       hosts: this.#peers.views(),
-      services: [...this.#services.values()].map(serviceView),
+      services: [...this.#services.values()].map(view),
       addresses: this.#addresses.current(),
       events: this.#events.list(),
     };
@@ -369,10 +460,11 @@ export class Scheduler {
       peers: this.#peers.inputs(name),
       handlerRunning: this.#handlers.running(name),
       veto: this.#local.veto(name),
-      arbiter: this.#opts.arbiter?.(name),
+      arbiter: this.#verdict(name),
       deferIntervals: this.#opts.deferIntervals ?? 3,
     });
     const decision = decide(input);
+    this.#steer(svc, decision);
     const plan = handOver({
       input,
       decision,
@@ -418,6 +510,41 @@ export class Scheduler {
     return plan.pollInMs;
   }
 
+  /** decide()'s `arbiter` input: the link's verdict, `unreachable` for a denial without etcd. */
+  #verdict(name: string): DecisionInput["arbiter"] {
+    const link = this.#opts.arbiterLink;
+    if (!link) return this.#opts.arbiter?.(name);
+    const v = link.verdict(name);
+    return v === "deny" && link.status(name).etcdReachable === false ? "unreachable" : v;
+  }
+
+  /**
+   * Wants or gives up the service's arbiter key as the decision goes: wanted while the service
+   * is not `FAIL`, a handler runs, or the decision would take it (start, reclaim, recover, or
+   * `arbiter-veto`); given up once the service is `FAIL` and the decision neither takes nor
+   * waits. A lost key is given up (acknowledged) only once the service is `FAIL` again: its
+   * addresses are gone.
+   */
+  #steer(svc: ServiceRuntime, decision: Decision): void {
+    const link = this.#opts.arbiterLink;
+    if (!link) return;
+    const name = svc.decl.name;
+    const busy = this.#handlers.running(name);
+    let st = link.status(name);
+    if (st.state === "lost") {
+      if (svc.state !== "FAIL" || busy) return;
+      link.unwant(name);
+      st = link.status(name);
+    }
+    const takes = decision.action === "start" || decision.action === "reclaim" ||
+      decision.action === "recover" || decision.rule === "arbiter-veto";
+    if (svc.state !== "FAIL" || busy || takes) {
+      if (!st.wanted) link.want(name);
+    } else if (st.wanted && decision.action !== "wait") {
+      link.unwant(name);
+    }
+  }
+
   /** Carries a decision out: a handler, a state change, or nothing. */
   #act(svc: ServiceRuntime, decision: Decision, input: DecisionInput): void {
     const now = this.#timers.now();
@@ -427,8 +554,15 @@ export class Scheduler {
     if (!due) return;
     if (acts || newRule) {
       this.#opts.onDecision?.({ at: now, service: name, decision, input });
-      const line = `${name}: ${decision.action} — ${decision.reason}`;
-      const fields = { service: name, rule: decision.rule };
+      const arb = this.#opts.arbiterLink?.status(name);
+      const line = `${name}: ${decision.action} — ${decision.reason}${
+        arb ? ` [arbiter ${arb.state}${arb.epoch ? `, epoch ${arb.epoch}` : ""}]` : ""
+      }`;
+      const fields = {
+        service: name,
+        rule: decision.rule,
+        ...(arb ? { arbiter: arb.state, epoch: arb.epoch } : {}),
+      };
       if (acts) this.#log.info("decision", line, fields);
       else this.#log.debug("decision", line, fields);
       this.#events.add("decision", name, null, line);
@@ -439,7 +573,7 @@ export class Scheduler {
         this.#enqueue(svc, decision.action, decision.reason);
         break;
       case "stop":
-        if (svc.state === "UP") this.#enqueue(svc, "stop", decision.reason);
+        if (svc.state === "UP") this.#enqueue(svc, "stop", decision.reason, decision.rule);
         else this.#setState(svc, "FAIL", decision.reason);
         break;
       case "recover":
@@ -451,15 +585,28 @@ export class Scheduler {
     if (changed) this.#events.changed();
   }
 
-  #enqueue(svc: ServiceRuntime, kind: HandlerKind, reason: string): void {
-    this.#handlers.enqueue(svc.decl.name, () => this.#runHandler(svc, kind, reason), () => {
+  #enqueue(
+    svc: ServiceRuntime,
+    kind: HandlerKind,
+    reason: string,
+    rule: DecisionRule | null = null,
+  ): void {
+    const after = rule === "arbiter-revoke" && this.#opts.onArbiterRevoked
+      ? () => this.#opts.onArbiterRevoked!(svc.decl.name)
+      : null;
+    this.#handlers.enqueue(svc.decl.name, () => this.#runHandler(svc, kind, reason, after), () => {
       if (!this.#running) return;
       this.#addresses.track();
       this.#evaluate(svc);
     });
   }
 
-  async #runHandler(svc: ServiceRuntime, kind: HandlerKind, reason: string): Promise<void> {
+  async #runHandler(
+    svc: ServiceRuntime,
+    kind: HandlerKind,
+    reason: string,
+    after: (() => Promise<void>) | null = null,
+  ): Promise<void> {
     const outcome = await this.#handlers.run({
       service: svc.decl,
       kind,
@@ -467,6 +614,14 @@ export class Scheduler {
       peers: this.#peers.records(svc.decl.name),
       onRun: (run) => svc.lastHandler = run,
     });
+    if (after) {
+      await after().catch((e) =>
+        this.#log.error("net", `${svc.decl.name}: ${(e as Error).message}`)
+      );
+      // Whatever the handler returned, the service is not held any more.
+      this.#setState(svc, "FAIL", reason);
+      return;
+    }
     if (outcome.failedTakeover) {
       svc.holdUntil = this.#timers.now() + Math.max(svc.decl.intervalMs, RETRY_HOLDOFF_MS);
     }

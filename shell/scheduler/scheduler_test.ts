@@ -12,6 +12,7 @@ import type {
 } from "../contract.ts";
 import type { ServiceRecord, ServiceState } from "../../lib/types.ts";
 import { Logger } from "../../lib/log.ts";
+import { ScriptedArbiter } from "../arbiter/scripted.ts";
 
 const quiet = new Logger({ sink: () => {} });
 
@@ -903,4 +904,137 @@ Deno.test("Scheduler refuses a script that does not name this host", () => {
     () => setup("delta", [service("web")]),
     /this host "delta" is not among the script's hosts \(alpha, beta\)/,
   );
+});
+
+Deno.test("Scheduler with an arbiter: no takeover without the grant, a lost key stops the holder", async (t) => {
+  const time = new FakeTime();
+  const decl: ScriptDecl = {
+    hosts: ["alpha", "beta"].map(host),
+    services: [service("web")],
+    traps: 0,
+  };
+  const sandbox = new FakeSandbox(decl, time);
+  const net = new FakeNet(time, "beta");
+  const revoked: string[] = [];
+  const arbiter: ScriptedArbiter = new ScriptedArbiter({
+    timers: time,
+    takeoverDelayMs: 300,
+    onChange: (s) => scheduler.arbiterChanged(s),
+  });
+  const scheduler: Scheduler = new Scheduler({
+    self: "beta",
+    sandbox,
+    poller: net.poller,
+    reporter: net.reporter,
+    timers: time,
+    logger: quiet,
+    arbiterLink: arbiter,
+    onArbiterRevoked: (svc) => {
+      revoked.push(`${svc}:${scheduler.state(svc)}`);
+      return Promise.resolve();
+    },
+  });
+  net.reachable.set("alpha", false);
+  scheduler.start();
+  await t.step(
+    "the master is gone but the key is someone else's: the slave only wants it",
+    async () => {
+      await time.advance(1000);
+      assert.deepEqual(kinds(sandbox), []);
+      assert.equal(arbiter.status("web").state, "acquiring");
+      assert.equal(scheduler.snapshot().services[0]!.lastDecision?.action, "wait");
+      assert.match(scheduler.snapshot().services[0]!.lastDecision?.reason ?? "", /arbiter denies/);
+    },
+  );
+  await t.step(
+    "the key is free: taken at once, held after the takeover delay, then started",
+    async () => {
+      arbiter.event("web", "grant");
+      await time.advance(100);
+      assert.equal(arbiter.status("web").state, "waiting-delay");
+      assert.deepEqual(kinds(sandbox), []);
+      await time.advance(300);
+      assert.deepEqual(kinds(sandbox), ["start"]);
+      assert.equal(scheduler.state("web"), "UP");
+      assert.equal(scheduler.epoch("web"), "101");
+      assert.equal(scheduler.snapshot().services[0]!.arbiter?.epoch, "101");
+      assert.ok(
+        scheduler.snapshot().events.some((e) =>
+          /web: start — .*\[arbiter held, epoch 101\]/.test(e.message)
+        ),
+      );
+    },
+  );
+  await t.step("the key is lost: stop, the addresses removed, FAIL, the key given up", async () => {
+    arbiter.event("web", "lose");
+    await time.advance(100);
+    assert.deepEqual(kinds(sandbox), ["start", "stop"]);
+    assert.deepEqual(revoked, ["web:UP"]); // before it is set FAIL
+    assert.equal(scheduler.state("web"), "FAIL");
+    assert.equal(scheduler.stats.arbiterLosses.get("web"), 1);
+    // Given up (acknowledged) once FAIL, then wanted again: the master is still gone.
+    assert.equal(arbiter.status("web").state, "acquiring");
+    assert.equal(scheduler.epoch("web"), null);
+  });
+  await t.step("the key is free again: a new epoch, started again", async () => {
+    arbiter.event("web", "regain");
+    await time.advance(500);
+    assert.deepEqual(kinds(sandbox), ["start", "stop", "start"]);
+    assert.equal(scheduler.epoch("web"), "102");
+  });
+  await t.step("the master returns: the slave yields and gives the key up", async () => {
+    net.set("alpha", "web", "RECOVER");
+    net.reachable.set("alpha", true);
+    await time.advance(1000);
+    assert.deepEqual(kinds(sandbox), ["start", "stop", "start", "stop"]);
+    assert.equal(arbiter.status("web").state, "none");
+    assert.equal(arbiter.status("web").wanted, false);
+  });
+  await scheduler.stop();
+});
+
+Deno.test("Scheduler with an arbiter it cannot reach: a returning master does not make the slave stop", async () => {
+  const time = new FakeTime();
+  const decl: ScriptDecl = {
+    hosts: ["alpha", "beta"].map(host),
+    services: [service("web")],
+    traps: 0,
+  };
+  const sandbox = new FakeSandbox(decl, time);
+  const net = new FakeNet(time, "alpha");
+  net.set("beta", "web", "UP");
+  let reachable = false;
+  const wanted: string[] = [];
+  const scheduler = new Scheduler({
+    self: "alpha",
+    sandbox,
+    poller: net.poller,
+    reporter: net.reporter,
+    timers: time,
+    logger: quiet,
+    arbiterLink: {
+      verdict: () => "deny",
+      want: (s) => void wanted.push(s),
+      unwant: () => {},
+      status: () => ({
+        state: "acquiring",
+        verdict: "deny",
+        epoch: null,
+        holder: reachable ? "beta" : null,
+        reason: "",
+        deadlineInMs: null,
+        wanted: wanted.length > 0,
+        rule: "want",
+        etcdReachable: reachable,
+      }),
+    },
+  });
+  scheduler.start();
+  await time.advance(1000);
+  assert.equal(scheduler.state("web"), "FAIL", "no RECOVER while etcd does not answer");
+  assert.match(scheduler.snapshot().services[0]!.lastDecision?.reason ?? "", /does not answer/);
+  reachable = true; // etcd answers again: the key is beta's, the handshake can free it
+  await time.advance(300);
+  assert.equal(scheduler.state("web"), "RECOVER");
+  await scheduler.stop();
 });

@@ -116,7 +116,7 @@ export interface InputFacts {
   /** Who vetoed the service in the local faild, or `null`. */
   veto: string | null;
   /** The arbiter's verdict, or `undefined` without an arbiter. */
-  arbiter: "grant" | "deny" | undefined;
+  arbiter: "grant" | "deny" | "unreachable" | undefined;
   /** Longest race deferral, in intervals of the service. */
   deferIntervals: number;
 }

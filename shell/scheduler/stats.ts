@@ -87,6 +87,12 @@ export interface SchedulerStats {
   releases: number;
   /** Decisions by action. */
   decisions: Map<string, number>;
+  /** Arbiter keys lost while held (the service stopped), by service. */
+  arbiterLosses: Map<string, number>;
+  /** Arbiter renewals (keepalive + confirmation) that succeeded: send to confirmation, ms. */
+  arbiterRenewLatency: Histogram;
+  /** Arbiter renewals that failed (etcd unreachable, refused). */
+  arbiterRenewFailures: number;
 }
 
 /**
@@ -112,6 +118,9 @@ export function schedulerStats(): SchedulerStats {
     takeovers: 0,
     releases: 0,
     decisions: new Map(),
+    arbiterLosses: new Map(),
+    arbiterRenewLatency: new Histogram(POLL_BUCKETS),
+    arbiterRenewFailures: 0,
   };
 }
 

@@ -75,6 +75,26 @@ export interface ServiceOptions {
   reclaim?: Handler;
 }
 
+/** Options of `arbiter()`: the cluster's etcd arbiter (see `docs/arbiter.md`). */
+export interface ArbiterOptions {
+  /** etcd members' v3 JSON gateways, `http://host:port` (the policy's `etcd` must list each). */
+  endpoints: string[];
+  /** Key prefix of the cluster, `/…/` (default `/failover/`). */
+  prefix?: string;
+  /** Lease TTL, whole seconds (default 6 s). */
+  ttl?: Duration;
+  /** Renewal period (default TTL/3). */
+  renew?: Duration;
+  /** Time limit of each request to etcd (default TTL/6). */
+  timeout?: Duration;
+  /** How long before the earliest expiry the holder lets go (default TTL/6). */
+  margin?: Duration;
+  /** How long a new holder waits after taking the key (default renew + margin). */
+  takeoverDelay?: Duration;
+  /** What a holder does when etcd stops answering (default `release`). */
+  onArbiterLoss?: "release" | "keep-if-peers-agree";
+}
+
 /** Options of `ctx.takeover()`. */
 export interface TakeoverOptions {
   /** The network device, e.g. `eth0` (must be listed for the address in the policy). */

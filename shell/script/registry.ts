@@ -7,12 +7,64 @@
  *
  * @module
  */
-import type { HandlerKind, HostDecl, LivenessDecl, ScriptDecl, ServiceDecl } from "../contract.ts";
+import type {
+  ArbiterDecl,
+  HandlerKind,
+  HostDecl,
+  LivenessDecl,
+  ScriptDecl,
+  ServiceDecl,
+} from "../contract.ts";
 import { isValidName, parseDuration } from "../../lib/types.ts";
-import type { Handler, HostOptions, LivenessOptions, ServiceOptions, TrapHandler } from "./api.ts";
+import { type ArbiterTiming, arbiterTiming } from "./arbiter_timing.ts";
+import type {
+  ArbiterOptions,
+  Handler,
+  HostOptions,
+  LivenessOptions,
+  ServiceOptions,
+  TrapHandler,
+} from "./api.ts";
 
 /** Default port of a faild. */
 export const DEFAULT_FAILD_PORT = 7100;
+
+/** Default key prefix of the arbiter. */
+export const DEFAULT_ARBITER_PREFIX = "/failover/";
+
+/** Most etcd endpoints an arbiter may list. */
+export const MAX_ARBITER_ENDPOINTS = 16;
+
+/** An etcd endpoint as the arbiter accepts it: `http://` + host name or IP (v6 in brackets) + port. */
+const ENDPOINT_PATTERN =
+  /^http:\/\/([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]):([0-9]{1,5})\/?$/;
+
+/**
+ * Checks and normalises an etcd endpoint (`http://host:port`, no path, no credentials).
+ *
+ * @param value The endpoint.
+ * @param where Where it was found, for the message.
+ * @returns `http://host:port` without a trailing slash.
+ * @throws {TypeError} Naming what is wrong and what is allowed.
+ *
+ * @example
+ * ```ts
+ * import { checkEtcdEndpoint } from "./registry.ts";
+ * console.log(checkEtcdEndpoint("http://198.18.1.11:2379/", "endpoints[0]")); // "http://198.18.1.11:2379"
+ * ```
+ */
+export function checkEtcdEndpoint(value: unknown, where: string): string {
+  const m = typeof value === "string" ? ENDPOINT_PATTERN.exec(value) : null;
+  const port = m ? Number(m[2]) : 0;
+  if (!m || port < 1 || port > 65535) {
+    throw new TypeError(
+      `Invalid ${where}: ${
+        JSON.stringify(value) ?? String(value)
+      } is not an etcd endpoint (expected "http://host:port", e.g. "http://198.18.1.11:2379")`,
+    );
+  }
+  return `http://${m[1]}:${port}`;
+}
 
 /** Default time limit of each handler, in ms. */
 export const DEFAULT_HANDLER_TIMEOUT_MS = 30_000;
@@ -94,6 +146,7 @@ export class ScriptRegistry {
   #hosts = new Map<string, HostDecl>();
   #services = new Map<string, ServiceEntry>();
   #traps: TrapHandler[] = [];
+  #arbiter: ArbiterDecl | null = null;
   #sealed = false;
 
   /** Whether the declarations were sent to the supervisor (no more may be made). */
@@ -291,6 +344,86 @@ export class ScriptRegistry {
   }
 
   /**
+   * Declares the cluster's etcd arbiter (once per script, the same on every host): a host then
+   * takes a service only while it holds the service's key in etcd (see `docs/arbiter.md`).
+   *
+   * @param options Endpoints, prefix, timing and what a holder does when etcd stops answering.
+   * @returns The declaration sent to the supervisor (times in ms, defaults filled in).
+   * @throws {TypeError} On a bad endpoint, prefix or policy; {@linkcode RangeError} when the
+   *   timing breaks `renew + 2 × timeout + margin ≤ TTL` or another rule (each named);
+   *   {@linkcode Error} when declared twice.
+   */
+  arbiter(options: ArbiterOptions): ArbiterDecl {
+    this.#checkOpen("the arbiter");
+    if (this.#arbiter !== null) {
+      throw new Error(
+        "Cannot declare the arbiter: it is declared twice (declare it once per cluster)",
+      );
+    }
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError("Invalid arbiter: options must be an object with endpoints");
+    }
+    const known = [
+      "endpoints",
+      "prefix",
+      "ttl",
+      "renew",
+      "timeout",
+      "margin",
+      "takeoverDelay",
+      "onArbiterLoss",
+    ];
+    for (const k of Object.keys(options)) {
+      if (!known.includes(k)) {
+        throw new TypeError(`Invalid arbiter: unknown option ${k} (allowed: ${known.join(", ")})`);
+      }
+    }
+    const eps = options.endpoints;
+    if (!Array.isArray(eps) || eps.length === 0 || eps.length > MAX_ARBITER_ENDPOINTS) {
+      throw new TypeError(
+        `Invalid arbiter: endpoints must list 1-${MAX_ARBITER_ENDPOINTS} etcd members, e.g. ["http://198.18.1.11:2379"]`,
+      );
+    }
+    const endpoints = eps.map((e, i) => checkEtcdEndpoint(e, `arbiter endpoints[${i}]`));
+    if (new Set(endpoints).size !== endpoints.length) {
+      throw new TypeError("Invalid arbiter: endpoints lists a member twice");
+    }
+    const prefix = options.prefix ?? DEFAULT_ARBITER_PREFIX;
+    if (typeof prefix !== "string" || prefix.length > 200 || !/^\/[\x21-\x7e]*\/$/.test(prefix)) {
+      throw new TypeError(
+        `Invalid arbiter: prefix must start and end with "/" in printable ASCII (at most 200 characters), got ${
+          JSON.stringify(prefix)
+        }`,
+      );
+    }
+    const onArbiterLoss = options.onArbiterLoss ?? "release";
+    if (onArbiterLoss !== "release" && onArbiterLoss !== "keep-if-peers-agree") {
+      throw new TypeError(
+        `Invalid arbiter: onArbiterLoss must be "release" or "keep-if-peers-agree", got ${
+          JSON.stringify(onArbiterLoss)
+        }`,
+      );
+    }
+    const partial: Partial<ArbiterTiming> = {};
+    const fields = [
+      ["ttl", "ttlMs"],
+      ["renew", "renewMs"],
+      ["timeout", "timeoutMs"],
+      ["margin", "marginMs"],
+      ["takeoverDelay", "takeoverDelayMs"],
+    ] as const;
+    for (const [option, field] of fields) {
+      const v = options[option];
+      if (v === undefined) continue;
+      partial[field] = parseDuration(v, { what: `arbiter ${option}`, min: 1, max: 3_600_000 });
+    }
+    const timing = arbiterTiming(partial);
+    const decl: ArbiterDecl = { endpoints, prefix, ...timing, onArbiterLoss };
+    this.#arbiter = decl;
+    return decl;
+  }
+
+  /**
    * Registers a trap.
    *
    * @param fn Called for every event.
@@ -334,6 +467,7 @@ export class ScriptRegistry {
    */
   decl(): ScriptDecl {
     return {
+      ...(this.#arbiter === null ? {} : { arbiter: structuredClone(this.#arbiter) }),
       hosts: [...this.#hosts.values()].map((h) => structuredClone(h)),
       services: [...this.#services.values()].map(({ decl }) => structuredClone(decl)),
       traps: this.#traps.length,

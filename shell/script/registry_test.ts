@@ -177,3 +177,69 @@ Deno.test("host() takes an opt-in liveness probe and refuses bad ones clearly", 
     assertEquals(r.decl().hosts, []);
   });
 });
+
+Deno.test("arbiter() declares the cluster's etcd arbiter once, with the timing checked", async (t) => {
+  const EPS = ["http://198.18.1.11:2379", "http://198.18.1.12:2379/", "http://[2001:db8::1]:2379"];
+  await t.step("defaults derive from the TTL and the endpoints are normalised", () => {
+    const r = registry();
+    r.arbiter({ endpoints: EPS });
+    assertEquals(r.decl().arbiter, {
+      endpoints: [
+        "http://198.18.1.11:2379",
+        "http://198.18.1.12:2379",
+        "http://[2001:db8::1]:2379",
+      ],
+      prefix: "/failover/",
+      ttlMs: 6000,
+      renewMs: 2000,
+      timeoutMs: 1000,
+      marginMs: 1000,
+      takeoverDelayMs: 3000,
+      onArbiterLoss: "release",
+    });
+  });
+  await t.step("a script without arbiter() sends no arbiter field", () => {
+    assertEquals("arbiter" in registry().decl(), false);
+  });
+  await t.step("a timing that breaks renew + 2 × timeout + margin ≤ TTL is refused", () => {
+    throws(
+      () => registry().arbiter({ endpoints: EPS, ttl: "3s", renew: "1s", timeout: "1s" }),
+      /^RangeError: Invalid arbiter timing: .*renewMs \+ 2 × timeoutMs \+ marginMs = 3500 ms exceeds ttlMs 3000 ms/,
+    );
+    throws(
+      () => registry().arbiter({ endpoints: EPS, ttl: "6s", takeoverDelay: "1s" }),
+      /takeoverDelayMs 1000 is below renewMs \+ marginMs/,
+    );
+    throws(() => registry().arbiter({ endpoints: EPS, ttl: "2.5s" }), /must be whole seconds/);
+  });
+  await t.step("bad endpoints, prefix, policy or options are named", () => {
+    throws(() => registry().arbiter({ endpoints: [] }), /endpoints must list 1-16 etcd members/);
+    throws(
+      () => registry().arbiter({ endpoints: ["https://user:pw@e1:2379/v3"] }),
+      /^TypeError: Invalid arbiter endpoints\[0\]: "https:\/\/user:pw@e1:2379\/v3" is not an etcd endpoint \(expected "http:\/\/host:port"/,
+    );
+    throws(() => registry().arbiter({ endpoints: ["http://e1:99999"] }), /is not an etcd endpoint/);
+    throws(
+      () => registry().arbiter({ endpoints: ["http://e1:2379", "http://e1:2379/"] }),
+      /lists a member twice/,
+    );
+    throws(() => registry().arbiter({ endpoints: EPS, prefix: "failover" }), /prefix must start/);
+    throws(
+      // deno-lint-ignore no-explicit-any
+      () => registry().arbiter({ endpoints: EPS, onArbiterLoss: "keep" as any }),
+      /onArbiterLoss must be "release" or "keep-if-peers-agree", got "keep"/,
+    );
+    throws(
+      () => registry().arbiter({ endpoints: EPS, tll: "6s" } as never),
+      /unknown option tll/,
+    );
+  });
+  await t.step("declared twice", () => {
+    const r = registry();
+    r.arbiter({ endpoints: EPS });
+    throws(
+      () => r.arbiter({ endpoints: EPS }),
+      /^Error: Cannot declare the arbiter: it is declared twice/,
+    );
+  });
+});

@@ -400,11 +400,16 @@ export class Lab {
    */
   async startServices(
     port: number,
-    options: { epochFile?: (host: string) => string } = {},
+    options: {
+      epochFile?: (host: string) => string;
+      /** faild's state file of a host: the service answers with its record's epoch. */
+      epochState?: (host: string) => string;
+    } = {},
   ): Promise<Map<string, ManagedProcess>> {
     const out = new Map<string, ManagedProcess>();
     for (const h of this.hosts) {
-      const epoch = options.epochFile?.(h);
+      const state = options.epochState?.(h);
+      const epoch = options.epochFile?.(h) ?? state;
       out.set(
         h,
         this.spawn(h, [
@@ -418,7 +423,7 @@ export class Lab {
           String(port),
           "--name",
           h,
-          ...(epoch ? ["--epoch-file", epoch] : []),
+          ...(state ? ["--epoch-state", state] : epoch ? ["--epoch-file", epoch] : []),
         ], { label: `${h}-service`, stdin: true }),
       );
     }

@@ -33,6 +33,9 @@ export async function main(args: string[]): Promise<number> {
       host: { type: "string", default: "0.0.0.0" },
       "max-life": { type: "string", default: "1800000" },
       "epoch-file": { type: "string" },
+      // faild's state file and a service name: the epoch of that service's record while UP.
+      "epoch-state": { type: "string" },
+      "epoch-service": { type: "string", default: "vip" },
     },
   });
   const port = Number(values.port);
@@ -46,10 +49,21 @@ export async function main(args: string[]): Promise<number> {
   }
   const plain = new TextEncoder().encode(values.name + "\n");
   const epochFile = values["epoch-file"];
+  const epochState = values["epoch-state"];
+  const epochOf = (): string => {
+    if (epochState) {
+      const state = JSON.parse(Deno.readTextFileSync(epochState));
+      const rec = state?.services?.find?.((s: { name?: string }) =>
+        s.name === values["epoch-service"]
+      );
+      return rec?.state === "UP" && typeof rec.epoch === "string" ? rec.epoch : "";
+    }
+    return Deno.readTextFileSync(epochFile!).trim();
+  };
   const answer = (): Uint8Array => {
-    if (!epochFile) return plain;
+    if (!epochFile && !epochState) return plain;
     try {
-      const epoch = Deno.readTextFileSync(epochFile).trim();
+      const epoch = epochOf();
       if (/^\d{1,20}$/.test(epoch)) return new TextEncoder().encode(`${values.name}@${epoch}\n`);
     } catch {
       // No epoch (yet): the plain name.
