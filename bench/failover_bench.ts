@@ -228,6 +228,8 @@ interface CutResult {
   failbackFailures: number;
   /** From the fault's end to h1 holding and serving the VIP again. */
   backAfterMs: number | null;
+  /** failover only: what h2's start decision cited, the master's kernel or the polls. */
+  reason?: "kernel" | "polls" | null;
   /**
    * When h1 was not back 3 s after the fault ended, or the failback gap was longer than half an
    * interval (at least 200 ms): what the lab looked like then (holders, neighbour entry, logs,
@@ -526,6 +528,10 @@ async function measureOutages(
           failbackFailures: 0,
           backAfterMs: null,
         };
+        if (system.name !== "keepalived") {
+          const why = await startReasons(lab, "h2", cutAt);
+          cut.reason = why.kernel ? "kernel" : why.polls ? "polls" : null;
+        }
         series.cuts.push(cut);
         const upAt = Date.now();
         await fault.clear(lab, "h1");
@@ -553,7 +559,9 @@ async function measureOutages(
         }
         log(
           `  ${system.name} ${fault.name} ${intervalMs} ms cut ${i + 1}/${cuts}: outage ` +
-            `${cut.outageMs} ms; h1 back after ${cut.backAfterMs} ms, failback outage ` +
+            `${cut.outageMs} ms${
+              cut.reason ? ` (${cut.reason})` : ""
+            }; h1 back after ${cut.backAfterMs} ms, failback outage ` +
             `${fb.outageMs} ms (${fb.failures} failed attempts)`,
         );
       }
@@ -794,6 +802,13 @@ function fmt(v: number | null): string {
   return v === null ? "n/a" : `${Math.round(v)}`;
 }
 
+/** How many of a failover series' takeovers cited the kernel's silence, and the polls. */
+function reasons(s: OutageSeries): string {
+  if (s.system === "keepalived") return "";
+  const n = (r: string) => s.cuts.filter((c) => c.reason === r).length;
+  return `${n("kernel")} / ${n("polls")}`;
+}
+
 /** Renders the markdown results block. */
 function markdown(report: Report): string {
   const lines: string[] = [];
@@ -807,11 +822,13 @@ function markdown(report: Report): string {
     lines.push(
       "",
       "Client-visible outage when the master's switch port goes down (`linkdown`) or forwards " +
-        `nothing (\`blackhole\`) (${report.cuts} cuts each; ms; ratio: median / keepalived's ` +
+        `nothing (\`blackhole\`) (${report.cuts} cut${
+          report.cuts === 1 ? "" : "s"
+        } each; ms; ratio: median / keepalived's ` +
         "at the same interval and fault):",
       "",
-      "| interval | fault | system | config | median | worst | mean | failed cuts | ratio (median) | failback: median / worst outage, glitches |",
-      "|---|---|---|---|---|---|---|---|---|---|",
+      "| interval | fault | system | config | median | worst | mean | failed cuts | ratio (median) | takeovers on kernel / polls | failback: median / worst outage, glitches |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
     );
     for (const s of report.outages) {
       const ka = report.outages.find((x) =>
@@ -823,7 +840,7 @@ function markdown(report: Report): string {
       lines.push(
         `| ${s.intervalMs} ms | ${s.fault} | ${s.system} | ${s.config} | ${fmt(s.medianMs)} | ` +
           `${fmt(s.worstMs)} | ${fmt(s.meanMs)} | ${s.failedCuts}${s.error ? " (error)" : ""} | ` +
-          `${ratio} | ${fmt(s.failbackMedianMs)} / ${fmt(s.failbackWorstMs)}, ` +
+          `${ratio} | ${reasons(s)} | ${fmt(s.failbackMedianMs)} / ${fmt(s.failbackWorstMs)}, ` +
           `${s.failbackGlitches} of ${s.cuts.length} |`,
       );
     }
