@@ -5,7 +5,7 @@
  * deno run -A bench/failover_bench.ts [--cuts N] [--intervals 1000,50]
  *   [--systems keepalived,failover,failover+liveness] [--faults linkdown,blackhole]
  *   [--false-intervals 50,20] [--stress-seconds 30] [--stall-ms 200 --stall-every-ms 2000]
- *   [--frontier 1000,500,200,100,50,20] [--json] [--out FILE] [--docs]
+ *   [--frontier 1000,500,200,100,50,20] [--liveness 10x5] [--json] [--out FILE] [--docs]
  * ```
  *
  * 1. Outage: for each interval (keepalived's `advert_int`, failover's poll interval), each fault
@@ -85,8 +85,35 @@ interface System {
  */
 const FALL = 2;
 
-/** Host liveness of the `failover+liveness` system: ping every 10 ms, 5 unanswered. */
-const LIVENESS = { intervalMs: 10, fall: 5 };
+/** Host liveness of a failover system: ping every `intervalMs`, silent after `fall` unanswered. */
+export interface Liveness {
+  intervalMs: number;
+  fall: number;
+}
+
+/** Default host liveness of the `failover+liveness` system (`--liveness 10x5`). */
+const LIVENESS: Liveness = { intervalMs: 10, fall: 5 };
+
+/**
+ * Parses `--liveness INTERVALxFALL` (e.g. `10x5`).
+ *
+ * @param text The option's value.
+ * @returns The liveness.
+ * @throws {RangeError} When the text is not `INTERVALxFALL` with 5 to 1000 ms and a fall of 1
+ * to 100.
+ */
+export function parseLiveness(text: string): Liveness {
+  const m = /^(\d+)x(\d+)$/.exec(text.trim());
+  const intervalMs = Number(m?.[1]);
+  const fall = Number(m?.[2]);
+  if (!m || intervalMs < 5 || intervalMs > 1000 || fall < 1 || fall > 100) {
+    throw new RangeError(
+      `Invalid --liveness: ${text}: expected INTERVALxFALL, 5 to 1000 ms and a fall of 1 to 100 ` +
+        "(e.g. 10x5)",
+    );
+  }
+  return { intervalMs, fall };
+}
 
 /** The children of a process (Linux `/proc/PID/task/PID/children`). */
 async function children(pid: number): Promise<number[]> {
@@ -115,7 +142,7 @@ async function vrrpChild(parent: number): Promise<number> {
   return kids[0] as number;
 }
 
-function failoverSystem(name: SystemName, liveness: boolean): System {
+function failoverSystem(name: SystemName, liveness: Liveness | null): System {
   return {
     name,
     async start(lab, ms) {
@@ -123,7 +150,7 @@ function failoverSystem(name: SystemName, liveness: boolean): System {
         intervalMs: ms,
         fall: FALL,
         preempt: true,
-        ...(liveness ? { liveness: LIVENESS } : {}),
+        ...(liveness ? { liveness } : {}),
       });
       return {
         stop: () => cluster.stop(),
@@ -154,43 +181,48 @@ function failoverSystem(name: SystemName, liveness: boolean): System {
     },
     describe: (ms) =>
       `poll interval ${ms} ms, fall ${FALL}, rise 2, preempt` +
-      (liveness ? `, liveness ${LIVENESS.intervalMs} ms × ${LIVENESS.fall}` : ""),
+      (liveness ? `, liveness ${liveness.intervalMs} ms × ${liveness.fall}` : ""),
   };
 }
 
-const SYSTEMS: Record<SystemName, System> = {
-  keepalived: {
-    name: "keepalived",
-    async start(lab, ms) {
-      const cluster = await startKeepalived(lab, {
-        advertIntSec: ms / 1000,
-        higherPrioSendAdvert: true,
-      });
-      return {
-        stop: () => cluster.stop(),
-        async ready(timeoutMs) {
-          const deadline = Date.now() + timeoutMs;
-          while (Date.now() < deadline) {
-            if (cluster.processes.get("h2")?.tail(400).includes("Entering BACKUP STATE")) {
-              return null;
-            }
-            await sleep(100);
+/** The systems, the third with the given host liveness. */
+function systemsWith(liveness: Liveness): Record<SystemName, System> {
+  return {
+    keepalived: KEEPALIVED,
+    failover: failoverSystem("failover", null),
+    "failover+liveness": failoverSystem("failover+liveness", liveness),
+  };
+}
+
+const KEEPALIVED: System = {
+  name: "keepalived",
+  async start(lab, ms) {
+    const cluster = await startKeepalived(lab, {
+      advertIntSec: ms / 1000,
+      higherPrioSendAdvert: true,
+    });
+    return {
+      stop: () => cluster.stop(),
+      async ready(timeoutMs) {
+        const deadline = Date.now() + timeoutMs;
+        while (Date.now() < deadline) {
+          if (cluster.processes.get("h2")?.tail(400).includes("Entering BACKUP STATE")) {
+            return null;
           }
-          return "h2's keepalived never logged 'Entering BACKUP STATE'";
-        },
-        async stallPids() {
-          const parent = cluster.processes.get("h1");
-          if (!parent || parent.done) throw new Error("Cannot stall h1's keepalived: not running");
-          return [await vrrpChild(parent.pid)];
-        },
-      };
-    },
-    describe: (ms) =>
-      `VRRPv3 advert_int ${ms / 1000} s, priorities 254/253, preempt, ` +
-      "vrrp_higher_prio_send_advert",
+          await sleep(100);
+        }
+        return "h2's keepalived never logged 'Entering BACKUP STATE'";
+      },
+      async stallPids() {
+        const parent = cluster.processes.get("h1");
+        if (!parent || parent.done) throw new Error("Cannot stall h1's keepalived: not running");
+        return [await vrrpChild(parent.pid)];
+      },
+    };
   },
-  failover: failoverSystem("failover", false),
-  "failover+liveness": failoverSystem("failover+liveness", true),
+  describe: (ms) =>
+    `VRRPv3 advert_int ${ms / 1000} s, priorities 254/253, preempt, ` +
+    "vrrp_higher_prio_send_advert",
 };
 
 /** A fault applied to the master and cleared again. */
@@ -980,6 +1012,8 @@ const USAGE = `Usage: deno run -A bench/failover_bench.ts [options]
   --stall-ms N            stop the master's daemons this long (default 200; 0: no stalls)
   --stall-every-ms N      once per this period (default 2000)
   --frontier LIST         intervals for the frontier bisection, ms (default none)
+  --liveness IxF          failover+liveness's host liveness: ping every I ms, F unanswered
+                          make the host silent (default 10x5)
   --json                  print JSON instead of the markdown tables
   --out FILE              JSON file (default bench/failover_results.json)
   --docs                  rewrite the results block of docs/performance.md`;
@@ -1005,6 +1039,7 @@ export async function main(args: string[]): Promise<number> {
         "stall-ms": { type: "string", default: "200" },
         "stall-every-ms": { type: "string", default: "2000" },
         frontier: { type: "string", default: "" },
+        liveness: { type: "string", default: `${LIVENESS.intervalMs}x${LIVENESS.fall}` },
         json: { type: "boolean", default: false },
         out: { type: "string", default: "bench/failover_results.json" },
         docs: { type: "boolean", default: false },
@@ -1049,7 +1084,8 @@ export async function main(args: string[]): Promise<number> {
     if (frontierIntervals.length && suite.stressSeconds === 0) {
       throw new RangeError("Invalid --frontier: it needs the stress suite (--stress-seconds > 0)");
     }
-    systems = parseNames(values.systems, "--systems", SYSTEM_NAMES).map((n) => SYSTEMS[n]);
+    const known = systemsWith(parseLiveness(values.liveness));
+    systems = parseNames(values.systems, "--systems", SYSTEM_NAMES).map((n) => known[n]);
     faults = parseNames(values.faults, "--faults", FAULT_NAMES).map((n) => FAULTS[n]);
   } catch (e) {
     console.error((e as Error).message);

@@ -5,7 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { clientGaps, fastestPassing, main } from "./failover_bench.ts";
+import { clientGaps, fastestPassing, main, parseLiveness } from "./failover_bench.ts";
 import type { Attempt } from "../tests/lab/probe.ts";
 
 function attempt(start: number, ok: boolean): Attempt {
@@ -79,4 +79,12 @@ Deno.test("main: bad options are refused with exit code 2 before any lab is buil
     said[4] ?? "",
     /Invalid --frontier: 5: expected comma-separated ms from 10 to 10000/,
   );
+});
+
+Deno.test("parseLiveness: INTERVALxFALL within bounds, anything else refused with what is allowed", () => {
+  assert.deepEqual(parseLiveness("10x5"), { intervalMs: 10, fall: 5 });
+  assert.deepEqual(parseLiveness("20x3"), { intervalMs: 20, fall: 3 });
+  for (const bad of ["", "10", "10x", "x5", "4x5", "10x0", "1001x5", "10x101", "10msx5", "-10x5"]) {
+    assert.throws(() => parseLiveness(bad), /Invalid --liveness: .*expected INTERVALxFALL/, bad);
+  }
 });
