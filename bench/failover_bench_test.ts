@@ -65,6 +65,7 @@ Deno.test("main: bad options are refused with exit code 2 before any lab is buil
     assert.equal(await main(["--stall-ms", "2000", "--stall-every-ms", "2000"]), 2);
     assert.equal(await main(["--stress-seconds", "0", "--frontier", "100,50"]), 2);
     assert.equal(await main(["--frontier", "5"]), 2);
+    assert.equal(await main(["--stress-seconds", "1800"]), 2);
   } finally {
     console.error = error;
   }
