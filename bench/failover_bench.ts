@@ -703,9 +703,11 @@ async function falseFailover(
     error: null,
   };
   const lab = await Lab.create({ hosts: 2 });
-  const scratch = await Deno.makeTempDir({ prefix: "failover-bench-hdd-" });
+  // stress-ng's hdd worker writes here; removed with the lab's directory.
+  const scratch = `${lab.dir}/stress-hdd`;
   const durations: number[] = [];
   try {
+    await Deno.mkdir(scratch);
     await lab.startServices(PORT);
     const running = await system.start(lab, intervalMs);
     const probe = lab.startProbe(PORT);
@@ -720,10 +722,17 @@ async function falseFailover(
       const from = Date.now();
       let polls = 0;
       let bad = false;
-      const stress = run(stressArgv(cores, suite.stressSeconds, scratch), {
-        timeoutMs: (suite.stressSeconds + 30) * 1000,
-        check: false,
+      // In the lab's bridge namespace (the load is machine-wide all the same): an interrupted
+      // benchmark's teardown kills it and its workers with the lab, instead of leaving the
+      // machine loaded for the rest of --stress-seconds.
+      const stressor = lab.spawn("br", stressArgv(cores, suite.stressSeconds, scratch), {
+        label: "stress-ng",
       });
+      const overdue = setTimeout(
+        () => stressor.stop({ graceMs: 2000 }),
+        (suite.stressSeconds + 30) * 1000,
+      );
+      const stress = stressor.exited.finally(() => clearTimeout(overdue));
       let done = false;
       stress.then(() => done = true, () => done = true);
       const stalls = pids.length ? stallLoop(pids, suite, () => done, durations) : null;
@@ -764,7 +773,6 @@ async function falseFailover(
     result.error = (e as Error).message + "\n" + lab.diagnostics(15);
   } finally {
     await lab.teardown();
-    await Deno.remove(scratch, { recursive: true }).catch(() => {});
   }
   result.stalls.count = durations.length;
   result.stalls.medianMs = median(durations);
