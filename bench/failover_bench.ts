@@ -157,13 +157,22 @@ function failoverSystem(name: SystemName, liveness: Liveness | null): System {
         async ready(timeoutMs) {
           const deadline = Date.now() + timeoutMs;
           let missing = "no monitor snapshot from h2's failsh";
+          // h2 must also be past its start-up grace (the sample's default, 2 intervals; one
+          // more and 200 ms for the scheduler's own start): a fault in it is decided at its end
+          // (a first liveness cut at 1 s was decided 1151 ms after the link down, the next
+          // ones after 102 and 109 ms).
+          const graceMs = 3 * ms + 200;
           while (Date.now() < deadline) {
-            const view = (await cluster.snapshot("h2"))?.hosts.find((h) => h.name === "h1");
-            if (view) {
+            const snap = await cluster.snapshot("h2");
+            const view = snap?.hosts.find((h) => h.name === "h1");
+            if (snap && view) {
               const kernel = view.liveness?.state ?? "none";
+              const up = snap.now - snap.startedAt;
               missing = `h2 sees h1 ${view.reachable ? "reachable" : "unreachable"}, ` +
-                `its kernel ${kernel}`;
-              if (view.reachable && (!liveness || kernel === "alive")) return null;
+                `its kernel ${kernel}, h2's failsh up for ${up} ms (grace ${graceMs} ms)`;
+              if (view.reachable && (!liveness || kernel === "alive") && up >= graceMs) {
+                return null;
+              }
             }
             await sleep(100);
           }
@@ -262,6 +271,8 @@ interface CutResult {
   backAfterMs: number | null;
   /** failover only: what h2's start decision cited, the master's kernel or the polls. */
   reason?: "kernel" | "polls" | null;
+  /** failover only: from the fault to h2's start decision (its log's clock), ms. */
+  decidedAfterMs?: number | null;
   /**
    * When h1 was not back 3 s after the fault ended, or the failback gap was longer than half an
    * interval (at least 200 ms): what the lab looked like then (holders, neighbour entry, logs,
@@ -563,6 +574,7 @@ async function measureOutages(
         if (system.name !== "keepalived") {
           const why = await startReasons(lab, "h2", cutAt);
           cut.reason = why.kernel ? "kernel" : why.polls ? "polls" : null;
+          cut.decidedAfterMs = why.first === null ? null : why.first - cutAt;
         }
         series.cuts.push(cut);
         const upAt = Date.now();
@@ -592,7 +604,7 @@ async function measureOutages(
         log(
           `  ${system.name} ${fault.name} ${intervalMs} ms cut ${i + 1}/${cuts}: outage ` +
             `${cut.outageMs} ms${
-              cut.reason ? ` (${cut.reason})` : ""
+              cut.reason ? ` (${cut.reason}, decided after ${cut.decidedAfterMs} ms)` : ""
             }; h1 back after ${cut.backAfterMs} ms, failback outage ` +
             `${fb.outageMs} ms (${fb.failures} failed attempts)`,
         );
@@ -788,8 +800,8 @@ async function startReasons(
   lab: Lab,
   host: string,
   since: number,
-): Promise<{ kernel: number; polls: number }> {
-  const out = { kernel: 0, polls: 0 };
+): Promise<{ kernel: number; polls: number; first: number | null }> {
+  const out = { kernel: 0, polls: 0, first: null as number | null };
   const name = new RegExp(`^${host}-failsh-\\d+\\.log$`);
   for await (const e of Deno.readDir(lab.dir)) {
     if (!name.test(e.name)) continue;
@@ -802,7 +814,9 @@ async function startReasons(
       } catch {
         continue;
       }
-      if (!record.msg?.includes(": start — ") || Date.parse(record.ts ?? "") < since) continue;
+      const at = Date.parse(record.ts ?? "");
+      if (!record.msg?.includes(": start — ") || !(at >= since)) continue;
+      out.first = Math.min(out.first ?? at, at);
       if (record.msg.includes("kernel has not answered")) out.kernel++;
       else out.polls++;
     }
