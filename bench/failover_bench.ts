@@ -2,24 +2,33 @@
  * Failover against keepalived, in the same network-namespace lab with the same faults.
  *
  * ```sh
- * deno run -A bench/failover_bench.ts [--cuts N] [--intervals 1000,50] [--systems keepalived,failover]
- *   [--false-intervals 50,20] [--stress-seconds 30] [--arbiter-ttls 2000,6000] [--json]
- *   [--out FILE] [--docs]
+ * deno run -A bench/failover_bench.ts [--cuts N] [--intervals 1000,50]
+ *   [--systems keepalived,failover,failover+liveness] [--faults linkdown,blackhole]
+ *   [--false-intervals 50,20] [--stress-seconds 30] [--stall-ms 200 --stall-every-ms 2000]
+ *   [--frontier 1000,500,200,100,50,20] [--liveness 10x5]
+ *   [--arbiter-ttls 2000,6000] [--json] [--out FILE] [--docs]
  * ```
  *
- * 1. Outage: for each interval (keepalived's `advert_int`, failover's poll interval) and each
- *    system, the master's switch port is set down `--cuts` times while a client in its own
+ * 1. Outage: for each interval (keepalived's `advert_int`, failover's poll interval), each fault
+ *    and each system, the fault is applied to the master `--cuts` times while a client in its own
  *    namespace connects to the VIP every 10 ms; the client-visible outage of each cut is measured
  *    (last answer before the cut to the first answer after which the service stays up). Median,
- *    worst, and the ratio failover / keepalived.
- * 2. False failover: for each of `--false-intervals`, each system runs healthy while both CPU cores
- *    are saturated by `stress-ng --cpu N --timeout S`; every VIP move or second holder (seen by
- *    `ip monitor address` in each host) is a takeover that should not have happened.
+ *    worst, and the ratio to keepalived. Faults: `linkdown` (the master's switch port goes down:
+ *    the master sees carrier loss) and `blackhole` (the switch port stays up but forwards nothing:
+ *    the master's kernel and daemons run on and see nothing wrong).
+ * 2. False failover: for each of `--false-intervals`, each system runs healthy under the stress
+ *    suite for `--stress-seconds`: `stress-ng` saturating every core, churning 512 MB of memory and
+ *    writing a bounded file, while the master's daemons are stopped (SIGSTOP) for `--stall-ms`
+ *    every `--stall-every-ms` (keepalived's VRRP process; faild and the failsh supervisor). Every
+ *    VIP addition on another host or removal on the master (seen by `ip monitor address`) is a
+ *    takeover that should not have happened.
+ * 3. Frontier (`--frontier`): per system, a bisection over the given intervals for the fastest one
+ *    whose stress suite shows no false failover, then its link-down outage.
  *
  * Prints a table (or JSON with `--json`), writes the JSON to `--out` (default
  * `bench/failover_results.json`), and with `--docs` replaces the results block of the
- * `## Failover vs keepalived` section of docs/performance.md. Needs root, `ip netns`, keepalived
- * and stress-ng.
+ * `## Failover vs keepalived` section of docs/performance.md. Needs root, `ip netns`, keepalived,
+ * iputils-ping and stress-ng.
  *
  * @module
  */
@@ -29,23 +38,45 @@ import { run } from "../tests/lab/exec.ts";
 import { startKeepalived } from "../tests/lab/keepalived.ts";
 import { startFailover } from "../tests/lab/failover.ts";
 import { EtcdLab } from "../tests/lab/etcd.ts";
-import type { Probe } from "../tests/lab/probe.ts";
+import type { Attempt, Probe } from "../tests/lab/probe.ts";
 
 const PORT = 8080;
+
+/** The systems the benchmark knows. */
+export const SYSTEM_NAMES = ["keepalived", "failover", "failover+liveness"] as const;
+
+/** A system's name. */
+export type SystemName = typeof SYSTEM_NAMES[number];
+
+/** The faults the benchmark knows. */
+export const FAULT_NAMES = ["linkdown", "blackhole"] as const;
+
+/** A fault's name. */
+export type FaultName = typeof FAULT_NAMES[number];
 
 /** A failover system running in a lab. */
 interface Running {
   stop(): Promise<void>;
-  /** The fault (default: h1's service link down). */
-  cut?(): Promise<void>;
-  /** Heals the fault (default: h1's link up). */
-  heal?(): Promise<void>;
+  /** Also cut with the fault (the arbiter's runs: h1 off etcd too). */
+  alsoCut?(): Promise<void>;
+  /** Heals what {@linkcode Running.alsoCut} cut. */
+  alsoHeal?(): Promise<void>;
+  /** The master's (h1's) processes a stall stops. */
+  stallPids(): Promise<number[]>;
+  /**
+   * Waits until the standby (h2) watches the master and could take over: a fault before that
+   * measures a start-up, not a failover (h2's failsh starts once h1 holds the VIP, which takes
+   * seconds on a loaded machine).
+   *
+   * @returns `null` when ready, else what was missing at the timeout.
+   */
+  ready(timeoutMs: number): Promise<string | null>;
 }
 
 /** A system under test. */
 interface System {
   name: string;
-  /** Starts it with the VIP on h1; `label` describes the interval mapping. */
+  /** Starts it with the VIP on h1. */
   start(lab: Lab, intervalMs: number): Promise<Running>;
   /** How the interval maps to the system's configuration. */
   describe(intervalMs: number): string;
@@ -60,63 +91,208 @@ interface System {
  */
 const FALL = 2;
 
-const SYSTEMS: Record<string, System> = {
-  keepalived: {
-    name: "keepalived",
-    start: (lab, ms) => startKeepalived(lab, { advertIntSec: ms / 1000 }),
-    describe: (ms) => `VRRPv3 advert_int ${ms / 1000} s, priorities 254/253, preempt`,
-  },
-  failover: {
-    name: "failover",
-    start: (lab, ms) => startFailover(lab, { intervalMs: ms, fall: FALL, preempt: true }),
-    describe: (ms) => `poll interval ${ms} ms, fall ${FALL}, rise 2, preempt`,
-  },
-};
+/** Host liveness of a failover system: ping every `intervalMs`, silent after `fall` unanswered. */
+export interface Liveness {
+  intervalMs: number;
+  fall: number;
+}
+
+/** Default host liveness of the `failover+liveness` system (`--liveness 10x5`). */
+const LIVENESS: Liveness = { intervalMs: 10, fall: 5 };
 
 /**
- * failover with the etcd arbiter at a TTL (the rest of the timing derives from it): a 3-member
- * etcd on the lab's management network. The cut takes h1 off both networks (its service link and
- * its management link down): with the management link up h1 would keep the key, and there would
- * be no failover to measure (docs/arbiter.md).
+ * Parses `--liveness INTERVALxFALL` (e.g. `10x5`).
+ *
+ * @param text The option's value.
+ * @returns The liveness.
+ * @throws {RangeError} When the text is not `INTERVALxFALL` with 5 to 1000 ms and a fall of 1
+ * to 100.
  */
-function arbiterSystem(ttlMs: number): System {
+export function parseLiveness(text: string): Liveness {
+  const m = /^(\d+)x(\d+)$/.exec(text.trim());
+  const intervalMs = Number(m?.[1]);
+  const fall = Number(m?.[2]);
+  if (!m || intervalMs < 5 || intervalMs > 1000 || fall < 1 || fall > 100) {
+    throw new RangeError(
+      `Invalid --liveness: ${text}: expected INTERVALxFALL, 5 to 1000 ms and a fall of 1 to 100 ` +
+        "(e.g. 10x5)",
+    );
+  }
+  return { intervalMs, fall };
+}
+
+/** The children of a process (Linux `/proc/PID/task/PID/children`). */
+async function children(pid: number): Promise<number[]> {
+  const text = await Deno.readTextFile(`/proc/${pid}/task/${pid}/children`).catch(() => "");
+  return text.trim().split(/\s+/).filter((s) => s).map(Number);
+}
+
+/** The command name of a process, or `?`. */
+async function comm(pid: number): Promise<string> {
+  return (await Deno.readTextFile(`/proc/${pid}/comm`).catch(() => "?")).trim();
+}
+
+/**
+ * keepalived's VRRP process on a host: the child of the keepalived parent (started `-P`, so
+ * there is no checker child), the one that sends the adverts.
+ */
+async function vrrpChild(parent: number): Promise<number> {
+  const kids = [];
+  for (const c of await children(parent)) if (await comm(c) === "keepalived") kids.push(c);
+  if (kids.length !== 1) {
+    throw new Error(
+      `Cannot find keepalived's VRRP process: parent ${parent} has ${kids.length} keepalived ` +
+        `children (${(await children(parent)).join(", ") || "none"}), expected 1`,
+    );
+  }
+  return kids[0] as number;
+}
+
+function failoverSystem(
+  name: string,
+  liveness: Liveness | null,
+  arbiterTtlMs: number | null = null,
+): System {
   return {
-    name: `failover+etcd TTL ${ttlMs / 1000} s`,
+    name,
     async start(lab, ms) {
-      const etcd = await EtcdLab.start(lab);
+      // With an arbiter: a 3-member etcd on the lab's management network, and the cut takes h1
+      // off both networks (with its management link up h1 would keep the key, and there would be
+      // no failover to measure: docs/arbiter.md).
+      const etcd = arbiterTtlMs === null ? null : await EtcdLab.start(lab);
+      let cluster;
       try {
-        const cluster = await startFailover(lab, {
+        cluster = await startFailover(lab, {
           intervalMs: ms,
           fall: FALL,
           preempt: true,
-          arbiter: { endpoints: etcd.endpoints, prefix: `/failover/${lab.net}/`, ttl: ttlMs },
-          startTimeoutMs: 60_000,
+          ...(liveness ? { liveness } : {}),
+          ...(etcd === null ? {} : {
+            arbiter: {
+              endpoints: etcd.endpoints,
+              prefix: `/failover/${lab.net}/`,
+              ttl: arbiterTtlMs!,
+            },
+            startTimeoutMs: 60_000,
+          }),
         });
-        return {
-          async stop() {
-            await cluster.stop();
-            await etcd.stop();
-          },
-          async cut() {
-            await lab.linkDown("h1");
-            await etcd.cut("h1", "down");
-          },
-          async heal() {
-            await etcd.heal("h1");
-            await lab.linkUp("h1");
-          },
-        };
       } catch (e) {
-        await etcd.stop();
+        await etcd?.stop();
         throw e;
       }
+      return {
+        async stop() {
+          await cluster.stop();
+          await etcd?.stop();
+        },
+        ...(etcd === null ? {} : {
+          alsoCut: () => etcd.cut("h1", "down"),
+          alsoHeal: () => etcd.heal("h1"),
+        }),
+        async ready(timeoutMs) {
+          const deadline = Date.now() + timeoutMs;
+          let missing = "no monitor snapshot from h2's failsh";
+          // h2 must also be past its start-up grace (the sample's default, 2 intervals; one
+          // more and 200 ms for the scheduler's own start): a fault in it is decided at its end
+          // (a first liveness cut at 1 s was decided 1151 ms after the link down, the next
+          // ones after 102 and 109 ms).
+          const graceMs = 3 * ms + 200;
+          while (Date.now() < deadline) {
+            const snap = await cluster.snapshot("h2");
+            const view = snap?.hosts.find((h) => h.name === "h1");
+            if (snap && view) {
+              const kernel = view.liveness?.state ?? "none";
+              const up = snap.now - snap.startedAt;
+              missing = `h2 sees h1 ${view.reachable ? "reachable" : "unreachable"}, ` +
+                `its kernel ${kernel}, h2's failsh up for ${up} ms (grace ${graceMs} ms)`;
+              if (view.reachable && (!liveness || kernel === "alive") && up >= graceMs) {
+                return null;
+              }
+            }
+            await sleep(100);
+          }
+          return missing;
+        },
+        stallPids() {
+          const h1 = cluster.hosts.get("h1");
+          if (!h1 || h1.faild.done || h1.failsh.done) {
+            return Promise.reject(new Error("Cannot stall h1's faild and failsh: not running"));
+          }
+          // `ip netns exec` execs the program: the pids are faild's and the failsh supervisor's.
+          return Promise.resolve([h1.faild.pid, h1.failsh.pid]);
+        },
+      };
     },
     describe: (ms) =>
-      `poll interval ${ms} ms, fall ${FALL}, etcd arbiter TTL ${
-        ttlMs / 1000
-      } s (renew TTL/3, margin TTL/6, takeover delay TTL/2), h1 cut from clients and etcd`,
+      `poll interval ${ms} ms, fall ${FALL}, rise 2, preempt` +
+      (liveness ? `, liveness ${liveness.intervalMs} ms × ${liveness.fall}` : "") +
+      (arbiterTtlMs === null ? "" : `, etcd arbiter TTL ${arbiterTtlMs / 1000} s (renew TTL/3, ` +
+        "margin TTL/6, takeover delay TTL/2), h1 cut from clients and etcd"),
   };
 }
+
+/** The systems, the third with the given host liveness. */
+function systemsWith(liveness: Liveness): Record<SystemName, System> {
+  return {
+    keepalived: KEEPALIVED,
+    failover: failoverSystem("failover", null),
+    "failover+liveness": failoverSystem("failover+liveness", liveness),
+  };
+}
+
+const KEEPALIVED: System = {
+  name: "keepalived",
+  async start(lab, ms) {
+    const cluster = await startKeepalived(lab, {
+      advertIntSec: ms / 1000,
+      higherPrioSendAdvert: true,
+    });
+    return {
+      stop: () => cluster.stop(),
+      async ready(timeoutMs) {
+        const deadline = Date.now() + timeoutMs;
+        while (Date.now() < deadline) {
+          if (cluster.processes.get("h2")?.tail(400).includes("Entering BACKUP STATE")) {
+            return null;
+          }
+          await sleep(100);
+        }
+        return "h2's keepalived never logged 'Entering BACKUP STATE'";
+      },
+      async stallPids() {
+        const parent = cluster.processes.get("h1");
+        if (!parent || parent.done) throw new Error("Cannot stall h1's keepalived: not running");
+        return [await vrrpChild(parent.pid)];
+      },
+    };
+  },
+  describe: (ms) =>
+    `VRRPv3 advert_int ${ms / 1000} s, priorities 254/253, preempt, ` +
+    "vrrp_higher_prio_send_advert",
+};
+
+/** A fault applied to the master and cleared again. */
+interface Fault {
+  name: FaultName;
+  apply(lab: Lab, host: string): Promise<void>;
+  clear(lab: Lab, host: string): Promise<void>;
+}
+
+const FAULTS: Record<FaultName, Fault> = {
+  // The switch port goes down: the master's eth0 loses carrier (it knows it is cut off).
+  linkdown: {
+    name: "linkdown",
+    apply: (lab, h) => lab.linkDown(h),
+    clear: (lab, h) => lab.linkUp(h),
+  },
+  // The switch port stays up (carrier, kernel and daemons all fine on the master) but the bridge
+  // forwards nothing to or from it: bridge port state 0 (disabled), both directions.
+  blackhole: {
+    name: "blackhole",
+    apply: (lab, h) => lab.blackhole(h),
+    clear: (lab, h) => lab.unblackhole(h),
+  },
+};
 
 /** One cut's measurement. */
 interface CutResult {
@@ -128,11 +304,16 @@ interface CutResult {
   failbackOutageMs: number | null;
   /** Failed attempts in the failback window. */
   failbackFailures: number;
-  /** From link up to h1 holding and serving the VIP again. */
+  /** From the fault's end to h1 holding and serving the VIP again. */
   backAfterMs: number | null;
+  /** failover only: what h2's start decision cited, the master's kernel or the polls. */
+  reason?: "kernel" | "polls" | null;
+  /** failover only: from the fault to h2's start decision (its log's clock), ms. */
+  decidedAfterMs?: number | null;
   /**
-   * When h1 was not back 3 s after link up, or the failback gap was longer than half an interval
-   * (at least 200 ms): what the lab looked like then (holders, neighbour entry, logs, audit).
+   * When h1 was not back 3 s after the fault ended, or the failback gap was longer than half an
+   * interval (at least 200 ms): what the lab looked like then (holders, neighbour entry, logs,
+   * audit).
    */
   stuck?: string;
 }
@@ -140,6 +321,7 @@ interface CutResult {
 /** Summary of a series of cuts. */
 interface OutageSeries {
   system: string;
+  fault: FaultName;
   intervalMs: number;
   config: string;
   cuts: CutResult[];
@@ -155,21 +337,120 @@ interface OutageSeries {
   error: string | null;
 }
 
+/** Stress suite settings. */
+export interface SuiteOptions {
+  stressSeconds: number;
+  /** How long each stall stops the master's daemons (0: no stalls). */
+  stallMs: number;
+  /** Period of the stalls. */
+  stallEveryMs: number;
+}
+
+/** The gaps the client saw during a run. */
+export interface ClientGaps {
+  /** Runs of failed attempts, each ended by an answer (or by the window's end). */
+  outages: number;
+  /** Longest one, from the last answer before it to the first answer after it, ms. */
+  longestMs: number | null;
+  failures: number;
+  attempts: number;
+}
+
+/**
+ * Counts the client's outages in a window: each run of failed attempts is one outage, lasting from
+ * the start of the last answered attempt before it to the start of the first answered one after
+ * it (or the window's last attempt when none answered after it).
+ *
+ * @param attempts The window's attempts, in any order.
+ * @returns The outages, the longest, failures and attempts.
+ *
+ * @example
+ * ```ts
+ * import { clientGaps } from "./failover_bench.ts";
+ * const a = (start: number, ok: boolean) => ({ start, durationMs: 1, ok, who: "h1", error: "-" });
+ * clientGaps([a(0, true), a(10, false), a(20, true)]); // 1 outage of 20 ms
+ * ```
+ */
+export function clientGaps(attempts: readonly Attempt[]): ClientGaps {
+  const sorted = [...attempts].sort((x, y) => x.start - y.start);
+  let outages = 0;
+  let longest: number | null = null;
+  let lastOk: number | null = null;
+  let inGap = false;
+  let gapFrom = 0;
+  for (const a of sorted) {
+    if (!a.ok) {
+      if (!inGap) {
+        inGap = true;
+        outages++;
+        gapFrom = lastOk ?? a.start;
+      }
+      continue;
+    }
+    if (inGap) {
+      longest = Math.max(longest ?? 0, a.start - gapFrom);
+      inGap = false;
+    }
+    lastOk = a.start;
+  }
+  const last = sorted.at(-1);
+  if (inGap && last) longest = Math.max(longest ?? 0, last.start - gapFrom);
+  return {
+    outages,
+    longestMs: longest,
+    failures: sorted.filter((a) => !a.ok).length,
+    attempts: sorted.length,
+  };
+}
+
+/** What the stalls did (the bench's own clock: under stress a stall lasts longer than asked). */
+interface StallStats {
+  /** Stalls made. */
+  count: number;
+  /** What was stopped, e.g. `keepalived VRRP (pid 123)`. */
+  targets: string[];
+  /** Median and worst achieved stop-to-continue time, ms. */
+  medianMs: number | null;
+  worstMs: number | null;
+}
+
 /** Result of a false-failover run. */
 interface FalseRun {
   system: string;
   intervalMs: number;
   config: string;
   stressSeconds: number;
+  /** The stress-ng command line. */
+  stress: string;
+  stalls: StallStats;
   falseTakeovers: number;
+  /**
+   * failover only: the standby's start decisions during the run, by the reason failsh gave: the
+   * master's kernel silent (liveness) or the master unreachable by polls.
+   */
+  startReasons: { kernel: number; polls: number } | null;
   /** Times the healthy master dropped the VIP. */
   falseReleases: number;
   secondHolderEvents: number;
-  clientFailures: number;
-  clientAttempts: number;
+  client: ClientGaps;
   /** VIP address events seen by `ip monitor address` (at most 100). */
   events: string[];
   error: string | null;
+}
+
+/** The frontier of a system. */
+interface Frontier {
+  system: string;
+  /** Suite runs made by the bisection, fastest first. */
+  tried: { intervalMs: number; falseFailovers: number | null }[];
+  /** The fastest interval with zero false failovers, or `null` when none had zero. */
+  intervalMs: number | null;
+  config: string | null;
+  /** Link-down outage at that interval, ms. */
+  outageMedianMs: number | null;
+  outageWorstMs: number | null;
+  /** Outage median / keepalived's at its own frontier (not for keepalived). */
+  ratio: number | null;
 }
 
 function median(values: number[]): number | null {
@@ -241,14 +522,44 @@ async function stuckSnapshot(lab: Lab, upAt: number): Promise<string> {
   return lines.join("\n");
 }
 
+/**
+ * Bisection for the fastest passing setting, assuming a setting passes whenever a faster one does
+ * (a system that makes no false failover at 50 ms makes none at 100 ms).
+ *
+ * @param settings Candidates, sorted fastest first.
+ * @param passes Runs a candidate (each at most once).
+ * @returns The fastest passing candidate, or `null` when the slowest one fails too.
+ *
+ * @example
+ * ```ts
+ * import { fastestPassing } from "./failover_bench.ts";
+ * await fastestPassing([20, 50, 100, 200], (ms) => Promise.resolve(ms >= 100)); // 100
+ * ```
+ */
+export async function fastestPassing(
+  settings: readonly number[],
+  passes: (setting: number) => Promise<boolean>,
+): Promise<number | null> {
+  let lo = 0;
+  let hi = settings.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (await passes(settings[mid] as number)) hi = mid;
+    else lo = mid + 1;
+  }
+  return settings[lo] ?? null;
+}
+
 async function measureOutages(
   system: System,
+  fault: Fault,
   intervalMs: number,
   cuts: number,
   log: (s: string) => void,
 ): Promise<OutageSeries> {
   const series: OutageSeries = {
     system: system.name,
+    fault: fault.name,
     intervalMs,
     config: system.describe(intervalMs),
     cuts: [],
@@ -268,6 +579,8 @@ async function measureOutages(
     const probe = lab.startProbe(PORT);
     try {
       if (!await waitH1(lab, probe, 30_000)) throw new Error("h1 never served the VIP");
+      const missing = await running.ready(30_000);
+      if (missing !== null) throw new Error(`the standby was not ready: ${missing}`);
       const bound = 20 * intervalMs + 15_000;
       for (let i = 0; i < cuts; i++) {
         // Cut only a quiet system: served by h1, no failure, for a while.
@@ -276,9 +589,18 @@ async function measureOutages(
         }
         await sleep(Math.random() * intervalMs); // Random phase against the system's timers.
         const cutAt = Date.now();
-        await (running.cut ? running.cut() : lab.linkDown("h1"));
-        const served = await probe.waitServedBy("h2", bound, 10);
-        const r = await probe.settledOutage(cutAt);
+        await fault.apply(lab, "h1");
+        await running.alsoCut?.();
+        let served: boolean;
+        let r;
+        try {
+          served = await probe.waitServedBy("h2", bound, 10);
+          r = await probe.settledOutage(cutAt);
+        } catch (e) {
+          await running.alsoHeal?.();
+          await fault.clear(lab, "h1");
+          throw e;
+        }
         const cut: CutResult = {
           outageMs: served ? r.outageMs : null,
           sinceFaultMs: served ? r.sinceFaultMs : null,
@@ -288,9 +610,15 @@ async function measureOutages(
           failbackFailures: 0,
           backAfterMs: null,
         };
+        if (system.name !== "keepalived") {
+          const why = await startReasons(lab, "h2", cutAt);
+          cut.reason = why.kernel ? "kernel" : why.polls ? "polls" : null;
+          cut.decidedAfterMs = why.first === null ? null : why.first - cutAt;
+        }
         series.cuts.push(cut);
         const upAt = Date.now();
-        await (running.heal ? running.heal() : lab.linkUp("h1"));
+        await running.alsoHeal?.();
+        await fault.clear(lab, "h1");
         // A failback that takes long is a bug worth a look: keep a snapshot of the lab from then.
         let snapshot: Promise<string> | null = null;
         const watch = setTimeout(() => snapshot = stuckSnapshot(lab, upAt), 3000);
@@ -298,7 +626,7 @@ async function measureOutages(
         clearTimeout(watch);
         if (snapshot !== null) {
           cut.stuck = await snapshot;
-          log(`  cut ${i + 1}: h1 not back 3 s after link up:\n${cut.stuck}`);
+          log(`  cut ${i + 1}: h1 not back 3 s after the ${fault.name} ended:\n${cut.stuck}`);
         }
         if (!back) throw new Error(`h1 did not take the VIP back after cut ${i + 1}`);
         cut.backAfterMs = Date.now() - upAt;
@@ -314,9 +642,11 @@ async function measureOutages(
           log(`  cut ${i + 1}: failback gap of ${fb.outageMs} ms:\n${cut.stuck}`);
         }
         log(
-          `  ${system.name} ${intervalMs} ms cut ${i + 1}/${cuts}: outage ${cut.outageMs} ms; ` +
-            `h1 back after ${cut.backAfterMs} ms, failback outage ${fb.outageMs} ms ` +
-            `(${fb.failures} failed attempts)`,
+          `  ${system.name} ${fault.name} ${intervalMs} ms cut ${i + 1}/${cuts}: outage ` +
+            `${cut.outageMs} ms${
+              cut.reason ? ` (${cut.reason}, decided after ${cut.decidedAfterMs} ms)` : ""
+            }; h1 back after ${cut.backAfterMs} ms, failback outage ` +
+            `${fb.outageMs} ms (${fb.failures} failed attempts)`,
         );
       }
     } finally {
@@ -340,74 +670,152 @@ async function measureOutages(
   return series;
 }
 
+/**
+ * The stress-ng command line of the suite: every core busy, one worker churning 512 MB of memory,
+ * one writing and removing files of at most 128 MB in `dir`.
+ */
+function stressArgv(cores: number, seconds: number, dir: string): string[] {
+  return [
+    "stress-ng",
+    "--cpu",
+    String(cores),
+    "--vm",
+    "1",
+    "--vm-bytes",
+    "512M",
+    "--hdd",
+    "1",
+    "--hdd-bytes",
+    "128M",
+    "--temp-path",
+    dir,
+    "--timeout",
+    `${seconds}s`,
+    "-q",
+  ];
+}
+
+/**
+ * Stops `pids` for `stallMs` every `everyMs` (absolute schedule) until `done()`. Every stopped
+ * process is continued again, whatever happens.
+ */
+async function stallLoop(
+  pids: number[],
+  options: SuiteOptions,
+  done: () => boolean,
+  durations: number[],
+): Promise<void> {
+  let next = performance.now() + options.stallEveryMs;
+  while (!done()) {
+    await sleep(Math.min(100, Math.max(0, next - performance.now())));
+    if (performance.now() < next) continue;
+    if (done()) break;
+    const t0 = performance.now();
+    const stopped: number[] = [];
+    try {
+      for (const pid of pids) {
+        Deno.kill(pid, "SIGSTOP");
+        stopped.push(pid);
+      }
+      await sleep(options.stallMs);
+    } finally {
+      for (const pid of stopped) {
+        try {
+          Deno.kill(pid, "SIGCONT");
+        } catch {
+          // Gone meanwhile: nothing to continue.
+        }
+      }
+    }
+    durations.push(performance.now() - t0);
+    next = t0 + options.stallEveryMs;
+  }
+}
+
 async function falseFailover(
   system: System,
   intervalMs: number,
-  stressSeconds: number,
+  suite: SuiteOptions,
   log: (s: string) => void,
 ): Promise<FalseRun> {
+  const cores = navigator.hardwareConcurrency || 2;
   const result: FalseRun = {
     system: system.name,
     intervalMs,
     config: system.describe(intervalMs),
-    stressSeconds,
+    stressSeconds: suite.stressSeconds,
+    stress: stressArgv(cores, suite.stressSeconds, "DIR").join(" "),
+    stalls: { count: 0, targets: [], medianMs: null, worstMs: null },
     falseTakeovers: 0,
+    startReasons: null,
     falseReleases: 0,
     secondHolderEvents: 0,
-    clientFailures: 0,
-    clientAttempts: 0,
+    client: { outages: 0, longestMs: null, failures: 0, attempts: 0 },
     events: [],
     error: null,
   };
   const lab = await Lab.create({ hosts: 2 });
+  // stress-ng's hdd worker writes here; removed with the lab's directory.
+  const scratch = `${lab.dir}/stress-hdd`;
+  const durations: number[] = [];
   try {
+    await Deno.mkdir(scratch);
     await lab.startServices(PORT);
     const running = await system.start(lab, intervalMs);
     const probe = lab.startProbe(PORT);
     try {
       if (!await waitH1(lab, probe, 30_000)) throw new Error("h1 never served the VIP");
+      const missing = await running.ready(30_000);
+      if (missing !== null) throw new Error(`the standby was not ready: ${missing}`);
       await sleep(Math.max(1000, 5 * intervalMs));
+      const pids = suite.stallMs > 0 ? await running.stallPids() : [];
+      result.stalls.targets = await Promise.all(pids.map(async (p) => `${await comm(p)} ${p}`));
       const watch = await lab.watchAddress();
       const from = Date.now();
       let polls = 0;
       let bad = false;
-      const cores = navigator.hardwareConcurrency || 2;
-      const stress = run([
-        "stress-ng",
-        "--cpu",
-        String(cores),
-        "--timeout",
-        `${stressSeconds}s`,
-        "-q",
-      ], {
-        timeoutMs: (stressSeconds + 30) * 1000,
-        check: false,
+      // In the lab's bridge namespace (the load is machine-wide all the same): an interrupted
+      // benchmark's teardown kills it and its workers with the lab, instead of leaving the
+      // machine loaded for the rest of --stress-seconds.
+      const stressor = lab.spawn("br", stressArgv(cores, suite.stressSeconds, scratch), {
+        label: "stress-ng",
       });
-      // Sample the holders too: a second holder shows as two hosts at once.
+      const overdue = setTimeout(
+        () => stressor.stop({ graceMs: 2000 }),
+        (suite.stressSeconds + 30) * 1000,
+      );
+      const stress = stressor.exited.finally(() => clearTimeout(overdue));
       let done = false;
-      stress.finally(() => done = true);
-      while (!done) {
-        const h = await lab.holders();
-        polls++;
-        const wrong = !(h.length === 1 && h[0] === "h1");
-        if (wrong && !bad && h.length > 1) result.secondHolderEvents++;
-        bad = wrong;
-        await sleep(50);
+      stress.then(() => done = true, () => done = true);
+      const stalls = pids.length ? stallLoop(pids, suite, () => done, durations) : null;
+      try {
+        // Sample the holders too: a second holder shows as two hosts at once.
+        while (!done) {
+          const h = await lab.holders();
+          polls++;
+          const wrong = !(h.length === 1 && h[0] === "h1");
+          if (wrong && !bad && h.length > 1) result.secondHolderEvents++;
+          bad = wrong;
+          await sleep(50);
+        }
+        await stress;
+      } finally {
+        done = true;
+        await stalls;
       }
-      await stress;
       await sleep(Math.max(1000, 5 * intervalMs)); // Late decisions made under load count too.
       await watch.stop();
       const until = Date.now();
       for (const [h, n] of watch.added) if (h !== "h1") result.falseTakeovers += n;
       result.falseReleases = watch.removed.get("h1") ?? 0;
-      result.events = watch.events;
-      const attempts = probe.between(from, until - probe.attemptTimeoutMs);
-      result.clientAttempts = attempts.length;
-      result.clientFailures = attempts.filter((a) => !a.ok).length;
+      result.events = watch.events.slice(0, 100);
+      result.client = clientGaps(probe.between(from, until - probe.attemptTimeoutMs));
+      if (system.name !== "keepalived") result.startReasons = await startReasons(lab, "h2", from);
       log(
-        `  ${system.name} ${intervalMs} ms under stress: ${result.falseTakeovers} false takeovers, ` +
-          `${result.falseReleases} false releases ` +
-          `(${polls} holder samples, ${result.clientFailures}/${result.clientAttempts} client failures)`,
+        `  ${system.name} ${intervalMs} ms under the stress suite: ${result.falseTakeovers} false ` +
+          `takeovers, ${result.falseReleases} false releases (${polls} holder samples, ` +
+          `${durations.length} stalls, ${result.client.outages} client outages, ` +
+          `${result.client.failures}/${result.client.attempts} failed attempts)`,
       );
     } finally {
       await probe.stop();
@@ -418,7 +826,47 @@ async function falseFailover(
   } finally {
     await lab.teardown();
   }
+  result.stalls.count = durations.length;
+  result.stalls.medianMs = median(durations);
+  result.stalls.worstMs = durations.length ? Math.max(...durations) : null;
   return result;
+}
+
+/**
+ * Counts a failsh's start decisions since `since` in its log files (`<lab dir>/<host>-failsh-N.log`,
+ * one JSON record a line), by reason: the kernel's silence, or the polls.
+ */
+async function startReasons(
+  lab: Lab,
+  host: string,
+  since: number,
+): Promise<{ kernel: number; polls: number; first: number | null }> {
+  const out = { kernel: 0, polls: 0, first: null as number | null };
+  const name = new RegExp(`^${host}-failsh-\\d+\\.log$`);
+  for await (const e of Deno.readDir(lab.dir)) {
+    if (!name.test(e.name)) continue;
+    const text = await Deno.readTextFile(`${lab.dir}/${e.name}`).catch(() => "");
+    for (const line of text.split("\n")) {
+      if (!line.includes(": start — ")) continue;
+      let record: { ts?: string; msg?: string };
+      try {
+        record = JSON.parse(line.slice(line.indexOf("{")));
+      } catch {
+        continue;
+      }
+      const at = Date.parse(record.ts ?? "");
+      if (!record.msg?.includes(": start — ") || !(at >= since)) continue;
+      out.first = Math.min(out.first ?? at, at);
+      if (record.msg.includes("kernel has not answered")) out.kernel++;
+      else out.polls++;
+    }
+  }
+  return out;
+}
+
+/** False failovers of a run: VIP added elsewhere plus dropped by the master (`null`: error). */
+function falseFailovers(r: FalseRun): number | null {
+  return r.error ? null : r.falseTakeovers + r.falseReleases;
 }
 
 async function machine(): Promise<Record<string, string>> {
@@ -448,6 +896,13 @@ function fmt(v: number | null): string {
   return v === null ? "n/a" : `${Math.round(v)}`;
 }
 
+/** How many of a failover series' takeovers cited the kernel's silence, and the polls. */
+function reasons(s: OutageSeries): string {
+  if (s.system === "keepalived") return "";
+  const n = (r: string) => s.cuts.filter((c) => c.reason === r).length;
+  return `${n("kernel")} / ${n("polls")}`;
+}
+
 /** Renders the markdown results block. */
 function markdown(report: Report): string {
   const lines: string[] = [];
@@ -456,50 +911,90 @@ function markdown(report: Report): string {
   lines.push(
     `Machine: ${m.nproc} cores (${m.cpu}), ${m.memory}, kernel ${m.kernel}, Deno ${m.deno}, ` +
       `${m.keepalived}; load average at start ${m.load} (a load near 0 means nothing else ran).`,
-    "",
-    "Client-visible outage when the master's switch port goes down (" +
-      `${report.cuts} cuts each; ms):`,
-    "",
-    "| interval | system | config | median | worst | mean | failed cuts | ratio (median) | failback: median / worst outage, glitches |",
-    "|---|---|---|---|---|---|---|---|---|",
   );
-  for (const s of report.outages) {
-    const ka = report.outages.find((x) =>
-      x.system === "keepalived" && x.intervalMs === s.intervalMs
-    );
-    const ratio = s.system === "failover" && ka?.medianMs && s.medianMs !== null
-      ? (s.medianMs / ka.medianMs).toFixed(2)
-      : "";
-    lines.push(
-      `| ${s.intervalMs} ms | ${s.system} | ${s.config} | ${fmt(s.medianMs)} | ${
-        fmt(s.worstMs)
-      } | ` +
-        `${fmt(s.meanMs)} | ${s.failedCuts}${s.error ? " (error)" : ""} | ${ratio} | ` +
-        `${fmt(s.failbackMedianMs)} / ${
-          fmt(s.failbackWorstMs)
-        }, ${s.failbackGlitches} of ${s.cuts.length} |`,
-    );
-  }
-  if (report.falseRuns.length) {
+  if (report.outages.length) {
     lines.push(
       "",
-      `False failover: healthy pair, both cores saturated by \`stress-ng --cpu N --timeout S\`:`,
+      "Client-visible outage when the master's switch port goes down (`linkdown`) or forwards " +
+        `nothing (\`blackhole\`) (${report.cuts} cut${
+          report.cuts === 1 ? "" : "s"
+        } each; ms; ratio: median / keepalived's ` +
+        "at the same interval and fault):",
       "",
-      "| interval | system | stress | false takeovers | VIP dropped by master | second-holder samples | client failures |",
-      "|---|---|---|---|---|---|---|",
+      "| interval | fault | system | config | median | worst | mean | failed cuts | ratio (median) | takeovers on kernel / polls | failback: median / worst outage, glitches |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
     );
-    for (const f of report.falseRuns) {
+    for (const s of report.outages) {
+      const ka = report.outages.find((x) =>
+        x.system === "keepalived" && x.intervalMs === s.intervalMs && x.fault === s.fault
+      );
+      const ratio = s.system !== "keepalived" && ka?.medianMs && s.medianMs !== null
+        ? (s.medianMs / ka.medianMs).toFixed(2)
+        : "";
       lines.push(
-        `| ${f.intervalMs} ms | ${f.system} | ${f.stressSeconds} s | ${f.falseTakeovers}` +
-          `${
-            f.error ? " (error)" : ""
-          } | ${f.falseReleases} | ${f.secondHolderEvents} | ${f.clientFailures}/${f.clientAttempts} |`,
+        `| ${s.intervalMs} ms | ${s.fault} | ${s.system} | ${s.config} | ${fmt(s.medianMs)} | ` +
+          `${fmt(s.worstMs)} | ${fmt(s.meanMs)} | ${s.failedCuts}${s.error ? " (error)" : ""} | ` +
+          `${ratio} | ${reasons(s)} | ${fmt(s.failbackMedianMs)} / ${fmt(s.failbackWorstMs)}, ` +
+          `${s.failbackGlitches} of ${s.cuts.length} |`,
       );
     }
   }
-  const errors = [...report.outages, ...report.falseRuns].filter((x) => x.error);
-  for (const e of errors) {
-    lines.push("", `Error in ${e.system} at ${e.intervalMs} ms: ${e.error?.split("\n")[0]}`);
+  if (report.falseRuns.length) {
+    const st = report.suite;
+    lines.push(
+      "",
+      `False failover: healthy pair under the stress suite for ${st.stressSeconds} s: ` +
+        `\`${report.falseRuns[0]?.stress}\`` +
+        (st.stallMs > 0
+          ? `, and the master's daemons stopped for ${st.stallMs} ms every ${st.stallEveryMs} ms ` +
+            "(SIGSTOP/SIGCONT; keepalived: its VRRP process; failover: faild and the failsh " +
+            "supervisor). Stalls: achieved median / worst stop, ms."
+          : " (no stalls)."),
+      "",
+      "| interval | system | false takeovers (start decisions: kernel / polls) | VIP dropped by master | second-holder samples | stalls (median / worst ms) | client outages (longest ms) | failed attempts |",
+      "|---|---|---|---|---|---|---|---|",
+    );
+    for (const f of report.falseRuns) {
+      lines.push(
+        `| ${f.intervalMs} ms | ${f.system} | ${f.falseTakeovers}${f.error ? " (error)" : ""}` +
+          (f.startReasons ? ` (${f.startReasons.kernel} / ${f.startReasons.polls})` : "") + " | " +
+          `${f.falseReleases} | ${f.secondHolderEvents} | ${f.stalls.count} (` +
+          `${fmt(f.stalls.medianMs)} / ${fmt(f.stalls.worstMs)}) | ${f.client.outages} (` +
+          `${fmt(f.client.longestMs)}) | ${f.client.failures}/${f.client.attempts} |`,
+      );
+    }
+  }
+  if (report.frontier.length) {
+    lines.push(
+      "",
+      "Frontier: per system, the fastest interval (bisection over " +
+        `${report.frontierIntervals.join(", ")} ms) with no false failover under the suite ` +
+        "above, and its link-down outage (ratio: median / keepalived's at its own frontier):",
+      "",
+      "| system | suite runs (interval: false failovers) | frontier | config | link-down median | worst | ratio |",
+      "|---|---|---|---|---|---|---|",
+    );
+    for (const f of report.frontier) {
+      const tried = f.tried.map((t) => `${t.intervalMs}: ${t.falseFailovers ?? "error"}`)
+        .join(", ");
+      lines.push(
+        `| ${f.system} | ${tried} | ${f.intervalMs === null ? "none" : `${f.intervalMs} ms`} | ` +
+          `${f.config ?? ""} | ${fmt(f.outageMedianMs)} | ${fmt(f.outageWorstMs)} | ` +
+          `${f.ratio === null ? "" : f.ratio.toFixed(2)} |`,
+      );
+    }
+  }
+  for (const e of report.outages.filter((x) => x.error)) {
+    lines.push(
+      "",
+      `Error in ${e.system} ${e.fault} at ${e.intervalMs} ms: ${e.error?.split("\n")[0]}`,
+    );
+  }
+  for (const e of report.falseRuns.filter((x) => x.error)) {
+    lines.push(
+      "",
+      `Error in ${e.system}'s suite at ${e.intervalMs} ms: ${e.error?.split("\n")[0]}`,
+    );
   }
   return lines.join("\n");
 }
@@ -511,8 +1006,12 @@ interface Report {
   machine: Record<string, string>;
   cuts: number;
   outages: OutageSeries[];
-  ratios: { intervalMs: number; ratio: number | null }[];
+  /** Median outage / keepalived's at the same interval and fault. */
+  ratios: { system: string; fault: FaultName; intervalMs: number; ratio: number | null }[];
+  suite: SuiteOptions;
   falseRuns: FalseRun[];
+  frontierIntervals: number[];
+  frontier: Frontier[];
 }
 
 const BEGIN = "<!-- failover-bench:begin -->";
@@ -542,6 +1041,46 @@ function parseList(text: string, what: string): number[] {
   return out;
 }
 
+function parseNames<T extends string>(text: string, what: string, allowed: readonly T[]): T[] {
+  const out: T[] = [];
+  for (const name of text.split(",").map((s) => s.trim()).filter((s) => s)) {
+    if (!(allowed as readonly string[]).includes(name)) {
+      throw new RangeError(`Invalid ${what}: ${name}: expected ${allowed.join(", ")}`);
+    }
+    if (!out.includes(name as T)) out.push(name as T);
+  }
+  if (out.length === 0) {
+    throw new RangeError(`Invalid ${what}: empty: expected ${allowed.join(", ")}`);
+  }
+  return out;
+}
+
+function parseInteger(text: string, what: string, min: number, max: number): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new RangeError(`Invalid ${what}: ${text}: expected an integer from ${min} to ${max}`);
+  }
+  return n;
+}
+
+const USAGE = `Usage: deno run -A bench/failover_bench.ts [options]
+
+  --cuts N                cuts per system, fault and interval (default 10)
+  --intervals LIST        outage intervals, ms (default 1000,50)
+  --systems LIST          keepalived,failover,failover+liveness (default all three)
+  --faults LIST           linkdown,blackhole (default both)
+  --false-intervals LIST  stress suite intervals, ms (default 50,20; "" for none)
+  --stress-seconds N      length of each stress suite run, 0 to 1500 (default 30; 0: no
+                          suite; the lab kills its processes after 30 minutes)
+  --stall-ms N            stop the master's daemons this long (default 200; 0: no stalls)
+  --stall-every-ms N      once per this period (default 2000)
+  --frontier LIST         intervals for the frontier bisection, ms (default none)
+  --liveness IxF          failover+liveness's host liveness: ping every I ms, F unanswered
+                          make the host silent (default 10x5)
+  --json                  print JSON instead of the markdown tables
+  --out FILE              JSON file (default bench/failover_results.json)
+  --docs                  rewrite the results block of docs/performance.md`;
+
 /**
  * Runs the benchmark.
  *
@@ -556,10 +1095,15 @@ export async function main(args: string[]): Promise<number> {
       options: {
         cuts: { type: "string", default: "10" },
         intervals: { type: "string", default: "1000,50" },
-        systems: { type: "string", default: "keepalived,failover" },
+        systems: { type: "string", default: SYSTEM_NAMES.join(",") },
+        faults: { type: "string", default: FAULT_NAMES.join(",") },
         "false-intervals": { type: "string", default: "50,20" },
         "stress-seconds": { type: "string", default: "30" },
         "arbiter-ttls": { type: "string", default: "" },
+        "stall-ms": { type: "string", default: "200" },
+        "stall-every-ms": { type: "string", default: "2000" },
+        frontier: { type: "string", default: "" },
+        liveness: { type: "string", default: `${LIVENESS.intervalMs}x${LIVENESS.fall}` },
         json: { type: "boolean", default: false },
         out: { type: "string", default: "bench/failover_results.json" },
         docs: { type: "boolean", default: false },
@@ -571,29 +1115,34 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   if (values.help) {
-    console.log(
-      "Usage: deno run -A bench/failover_bench.ts [--cuts N] [--intervals 1000,50]\n" +
-        "  [--systems keepalived,failover] [--false-intervals 50,20] [--stress-seconds 30]\n" +
-        "  [--arbiter-ttls 2000,6000] [--json] [--out FILE] [--docs]",
-    );
+    console.log(USAGE);
     return 0;
   }
-  const cuts = Number(values.cuts);
-  const stressSeconds = Number(values["stress-seconds"]);
+  let cuts: number;
+  let suite: SuiteOptions;
   let intervals: number[];
   let falseIntervals: number[];
   let arbiterTtls: number[];
+  let frontierIntervals: number[];
+  let systems: System[];
+  let faults: Fault[];
   try {
-    if (!Number.isInteger(cuts) || cuts < 1 || cuts > 200) {
-      throw new RangeError(`Invalid --cuts: ${values.cuts}: expected 1 to 200`);
-    }
-    if (!Number.isInteger(stressSeconds) || stressSeconds < 0 || stressSeconds > 300) {
+    cuts = parseInteger(values.cuts, "--cuts", 1, 200);
+    suite = {
+      // The lab's processes live at most 30 minutes (tests/lab/exec.ts): a longer suite would
+      // measure daemons killed under it.
+      stressSeconds: parseInteger(values["stress-seconds"], "--stress-seconds", 0, 1500),
+      stallMs: parseInteger(values["stall-ms"], "--stall-ms", 0, 10_000),
+      stallEveryMs: parseInteger(values["stall-every-ms"], "--stall-every-ms", 100, 60_000),
+    };
+    if (suite.stallMs >= suite.stallEveryMs) {
       throw new RangeError(
-        `Invalid --stress-seconds: ${values["stress-seconds"]}: expected 0 to 300`,
+        `Invalid --stall-ms: ${suite.stallMs}: expected less than --stall-every-ms ` +
+          `(${suite.stallEveryMs})`,
       );
     }
-    intervals = parseList(values.intervals, "--intervals");
-    falseIntervals = values["false-intervals"] === "" || stressSeconds === 0
+    intervals = values.intervals === "" ? [] : parseList(values.intervals, "--intervals");
+    falseIntervals = values["false-intervals"] === "" || suite.stressSeconds === 0
       ? []
       : parseList(values["false-intervals"], "--false-intervals");
     arbiterTtls = values["arbiter-ttls"] === ""
@@ -604,18 +1153,18 @@ export async function main(args: string[]): Promise<number> {
         `Invalid --arbiter-ttls: ${values["arbiter-ttls"]}: etcd leases are whole seconds`,
       );
     }
+    frontierIntervals = values.frontier === ""
+      ? []
+      : [...new Set(parseList(values.frontier, "--frontier"))].sort((a, b) => a - b);
+    if (frontierIntervals.length && suite.stressSeconds === 0) {
+      throw new RangeError("Invalid --frontier: it needs the stress suite (--stress-seconds > 0)");
+    }
+    const known = systemsWith(parseLiveness(values.liveness));
+    systems = parseNames(values.systems, "--systems", SYSTEM_NAMES).map((n) => known[n]);
+    faults = parseNames(values.faults, "--faults", FAULT_NAMES).map((n) => FAULTS[n]);
   } catch (e) {
     console.error((e as Error).message);
     return 2;
-  }
-  const systems: System[] = [];
-  for (const name of values.systems.split(",").map((s) => s.trim()).filter((s) => s)) {
-    const s = SYSTEMS[name];
-    if (!s) {
-      console.error(`Invalid --systems: ${name}: expected keepalived, failover`);
-      return 2;
-    }
-    systems.push(s);
   }
   const why = await labUnavailable();
   if (why) {
@@ -625,31 +1174,87 @@ export async function main(args: string[]): Promise<number> {
   const log = (s: string) => console.error(s);
   const report: Report = {
     date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
-    command: `deno run -A bench/failover_bench.ts ${args.join(" ")}`.trim(),
+    command: `deno run -A bench/failover_bench.ts ${
+      args.map((a) => /^[\w.,=+\/-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`).join(" ")
+    }`.trim(),
     machine: await machine(),
     cuts,
     outages: [],
     ratios: [],
+    suite,
     falseRuns: [],
+    frontierIntervals,
+    frontier: [],
   };
   const started = Date.now();
+  // Each measurement is made once: the frontier reuses what the earlier parts measured.
+  const outage = async (s: System, f: Fault, ms: number): Promise<OutageSeries> => {
+    const had = report.outages.find((x) =>
+      x.system === s.name && x.fault === f.name && x.intervalMs === ms
+    );
+    if (had) return had;
+    log(`outage: ${s.name}, ${f.name} at ${ms} ms (${s.describe(ms)})`);
+    const series = await measureOutages(s, f, ms, cuts, log);
+    report.outages.push(series);
+    return series;
+  };
+  const suiteRun = async (s: System, ms: number): Promise<FalseRun> => {
+    const had = report.falseRuns.find((x) => x.system === s.name && x.intervalMs === ms);
+    if (had) return had;
+    log(`stress suite: ${s.name} at ${ms} ms, ${suite.stressSeconds} s`);
+    const r = await falseFailover(s, ms, suite, log);
+    report.falseRuns.push(r);
+    return r;
+  };
   for (const ms of intervals) {
-    for (const s of [...systems, ...arbiterTtls.map(arbiterSystem)]) {
-      log(`outage: ${s.name} at ${ms} ms (${s.describe(ms)})`);
-      report.outages.push(await measureOutages(s, ms, cuts, log));
+    const arbiters = arbiterTtls.map((t) =>
+      failoverSystem(`failover+etcd TTL ${t / 1000} s`, null, t)
+    );
+    for (const f of faults) {
+      for (const s of [...systems, ...arbiters]) await outage(s, f, ms);
     }
-    const ka = report.outages.find((x) => x.system === "keepalived" && x.intervalMs === ms);
-    const fo = report.outages.find((x) => x.system === "failover" && x.intervalMs === ms);
-    report.ratios.push({
-      intervalMs: ms,
-      ratio: ka?.medianMs && fo?.medianMs != null ? fo.medianMs / ka.medianMs : null,
-    });
   }
   for (const ms of falseIntervals) {
+    for (const s of systems) await suiteRun(s, ms);
+  }
+  if (frontierIntervals.length) {
     for (const s of systems) {
-      log(`false failover: ${s.name} at ${ms} ms, ${stressSeconds} s of stress`);
-      report.falseRuns.push(await falseFailover(s, ms, stressSeconds, log));
+      const tried: Frontier["tried"] = [];
+      const best = await fastestPassing(frontierIntervals, async (ms) => {
+        const n = falseFailovers(await suiteRun(s, ms));
+        tried.push({ intervalMs: ms, falseFailovers: n });
+        return n === 0;
+      });
+      tried.sort((a, b) => a.intervalMs - b.intervalMs);
+      const series = best === null ? null : await outage(s, FAULTS.linkdown, best);
+      report.frontier.push({
+        system: s.name,
+        tried,
+        intervalMs: best,
+        config: best === null ? null : s.describe(best),
+        outageMedianMs: series?.medianMs ?? null,
+        outageWorstMs: series?.worstMs ?? null,
+        ratio: null,
+      });
     }
+    const ka = report.frontier.find((f) => f.system === "keepalived");
+    for (const f of report.frontier) {
+      if (f.system !== "keepalived" && ka?.outageMedianMs && f.outageMedianMs !== null) {
+        f.ratio = f.outageMedianMs / ka.outageMedianMs;
+      }
+    }
+  }
+  for (const s of report.outages) {
+    if (s.system === "keepalived") continue;
+    const ka = report.outages.find((x) =>
+      x.system === "keepalived" && x.fault === s.fault && x.intervalMs === s.intervalMs
+    );
+    report.ratios.push({
+      system: s.system,
+      fault: s.fault,
+      intervalMs: s.intervalMs,
+      ratio: ka?.medianMs && s.medianMs !== null ? s.medianMs / ka.medianMs : null,
+    });
   }
   log(`done in ${Math.round((Date.now() - started) / 1000)} s`);
   const json = JSON.stringify(report, null, 2);

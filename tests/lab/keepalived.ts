@@ -18,6 +18,13 @@ export interface KeepalivedOptions {
   preempt?: boolean;
   /** VRRP router id (default 51). */
   vrid?: number;
+  /**
+   * `vrrp_higher_prio_send_advert` (default `false`, keepalived's default): a master that hears a
+   * higher-priority advert sends one more advert of its own before it becomes backup, so the
+   * other master (after two masters at once, e.g. a healed black hole) sends its gratuitous ARPs
+   * again (`vrrp_garp_lower_prio_repeat`) and clients come back to it.
+   */
+  higherPrioSendAdvert?: boolean;
 }
 
 function defaultPriority(host: string): number {
@@ -50,7 +57,7 @@ export function keepalivedConfig(lab: Lab, host: string, options: KeepalivedOpti
   router_id ${host}
   vrrp_version 3
   enable_script_security
-}
+${options.higherPrioSendAdvert ? "  vrrp_higher_prio_send_advert\n" : ""}}
 
 vrrp_instance VI_1 {
   state ${host === "h1" ? "MASTER" : "BACKUP"}
