@@ -73,6 +73,24 @@ Deno.test({
         assert.match((await stale.getAttribute("class")) ?? "", /stale/);
       });
 
+      await t.step("with an arbiter, a column shows its state and epoch", async () => {
+        const s = failoverSnapshot(fake.snapshot);
+        s.services[0]!.arbiter = {
+          state: "held",
+          verdict: "grant",
+          epoch: "9007199254740993",
+          holder: null,
+          reason: "holding",
+          deadlineInMs: 4200,
+        };
+        fake.set(s);
+        await page.waitForSelector("table.services th:text('Arbiter')");
+        assert.match(
+          await page.locator("table.services tr[data-service=web]").innerText(),
+          /held, epoch 9007199254740993 \(4\.2s left\)/,
+        );
+      });
+
       await t.step("a lost connection is shown, then the page reconnects", async () => {
         await fake.stop();
         await page.waitForSelector("body[data-conn=lost]");

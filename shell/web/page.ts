@@ -156,6 +156,13 @@ const SCRIPT = String.raw`
     for (var i = 0; i < cells.length; i++) tr.appendChild(cells[i]);
     return tr;
   }
+  function arbiter(a) {
+    if (!a) return "-";
+    var parts = [a.state];
+    if (a.epoch !== null) parts.push("epoch " + a.epoch);
+    else if (a.holder !== null) parts.push("key held by " + a.holder);
+    return parts.join(", ") + (a.deadlineInMs === null ? "" : " (" + dur(a.deadlineInMs) + " left)");
+  }
   function decision(d) {
     if (!d) return el("span", "muted", "none yet");
     var s = el("span");
@@ -195,9 +202,10 @@ const SCRIPT = String.raw`
     panel.appendChild(el("h3", null, "Services on " + s.host));
     if (s.services.length === 0) panel.appendChild(el("p", "empty", "No service declared."));
     else {
+      var arbitrated = s.services.some(function (v) { return !!v.arbiter; });
       panel.appendChild(table(
         ["Service", "State", "Role", "Masters", "Slaves", "Interval", "Last change",
-          "Last decision"],
+          "Last decision"].concat(arbitrated ? ["Arbiter"] : []),
         s.services.map(function (v) {
           return row([
             cell(v.name),
@@ -208,7 +216,8 @@ const SCRIPT = String.raw`
             cell(dur(v.intervalMs), "num"),
             cell(when(v.lastChange, now), "time"),
             cell(decision(v.lastDecision)),
-          ], { "data-service": v.name, "data-state": v.state });
+          ].concat(arbitrated ? [cell(arbiter(v.arbiter))] : []),
+            { "data-service": v.name, "data-state": v.state });
         }),
         "services",
       ));
