@@ -157,11 +157,12 @@ export function service(name: string, options: ServiceOptions): ServiceDecl {
  * @example
  * ```ts
  * import { arbiter } from "./mod.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const a = arbiter({
  *   endpoints: ["http://198.18.1.11:2379", "http://198.18.1.12:2379", "http://198.18.1.13:2379"],
  *   ttl: "6s",
  * });
- * console.log(a.takeoverDelayMs); // 3000
+ * deepEqual(a.takeoverDelayMs, 3000);
  * ```
  */
 export function arbiter(options: ArbiterOptions): ArbiterDecl {

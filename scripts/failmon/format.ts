@@ -124,11 +124,12 @@ export function fmtLatency(ms: number | null): string {
  * @example
  * ```ts
  * import { fmtLiveness } from "./format.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const l = {
  *   state: "silent" as const, intervalMs: 10, fall: 5, unanswered: 5, silentMs: 52,
  *   rttMs: 0.05, lastAnswerAt: 0, error: null, decisive: true,
  * };
- * console.log(fmtLiveness(l)); // "SILENT 52ms"
+ * deepEqual(fmtLiveness(l), "SILENT 52ms");
  * ```
  */
 export function fmtLiveness(l: HostLiveness | undefined): string {
@@ -167,10 +168,11 @@ export function fmtDecision(d: DecisionView | null): string {
  * @example
  * ```ts
  * import { fmtArbiter } from "./format.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const a = {
  *   state: "held", verdict: "grant" as const, epoch: "101", holder: null, reason: "", deadlineInMs: 4200,
  * };
- * console.log(fmtArbiter(a)); // "held, epoch 101 (4.2s left)"
+ * deepEqual(fmtArbiter(a), "held, epoch 101 (4.2s left)");
  * ```
  */
 export function fmtArbiter(a: ArbiterView | undefined): string {

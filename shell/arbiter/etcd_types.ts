@@ -99,8 +99,9 @@ export const GRPC_NOT_FOUND = 5;
  * @example
  * ```ts
  * import { EtcdRefusedError, isLeaseNotFound } from "./etcd_gateway.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const e = new EtcdRefusedError("etcdserver: requested lease not found", { grpcCode: 5 });
- * console.log(isLeaseNotFound(e)); // true
+ * deepEqual(isLeaseNotFound(e), true);
  * ```
  */
 export function isLeaseNotFound(e: unknown): boolean {

@@ -25,7 +25,8 @@ const decoder = new TextDecoder();
  * @example
  * ```ts
  * import { toBase64 } from "./etcd_gateway.ts";
- * console.log(toBase64("/a")); // "L2E="
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(toBase64("/a"), "L2E=");
  * ```
  */
 export function toBase64(text: string): string {
@@ -51,7 +52,8 @@ function bytesToBase64(bytes: Uint8Array): string {
  * @example
  * ```ts
  * import { fromBase64 } from "./etcd_gateway.ts";
- * console.log(fromBase64("L2E=", "key")); // "/a"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(fromBase64("L2E=", "key"), "/a");
  * ```
  */
 export function fromBase64(data: string, where: string): string {
@@ -77,7 +79,8 @@ export function fromBase64(data: string, where: string): string {
  * @example
  * ```ts
  * import { fromBase64, prefixRangeEnd } from "./etcd_gateway.ts";
- * console.log(fromBase64(prefixRangeEnd("/failover/"), "end")); // "/failover0"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(fromBase64(prefixRangeEnd("/failover/"), "end"), "/failover0");
  * ```
  */
 export function prefixRangeEnd(prefix: string): string {

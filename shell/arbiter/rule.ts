@@ -48,7 +48,8 @@ export interface ServiceLease {
  * @example
  * ```ts
  * import { initialLease } from "./lease.ts";
- * console.log(initialLease("web", 0).state); // "none"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(initialLease("web", 0).state, "none");
  * ```
  */
 export function initialLease(service: string, now: number): ServiceLease {
@@ -124,8 +125,9 @@ export interface LeaseAnswer {
  * @example
  * ```ts
  * import { arbiterTiming, deadlineOf, initialLease } from "./lease.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const l = { ...initialLease("web", 0), confirmedSentAt: 1000, ttlMs: 6000 };
- * console.log(deadlineOf(l, arbiterTiming())); // 6000
+ * deepEqual(deadlineOf(l, arbiterTiming()), 6000);
  * ```
  */
 export function deadlineOf(lease: ServiceLease, timing: ArbiterTiming): number | null {
@@ -154,14 +156,15 @@ function ms(n: number): string {
  * @example
  * ```ts
  * import { arbiterTiming, initialLease, stepLease } from "./lease.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const ctx = { self: "h1", timing: arbiterTiming(), onArbiterLoss: "release" as const };
  * let a = stepLease(initialLease("web", 0), { type: "want" }, 0, ctx);
  * a = stepLease(a.lease, { type: "acquired", epoch: "7", leaseSentAt: 0, ttlMs: 6000 }, 10, ctx);
- * console.log(a.lease.state, a.verdict); // "waiting-delay" "deny"
+ * deepEqual([a.lease.state, a.verdict], ["waiting-delay", "deny"]);
  * a = stepLease(a.lease, { type: "tick" }, 3010, ctx);
- * console.log(a.lease.state, a.verdict); // "held" "grant"
+ * deepEqual([a.lease.state, a.verdict], ["held", "grant"]);
  * a = stepLease(a.lease, { type: "tick" }, 5000, ctx); // 0 + 6000 − 1000: no renewal confirmed
- * console.log(a.lease.state, a.rule); // "lost" "deadline"
+ * deepEqual([a.lease.state, a.rule], ["lost", "deadline"]);
  * ```
  */
 export function stepLease(

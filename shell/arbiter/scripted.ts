@@ -52,12 +52,13 @@ interface Entry {
  * @example
  * ```ts
  * import { ScriptedArbiter } from "./scripted.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const timers = { setTimeout: (fn: () => void) => (fn(), 0), clearTimeout: () => {} };
  * const a = new ScriptedArbiter({ timers });
  * a.want("web");
- * console.log(a.verdict("web")); // "deny": the key is not free yet
+ * deepEqual(a.verdict("web"), "deny"); // the key is not free yet
  * a.event("web", "grant");
- * console.log(a.verdict("web"), a.status("web").epoch); // "grant" "101"
+ * deepEqual([a.verdict("web"), a.status("web").epoch], ["grant", "101"]);
  * ```
  */
 export class ScriptedArbiter implements ArbiterLink {

@@ -97,8 +97,9 @@ function errorText(lib: Libc): string {
  * @example
  * ```ts
  * import { garpFrame } from "./announcer.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const f = garpFrame(new Uint8Array([2, 0, 0, 0, 0, 1]), new Uint8Array([198, 18, 0, 100]));
- * console.log(f.length); // 42
+ * deepEqual(f.length, 42);
  * ```
  */
 export function garpFrame(mac: Uint8Array, ip: Uint8Array): Uint8Array<ArrayBuffer> {
@@ -162,9 +163,10 @@ const ALL_NODES = new Uint8Array([0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
  * @example
  * ```ts
  * import { unsolicitedNaFrame } from "./announcer.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const ip = new Uint8Array(16);
  * ip[0] = 0x20;
- * console.log(unsolicitedNaFrame(new Uint8Array([2, 0, 0, 0, 0, 1]), ip).length); // 86
+ * deepEqual(unsolicitedNaFrame(new Uint8Array([2, 0, 0, 0, 0, 1]), ip).length, 86);
  * ```
  */
 export function unsolicitedNaFrame(mac: Uint8Array, ip: Uint8Array): Uint8Array<ArrayBuffer> {

@@ -54,8 +54,9 @@ export const DEFAULT_TTL_MS = 6000;
  * @example
  * ```ts
  * import { timingProblems } from "./arbiter_timing.ts";
+ * import { deepEqual } from "node:assert/strict";
  * const t = { ttlMs: 3000, renewMs: 1000, timeoutMs: 1000, marginMs: 500, takeoverDelayMs: 1500 };
- * console.log(timingProblems(t)); // ["renewMs + 2 × timeoutMs + marginMs = 3500 ms exceeds ttlMs 3000 ms: a renewal sent on time could be confirmed after the deadline"]
+ * deepEqual(timingProblems(t), ["renewMs + 2 × timeoutMs + marginMs = 3500 ms exceeds ttlMs 3000 ms: a renewal sent on time could be confirmed after the deadline"]);
  * ```
  */
 export function timingProblems(t: ArbiterTiming): string[] {
@@ -91,7 +92,8 @@ export function timingProblems(t: ArbiterTiming): string[] {
  * @example
  * ```ts
  * import { arbiterTiming } from "./arbiter_timing.ts";
- * console.log(arbiterTiming()); // { ttlMs: 6000, renewMs: 2000, timeoutMs: 1000, marginMs: 1000, takeoverDelayMs: 3000 }
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(arbiterTiming(), { ttlMs: 6000, renewMs: 2000, timeoutMs: 1000, marginMs: 1000, takeoverDelayMs: 3000 });
  * ```
  */
 export function arbiterTiming(options: Partial<ArbiterTiming> = {}): ArbiterTiming {

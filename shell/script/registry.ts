@@ -50,7 +50,8 @@ const ENDPOINT_PATTERN =
  * @example
  * ```ts
  * import { checkEtcdEndpoint } from "./registry.ts";
- * console.log(checkEtcdEndpoint("http://198.18.1.11:2379/", "endpoints[0]")); // "http://198.18.1.11:2379"
+ * import { deepEqual } from "node:assert/strict";
+ * deepEqual(checkEtcdEndpoint("http://198.18.1.11:2379/", "endpoints[0]"), "http://198.18.1.11:2379");
  * ```
  */
 export function checkEtcdEndpoint(value: unknown, where: string): string {
