@@ -12,119 +12,39 @@
  *
  * @module
  */
-import type { HandlerKind, HostDecl, Sandbox, ScriptDecl } from "../contract.ts";
-import type {
-  ArbiterView,
-  EventRecord,
-  FailshSnapshot,
-  HeldAddress,
-  ServiceState,
-} from "../../lib/types.ts";
+import type { HandlerKind, Sandbox, ScriptDecl } from "../contract.ts";
+import type { EventRecord, FailshSnapshot, ServiceState } from "../../lib/types.ts";
 import { type Logger, logger as defaultLogger } from "../../lib/log.ts";
 import { decide, type Decision, type DecisionInput, type DecisionRule, roleOf } from "./decide.ts";
 import { type AnswerInput, handOver } from "./handover.ts";
-import { type Answer, Peers, type Poller, realTimers, type Timers } from "./peers.ts";
-import { LocalRecords, type Reporter } from "./local.ts";
-import type { LivenessSource } from "../liveness/prober.ts";
+import { type Answer, Peers, realTimers, type Timers } from "./peers.ts";
+import { LocalRecords } from "./local.ts";
 import { HandlerRunner, RETRY_HOLDOFF_MS } from "./handlers.ts";
 import { increment, type SchedulerStats, schedulerStats } from "./stats.ts";
-import { AddressWatch, type DecisionLogEntry, EventLog } from "./events.ts";
+import { AddressWatch, EventLog } from "./events.ts";
 import {
   decisionInput,
   newService,
   recordDecision,
   type ServiceRuntime,
+  servicesOf,
   serviceView,
 } from "./service.ts";
 
+import type { SchedulerOptions } from "./options.ts";
+import {
+  arbiterChangeText,
+  arbiterNote,
+  arbiterVerdict,
+  arbiterView,
+  steerArbiter,
+} from "./arbiter.ts";
+
+export type { ArbiterLink } from "./arbiter.ts";
+export type { SchedulerOptions } from "./options.ts";
 export { type Poller, type PollResult, realTimers, type Timers } from "./peers.ts";
 export type { Reporter } from "./local.ts";
 export type { DecisionLogEntry } from "./events.ts";
-
-/**
- * What the scheduler needs of an arbiter (`EtcdArbiter` of `shell/arbiter/lease.ts` is one).
- * Call {@linkcode Scheduler.arbiterChanged} on every change of a service's standing.
- */
-export interface ArbiterLink {
-  /**
-   * The verdict: `grant` only while this host holds the key and its takeover delay is over
-   * (`undefined`: no arbiter for the service, as a simulation may say).
-   */
-  verdict(service: string): "grant" | "deny" | undefined;
-  /** This host would take or holds the service: acquire its key (idempotent). */
-  want(service: string): void;
-  /** The service's addresses are gone: forget it, delete the key if still ours (idempotent). */
-  unwant(service: string): void;
-  /**
-   * The standing shown by the monitor, the logs and the faild record; `etcdReachable: false`
-   * turns a `deny` into decide()'s `unreachable`.
-   */
-  status(service: string): ArbiterView & { wanted: boolean; rule: string; etcdReachable?: boolean };
-}
-
-/** Options of {@linkcode Scheduler}. */
-export interface SchedulerOptions {
-  /** This host's name (one of the script's hosts). */
-  self: string;
-  /** The sandbox running the script (its `decl` must be loaded). */
-  sandbox: Sandbox;
-  /** Polls a host's faild. */
-  poller: Poller;
-  /** Reports local states to the local faild. */
-  reporter: Reporter;
-  /** Clock and timers (default real). */
-  timers?: Timers;
-  /** Logger (default the process logger). */
-  logger?: Logger;
-  /** Addresses held right now (from the net driver), for the snapshot. */
-  addresses?: () => HeldAddress[];
-  /** URL shown for each host in the snapshot (default `protocol://address:port`). */
-  urlOf?: (host: HostDecl) => string;
-  /** Longest race deferral, in intervals of the service (default 3). */
-  deferIntervals?: number;
-  /**
-   * Arbiter verdict per service (default: no arbiter): `decide()`'s `arbiter` input, e.g. the
-   * `verdict()` of `shell/arbiter/lease.ts`'s `EtcdArbiter`.
-   */
-  arbiter?: (service: string) => "grant" | "deny" | undefined;
-  /**
-   * The etcd arbiter (failsh passes its `EtcdArbiter`; simulate a scripted one): its verdict is
-   * `decide()`'s `arbiter` input (it replaces `arbiter`), and the scheduler wants the service's
-   * key while it would take or holds the service and gives it up once the service is `FAIL`
-   * again (see {@linkcode ArbiterLink}).
-   */
-  arbiterLink?: ArbiterLink;
-  /**
-   * Called after a handler threw or timed out, before the service is set FAIL: failsh releases
-   * the addresses the service still holds, so a half-done takeover is not left behind.
-   */
-  onHandlerFailed?: (service: string, kind: HandlerKind) => Promise<void>;
-  /**
-   * Called when `handOver()` says this host, which keeps a service, announces its addresses
-   * again (a peer also held it, gave it up, came back or changed it unseen): failsh sends
-   * gratuitous ARP, since clients may still point at the peer.
-   */
-  onReannounce?: (service: string) => Promise<void>;
-  /**
-   * Told when a peer shows a service UP that this host holds too: stop this host's gratuitous
-   * ARP bursts for it still running (keep the addresses). Whichever host keeps the service
-   * announces again (`onReannounce`); a late packet of the other's burst would send clients to
-   * a host about to release.
-   */
-  onQuiet?: (service: string) => void;
-  /**
-   * Called after the stop handler of an `arbiter-revoke` decision (the key is lost), before the
-   * service is set `FAIL`: failsh removes the addresses the service still holds.
-   */
-  onArbiterRevoked?: (service: string) => Promise<void>;
-  /** Called with every decision that changes something and every handler run (for simulate). */
-  onDecision?: (entry: DecisionLogEntry) => void;
-  /**
-   * The peers' host liveness (`shell/liveness/prober.ts`'s `LivenessMonitor`, or a fake): a
-   * peer whose kernel falls silent is unreachable at once (default none: polls alone).
-   */
-  liveness?: LivenessSource;
-}
 
 /**
  * Runs the failover algorithm for every service of a script that names this host.
@@ -252,10 +172,8 @@ export class Scheduler {
     this.#decl = sandbox.decl;
     this.#services.clear();
     this.#peers = this.#build(this.#decl, old);
-    for (const name of old.keys()) {
-      if (this.#services.has(name)) continue;
-      const line = `${name} is no longer in the script; its addresses stay`;
-      this.#events.add("info", name, null, line);
+    for (const name of [...old.keys()].filter((n) => !this.#services.has(n))) {
+      this.#events.add("info", name, null, `${name} is no longer in the script: addresses stay`);
     }
     this.#events.add("info", null, null, "script and policy reloaded");
     if (this.#running) this.#resume();
@@ -295,14 +213,7 @@ export class Scheduler {
     const link = this.#opts.arbiterLink;
     if (!svc || !link) return;
     const st = link.status(service);
-    this.#events.add(
-      "decision",
-      service,
-      this.#opts.self,
-      `${service}: arbiter ${st.state} (${st.verdict}${
-        st.epoch ? `, epoch ${st.epoch}` : ""
-      }) — ${st.reason}`,
-    );
+    this.#events.add("decision", service, this.#opts.self, arbiterChangeText(service, st));
     if (st.state === "lost") increment(this.stats.arbiterLosses, service);
     this.#events.changed();
     // Decide again right after, not inside the arbiter's call (it may come from want()).
@@ -325,12 +236,7 @@ export class Scheduler {
   /** The data of the monitor's snapshot. */
   snapshot(): FailshSnapshot {
     const link = this.#opts.arbiterLink;
-    const view = (svc: ServiceRuntime) => {
-      const v = serviceView(svc);
-      if (!link) return v;
-      const { state, verdict, epoch, holder, reason, deadlineInMs } = link.status(svc.decl.name);
-      return { ...v, arbiter: { state, verdict, epoch, holder, reason, deadlineInMs } };
-    };
+    const view = (svc: ServiceRuntime) => serviceView(svc, arbiterView(link, svc.decl.name));
     return {
       host: this.#opts.self,
       startedAt: this.#startedAt,
@@ -357,14 +263,7 @@ export class Scheduler {
   /** Builds the services of a declaration (keeping what `old` knew) and the view of their hosts. */
   #build(decl: ScriptDecl, old?: Map<string, ServiceRuntime>): Peers {
     const self = this.#opts.self;
-    if (!decl.hosts.some((h) => h.name === self)) {
-      throw new TypeError(
-        `Cannot schedule: this host "${self}" is not among the script's hosts (${
-          decl.hosts.map((h) => h.name).join(", ") || "none"
-        })`,
-      );
-    }
-    const mine = decl.services.filter((s) => roleOf(s, self) !== null);
+    const mine = servicesOf(decl, self);
     const now = this.#timers.now();
     for (const s of mine) {
       const before = old?.get(s.name);
@@ -460,11 +359,11 @@ export class Scheduler {
       peers: this.#peers.inputs(name),
       handlerRunning: this.#handlers.running(name),
       veto: this.#local.veto(name),
-      arbiter: this.#verdict(name),
+      arbiter: arbiterVerdict(this.#opts.arbiterLink, this.#opts.arbiter, name),
       deferIntervals: this.#opts.deferIntervals ?? 3,
     });
     const decision = decide(input);
-    this.#steer(svc, decision);
+    steerArbiter(this.#opts.arbiterLink, svc, this.#handlers.running(svc.decl.name), decision);
     const plan = handOver({
       input,
       decision,
@@ -477,12 +376,8 @@ export class Scheduler {
     if (plan.holdUntil !== null) {
       if (svc.yieldTimer === null) {
         const ms = plan.holdUntil - now;
-        this.#events.add(
-          "decision",
-          name,
-          null,
-          `${name}: stop held back ${ms} ms — ${plan.reason}`,
-        );
+        const note = `${name}: stop held back ${ms} ms — ${plan.reason}`;
+        this.#events.add("decision", name, null, note);
         svc.yieldTimer = this.#timers.setTimeout(() => {
           svc.yieldTimer = null;
           this.#evaluate(svc);
@@ -496,53 +391,14 @@ export class Scheduler {
       else svc.bothHeld.set(answer.peer, plan.bothHeldSince);
       if (plan.quiet) this.#opts.onQuiet?.(name);
       if (plan.announce && this.#opts.onReannounce) {
-        this.#events.add(
-          "address",
-          name,
-          this.#opts.self,
-          `${name}: ${plan.reason} [${plan.rule}]`,
-        );
+        const note = `${name}: ${plan.reason} [${plan.rule}]`;
+        this.#events.add("address", name, this.#opts.self, note);
         this.#opts.onReannounce(name).catch((e) =>
           this.#log.warn("net", `${name}: announcing again failed: ${(e as Error).message}`)
         );
       }
     }
     return plan.pollInMs;
-  }
-
-  /** decide()'s `arbiter` input: the link's verdict, `unreachable` for a denial without etcd. */
-  #verdict(name: string): DecisionInput["arbiter"] {
-    const link = this.#opts.arbiterLink;
-    if (!link) return this.#opts.arbiter?.(name);
-    const v = link.verdict(name);
-    return v === "deny" && link.status(name).etcdReachable === false ? "unreachable" : v;
-  }
-
-  /**
-   * Wants or gives up the service's arbiter key as the decision goes: wanted while the service
-   * is not `FAIL`, a handler runs, or the decision would take it (start, reclaim, recover, or
-   * `arbiter-veto`); given up once the service is `FAIL` and the decision neither takes nor
-   * waits. A lost key is given up (acknowledged) only once the service is `FAIL` again: its
-   * addresses are gone.
-   */
-  #steer(svc: ServiceRuntime, decision: Decision): void {
-    const link = this.#opts.arbiterLink;
-    if (!link) return;
-    const name = svc.decl.name;
-    const busy = this.#handlers.running(name);
-    let st = link.status(name);
-    if (st.state === "lost") {
-      if (svc.state !== "FAIL" || busy) return;
-      link.unwant(name);
-      st = link.status(name);
-    }
-    const takes = decision.action === "start" || decision.action === "reclaim" ||
-      decision.action === "recover" || decision.rule === "arbiter-veto";
-    if (svc.state !== "FAIL" || busy || takes) {
-      if (!st.wanted) link.want(name);
-    } else if (st.wanted && decision.action !== "wait") {
-      link.unwant(name);
-    }
   }
 
   /** Carries a decision out: a handler, a state change, or nothing. */
@@ -554,15 +410,9 @@ export class Scheduler {
     if (!due) return;
     if (acts || newRule) {
       this.#opts.onDecision?.({ at: now, service: name, decision, input });
-      const arb = this.#opts.arbiterLink?.status(name);
-      const line = `${name}: ${decision.action} — ${decision.reason}${
-        arb ? ` [arbiter ${arb.state}${arb.epoch ? `, epoch ${arb.epoch}` : ""}]` : ""
-      }`;
-      const fields = {
-        service: name,
-        rule: decision.rule,
-        ...(arb ? { arbiter: arb.state, epoch: arb.epoch } : {}),
-      };
+      const arb = arbiterNote(this.#opts.arbiterLink, name);
+      const line = `${name}: ${decision.action} — ${decision.reason}${arb.text}`;
+      const fields = { service: name, rule: decision.rule, ...arb.fields };
       if (acts) this.#log.info("decision", line, fields);
       else this.#log.debug("decision", line, fields);
       this.#events.add("decision", name, null, line);
@@ -632,21 +482,14 @@ export class Scheduler {
     if (svc.state === state) return;
     const name = svc.decl.name;
     const previous = svc.state;
-    const now = this.#timers.now();
+    const at = svc.lastChange = this.#timers.now();
     svc.state = state;
-    svc.lastChange = now;
     this.#local.setDetail(name, reason);
     increment(this.stats.transitions, `${name}/${state}`);
     this.#log.info("state", `${name}: ${previous} -> ${state}: ${reason}`, { service: name });
-    this.#events.add("state", name, this.#opts.self, `${name}: ${previous} -> ${state}`);
-    this.#sandbox.trap({
-      type: "service",
-      host: this.#opts.self,
-      service: name,
-      state,
-      previous,
-      at: now,
-    });
+    const host = this.#opts.self;
+    this.#events.add("state", name, host, `${name}: ${previous} -> ${state}`);
+    this.#sandbox.trap({ type: "service", host, service: name, state, previous, at });
     void this.#local.report(name);
     this.#events.changed();
   }

@@ -6,9 +6,15 @@
  *
  * @module
  */
-import type { ServiceDecl } from "../contract.ts";
-import type { DecisionView, HandlerRunView, ServiceState, ServiceView } from "../../lib/types.ts";
-import type { Decision, DecisionInput, DecisionRule } from "./decide.ts";
+import type { ScriptDecl, ServiceDecl } from "../contract.ts";
+import type {
+  ArbiterView,
+  DecisionView,
+  HandlerRunView,
+  ServiceState,
+  ServiceView,
+} from "../../lib/types.ts";
+import { type Decision, type DecisionInput, type DecisionRule, roleOf } from "./decide.ts";
 import type { PeerInputs } from "./peers.ts";
 import { RETRY_HOLDOFF_MS } from "./handlers.ts";
 
@@ -85,9 +91,10 @@ export function newService(
  * What the monitor's snapshot shows of a service.
  *
  * @param svc The service.
+ * @param arbiter The arbiter's part, when the script has an arbiter.
  * @returns Its view.
  */
-export function serviceView(svc: ServiceRuntime): ServiceView {
+export function serviceView(svc: ServiceRuntime, arbiter?: ArbiterView): ServiceView {
   return {
     name: svc.decl.name,
     state: svc.state,
@@ -98,6 +105,7 @@ export function serviceView(svc: ServiceRuntime): ServiceView {
     lastChange: svc.lastChange,
     lastDecision: svc.lastDecision,
     lastHandler: svc.lastHandler,
+    ...(arbiter === undefined ? {} : { arbiter }),
   };
 }
 
@@ -210,4 +218,23 @@ export function recordDecision(
   svc.lastDecision = { at: now, action: decision.action, reason: decision.reason };
   svc.lastRule = decision.rule;
   return { due: true, acts, newRule, changed };
+}
+
+/**
+ * The services of a declaration this host has a role in (master or slave).
+ *
+ * @param decl The script's declaration.
+ * @param self This host.
+ * @returns The services.
+ * @throws {TypeError} When this host is not one of the script's hosts.
+ */
+export function servicesOf(decl: ScriptDecl, self: string): ServiceDecl[] {
+  if (!decl.hosts.some((h) => h.name === self)) {
+    throw new TypeError(
+      `Cannot schedule: this host "${self}" is not among the script's hosts (${
+        decl.hosts.map((h) => h.name).join(", ") || "none"
+      })`,
+    );
+  }
+  return decl.services.filter((s) => roleOf(s, self) !== null);
 }
