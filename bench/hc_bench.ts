@@ -18,6 +18,9 @@ import { parseDuration } from "../lib/types.ts";
 
 const HC = new URL("../daemon/hc/hc.ts", import.meta.url).pathname;
 
+/** The V8 flags of the `hc` task in deno.json (a small young generation: docs/performance.md). */
+const HC_V8_FLAGS = "--max-semi-space-size=1";
+
 interface Row {
   checks: number;
   intervalMs: number;
@@ -79,6 +82,7 @@ async function measure(
   intervalMs: number,
   seconds: number,
   target: string,
+  v8Flags: string,
 ): Promise<Row> {
   const dir = await Deno.makeTempDir({ prefix: "hc_bench_" });
   const statusPort = freePort();
@@ -92,6 +96,7 @@ async function measure(
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
+      ...(v8Flags ? [`--v8-flags=${v8Flags}`] : []),
       "-A",
       HC,
       `${dir}/Hcfile`,
@@ -160,6 +165,7 @@ if (import.meta.main) {
       checks: { type: "string", default: "100,500" },
       interval: { type: "string", default: "1s" },
       seconds: { type: "string", default: "20" },
+      "hc-v8-flags": { type: "string", default: HC_V8_FLAGS },
     },
   });
   const counts = values.checks.split(",").map(Number);
@@ -185,7 +191,7 @@ if (import.meta.main) {
   console.log("|---|---|---|---|---|---|---|---|---|");
   try {
     for (const n of counts) {
-      const r = await measure(n, intervalMs, seconds, target);
+      const r = await measure(n, intervalMs, seconds, target, values["hc-v8-flags"]);
       console.log(
         `| ${r.checks} | ${r.intervalMs} ms | ${r.targetPerS.toFixed(0)} | ${
           r.probesPerS.toFixed(1)
