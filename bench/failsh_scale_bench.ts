@@ -33,6 +33,9 @@ const ROOT = new URL("../", import.meta.url).pathname;
 const PEERS = ["p0", "p1", "p2", "p3"] as const;
 const KEY = "failsh-scale-bench-secret";
 
+/** The V8 flags of the `failsh` task in deno.json. */
+const FAILSH_V8_FLAGS = "--max-semi-space-size=1";
+
 /** One measured configuration. */
 export interface ScaleRow {
   /** Services declared. */
@@ -184,6 +187,7 @@ async function measure(
   seconds: number,
   warmupS: number,
   v8Flags: string,
+  denoArgs: string[],
 ): Promise<ScaleRow> {
   const dir = await Deno.makeTempDir({ prefix: "failsh_scale_" });
   const faild: Record<string, FaildProcess> = {};
@@ -228,6 +232,7 @@ async function measure(
       args: [
         "run",
         ...(v8Flags ? [`--v8-flags=${v8Flags}`] : []),
+        ...denoArgs,
         "-A",
         `${ROOT}shell/failsh.ts`,
         "--policy",
@@ -242,11 +247,14 @@ async function measure(
     }).spawn();
     const monitor = `http://127.0.0.1:${monitorPort}`;
     const deadline = Date.now() + 120_000;
+    let last = "";
     while (true) {
       try {
-        const s = await (await fetch(`${monitor}/v1/snapshot`, {
+        const text = await (await fetch(`${monitor}/v1/snapshot`, {
           signal: AbortSignal.timeout(5000),
-        })).json() as {
+        })).text();
+        last = text;
+        const s = JSON.parse(text) as {
           services: { name: string; state: string }[];
           hosts: { name: string; reachable: boolean }[];
         };
@@ -257,7 +265,9 @@ async function measure(
           s.services.filter((x) => x.state === "UP").length === Math.ceil(n / 2)
         ) break;
       } catch { /* not listening yet */ }
-      if (Date.now() > deadline) throw new Error(`failsh did not settle ${n} services in 120 s`);
+      if (Date.now() > deadline) {
+        throw new Error(`failsh did not settle ${n} services in 120 s: ${last.slice(0, 2000)}`);
+      }
       await sleep(500);
     }
     await sleep(warmupS * 1000);
@@ -319,7 +329,8 @@ if (import.meta.main) {
       seconds: { type: "string", default: "60" },
       warmup: { type: "string", default: "10" },
       runs: { type: "string", default: "1" },
-      "failsh-v8-flags": { type: "string", default: "" },
+      "failsh-v8-flags": { type: "string", default: FAILSH_V8_FLAGS },
+      "failsh-deno-args": { type: "string", default: "" },
     },
   });
   const counts = values.services.split(",").map(Number);
@@ -350,7 +361,14 @@ if (import.meta.main) {
   console.log("|---|---|---|---|---|---|---|---|---|---|---|");
   for (const n of counts) {
     for (let r = 0; r < runs; r++) {
-      const x = await measure(n, intervalMs, seconds, warmup, values["failsh-v8-flags"]);
+      const x = await measure(
+        n,
+        intervalMs,
+        seconds,
+        warmup,
+        values["failsh-v8-flags"],
+        values["failsh-deno-args"].split(" ").filter((a) => a !== ""),
+      );
       console.log(
         `| ${x.services} | ${x.intervalMs} ms | ${x.supervisorCpu.toFixed(1)} | ${
           x.childrenCpu.toFixed(1)

@@ -6,8 +6,10 @@
  * deno run -A bench/hc_bench.ts --checks 100,500,1000 --interval 1s --seconds 30
  * ```
  *
- * hc runs as its own process (`deno run -A daemon/hc/hc.ts`); the HTTP server the checks hit runs
- * in this process. For each N it waits until every check is UP, lets 3 s pass, then measures for
+ * hc runs as its own process, as the `hc` task runs it (`deno run --v8-flags=--max-semi-space-size=1
+ * -A daemon/hc/hc.ts`; `--hc-v8-flags F` other V8 flags, `--hc-v8-flags=` none, `--hc PATH`
+ * another hc.ts, e.g. an older checkout's, to compare in one session); the HTTP server the checks
+ * hit runs in this process. For each N it waits until every check is UP, lets 3 s pass, then measures for
  * `--seconds`: probes completed per second (target N / interval), checks that left UP (a sign
  * hc could not keep up), CPU share of one core, RSS. Bounded: each N at most seconds + 90 s.
  *
@@ -83,6 +85,7 @@ async function measure(
   seconds: number,
   target: string,
   v8Flags: string,
+  hc: string,
 ): Promise<Row> {
   const dir = await Deno.makeTempDir({ prefix: "hc_bench_" });
   const statusPort = freePort();
@@ -98,7 +101,7 @@ async function measure(
       "run",
       ...(v8Flags ? [`--v8-flags=${v8Flags}`] : []),
       "-A",
-      HC,
+      hc,
       `${dir}/Hcfile`,
       "--listen",
       `127.0.0.1:${statusPort}`,
@@ -166,6 +169,7 @@ if (import.meta.main) {
       interval: { type: "string", default: "1s" },
       seconds: { type: "string", default: "20" },
       "hc-v8-flags": { type: "string", default: HC_V8_FLAGS },
+      hc: { type: "string", default: HC },
     },
   });
   const counts = values.checks.split(",").map(Number);
@@ -191,7 +195,14 @@ if (import.meta.main) {
   console.log("|---|---|---|---|---|---|---|---|---|");
   try {
     for (const n of counts) {
-      const r = await measure(n, intervalMs, seconds, target, values["hc-v8-flags"]);
+      const r = await measure(
+        n,
+        intervalMs,
+        seconds,
+        target,
+        values["hc-v8-flags"],
+        values.hc,
+      );
       console.log(
         `| ${r.checks} | ${r.intervalMs} ms | ${r.targetPerS.toFixed(0)} | ${
           r.probesPerS.toFixed(1)

@@ -13,6 +13,7 @@ import { type CheckInstance, type CheckResult, type CheckRunner, CHECKS } from "
 import { errorText } from "./checks/_util.ts";
 import { type CheckState, dependentsOf, effectiveState } from "./graph.ts";
 import type { CheckSpec, HcConfig } from "./hcfile.ts";
+import { RunQueue } from "./_run_queue.ts";
 
 /** Software version reported by the status API. */
 export const HC_VERSION = "0.6.0";
@@ -193,7 +194,8 @@ class Entry {
   actionsRun = 0;
   actionsFailed = 0;
   lastAction: LastAction | null = null;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the next run is due (owned by the checker's RunQueue), or `null`. */
+  dueAt: number | null = null;
   inflight: Promise<void> | null = null;
   actionChain: Promise<void> = Promise.resolve();
   queued = 0;
@@ -263,6 +265,7 @@ export class HealthChecker {
   #dependents: Map<string, string[]>;
   #actions: ActionRunner;
   #stop = new AbortController();
+  #queue = new RunQueue<Entry>((e) => this.#launch(e));
   #started = false;
   #startedAt = Date.now();
   #listeners = new Set<(event: HcChangeEvent) => void>();
@@ -360,11 +363,12 @@ export class HealthChecker {
     // otherwise probe in one burst every interval for ever, holding every probe's objects at
     // once (V8 then promotes them to its old generation: 500 checks cost 40 MiB more RSS).
     const n = this.#entries.size;
+    const now = Date.now();
     let i = 0;
     for (const e of this.#entries.values()) {
-      const delay = i++ * Math.min(START_STAGGER_MS, e.spec.intervalMs / n);
+      const delay = Math.floor(i++ * Math.min(START_STAGGER_MS, e.spec.intervalMs / n));
       if (delay < 1) this.#launch(e);
-      else e.timer = setTimeout(() => this.#launch(e), delay);
+      else this.#queue.schedule(e, now + delay);
     }
   }
 
@@ -397,7 +401,7 @@ export class HealthChecker {
   /** Stops timers, aborts probes in flight, waits for running actions, releases resources. */
   async stop(): Promise<void> {
     this.#stop.abort();
-    for (const e of this.#entries.values()) clearTimeout(e.timer);
+    this.#queue.close();
     await Promise.all([...this.#entries.values()].map((e) => e.inflight));
     await Promise.all([...this.#entries.values()].map((e) => e.actionChain));
     for (const e of this.#entries.values()) {
@@ -458,15 +462,14 @@ export class HealthChecker {
     e.inflight = run.finally(() => {
       e.inflight = null;
       if (this.#stop.signal.aborted) return;
-      const wait = Math.max(0, started + e.spec.intervalMs - Date.now());
-      e.timer = setTimeout(() => this.#launch(e), wait);
+      this.#queue.schedule(e, started + e.spec.intervalMs);
     });
   }
 
   /** Runs a blocked check's probe now instead of at its next interval. */
   #kick(e: Entry): void {
     if (!this.#started || e.inflight || this.#stop.signal.aborted) return;
-    clearTimeout(e.timer);
+    this.#queue.cancel(e);
     this.#launch(e);
   }
 
