@@ -147,16 +147,16 @@ export async function runWithTimeout(
   const stop = options.signal ?? new AbortController().signal;
   const controller = new AbortController();
   let timedOut = false;
+  // One timer per probe (hundreds a second): the guard's is armed only once the limit is hit.
+  let guardTimer: ReturnType<typeof setTimeout> | undefined;
+  const guard = Promise.withResolvers<null>();
   const timer = setTimeout(() => {
     timedOut = true;
     controller.abort(new DOMException("timed out", "TimeoutError"));
+    guardTimer = setTimeout(() => guard.resolve(null), 250);
   }, timeoutMs);
   const onStop = (): void => controller.abort(new DOMException("hc is stopping", "AbortError"));
   stop.addEventListener("abort", onStop, { once: true });
-  let guardTimer: ReturnType<typeof setTimeout> | undefined;
-  const guard = new Promise<null>((resolve) => {
-    guardTimer = setTimeout(() => resolve(null), timeoutMs + 250);
-  });
   try {
     const result = await Promise.race([
       run(controller.signal).catch((e): CheckResult => ({
@@ -164,7 +164,7 @@ export async function runWithTimeout(
         detail: errorText(e),
         latencyMs: null,
       })),
-      guard,
+      guard.promise,
     ]);
     if (timedOut || result === null) {
       return { ok: false, detail: `timed out after ${timeoutMs} ms`, latencyMs: null };
@@ -176,6 +176,8 @@ export async function runWithTimeout(
     stop.removeEventListener("abort", onStop);
   }
 }
+
+const NO_DEPS: readonly { name: string; state: CheckState; rootCause: string | null }[] = [];
 
 class Entry {
   spec: CheckSpec;
@@ -473,7 +475,8 @@ export class HealthChecker {
     this.#launch(e);
   }
 
-  #depViews(e: Entry): { name: string; state: CheckState; rootCause: string | null }[] {
+  #depViews(e: Entry): readonly { name: string; state: CheckState; rootCause: string | null }[] {
+    if (e.spec.deps.length === 0) return NO_DEPS;
     return e.spec.deps.map((d) => {
       const x = this.#entries.get(d)!;
       return { name: d, state: x.state, rootCause: x.rootCause };
@@ -482,7 +485,9 @@ export class HealthChecker {
 
   async #runOne(e: Entry): Promise<void> {
     // Dependencies first: wait for any run of theirs in flight (each is time-bounded).
-    await Promise.all(e.spec.deps.map((d) => this.#entries.get(d)!.inflight));
+    if (e.spec.deps.length > 0) {
+      await Promise.all(e.spec.deps.map((d) => this.#entries.get(d)!.inflight));
+    }
     if (this.#stop.signal.aborted || !e.instance) return;
     const before = effectiveState(e.ownState, this.#depViews(e));
     if (before.state === "BLOCKED") {
@@ -524,12 +529,14 @@ export class HealthChecker {
         }
       }
     }
-    this.#log.debug("hc", "probe", {
-      check: e.spec.name,
-      ok: result.ok,
-      detail: result.detail,
-      own: e.ownState,
-    });
+    if (this.#log.enabled("hc", "debug")) {
+      this.#log.debug("hc", "probe", {
+        check: e.spec.name,
+        ok: result.ok,
+        detail: result.detail,
+        own: e.ownState,
+      });
+    }
     const after = effectiveState(e.ownState, this.#depViews(e));
     this.#setReported(e, after.state, after.rootCause);
   }
