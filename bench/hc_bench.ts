@@ -6,12 +6,13 @@
  * deno run -A bench/hc_bench.ts --checks 100,500,1000 --interval 1s --seconds 30
  * ```
  *
- * hc runs as its own process, as the `hc` task runs it (`deno run --v8-flags=--max-semi-space-size=1
- * -A daemon/hc/hc.ts`; `--hc-v8-flags F` other V8 flags, `--hc-v8-flags=` none, `--hc PATH`
+ * hc runs as its own process, as the `hc` task runs it (`deno run --v8-flags=HC_V8_FLAGS -A
+ * daemon/hc/hc.ts`; `--hc-v8-flags F` other V8 flags, `--hc-v8-flags=` none, `--hc PATH`
  * another hc.ts, e.g. an older checkout's, to compare in one session); the HTTP server the checks
- * hit runs in this process. For each N it waits until every check is UP, lets 3 s pass, then measures for
- * `--seconds`: probes completed per second (target N / interval), checks that left UP (a sign
- * hc could not keep up), CPU share of one core, RSS. Bounded: each N at most seconds + 90 s.
+ * hit runs in this process. For each N it waits until every check is UP, lets 3 s pass, then
+ * measures for `--seconds`: probes completed per second (target N / interval), checks that left
+ * UP (a sign hc could not keep up), CPU share of one core, RSS. Bounded: each N at most seconds +
+ * 90 s.
  *
  * @module
  */
@@ -20,8 +21,11 @@ import { parseDuration } from "../lib/types.ts";
 
 const HC = new URL("../daemon/hc/hc.ts", import.meta.url).pathname;
 
-/** The V8 flags of the `hc` task in deno.json (a small young generation: docs/performance.md). */
-const HC_V8_FLAGS = "--max-semi-space-size=1";
+/**
+ * The V8 flags of the `hc` task in deno.json: a 1 MiB young generation, and V8's heuristics for
+ * a small heap (docs/performance.md, "hc").
+ */
+const HC_V8_FLAGS = "--max-semi-space-size=1,--optimize-for-size";
 
 interface Row {
   checks: number;
