@@ -171,9 +171,11 @@ Deno.test("Http1Client gives up at once when the signal aborts a silent server",
   });
   const c = new Http1Client(srv.url, { method: "GET" });
   try {
-    const started = Date.now();
-    await assert.rejects(c.request(AbortSignal.timeout(100), 0), (e) => e instanceof DOMException);
-    assert.ok(Date.now() - started < 5000);
+    // Without the abort the request would wait for ever: the server never answers.
+    await assert.rejects(
+      c.request(AbortSignal.timeout(100), 0),
+      (e) => e instanceof DOMException && e.name === "TimeoutError",
+    );
   } finally {
     c.close();
     await srv.close();
