@@ -199,14 +199,15 @@ if (import.meta.main) {
   console.log("|---|---|---|---|---|---|---|---|---|");
   try {
     for (const n of counts) {
-      const r = await measure(
-        n,
-        intervalMs,
-        seconds,
-        target,
-        values["hc-v8-flags"],
-        values.hc,
-      );
+      let r: Row;
+      try {
+        r = await measure(n, intervalMs, seconds, target, values["hc-v8-flags"], values.hc);
+      } catch (e) {
+        // One count that cannot be measured (e.g. checks never all UP on a loaded machine)
+        // must not lose the rows of the others.
+        console.log(`| ${n} | ${intervalMs} ms | not measured: ${(e as Error).message} |`);
+        continue;
+      }
       console.log(
         `| ${r.checks} | ${r.intervalMs} ms | ${r.targetPerS.toFixed(0)} | ${
           r.probesPerS.toFixed(1)
