@@ -6,10 +6,13 @@
  * deno run -A bench/hc_bench.ts --checks 100,500,1000 --interval 1s --seconds 30
  * ```
  *
- * hc runs as its own process (`deno run -A daemon/hc/hc.ts`); the HTTP server the checks hit runs
- * in this process. For each N it waits until every check is UP, lets 3 s pass, then measures for
- * `--seconds`: probes completed per second (target N / interval), checks that left UP (a sign
- * hc could not keep up), CPU share of one core, RSS. Bounded: each N at most seconds + 90 s.
+ * hc runs as its own process, as the `hc` task runs it (`deno run --v8-flags=HC_V8_FLAGS -A
+ * daemon/hc/hc.ts`; `--hc-v8-flags F` other V8 flags, `--hc-v8-flags=` none, `--hc PATH`
+ * another hc.ts, e.g. an older checkout's, to compare in one session); the HTTP server the checks
+ * hit runs in this process. For each N it waits until every check is UP, lets 3 s pass, then
+ * measures for `--seconds`: probes completed per second (target N / interval), checks that left
+ * UP (a sign hc could not keep up), CPU share of one core, RSS. Bounded: each N at most seconds +
+ * 90 s.
  *
  * @module
  */
@@ -17,6 +20,12 @@ import { parseArgs } from "node:util";
 import { parseDuration } from "../lib/types.ts";
 
 const HC = new URL("../daemon/hc/hc.ts", import.meta.url).pathname;
+
+/**
+ * The V8 flags of the `hc` task in deno.json: a 1 MiB young generation, and V8's heuristics for
+ * a small heap (docs/performance.md, "hc").
+ */
+const HC_V8_FLAGS = "--max-semi-space-size=1,--optimize-for-size";
 
 interface Row {
   checks: number;
@@ -79,6 +88,8 @@ async function measure(
   intervalMs: number,
   seconds: number,
   target: string,
+  v8Flags: string,
+  hc: string,
 ): Promise<Row> {
   const dir = await Deno.makeTempDir({ prefix: "hc_bench_" });
   const statusPort = freePort();
@@ -92,8 +103,9 @@ async function measure(
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
+      ...(v8Flags ? [`--v8-flags=${v8Flags}`] : []),
       "-A",
-      HC,
+      hc,
       `${dir}/Hcfile`,
       "--listen",
       `127.0.0.1:${statusPort}`,
@@ -160,6 +172,8 @@ if (import.meta.main) {
       checks: { type: "string", default: "100,500" },
       interval: { type: "string", default: "1s" },
       seconds: { type: "string", default: "20" },
+      "hc-v8-flags": { type: "string", default: HC_V8_FLAGS },
+      hc: { type: "string", default: HC },
     },
   });
   const counts = values.checks.split(",").map(Number);
@@ -185,7 +199,15 @@ if (import.meta.main) {
   console.log("|---|---|---|---|---|---|---|---|---|");
   try {
     for (const n of counts) {
-      const r = await measure(n, intervalMs, seconds, target);
+      let r: Row;
+      try {
+        r = await measure(n, intervalMs, seconds, target, values["hc-v8-flags"], values.hc);
+      } catch (e) {
+        // One count that cannot be measured (e.g. checks never all UP on a loaded machine)
+        // must not lose the rows of the others.
+        console.log(`| ${n} | ${intervalMs} ms | not measured: ${(e as Error).message} |`);
+        continue;
+      }
       console.log(
         `| ${r.checks} | ${r.intervalMs} ms | ${r.targetPerS.toFixed(0)} | ${
           r.probesPerS.toFixed(1)

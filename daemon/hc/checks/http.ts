@@ -8,6 +8,7 @@ import type { CheckContext, CheckKindDef, CheckResult } from "./_types.ts";
 import { parseDuration } from "../../../lib/types.ts";
 import { readBounded } from "../../../lib/streams.ts";
 import { errorText, HC_DURATION, parseRegex, resolvePath } from "./_util.ts";
+import { Http1Client } from "./_http1.ts";
 
 /** Most body bytes read to match `body=` (the rest is discarded). */
 export const MAX_BODY_BYTES = 1 << 20;
@@ -53,24 +54,49 @@ interface HttpOptions {
   maxLatencyMs: number | null;
   method: string;
   client: Deno.HttpClient | null;
+  /** For `http://`: the check's own HTTP/1.1 connection (fetch() is used for `https://`). */
+  http1: Http1Client | null;
+}
+
+/** The user-agent header of every probe. */
+const USER_AGENT = "failover-hc/0.6";
+
+/**
+ * Asks over the check's own HTTP/1.1 connection (`http://`).
+ *
+ * @returns The status and the body's first bytes, or a failed result.
+ */
+async function askHttp1(
+  client: Http1Client,
+  wantBody: boolean,
+  signal: AbortSignal,
+): Promise<{ status: number; text: string } | CheckResult> {
+  try {
+    const answer = await client.request(signal, wantBody ? MAX_BODY_BYTES : 0);
+    const text = answer.body ? new TextDecoder().decode(answer.body) : "";
+    return { status: answer.status, text };
+  } catch (e) {
+    if (signal.aborted) return { ok: false, detail: "no answer: timed out", latencyMs: null };
+    return { ok: false, detail: `request failed: ${errorText(e)}`, latencyMs: null };
+  }
 }
 
 /**
- * Runs one HTTP(S) probe.
+ * Asks with fetch() (`https://`, with the check's own client when it trusts a private CA).
  *
- * @param options What to ask and expect.
- * @param signal Aborts the request.
- * @returns The result.
+ * @returns The status and the body's first bytes, or a failed result.
  */
-async function probeHttp(options: HttpOptions, signal: AbortSignal): Promise<CheckResult> {
-  const started = performance.now();
+async function askFetch(
+  options: HttpOptions,
+  signal: AbortSignal,
+): Promise<{ status: number; text: string } | CheckResult> {
   let response: Response;
   try {
     const init: RequestInit & { client?: Deno.HttpClient } = {
       method: options.method,
       signal,
       redirect: "manual",
-      headers: { "user-agent": "failover-hc/0.6" },
+      headers: { "user-agent": USER_AGENT },
     };
     if (options.client) init.client = options.client;
     response = await fetch(options.url, init);
@@ -95,9 +121,26 @@ async function probeHttp(options: HttpOptions, signal: AbortSignal): Promise<Che
       latencyMs: null,
     };
   }
+  return { status: response.status, text };
+}
+
+/**
+ * Runs one HTTP(S) probe.
+ *
+ * @param options What to ask and expect.
+ * @param signal Aborts the request.
+ * @returns The result.
+ */
+async function probeHttp(options: HttpOptions, signal: AbortSignal): Promise<CheckResult> {
+  const started = performance.now();
+  const answer = options.http1
+    ? await askHttp1(options.http1, options.body !== null, signal)
+    : await askFetch(options, signal);
+  if ("ok" in answer) return answer;
+  const { status, text } = answer;
   const ms = performance.now() - started;
-  const head = `HTTP ${response.status} in ${Math.round(ms)} ms`;
-  if (!options.status(response.status)) {
+  const head = `HTTP ${status} in ${Math.round(ms)} ms`;
+  if (!options.status(status)) {
     return { ok: false, detail: `${head}: status is not ${options.statusText}`, latencyMs: ms };
   }
   if (options.body && !options.body.test(text)) {
@@ -208,10 +251,20 @@ function makeHttpKind(scheme: "http" | "https"): CheckKindDef {
         maxLatencyMs: (v["max-latency"] as number | undefined) ?? null,
         method: (v.method as string | undefined) ?? "GET",
         client,
+        http1: null,
       };
+      if (scheme === "http") {
+        options.http1 = new Http1Client(options.url, {
+          method: options.method,
+          headers: { "user-agent": USER_AGENT },
+        });
+      }
       return {
         run: (signal) => probeHttp(options, signal),
-        close: () => client?.close(),
+        close: () => {
+          client?.close();
+          options.http1?.close();
+        },
       };
     },
   };
