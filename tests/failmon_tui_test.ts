@@ -28,7 +28,7 @@ Deno.test({
         assert.match(s, /failmon {2}alpha @ http:\/\/127\.0\.0\.1:\d+/);
         assert.match(s, /connected: live updates/);
         assert.match(s, /HOST\s+REACHABLE\s+LAST CONNECT\s+LATENCY\s+KERNEL\s+MISSES\s+SERVICES/);
-        assert.match(s, /alpha \(self\)\s+yes\s+19:59:59 \(200ms ago\)\s+0\.31ms\s+0\s+2/);
+        assert.match(s, /alpha \(self\)\s+yes\s+19:59:59 \(200ms ago\)\s+0\.31ms\s+-\s+0\s+2/);
       });
       await t.step("c toggles the column to last call and back", async () => {
         await tmux.keys("c");
