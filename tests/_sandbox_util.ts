@@ -144,3 +144,43 @@ export function childProcesses(dir?: string): ProcInfo[] {
   }
   return out;
 }
+
+/** Two hosts, the head of every hostile-script test's script (`MOD` is replaced by mod.ts). */
+const HEADER = `
+import { host, service } from "MOD";
+host("alpha", { address: "127.0.0.1" });
+host("beta", { address: "127.0.0.2" });
+`;
+
+/** One probe's outcome as {@linkcode probes}' script logs it. */
+export type Probe = { ok: boolean; value?: string; name?: string; message?: string };
+
+/**
+ * A script whose service's start handler runs `body` (which calls `probe(name, fn)`) and logs
+ * the outcomes as JSON.
+ *
+ * @param body The handler's code.
+ * @param options `timeouts`: the service's handler time limit (default the script API's).
+ * @returns The script's text.
+ */
+export function probes(body: string, options: { timeouts?: string } = {}): string {
+  const timeouts = options.timeouts === undefined ? "" : `\n  timeouts: "${options.timeouts}",`;
+  return `${HEADER}
+const P = {};
+async function probe(name, fn) {
+  try { P[name] = { ok: true, value: String(await fn()) }; }
+  catch (e) { P[name] = { ok: false, name: e.name, message: e.message }; }
+}
+service("web", {
+  masters: ["alpha"],
+  slaves: ["beta"],
+  interval: "1s",${timeouts}
+  async start(ctx) {
+    ${body}
+    ctx.log(JSON.stringify(P));
+    return "UP";
+  },
+  stop: () => "FAIL",
+});
+`;
+}

@@ -4,39 +4,12 @@
  * (a small tmpfs mounted here, filled, unmounted after). Each runs the real sandbox and child.
  */
 import { deepEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert/strict";
-import { call, type Harness, makeHarness } from "./_sandbox_util.ts";
+import { call, type Harness, makeHarness, type Probe, probes } from "./_sandbox_util.ts";
 import { MAX_PRIVILEGED_BURST, REFUSED_PER_SECOND } from "../shell/sandbox/audit.ts";
 
-const HEADER = `
-import { host, service } from "MOD";
-host("alpha", { address: "127.0.0.1" });
-host("beta", { address: "127.0.0.2" });
-`;
+/** {@linkcode probes} with a 60 s handler limit (the floods run for seconds). */
+const probesLong = (body: string) => probes(body, { timeouts: "60s" });
 
-/** A service whose start handler runs `body` (with `probe()`) and logs the results as JSON. */
-function probes(body: string): string {
-  return `${HEADER}
-const P = {};
-async function probe(name, fn) {
-  try { P[name] = { ok: true, value: String(await fn()) }; }
-  catch (e) { P[name] = { ok: false, name: e.name, message: e.message }; }
-}
-service("web", {
-  masters: ["alpha"],
-  slaves: ["beta"],
-  interval: "1s",
-  timeouts: "60s",
-  async start(ctx) {
-    ${body}
-    ctx.log(JSON.stringify(P));
-    return "UP";
-  },
-  stop: () => "FAIL",
-});
-`;
-}
-
-type Probe = { ok: boolean; value?: string; name?: string; message?: string };
 type Line = {
   service: string | null;
   request: Record<string, unknown>;
@@ -61,7 +34,7 @@ const POLICY = {
 
 Deno.test("a flood of refused requests is summarised, not written one line each", async () => {
   const h = await makeHarness(
-    probes(`
+    probesLong(`
     const big = "x".repeat(4000);
     let refused = 0;
     const started = Date.now();
@@ -108,7 +81,7 @@ Deno.test("a flood of refused requests is summarised, not written one line each"
 
 Deno.test("a flood of allowed privileged requests is refused beyond the budget, never unrecorded", async () => {
   const h = await makeHarness(
-    probes(`
+    probesLong(`
     let done = 0, refused = 0, message = "";
     const started = Date.now();
     for (let i = 0; i < 400; i++) {
@@ -151,7 +124,7 @@ Deno.test("a flood of allowed privileged requests is refused beyond the budget, 
 
 Deno.test("a request's own fields cannot rewrite its audit record", async () => {
   const h = await makeHarness(
-    probes(`
+    probesLong(`
     await probe("forged", () => ctx.takeover("127.0.0.100/8", {
       device: "lo", op: "poll", verdict: "refused", reason: "made up", service: "db", time: "1970",
     }));
@@ -224,7 +197,7 @@ Deno.test({
     let h: Harness | null = null;
     try {
       h = await makeHarness(
-        probes(`
+        probesLong(`
         await probe("takeover", () => ctx.takeover("127.0.0.100/8", { device: "lo" }));
         await probe("run", () => ctx.run(["mark", "${marks}/ran"]));
         await probe("release", () => ctx.release("127.0.0.100/8", { device: "lo" }));

@@ -10,38 +10,8 @@ import {
   ok as assert,
   rejects,
 } from "node:assert/strict";
-import { call, makeHarness } from "./_sandbox_util.ts";
+import { call, makeHarness, type Probe, probes } from "./_sandbox_util.ts";
 import { ScriptError } from "../shell/errors.ts";
-
-const HEADER = `
-import { host, service } from "MOD";
-host("alpha", { address: "127.0.0.1" });
-host("beta", { address: "127.0.0.2" });
-`;
-
-/** A service whose start handler runs each probe and logs the results as JSON. */
-function probes(body: string): string {
-  return `${HEADER}
-const P = {};
-async function probe(name, fn) {
-  try { P[name] = { ok: true, value: String(await fn()) }; }
-  catch (e) { P[name] = { ok: false, name: e.name, message: e.message }; }
-}
-service("web", {
-  masters: ["alpha"],
-  slaves: ["beta"],
-  interval: "1s",
-  async start(ctx) {
-    ${body}
-    ctx.log(JSON.stringify(P));
-    return "UP";
-  },
-  stop: () => "FAIL",
-});
-`;
-}
-
-type Probe = { ok: boolean; value?: string; name?: string; message?: string };
 
 Deno.test("the policy's arp count and refresh period are caps a script cannot exceed", async () => {
   const h = await makeHarness(
