@@ -5,7 +5,7 @@
  * deno run -A bench/failover_bench.ts [--cuts N] [--intervals 1000,50]
  *   [--systems keepalived,failover,failover+liveness] [--faults linkdown,blackhole]
  *   [--false-intervals 50,20] [--stress-seconds 30] [--stall-ms 200 --stall-every-ms 2000]
- *   [--frontier 1000,500,200,100,50,20] [--liveness 10x5]
+ *   [--frontier 1000,500,200,100,50,20] [--liveness 10x5[:1000]]
  *   [--arbiter-ttls 2000,6000] [--json] [--out FILE] [--docs]
  * ```
  *
@@ -91,34 +91,43 @@ interface System {
  */
 const FALL = 2;
 
-/** Host liveness of a failover system: ping every `intervalMs`, silent after `fall` unanswered. */
+/**
+ * Host liveness of a failover system: ping every `intervalMs`, silent after `fall` unanswered;
+ * `stallGraceMs` absent: the sample's default (1 s).
+ */
 export interface Liveness {
   intervalMs: number;
   fall: number;
+  stallGraceMs?: number;
 }
 
 /** Default host liveness of the `failover+liveness` system (`--liveness 10x5`). */
 const LIVENESS: Liveness = { intervalMs: 10, fall: 5 };
 
 /**
- * Parses `--liveness INTERVALxFALL` (e.g. `10x5`).
+ * Parses `--liveness INTERVALxFALL[:STALLGRACE]` (e.g. `10x5`, `10x3:0`).
  *
  * @param text The option's value.
  * @returns The liveness.
- * @throws {RangeError} When the text is not `INTERVALxFALL` with 5 to 1000 ms and a fall of 1
- * to 100.
+ * @throws {RangeError} When the text is not `INTERVALxFALL` with 10 to 1000 ms (what
+ * `host()` allows, up to 1 s) and a fall of 1 to 100, optionally `:` and a stall grace of 0
+ * to 60 000 ms.
  */
 export function parseLiveness(text: string): Liveness {
-  const m = /^(\d+)x(\d+)$/.exec(text.trim());
+  const m = /^(\d+)x(\d+)(?::(\d+))?$/.exec(text.trim());
   const intervalMs = Number(m?.[1]);
   const fall = Number(m?.[2]);
-  if (!m || intervalMs < 5 || intervalMs > 1000 || fall < 1 || fall > 100) {
+  const grace = m?.[3] === undefined ? null : Number(m[3]);
+  if (
+    !m || intervalMs < 10 || intervalMs > 1000 || fall < 1 || fall > 100 ||
+    (grace !== null && grace > 60_000)
+  ) {
     throw new RangeError(
-      `Invalid --liveness: ${text}: expected INTERVALxFALL, 5 to 1000 ms and a fall of 1 to 100 ` +
-        "(e.g. 10x5)",
+      `Invalid --liveness: ${text}: expected INTERVALxFALL[:STALLGRACE], 10 to 1000 ms, a fall ` +
+        "of 1 to 100 and a stall grace of 0 to 60000 ms (e.g. 10x5 or 10x3:1000)",
     );
   }
-  return { intervalMs, fall };
+  return grace === null ? { intervalMs, fall } : { intervalMs, fall, stallGraceMs: grace };
 }
 
 /** The children of a process (Linux `/proc/PID/task/PID/children`). */
@@ -225,7 +234,11 @@ function failoverSystem(
     },
     describe: (ms) =>
       `poll interval ${ms} ms, fall ${FALL}, rise 2, preempt` +
-      (liveness ? `, liveness ${liveness.intervalMs} ms × ${liveness.fall}` : "") +
+      (liveness
+        ? `, liveness ${liveness.intervalMs} ms × ${liveness.fall}, stall grace ${
+          (liveness.stallGraceMs ?? 1000) / 1000
+        } s`
+        : "") +
       (arbiterTtlMs === null ? "" : `, etcd arbiter TTL ${arbiterTtlMs / 1000} s (renew TTL/3, ` +
         "margin TTL/6, takeover delay TTL/2), h1 cut from clients and etcd"),
   };
@@ -1075,8 +1088,9 @@ const USAGE = `Usage: deno run -A bench/failover_bench.ts [options]
   --stall-ms N            stop the master's daemons this long (default 200; 0: no stalls)
   --stall-every-ms N      once per this period (default 2000)
   --frontier LIST         intervals for the frontier bisection, ms (default none)
-  --liveness IxF          failover+liveness's host liveness: ping every I ms, F unanswered
-                          make the host silent (default 10x5)
+  --liveness IxF[:G]      failover+liveness's host liveness: ping every I ms (10 to 1000), F
+                          unanswered make the host silent; G: its stallGrace, ms (default
+                          10x5, the sample's stallGrace of 1 s)
   --json                  print JSON instead of the markdown tables
   --out FILE              JSON file (default bench/failover_results.json)
   --docs                  rewrite the results block of docs/performance.md`;

@@ -85,7 +85,25 @@ Deno.test("main: bad options are refused with exit code 2 before any lab is buil
 Deno.test("parseLiveness: INTERVALxFALL within bounds, anything else refused with what is allowed", () => {
   assert.deepEqual(parseLiveness("10x5"), { intervalMs: 10, fall: 5 });
   assert.deepEqual(parseLiveness("20x3"), { intervalMs: 20, fall: 3 });
-  for (const bad of ["", "10", "10x", "x5", "4x5", "10x0", "1001x5", "10x101", "10msx5", "-10x5"]) {
+  assert.deepEqual(parseLiveness("10x3:0"), { intervalMs: 10, fall: 3, stallGraceMs: 0 });
+  assert.deepEqual(parseLiveness("10x3:2000"), { intervalMs: 10, fall: 3, stallGraceMs: 2000 });
+  for (
+    const bad of [
+      "",
+      "10",
+      "10x",
+      "x5",
+      "5x3",
+      "9x5",
+      "10x0",
+      "1001x5",
+      "10x101",
+      "10msx5",
+      "-10x5",
+      "10x5:",
+      "10x5:60001",
+    ]
+  ) {
     assert.throws(() => parseLiveness(bad), /Invalid --liveness: .*expected INTERVALxFALL/, bad);
   }
 });

@@ -143,6 +143,8 @@ export interface HostLiveness {
   intervalMs: number;
   /** Unanswered requests in a row that make it silent. */
   fall: number;
+  /** How long its faild may be silent while its kernel answers before it is unreachable, ms. */
+  stallGraceMs: number;
   /** Unanswered requests in a row right now. */
   unanswered: number;
   /** How long its kernel has not answered, by ping's clock, ms (0 while it answers). */

@@ -33,10 +33,16 @@ export interface HostDecl {
 
 /** A host's liveness probe as declared (see {@linkcode HostDecl.liveness}). */
 export interface LivenessDecl {
-  /** Time between two echo requests, ms (5-10000). */
+  /** Time between two echo requests, ms (10-10000). */
   intervalMs: number;
   /** Consecutive unanswered echo requests before the host's kernel counts as silent (1-100). */
   fall: number;
+  /**
+   * While the host's kernel answers, how long its faild may leave polls unanswered before the
+   * host counts unreachable, ms (0-60000; 0: the polls' `fall` alone). A stalled daemon on a
+   * live host is judged by this, never sooner than the polls' own `fall`.
+   */
+  stallGraceMs: number;
 }
 
 /** A service as the script declares it. All times in ms. */

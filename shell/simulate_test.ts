@@ -114,7 +114,7 @@ Deno.test("simulate() honours an arbiter veto", async () => {
 const LIVE: ScriptDecl = {
   ...DECL,
   hosts: DECL.hosts.map((h) =>
-    h.name === "alpha" ? { ...h, liveness: { intervalMs: 10, fall: 5 } } : h
+    h.name === "alpha" ? { ...h, liveness: { intervalMs: 10, fall: 5, stallGraceMs: 1000 } } : h
   ),
   services: [svc({ intervalMs: 1000, graceMs: 0 })],
 };
@@ -167,6 +167,37 @@ Deno.test("simulate() with host liveness: a silent kernel is dead at once, a sta
     assert.equal(r.final.web, "FAIL", formatSimulation(r));
     assert.ok(!r.lines.some((l) => l.action === "start"), formatSimulation(r));
   });
+  await t.step(
+    "fast polls (50 ms, fall 3): a faild stalled 600 ms on a live kernel makes no takeover; one silent past stallGrace (1 s) does",
+    async () => {
+      const fast: ScriptDecl = { ...LIVE, services: [svc({ intervalMs: 50, graceMs: 0 })] };
+      const stalled = await simulate(fast, {
+        self: "beta",
+        durationMs: 3000,
+        events: [
+          { at: 0, host: "alpha", service: "web", state: "UP" },
+          { at: 1000, host: "alpha", unreachable: true },
+          { at: 1600, host: "alpha", unreachable: false },
+        ],
+      });
+      assert.equal(stalled.final.web, "FAIL", formatSimulation(stalled));
+      assert.ok(!stalled.lines.some((l) => l.action === "start"), formatSimulation(stalled));
+      const gone = await simulate(fast, {
+        self: "beta",
+        durationMs: 3000,
+        events: [
+          { at: 0, host: "alpha", service: "web", state: "UP" },
+          { at: 1000, host: "alpha", unreachable: true },
+        ],
+      });
+      const start = gone.lines.find((l) => l.kind === "decision" && l.action === "start");
+      assert.ok(start, formatSimulation(gone));
+      assert.ok(
+        start.atMs >= 1950 && start.atMs <= 2050,
+        `a second after alpha's last answer, not 150 ms: ${start.atMs}`,
+      );
+    },
+  );
   await t.step("the kernel event needs a host that declares liveness", async () => {
     await assert.rejects(
       simulate(DECL, {

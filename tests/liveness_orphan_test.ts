@@ -49,7 +49,7 @@ Deno.test({
       const m = new LivenessMonitor({
         self: "me",
         hosts: [{ name: "a", address: "127.0.0.1", port: 7100, protocol: "http", key: null,
-          liveness: { intervalMs: 10, fall: 5 } }],
+          liveness: { intervalMs: 10, fall: 5, stallGraceMs: 1000 } }],
         timers: realTimers,
         logger: new Logger({ sink: () => {} }),
       });

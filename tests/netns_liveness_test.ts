@@ -15,6 +15,10 @@
  * (d) The master is black-holed at the bridge (its link stays up): the standby takes over on the
  *     kernel's silence; after the heal the kernel answers again, the polls count the master back
  *     and exactly one host holds the VIP.
+ * (e) Fast polls (50 ms, fall 2: 150 ms of a silent faild would be a takeover without liveness):
+ *     the master's faild and failsh stall 500 ms while its kernel answers, and the standby takes
+ *     nothing (the default `stallGrace` of 1 s); then its link goes down and the standby takes
+ *     over on the kernel's silence as fast as in (a).
  *
  * After each test, failsh's clean stop has left no ping in any namespace. No timing assertion:
  * order of events and the reasons only. Needs root, `ip netns`, arping and
@@ -58,12 +62,13 @@ interface Scene {
 async function withLab(
   before: (lab: Lab) => Promise<void>,
   fn: (scene: Scene) => Promise<void>,
+  options: FailoverOptions = OPTIONS,
 ): Promise<void> {
   const lab = await Lab.create({ hosts: 2 });
   try {
     await before(lab);
     await lab.startServices(PORT);
-    const cluster = await startFailover(lab, OPTIONS);
+    const cluster = await startFailover(lab, options);
     const probe = lab.startProbe(PORT);
     try {
       assert.ok(await probe.waitServedBy("h1", 20_000), "h1 serves the VIP at start");
@@ -251,4 +256,45 @@ test("the master is black-holed (link up): the standby takes over on its kernel'
     assert.deepEqual(holders, ["h1"], "exactly h1 holds the VIP after the heal");
     assert.ok(await probe.waitServedBy("h1", 20_000), "the client is served by h1 again");
   });
+});
+
+test("fast polls: a 500 ms stall of the master's daemons while its kernel answers takes nothing (stallGrace); its link going down still does, on the kernel's silence", async () => {
+  const fast: FailoverOptions = { intervalMs: 50, fall: 2, liveness: { intervalMs: 10, fall: 5 } };
+  await withLab(async () => {}, async ({ lab, cluster, probe }) => {
+    const alive = await waitSnapshot(
+      cluster,
+      (s) => h2Settled(s) && h1Liveness(s)?.state === "alive",
+      20_000,
+    );
+    assert.ok(alive, "h2 sees h1's kernel answer its ping");
+    assert.equal(h1Liveness(alive)?.stallGraceMs, 1000, "the sample's default stallGrace");
+    const h1 = cluster.hosts.get("h1")!;
+    const pids = [h1.faild.pid, h1.failsh.pid];
+    for (const pid of pids) Deno.kill(pid, "SIGSTOP");
+    try {
+      await sleep(500); // ten poll intervals
+    } finally {
+      for (const pid of pids) Deno.kill(pid, "SIGCONT");
+    }
+    await sleep(500);
+    let s = await cluster.snapshot("h2");
+    assert.ok(s, "h2's monitor answers");
+    assert.ok(
+      index(s.events, /^vip: start/) === -1 && s.services[0]?.state === "FAIL",
+      "h2 took nothing during the stall",
+    );
+    assert.ok(
+      s.hosts.find((h) => h.name === "h1")?.reachable,
+      "h1 is reachable again after the stall",
+    );
+    assert.deepEqual(await lab.holders(), ["h1"], "h1 alone holds the VIP");
+
+    await lab.linkDown("h1");
+    s = await waitSnapshot(cluster, (x) => x.services[0]?.state === "UP", 10_000);
+    assert.ok(s, "h2 took the service after h1's link went down");
+    const start = s.events.findIndex((e) => /^vip: start/.test(e.message));
+    assert.ok(start >= 0, "a start was decided");
+    assert.match(s.events[start]!.message, /kernel has not answered/, "on the kernel's silence");
+    assert.ok(await probe.waitServedBy("h2", 10_000), "the client is served by h2");
+  }, fast);
 });

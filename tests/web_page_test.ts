@@ -38,6 +38,7 @@ Deno.test({
           state: "silent",
           intervalMs: 10,
           fall: 5,
+          stallGraceMs: 1000,
           unanswered: 5,
           silentMs: 52,
           rttMs: 0.05,

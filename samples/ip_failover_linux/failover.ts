@@ -59,7 +59,8 @@ export interface IpFailoverConfig {
   handlerTimeout?: Duration;
   /**
    * Host liveness for every host (opt in): failsh pings each peer every `interval` and counts it
-   * dead at once after `fall` unanswered echo requests, e.g. `{ interval: "10ms", fall: 5 }`.
+   * dead at once after `fall` unanswered echo requests, e.g. `{ interval: "10ms", fall: 5 }`;
+   * a peer whose kernel answers while its faild is silent fails only after `stallGrace` (1 s).
    */
   liveness?: LivenessOptions;
   /**

@@ -170,6 +170,7 @@ Deno.test("renderScreen shows each peer's kernel liveness in the hosts view", ()
     state: "silent" as const,
     intervalMs: 10,
     fall: 5,
+    stallGraceMs: 1000,
     unanswered: 5,
     silentMs: 52,
     rttMs: 0.05,

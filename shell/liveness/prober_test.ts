@@ -64,7 +64,7 @@ const HOSTS: HostDecl[] = [
     port: 7100,
     protocol: "http",
     key: null,
-    liveness: { intervalMs: 10, fall: 3 },
+    liveness: { intervalMs: 10, fall: 3, stallGraceMs: 1000 },
   },
   {
     name: "beta",
@@ -72,7 +72,7 @@ const HOSTS: HostDecl[] = [
     port: 7100,
     protocol: "http",
     key: null,
-    liveness: { intervalMs: 10, fall: 3 },
+    liveness: { intervalMs: 10, fall: 3, stallGraceMs: 1000 },
   },
   { name: "gamma", address: "2001:db8::3", port: 7100, protocol: "http", key: null },
 ];
@@ -268,7 +268,11 @@ Deno.test({
       async () => {
         const monitor = new LivenessMonitor({
           self: "me",
-          hosts: [{ ...HOSTS[0]!, address: "127.0.0.1", liveness: { intervalMs: 10, fall: 3 } }],
+          hosts: [{
+            ...HOSTS[0]!,
+            address: "127.0.0.1",
+            liveness: { intervalMs: 10, fall: 3, stallGraceMs: 1000 },
+          }],
           timers: realTimers,
           logger: new Logger({ sink: () => {} }),
         });
@@ -336,7 +340,7 @@ Deno.test("LivenessMonitor probes only this host's peers, at most MAX_PROBES, an
     port: 7100,
     protocol: "http",
     key: null,
-    liveness: { intervalMs: 5, fall: 1 },
+    liveness: { intervalMs: 5, fall: 1, stallGraceMs: 1000 },
   }));
   const stranger: HostDecl = { ...many[0]!, name: "stranger", address: "198.18.2.1" };
   const monitor = new LivenessMonitor({

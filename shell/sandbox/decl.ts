@@ -14,8 +14,8 @@ function livenessOptions(value: unknown): LivenessOptions {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     return value as LivenessOptions;
   }
-  const { intervalMs, fall } = value as Record<string, unknown>;
-  return { interval: intervalMs, fall } as LivenessOptions;
+  const { intervalMs, fall, stallGraceMs } = value as Record<string, unknown>;
+  return { interval: intervalMs, fall, stallGrace: stallGraceMs } as LivenessOptions;
 }
 
 /**

@@ -13,8 +13,8 @@ Deno.test("checkDecl() accepts what the registry sends and nothing else", async 
   });
   await t.step("a host with a liveness probe", () => {
     const d = JSON.parse(JSON.stringify(good));
-    d.hosts[0].liveness = { intervalMs: 10, fall: 5 };
-    assertEquals(checkDecl(d).hosts[0]!.liveness, { intervalMs: 10, fall: 5 });
+    d.hosts[0].liveness = { intervalMs: 10, fall: 5, stallGraceMs: 250 };
+    assertEquals(checkDecl(d).hosts[0]!.liveness, { intervalMs: 10, fall: 5, stallGraceMs: 250 });
   });
   // deno-lint-ignore no-explicit-any
   const forged = (patch: (d: Record<string, any>) => void) => {
@@ -33,6 +33,10 @@ Deno.test("checkDecl() accepts what the registry sends and nothing else", async 
       /masters names host "mallory", which is not declared/,
     );
     throws(forged((d) => (d.traps = -1)), /traps must be a count/);
+    throws(
+      forged((d) => (d.hosts[0].liveness = { intervalMs: 10, fall: 5, stallGraceMs: -1 })),
+      /Invalid declaration from the script: Invalid liveness\.stallGrace of host alpha/,
+    );
     throws(
       forged((d) => (d.hosts[0].liveness = { intervalMs: 1, fall: 5 })),
       /Invalid declaration from the script: Invalid liveness\.interval of host alpha/,

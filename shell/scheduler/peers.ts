@@ -9,7 +9,8 @@
  * its liveness probe and then fell silent is unreachable at once, for every service
  * ({@linkcode Peers.inputs} names the silence); it counts reachable again after `rise` polls
  * sent after the silence, like any peer back from a cut. A stalled faild on a host whose kernel
- * answers is judged by the polls alone, at their own pace.
+ * answers is judged by the polls, and counts unreachable only once it has also been silent for
+ * the liveness `stallGraceMs` (a stalled daemon on a live host is not a dead host).
  *
  * @module
  */
@@ -370,6 +371,7 @@ export class Peers {
           ...status,
           intervalMs: h.decl.liveness.intervalMs,
           fall: h.decl.liveness.fall,
+          stallGraceMs: h.decl.liveness.stallGraceMs,
           decisive: h.kernelSilentAt !== null,
         };
       }
@@ -635,12 +637,17 @@ export class Peers {
     const name = host.decl.name;
     host.goods = 0;
     host.misses++;
-    host.lastError = message;
+    const graceLeft = this.#stallGraceLeft(host);
+    host.lastError = graceLeft > 0
+      ? `${message} (its kernel answers: unreachable only after ${
+        host.decl.liveness!.stallGraceMs
+      } ms without an answer, ${graceLeft} ms from now)`
+      : message;
     increment(this.#opts.stats.pollFailures, name);
     for (const svc of this.#declsOf(host)) {
       const reach = this.#reach.get(svc.name)!;
       const fall = scaled(svc.fall, svc.intervalMs, host.intervalMs);
-      if (reach.get(name) !== false && host.misses >= fall) {
+      if (reach.get(name) !== false && host.misses >= fall && graceLeft <= 0) {
         reach.set(name, false);
         host.comebackSeen.delete(svc.name);
       }
@@ -653,6 +660,22 @@ export class Peers {
       1,
     );
     if (host.misses <= maxFall) this.#events.changed();
+  }
+
+  /**
+   * How much longer a silent faild is tolerated because its host's kernel answers (the
+   * liveness `stallGraceMs` after its last answer), ms; 0 when the polls' `fall` alone decides:
+   * no liveness or no grace declared, a kernel that is not answering now (never answered,
+   * silent, or its prober stopped), or a host that never answered a poll. This host's own faild
+   * gets the grace its peers give it (the script declares the same for it on every host; its
+   * kernel answers them as long as this process runs): without it, a stalled local faild would
+   * make this host stop a service its peers do not take yet.
+   */
+  #stallGraceLeft(host: HostRuntime): number {
+    const grace = host.decl.liveness?.stallGraceMs ?? 0;
+    if (grace <= 0 || host.lastConnect === null) return 0;
+    if (!host.self && this.#opts.liveness?.status(host.decl.name)?.state !== "alive") return 0;
+    return Math.max(0, host.lastConnect + grace - this.#timers.now());
   }
 
   /** The host's reachability as the snapshot shows it: events and host traps on a change. */

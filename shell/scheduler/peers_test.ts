@@ -51,9 +51,10 @@ class FakeLiveness implements LivenessSource {
 }
 
 /** alpha's view of beta, whose faild answers as told (after `delay` ms). */
-function setup(services: ServiceDecl[], liveness?: LivenessSource) {
+function setup(services: ServiceDecl[], liveness?: LivenessSource, stallGraceMs = 1000) {
   const time = new FakeTime();
   const beta = { up: true, boot: "b1", delay: 0, records: new Map<string, ServiceRecord>() };
+  const alpha = { up: true };
   const set = (svc: string, state: ServiceState, changes: number) =>
     beta.records.set(svc, {
       name: svc,
@@ -64,7 +65,11 @@ function setup(services: ServiceDecl[], liveness?: LivenessSource) {
       setBy: "beta",
     });
   const poller = (h: HostDecl): Promise<PollResult> => {
-    if (h.name === "alpha") return Promise.resolve({ bootId: "a1", services: [] });
+    if (h.name === "alpha") {
+      return alpha.up
+        ? Promise.resolve({ bootId: "a1", services: [] })
+        : Promise.reject(new Error("alpha's own faild does not answer"));
+    }
     if (!beta.up) return Promise.reject(new Error("beta does not answer"));
     const result = { bootId: beta.boot, services: [...beta.records.values()] };
     if (beta.delay === 0) return Promise.resolve(result);
@@ -76,8 +81,14 @@ function setup(services: ServiceDecl[], liveness?: LivenessSource) {
   const peers = new Peers({
     self: "alpha",
     hosts: [
-      host("alpha"),
-      { ...host("beta"), ...(liveness ? { liveness: { intervalMs: 10, fall: 5 } } : {}) },
+      {
+        ...host("alpha"),
+        ...(liveness ? { liveness: { intervalMs: 10, fall: 5, stallGraceMs } } : {}),
+      },
+      {
+        ...host("beta"),
+        ...(liveness ? { liveness: { intervalMs: 10, fall: 5, stallGraceMs } } : {}),
+      },
     ],
     services,
     poller,
@@ -93,7 +104,7 @@ function setup(services: ServiceDecl[], liveness?: LivenessSource) {
     },
     liveness,
   });
-  return { time, beta, set, peers, answers, missed, events };
+  return { time, alpha, beta, set, peers, answers, missed, events };
 }
 
 Deno.test("Peers counts a peer unreachable after fall misses, back after rise answers", async () => {
@@ -208,6 +219,87 @@ Deno.test("Peers with host liveness: a silent kernel is unreachable at once, a s
       peers.stop();
     },
   );
+  await t.step(
+    "fast polls, kernel answering, faild stalled shorter than stallGrace: still reachable",
+    async () => {
+      const kernel = new FakeLiveness();
+      const fast = service("web", { intervalMs: 50, fall: 2, rise: 2 });
+      const { time, beta, peers, events } = setup([fast], kernel, 1000);
+      peers.start();
+      kernel.set("beta", "alive");
+      await time.advance(20);
+      beta.up = false; // a 400 ms stall of beta's faild: 8 polls unanswered
+      await time.advance(400);
+      assert.equal(peers.inputs("web").peers[0]!.reachable, true, "its kernel answers");
+      assert.match(peers.views()[1]!.lastError ?? "", /its kernel answers: unreachable only after/);
+      beta.up = true;
+      await time.advance(100);
+      assert.equal(peers.inputs("web").peers[0]!.reachable, true);
+      beta.up = false; // now its faild is gone for good
+      await time.advance(950);
+      assert.equal(peers.inputs("web").peers[0]!.reachable, true, "950 ms of a 1 s grace");
+      await time.advance(100);
+      assert.equal(peers.inputs("web").peers[0]!.reachable, false, "silent past stallGrace");
+      assert.ok(events.some((e) => /^beta is unreachable after \d+ missed polls/.test(e)));
+      peers.stop();
+    },
+  );
+  await t.step("fast polls, faild stalled, then its kernel falls silent: at once", async () => {
+    const kernel = new FakeLiveness();
+    const fast = service("web", { intervalMs: 50, fall: 2, rise: 2 });
+    const { time, beta, peers } = setup([fast], kernel, 1000);
+    peers.start();
+    kernel.set("beta", "alive");
+    await time.advance(20);
+    beta.up = false;
+    await time.advance(300);
+    assert.equal(peers.inputs("web").peers[0]!.reachable, true);
+    kernel.set("beta", "silent", 30);
+    assert.deepEqual(peers.inputs("web").peers[0]!.kernelSilentMs, 30);
+    assert.equal(peers.inputs("web").peers[0]!.reachable, false);
+    peers.stop();
+  });
+  await t.step(
+    "fast polls, this host's own faild stalled: unreachable to itself only after its stallGrace, as its peers judge it",
+    async () => {
+      const kernel = new FakeLiveness();
+      const fast = service("web", { intervalMs: 50, fall: 2, rise: 2 });
+      const { time, alpha, peers } = setup([fast], kernel, 1000);
+      peers.start();
+      kernel.set("beta", "alive");
+      await time.advance(20);
+      alpha.up = false;
+      await time.advance(400);
+      assert.equal(peers.inputs("web").selfReachable, true, "the peers still count it too");
+      await time.advance(700);
+      assert.equal(peers.inputs("web").selfReachable, false, "silent past its stallGrace");
+      peers.stop();
+    },
+  );
+  await t.step("stallGrace 0: the polls' fall alone, as without liveness", async () => {
+    const kernel = new FakeLiveness();
+    const fast = service("web", { intervalMs: 50, fall: 2, rise: 2 });
+    const { time, beta, peers } = setup([fast], kernel, 0);
+    peers.start();
+    kernel.set("beta", "alive");
+    await time.advance(20);
+    beta.up = false;
+    await time.advance(130);
+    assert.equal(peers.inputs("web").peers[0]!.reachable, false);
+    peers.stop();
+  });
+  await t.step("no grace for a kernel that never answered (ICMP filtered)", async () => {
+    const kernel = new FakeLiveness();
+    const fast = service("web", { intervalMs: 50, fall: 2, rise: 2 });
+    const { time, beta, peers } = setup([fast], kernel, 1000);
+    peers.start();
+    kernel.set("beta", "unknown");
+    await time.advance(20);
+    beta.up = false;
+    await time.advance(130);
+    assert.equal(peers.inputs("web").peers[0]!.reachable, false);
+    peers.stop();
+  });
   await t.step("a kernel that never answered (ICMP filtered): polls alone", async () => {
     const kernel = new FakeLiveness();
     const { time, beta, peers } = setup([svc], kernel);

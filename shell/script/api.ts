@@ -25,7 +25,8 @@ export interface HostOptions {
    * Host liveness, opt in: failsh's supervisor pings `address` every `interval` (one long-lived
    * iputils `ping` per peer) and counts the host unreachable at once when its kernel, having
    * answered before, leaves `fall` consecutive echo requests unanswered. A host whose kernel
-   * never answered (ICMP filtered) is judged by the polls alone. Ignored for the host failsh
+   * never answered (ICMP filtered) is judged by the polls alone; one whose kernel answers while
+   * its faild is silent counts unreachable only after `stallGrace`. Ignored for the host failsh
    * runs on.
    */
   liveness?: LivenessOptions;
@@ -33,10 +34,19 @@ export interface HostOptions {
 
 /** Options of a host's liveness probe (see {@linkcode HostOptions.liveness}). */
 export interface LivenessOptions {
-  /** Time between two echo requests, 5 ms to 10 s (e.g. `"10ms"`). */
+  /** Time between two echo requests, 10 ms to 10 s (e.g. `"10ms"`). */
   interval: Duration;
   /** Consecutive unanswered echo requests before the host counts as dead, 1-100 (default 5). */
   fall?: number;
+  /**
+   * While the host's kernel answers, how long its faild may leave polls unanswered before the
+   * host counts unreachable, 0 to 60 s (default `"1s"`; `0`: the polls' `fall` alone, as without
+   * liveness). It lets polls run fast without a stalled daemon on a live host (a GC pause, CPU
+   * starvation, a stopped process) looking like a dead host; it never makes a dead host slower
+   * to see, since a silent kernel counts at once. It matters only when it is longer than the
+   * polls' `fall` intervals.
+   */
+  stallGrace?: Duration;
 }
 
 /**

@@ -82,11 +82,23 @@ function inRange(
   }
 }
 
-/** Shortest and longest interval of a host's liveness probe, ms. */
-export const LIVENESS_INTERVAL_RANGE_MS = [5, 10_000] as const;
+/**
+ * Shortest and longest interval of a host's liveness probe, ms. Under 10 ms (the kernel's clock
+ * tick as iputils ping sees it) ping busy-waits between its requests: measured, `-i 0.005` to
+ * `-i 0.009` use a whole CPU core per peer, `-i 0.01` almost nothing (`docs/decisions.md`).
+ */
+export const LIVENESS_INTERVAL_RANGE_MS = [10, 10_000] as const;
 
 /** Default `fall` of a host's liveness probe. */
 export const DEFAULT_LIVENESS_FALL = 5;
+
+/** Default `stallGrace` of a host's liveness probe, ms. */
+export const DEFAULT_STALL_GRACE_MS = 1000;
+
+/** Longest `stallGrace` of a host's liveness probe, ms. */
+export const MAX_STALL_GRACE_MS = 60_000;
+
+const LIVENESS_KEYS = ["interval", "fall", "stallGrace"];
 
 function livenessOf(host: string, options: LivenessOptions): LivenessDecl {
   if (typeof options !== "object" || options === null || Array.isArray(options)) {
@@ -95,9 +107,9 @@ function livenessOf(host: string, options: LivenessOptions): LivenessDecl {
     );
   }
   for (const k of Object.keys(options)) {
-    if (k !== "interval" && k !== "fall") {
+    if (!LIVENESS_KEYS.includes(k)) {
       throw new TypeError(
-        `Invalid host ${host}: liveness.${k} is not an option (use interval and fall)`,
+        `Invalid host ${host}: liveness.${k} is not an option (use ${LIVENESS_KEYS.join(", ")})`,
       );
     }
   }
@@ -105,18 +117,30 @@ function livenessOf(host: string, options: LivenessOptions): LivenessDecl {
     throw new TypeError(`Invalid host ${host}: liveness.interval is required (e.g. "10ms")`);
   }
   const [min, max] = LIVENESS_INTERVAL_RANGE_MS;
-  const intervalMs = parseDuration(options.interval, {
-    what: `liveness.interval of host ${host}`,
-    min,
-    max,
-  });
+  const what = `liveness.interval of host ${host}`;
+  let intervalMs: number;
+  try {
+    intervalMs = parseDuration(options.interval, { what, min, max });
+  } catch (e) {
+    const ms = e instanceof RangeError ? parseDuration(options.interval) : 0;
+    if (ms <= 0 || ms >= min) throw e;
+    throw new RangeError(
+      `${
+        (e as Error).message
+      } (under 10 ms iputils ping busy-waits between requests: a whole CPU core per peer)`,
+    );
+  }
   const fall = options.fall ?? DEFAULT_LIVENESS_FALL;
   if (!Number.isInteger(fall) || fall < 1 || fall > 100) {
     throw new RangeError(
       `Invalid host ${host}: liveness.fall must be an integer 1-100, got ${JSON.stringify(fall)}`,
     );
   }
-  return { intervalMs, fall };
+  const stallGraceMs = options.stallGrace === undefined ? DEFAULT_STALL_GRACE_MS : parseDuration(
+    options.stallGrace,
+    { what: `liveness.stallGrace of host ${host}`, min: 0, max: MAX_STALL_GRACE_MS },
+  );
+  return { intervalMs, fall, stallGraceMs };
 }
 
 interface ServiceEntry {

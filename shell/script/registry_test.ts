@@ -129,25 +129,34 @@ Deno.test("declarations are validated with errors that name the problem", async 
 });
 
 Deno.test("host() takes an opt-in liveness probe and refuses bad ones clearly", async (t) => {
-  await t.step("interval and fall are declared in ms, fall defaults to 5", () => {
-    const r = new ScriptRegistry();
-    r.host("alpha", { address: "198.18.0.1", liveness: { interval: "10ms", fall: 3 } });
-    r.host("beta", { address: "198.18.0.2", liveness: { interval: "1s" } });
-    r.host("gamma", { address: "198.18.0.3" });
-    const hosts = r.decl().hosts;
-    assertEquals(hosts[0]!.liveness, { intervalMs: 10, fall: 3 });
-    assertEquals(hosts[1]!.liveness, { intervalMs: 1000, fall: 5 });
-    assertEquals("liveness" in hosts[2]!, false);
-  });
+  await t.step(
+    "interval, fall and stallGrace are declared in ms; fall defaults to 5, stallGrace to 1 s",
+    () => {
+      const r = new ScriptRegistry();
+      r.host("alpha", { address: "198.18.0.1", liveness: { interval: "10ms", fall: 3 } });
+      r.host("beta", { address: "198.18.0.2", liveness: { interval: "1s" } });
+      r.host("delta", { address: "198.18.0.4", liveness: { interval: "20ms", stallGrace: 0 } });
+      r.host("gamma", { address: "198.18.0.3" });
+      const hosts = r.decl().hosts;
+      assertEquals(hosts[0]!.liveness, { intervalMs: 10, fall: 3, stallGraceMs: 1000 });
+      assertEquals(hosts[1]!.liveness, { intervalMs: 1000, fall: 5, stallGraceMs: 1000 });
+      assertEquals(hosts[2]!.liveness, { intervalMs: 20, fall: 5, stallGraceMs: 0 });
+      assertEquals("liveness" in hosts[3]!, false);
+    },
+  );
   await t.step("out-of-range and malformed values name the option and the range", () => {
     const r = new ScriptRegistry();
     throws(
       () => r.host("a", { address: "198.18.0.1", liveness: { interval: "1ms" } }),
-      /^RangeError: Invalid liveness\.interval of host a: "1ms" is out of range: a duration here is from 5ms to 10s$/,
+      /^RangeError: Invalid liveness\.interval of host a: "1ms" is out of range: a duration here is from 10ms to 10s \(under 10 ms/,
+    );
+    throws(
+      () => r.host("a", { address: "198.18.0.1", liveness: { interval: "5ms" } }),
+      /^RangeError: Invalid liveness\.interval of host a: "5ms" is out of range: a duration here is from 10ms to 10s \(under 10 ms iputils ping busy-waits between requests: a whole CPU core per peer\)$/,
     );
     throws(
       () => r.host("a", { address: "198.18.0.1", liveness: { interval: "11s" } }),
-      /from 5ms to 10s/,
+      /from 10ms to 10s$/,
     );
     throws(
       () => r.host("a", { address: "198.18.0.1", liveness: { interval: "10ms", fall: 0 } }),
@@ -167,7 +176,17 @@ Deno.test("host() takes an opt-in liveness probe and refuses bad ones clearly", 
           address: "198.18.0.1",
           liveness: { interval: "10ms", count: 3 } as { interval: string },
         }),
-      /^TypeError: Invalid host a: liveness\.count is not an option \(use interval and fall\)$/,
+      /^TypeError: Invalid host a: liveness\.count is not an option \(use interval, fall, stallGrace\)$/,
+    );
+    throws(
+      () =>
+        r.host("a", { address: "198.18.0.1", liveness: { interval: "10ms", stallGrace: "2m" } }),
+      /^RangeError: Invalid liveness\.stallGrace of host a: "2m" is out of range: a duration here is from 0ms to 1m$/,
+    );
+    throws(
+      () =>
+        r.host("a", { address: "198.18.0.1", liveness: { interval: "10ms", stallGrace: "soon" } }),
+      /^TypeError: Invalid liveness\.stallGrace of host a: "soon" is not a duration/,
     );
     throws(
       () => r.host("a", { address: "198.18.0.1", liveness: "10ms" as unknown as { interval: 1 } }),
