@@ -126,8 +126,8 @@ export function fmtLatency(ms: number | null): string {
  * import { fmtLiveness } from "./format.ts";
  * import { deepEqual } from "node:assert/strict";
  * const l = {
- *   state: "silent" as const, intervalMs: 10, fall: 5, unanswered: 5, silentMs: 52,
- *   rttMs: 0.05, lastAnswerAt: 0, error: null, decisive: true,
+ *   state: "silent" as const, intervalMs: 10, fall: 5, stallGraceMs: 1000, unanswered: 5,
+ *   silentMs: 52, rttMs: 0.05, lastAnswerAt: 0, error: null, decisive: true,
  * };
  * deepEqual(fmtLiveness(l), "SILENT 52ms");
  * ```
