@@ -41,7 +41,7 @@ import { ChildCgroups, type ChildLimits, childLimits, limitPrefix } from "./limi
 import { assertScriptAccess } from "./module_graph.ts";
 import { createNetDriver, type NetDriver } from "./netops.ts";
 import { childUserIds } from "./read_paths.ts";
-import { ChildPool, DEFAULT_CHILDREN } from "./pool.ts";
+import { ChildPool } from "./pool.ts";
 import { type PeerPoller, Requests, type StateSetter } from "./requests.ts";
 
 export type { BoundKind, RequestCounters, SandboxCounters } from "./counters.ts";
