@@ -13,6 +13,9 @@
  * `p((i >> 1) mod 4)`. Handlers return at once (no address, no program): what is measured is the
  * steady state a big site spends its days in, polls and decisions.
  *
+ * `--children K` sets the policy's `children` (the children the handlers share; default the
+ * policy's default, 4).
+ *
  * For each N: start the five faild, write the peers' records, start failsh (`deno run -A
  * shell/failsh.ts`, as the `failsh` task), wait until every service is decided (even ones `UP`,
  * odd ones standing by with every host reachable), let `--warmup` pass, then measure for
@@ -188,6 +191,7 @@ async function measure(
   warmupS: number,
   v8Flags: string,
   denoArgs: string[],
+  children: number | null,
 ): Promise<ScaleRow> {
   const dir = await Deno.makeTempDir({ prefix: "failsh_scale_" });
   const faild: Record<string, FaildProcess> = {};
@@ -226,6 +230,7 @@ async function measure(
         monitor: `127.0.0.1:${monitorPort}`,
         audit: `${dir}/audit.log`,
         dumpFile: `${dir}/dump.json`,
+        ...(children === null ? {} : { children }),
       }),
     );
     failsh = new Deno.Command(Deno.execPath(), {
@@ -331,6 +336,7 @@ if (import.meta.main) {
       runs: { type: "string", default: "1" },
       "failsh-v8-flags": { type: "string", default: FAILSH_V8_FLAGS },
       "failsh-deno-args": { type: "string", default: "" },
+      children: { type: "string" },
     },
   });
   const counts = values.services.split(",").map(Number);
@@ -348,6 +354,11 @@ if (import.meta.main) {
   }
   if (!(Number.isInteger(runs) && runs >= 1 && runs <= 20)) {
     console.error("failsh_scale_bench: --runs must be 1 to 20");
+    Deno.exit(64);
+  }
+  const children = values.children === undefined ? null : Number(values.children);
+  if (children !== null && !(Number.isInteger(children) && children >= 1 && children <= 16)) {
+    console.error("failsh_scale_bench: --children must be 1 to 16 (the policy's children)");
     Deno.exit(64);
   }
   console.log(
@@ -368,6 +379,7 @@ if (import.meta.main) {
         warmup,
         values["failsh-v8-flags"],
         values["failsh-deno-args"].split(" ").filter((a) => a !== ""),
+        children,
       );
       console.log(
         `| ${x.services} | ${x.intervalMs} ms | ${x.supervisorCpu.toFixed(1)} | ${

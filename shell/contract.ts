@@ -211,6 +211,11 @@ export interface Policy {
    * (root without capabilities). Needs failsh to run as root and util-linux `setpriv`.
    */
   childUser: string | null;
+  /**
+   * The children the services' handlers share (1 to 16, default 4), besides the main child of
+   * the traps: fewer cost less memory (about 40 MiB each) and isolate the services less.
+   */
+  children: number;
   /** What failsh does with held addresses on SIGTERM. */
   onExit: "release" | "keep";
   /** Monitor port listen address (`127.0.0.1:1848`), or null to disable. */

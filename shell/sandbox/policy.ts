@@ -15,6 +15,7 @@ import { isValidName } from "../../lib/types.ts";
 import { parseCidr } from "./cidr.ts";
 import { parseHostPort } from "../../lib/net.ts";
 import { checkEtcdEndpoint, MAX_ARBITER_ENDPOINTS } from "../script/registry.ts";
+import { DEFAULT_CHILDREN, MAX_CHILDREN } from "./pool.ts";
 
 /** Default time limit of a program the script runs, in ms. */
 export const DEFAULT_PROGRAM_TIMEOUT_MS = 10_000;
@@ -81,6 +82,7 @@ const TOP_FIELDS = [
   "etcd",
   "read",
   "childUser",
+  "children",
   "onExit",
   "monitor",
   "debug",
@@ -136,7 +138,7 @@ export function compileArgPattern(pattern: string): RegExp {
  *
  * Defaults: `faild` `{ url: "http://127.0.0.1:7100", key: null }`, `keys` `{}`, `addresses`
  * `[]`, `netDriver` `linux`, `arp` `{ count: 3, refreshMs: 0 }`, `programs` `[]` (each with
- * `timeoutMs` 10000), `net` `[]`, `etcd` `[]`, `read` `[]`, `childUser` `null`, `onExit` `release`,
+ * `timeoutMs` 10000), `net` `[]`, `etcd` `[]`, `read` `[]`, `childUser` `null`, `children` 4, `onExit` `release`,
  * `monitor` `127.0.0.1:1848`,
  * `debug` `null`, `debugKey` `null`, `audit` `./failsh-audit.log`, `dumpFile` `./failsh.dump`.
  * Fields whose name starts with `_` or `$` are comments and ignored.
@@ -464,6 +466,15 @@ export function parsePolicy(text: string, source: string): Policy {
     } else childUser = u;
   }
 
+  // children: the shared children of the services' handlers (each a deno process, ~40 MiB)
+  let children = DEFAULT_CHILDREN;
+  if (raw.children !== undefined) {
+    const c = raw.children;
+    if (typeof c !== "number" || !Number.isInteger(c) || c < 1 || c > MAX_CHILDREN) {
+      problems.push(`children must be an integer from 1 to ${MAX_CHILDREN}, got ${quote(c)}`);
+    } else children = c;
+  }
+
   // onExit
   const onExit = raw.onExit ?? "release";
   if (onExit !== "release" && onExit !== "keep") {
@@ -513,6 +524,7 @@ export function parsePolicy(text: string, source: string): Policy {
     etcd,
     read,
     childUser,
+    children,
     onExit: onExit as Policy["onExit"],
     monitor,
     debug,

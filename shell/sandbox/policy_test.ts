@@ -343,3 +343,15 @@ Deno.test("readableBy() follows the mode bits of the path and the directories ab
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("parsePolicy() checks children (the handlers' shared children)", () => {
+  assertEquals(policy().children, 4);
+  assertEquals(policy({ children: 1 }).children, 1);
+  assertEquals(policy({ children: 16 }).children, 16);
+  for (const bad of ["0", "17", "1.5", '"2"', "null"]) {
+    assertMatch(
+      problemsOf(`{"host":"a","children":${bad}}`).join("\n"),
+      /children must be an integer from 1 to 16/,
+    );
+  }
+});

@@ -16,6 +16,9 @@ import { type ChildHost, CollateralError, ScriptChild } from "./child.ts";
 /** Default number of children running the services' handlers (plus the main one for traps). */
 export const DEFAULT_CHILDREN = 4;
 
+/** Most children running the services' handlers the policy's `children` may ask for. */
+export const MAX_CHILDREN = 16;
+
 /** Most services moved to a child of their own after a handler of theirs timed out. */
 export const MAX_OWN_CHILDREN = 4;
 

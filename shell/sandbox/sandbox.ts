@@ -41,7 +41,7 @@ import { ChildCgroups, type ChildLimits, childLimits, limitPrefix } from "./limi
 import { assertScriptAccess } from "./module_graph.ts";
 import { createNetDriver, type NetDriver } from "./netops.ts";
 import { childUserIds } from "./read_paths.ts";
-import { ChildPool, DEFAULT_CHILDREN } from "./pool.ts";
+import { ChildPool } from "./pool.ts";
 import { type PeerPoller, Requests, type StateSetter } from "./requests.ts";
 
 export type { BoundKind, RequestCounters, SandboxCounters } from "./counters.ts";
@@ -80,7 +80,8 @@ export interface SandboxOptions {
    */
   confine?: boolean;
   /**
-   * Children running the services' handlers (default {@linkcode DEFAULT_CHILDREN}); the
+   * Children running the services' handlers (default: the policy's `children`, itself
+   * {@linkcode DEFAULT_CHILDREN} by default); the
    * services are spread over them in declaration order, and a service whose handler timed out
    * gets a child of its own (at most {@linkcode MAX_OWN_CHILDREN}). `1` runs every handler in
    * one child; traps always run in the main child.
@@ -164,7 +165,7 @@ class SandboxImpl implements ChildHost {
     this.startTimeoutMs = options.startTimeoutMs ?? 20_000;
     this.trapTimeoutMs = options.trapTimeoutMs ?? 30_000;
     this.logger = options.logger ?? processLogger;
-    this.#pool = new ChildPool(this, options.children ?? DEFAULT_CHILDREN);
+    this.#pool = new ChildPool(this, options.children ?? policy.children);
     this.#requests = new Requests({
       policy,
       net: this.net,
