@@ -127,18 +127,24 @@ const h2Settled = (s: FailshSnapshot) =>
   s.hosts.find((h) => h.name === "h1")?.reachable === true &&
   /stays standby/.test(s.services[0]?.lastDecision?.reason ?? "");
 
+/** Waits until h2 has settled as standby and sees h1's kernel answer its ping. */
+async function waitKernelAlive(cluster: FailoverCluster): Promise<FailshSnapshot> {
+  const alive = await waitSnapshot(
+    cluster,
+    (s) => h2Settled(s) && h1Liveness(s)?.state === "alive",
+    20_000,
+  );
+  assert.ok(alive, "h2 sees h1's kernel answer its ping");
+  return alive;
+}
+
 function index(events: EventRecord[], pattern: RegExp): number {
   return events.findIndex((e) => pattern.test(e.message));
 }
 
 test("the master's link goes down: the standby takes over on its kernel's silence, before the polls' fall", async () => {
   await withLab(async () => {}, async ({ lab, cluster, probe }) => {
-    const alive = await waitSnapshot(
-      cluster,
-      (s) => h2Settled(s) && h1Liveness(s)?.state === "alive",
-      20_000,
-    );
-    assert.ok(alive, "h2 sees h1's kernel answer its ping");
+    await waitKernelAlive(cluster);
     assert.equal(await pingsIn(lab, "h2"), 1, "h2's failsh runs one ping, for its one peer");
     const cutAt = Date.now();
     await lab.linkDown("h1");
@@ -164,12 +170,7 @@ test("the master's link goes down: the standby takes over on its kernel's silenc
 
 test("the master's faild and failsh stall 3 poll intervals while its kernel answers: no takeover", async () => {
   await withLab(async () => {}, async ({ lab, cluster }) => {
-    const alive = await waitSnapshot(
-      cluster,
-      (s) => h2Settled(s) && h1Liveness(s)?.state === "alive",
-      20_000,
-    );
-    assert.ok(alive, "h2 sees h1's kernel answer its ping");
+    await waitKernelAlive(cluster);
     const h1 = cluster.hosts.get("h1")!;
     const pids = [h1.faild.pid, h1.failsh.pid];
     for (const pid of pids) Deno.kill(pid, "SIGSTOP");
@@ -226,12 +227,7 @@ test("a master whose kernel ignores ping: liveness stays unknown and the polls a
 
 test("the master is black-holed (link up): the standby takes over on its kernel's silence; after the heal its kernel answers, the polls count it back, exactly one holder", async () => {
   await withLab(async () => {}, async ({ lab, cluster, probe }) => {
-    const alive = await waitSnapshot(
-      cluster,
-      (s) => h2Settled(s) && h1Liveness(s)?.state === "alive",
-      20_000,
-    );
-    assert.ok(alive, "h2 sees h1's kernel answer its ping");
+    await waitKernelAlive(cluster);
     await lab.blackhole("h1");
     assert.ok(await probe.waitServedBy("h2", 20_000), "h2 serves the VIP during the cut");
     const cut = await waitSnapshot(cluster, (x) => x.services[0]?.state === "UP", 10_000);
@@ -261,12 +257,7 @@ test("the master is black-holed (link up): the standby takes over on its kernel'
 test("fast polls: a 500 ms stall of the master's daemons while its kernel answers takes nothing (stallGrace); its link going down still does, on the kernel's silence", async () => {
   const fast: FailoverOptions = { intervalMs: 50, fall: 2, liveness: { intervalMs: 10, fall: 5 } };
   await withLab(async () => {}, async ({ lab, cluster, probe }) => {
-    const alive = await waitSnapshot(
-      cluster,
-      (s) => h2Settled(s) && h1Liveness(s)?.state === "alive",
-      20_000,
-    );
-    assert.ok(alive, "h2 sees h1's kernel answer its ping");
+    const alive = await waitKernelAlive(cluster);
     assert.equal(h1Liveness(alive)?.stallGraceMs, 1000, "the sample's default stallGrace");
     const h1 = cluster.hosts.get("h1")!;
     const pids = [h1.faild.pid, h1.failsh.pid];
