@@ -314,6 +314,8 @@ export interface ParseDurationOptions {
   min?: number;
   /** Largest accepted value, ms (default: no bound). */
   max?: number;
+  /** Why the minimum is there, added to the message of a positive value under it. */
+  belowMin?: string;
 }
 
 const DURATION_UNITS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
@@ -374,10 +376,13 @@ export function parseDuration(value: Duration, options: ParseDurationOptions = {
   const { min = -Infinity, max = Infinity } = options;
   if (ms < min || ms > max) {
     const shown = typeof value === "string" ? JSON.stringify(value) : `${ms} ms`;
+    const why = options.belowMin !== undefined && ms > 0 && ms < min
+      ? ` (${options.belowMin})`
+      : "";
     throw new RangeError(
       `${prefix}${shown} is out of range: a duration here is from ${formatMs(min)} to ${
         formatMs(max)
-      }`,
+      }${why}`,
     );
   }
   return ms;

@@ -138,9 +138,8 @@ export function compileArgPattern(pattern: string): RegExp {
  *
  * Defaults: `faild` `{ url: "http://127.0.0.1:7100", key: null }`, `keys` `{}`, `addresses`
  * `[]`, `netDriver` `linux`, `arp` `{ count: 3, refreshMs: 0 }`, `programs` `[]` (each with
- * `timeoutMs` 10000), `net` `[]`, `etcd` `[]`, `read` `[]`, `childUser` `null`, `children` 4, `onExit` `release`,
- * `monitor` `127.0.0.1:1848`,
- * `debug` `null`, `debugKey` `null`, `audit` `./failsh-audit.log`, `dumpFile` `./failsh.dump`.
+ * `timeoutMs` 10000), `net` `[]`, `etcd` `[]`, `read` `[]`, `childUser` `null`, `children` 4,
+ * `onExit` `release`, `monitor` `127.0.0.1:1848`, `debug` `null`, `debugKey` `null`, `audit` `./failsh-audit.log`, `dumpFile` `./failsh.dump`.
  * Fields whose name starts with `_` or `$` are comments and ignored.
  *
  * @param text The JSON text.

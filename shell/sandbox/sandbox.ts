@@ -80,11 +80,10 @@ export interface SandboxOptions {
    */
   confine?: boolean;
   /**
-   * Children running the services' handlers (default: the policy's `children`, itself
-   * {@linkcode DEFAULT_CHILDREN} by default); the
-   * services are spread over them in declaration order, and a service whose handler timed out
-   * gets a child of its own (at most {@linkcode MAX_OWN_CHILDREN}). `1` runs every handler in
-   * one child; traps always run in the main child.
+   * Children running the services' handlers (default: the policy's `children`, itself 4 by
+   * default); the services are spread over them in declaration order, and a service whose
+   * handler timed out gets a child of its own (at most {@linkcode MAX_OWN_CHILDREN}). `1` runs
+   * every handler in one child; traps always run in the main child.
    */
   children?: number;
   /** Start the services' children in `start()` rather than at their first handler (default true). */

@@ -107,6 +107,19 @@ function setup(services: ServiceDecl[], liveness?: LivenessSource, stallGraceMs 
   return { time, alpha, beta, set, peers, answers, missed, events };
 }
 
+/**
+ * alpha's view of beta at fast polls (50 ms, fall 2, rise 2) with beta's kernel in `state`
+ * (its liveness and alpha's declaring `stallGraceMs`), started and 20 ms in.
+ */
+async function fastPolls(stallGraceMs: number, state: LivenessStatus["state"] = "alive") {
+  const kernel = new FakeLiveness();
+  const lab = setup([service("web", { intervalMs: 50, fall: 2, rise: 2 })], kernel, stallGraceMs);
+  lab.peers.start();
+  kernel.set("beta", state);
+  await lab.time.advance(20);
+  return { ...lab, kernel };
+}
+
 Deno.test("Peers counts a peer unreachable after fall misses, back after rise answers", async () => {
   const { time, beta, peers } = setup([service("web")]);
   const reachable = () => peers.inputs("web").peers[0]!.reachable;
@@ -222,12 +235,7 @@ Deno.test("Peers with host liveness: a silent kernel is unreachable at once, a s
   await t.step(
     "fast polls, kernel answering, faild stalled shorter than stallGrace: still reachable",
     async () => {
-      const kernel = new FakeLiveness();
-      const fast = service("web", { intervalMs: 50, fall: 2, rise: 2 });
-      const { time, beta, peers, events } = setup([fast], kernel, 1000);
-      peers.start();
-      kernel.set("beta", "alive");
-      await time.advance(20);
+      const { time, beta, peers, events } = await fastPolls(1000);
       beta.up = false; // a 400 ms stall of beta's faild: 8 polls unanswered
       await time.advance(400);
       assert.equal(peers.inputs("web").peers[0]!.reachable, true, "its kernel answers");
@@ -245,12 +253,7 @@ Deno.test("Peers with host liveness: a silent kernel is unreachable at once, a s
     },
   );
   await t.step("fast polls, faild stalled, then its kernel falls silent: at once", async () => {
-    const kernel = new FakeLiveness();
-    const fast = service("web", { intervalMs: 50, fall: 2, rise: 2 });
-    const { time, beta, peers } = setup([fast], kernel, 1000);
-    peers.start();
-    kernel.set("beta", "alive");
-    await time.advance(20);
+    const { time, beta, peers, kernel } = await fastPolls(1000);
     beta.up = false;
     await time.advance(300);
     assert.equal(peers.inputs("web").peers[0]!.reachable, true);
@@ -262,12 +265,7 @@ Deno.test("Peers with host liveness: a silent kernel is unreachable at once, a s
   await t.step(
     "fast polls, this host's own faild stalled: unreachable to itself only after its stallGrace, as its peers judge it",
     async () => {
-      const kernel = new FakeLiveness();
-      const fast = service("web", { intervalMs: 50, fall: 2, rise: 2 });
-      const { time, alpha, peers } = setup([fast], kernel, 1000);
-      peers.start();
-      kernel.set("beta", "alive");
-      await time.advance(20);
+      const { time, alpha, peers } = await fastPolls(1000);
       alpha.up = false;
       await time.advance(400);
       assert.equal(peers.inputs("web").selfReachable, true, "the peers still count it too");
@@ -277,24 +275,14 @@ Deno.test("Peers with host liveness: a silent kernel is unreachable at once, a s
     },
   );
   await t.step("stallGrace 0: the polls' fall alone, as without liveness", async () => {
-    const kernel = new FakeLiveness();
-    const fast = service("web", { intervalMs: 50, fall: 2, rise: 2 });
-    const { time, beta, peers } = setup([fast], kernel, 0);
-    peers.start();
-    kernel.set("beta", "alive");
-    await time.advance(20);
+    const { time, beta, peers } = await fastPolls(0);
     beta.up = false;
     await time.advance(130);
     assert.equal(peers.inputs("web").peers[0]!.reachable, false);
     peers.stop();
   });
   await t.step("no grace for a kernel that never answered (ICMP filtered)", async () => {
-    const kernel = new FakeLiveness();
-    const fast = service("web", { intervalMs: 50, fall: 2, rise: 2 });
-    const { time, beta, peers } = setup([fast], kernel, 1000);
-    peers.start();
-    kernel.set("beta", "unknown");
-    await time.advance(20);
+    const { time, beta, peers } = await fastPolls(1000, "unknown");
     beta.up = false;
     await time.advance(130);
     assert.equal(peers.inputs("web").peers[0]!.reachable, false);

@@ -117,19 +117,12 @@ function livenessOf(host: string, options: LivenessOptions): LivenessDecl {
     throw new TypeError(`Invalid host ${host}: liveness.interval is required (e.g. "10ms")`);
   }
   const [min, max] = LIVENESS_INTERVAL_RANGE_MS;
-  const what = `liveness.interval of host ${host}`;
-  let intervalMs: number;
-  try {
-    intervalMs = parseDuration(options.interval, { what, min, max });
-  } catch (e) {
-    const ms = e instanceof RangeError ? parseDuration(options.interval) : 0;
-    if (ms <= 0 || ms >= min) throw e;
-    throw new RangeError(
-      `${
-        (e as Error).message
-      } (under 10 ms iputils ping busy-waits between requests: a whole CPU core per peer)`,
-    );
-  }
+  const intervalMs = parseDuration(options.interval, {
+    what: `liveness.interval of host ${host}`,
+    min,
+    max,
+    belowMin: "under 10 ms iputils ping busy-waits between requests: a whole CPU core per peer",
+  });
   const fall = options.fall ?? DEFAULT_LIVENESS_FALL;
   if (!Number.isInteger(fall) || fall < 1 || fall > 100) {
     throw new RangeError(
